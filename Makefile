@@ -1,0 +1,83 @@
+# The study's two commands:  make report   and   make test
+# Everything runs inside .venv (created here with python -m venv + pip; torch pinned by the cpu extra).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= cpu,dev,ray
+STAMP := $(VENV)/.installed
+PAPERMILL := $(PY) -m papermill --cwd notebooks --log-level WARNING
+DATASET ?= emoprefer
+EXECUTED := reports/executed
+GRID ?= params/grid_cpu.yaml
+ANALYSIS_NOTEBOOKS := $(sort $(wildcard notebooks/0[2-8]_*.ipynb))
+SUMMARY_NOTEBOOKS := $(sort $(wildcard notebooks/09_*.ipynb))
+
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export MPLBACKEND ?= Agg
+export PYTHONUNBUFFERED := 1
+
+.PHONY: report test venv data lint check-python chromium clean-report help
+
+help:
+	@echo "make report   build reports/index.html (set EMOPREFER_DATA=/folder/with/csvs when offline)"
+	@echo "make test     ruff + pytest"
+
+check-python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python >= 3.10" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' || \
+	  { echo "error: Python >= 3.10 needed, $(PYTHON) is $$($(PYTHON) -V 2>&1)" >&2; exit 1; }
+
+$(STAMP): pyproject.toml | check-python
+	@echo "==> creating/updating $(VENV) (extras: $(EXTRAS); first time takes a few minutes: torch is large)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+data: $(STAMP)
+	@echo "==> checking the $(DATASET) data"
+	@$(PY) -m helpers.data check --dataset $(DATASET) || { \
+	  echo "error: the $(DATASET) data could not be found or validated (see above)." >&2; \
+	  echo "       Offline? Point EMOPREFER_DATA at a folder with the CSVs, e.g." >&2; \
+	  echo "       EMOPREFER_DATA=../shared/data/emoprefer make report" >&2; exit 1; }
+
+report: data
+	@mkdir -p $(EXECUTED) reports/tables reports/figures
+	@echo "==> 00_data: data audit"
+	@$(PAPERMILL) notebooks/00_data.ipynb $(EXECUTED)/00_data.ipynb -p dataset $(DATASET)
+	@if [ -f $(GRID) ]; then echo "==> judging with the CPU judges ($(GRID))"; $(PY) -m helpers.grid $(GRID); fi
+	@for nb in $(ANALYSIS_NOTEBOOKS) $(SUMMARY_NOTEBOOKS); do \
+	  echo "==> $$(basename $$nb .ipynb)"; \
+	  $(PAPERMILL) $$nb $(EXECUTED)/$$(basename $$nb) -p dataset $(DATASET) || exit 1; \
+	done
+	@if command -v quarto >/dev/null 2>&1; then \
+	  echo "==> rendering with Quarto"; quarto render || exit 1; \
+	else \
+	  echo "==> quarto not on PATH: rendering with the offline fallback (python -m helpers.report)"; \
+	  $(PY) -m helpers.report || exit 1; \
+	fi
+	@echo "report: $(CURDIR)/reports/index.html"
+
+lint: $(STAMP)
+	@echo "==> ruff"
+	@$(VENV)/bin/ruff check src tests benchmarks
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "==> installing chromium for the browser check (apt-get)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	      echo "note: chromium could not be installed; the browser test will be skipped with a reason"; \
+	  else echo "note: chromium not installed and apt-get unavailable; the browser test will be skipped"; fi; }
+
+test: lint chromium
+	@echo "==> pytest"
+	@$(PY) -m pytest -q; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+clean-report:
+	rm -rf $(EXECUTED) reports/tables reports/figures reports/index.html reports/runs

@@ -1,0 +1,492 @@
+"""EmoPrefer annotation data: finding, downloading, validating and loading preference pairs.
+
+Every rule that rejects data names the file, the 1-based CSV line, the column and the value,
+because the people who hit these errors are holding a CSV in an editor. Sample names become
+media paths, so they are checked here once and trusted everywhere else.
+
+Command line: ``python -m helpers.data check [DIR] [--dataset emoprefer]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from helpers import paths
+
+LABELS = ("a1", "a2", "same")
+ORDERS = ("normal", "reverse")
+DATA_ENV = "EMOPREFER_DATA"
+BASE_URL_ENV = "EMOPREFER_BASE_URL"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+INPUT_TYPES = ("audio", "video", "audiovideo", "text")
+
+
+class DataError(Exception):
+    """Data the user supplied (or failed to supply) cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One violated rule, located precisely enough to fix by hand."""
+
+    file: str
+    line: int | None
+    column: str | None
+    value: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f", line {self.line}"
+        if self.column is not None:
+            where += f", column '{self.column}'"
+        value = "" if self.value is None else f" (value {_short(self.value)!r})"
+        return f"{where}: {self.message}{value}"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset's files and pinned hashes, as listed in ``params/datasets.yaml``."""
+
+    key: str
+    description: str
+    base_url: str
+    files: dict[str, str]
+    sha256: dict[str, str]
+
+
+def _short(value: str, width: int = 60) -> str:
+    return value if len(value) <= width else value[: width - 3] + "..."
+
+
+@cache
+def dataset_specs() -> dict[str, DatasetSpec]:
+    raw = yaml.safe_load((paths.params_dir() / "datasets.yaml").read_text())
+    return {
+        key: DatasetSpec(
+            key=key,
+            description=entry.get("description", key),
+            base_url=entry["base_url"],
+            files=dict(entry["files"]),
+            sha256=dict(entry.get("sha256") or {}),
+        )
+        for key, entry in raw.items()
+    }
+
+
+def dataset_spec(dataset: str) -> DatasetSpec:
+    specs = dataset_specs()
+    if dataset not in specs:
+        raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(specs))}")
+    return specs[dataset]
+
+
+def swap_label(label: str) -> str:
+    """The same verdict seen from the swapped pair: a1<->a2, same stays."""
+    return {"a1": "a2", "a2": "a1"}.get(label, label)
+
+
+def swap_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Pairs with a1/a2 (and model1/model2) swapped and labels mapped: the reversed order."""
+    out = pairs.copy()
+    out["a1"], out["a2"] = pairs["a2"].to_numpy(), pairs["a1"].to_numpy()
+    if {"model1", "model2"} <= set(pairs.columns):
+        out["model1"], out["model2"] = pairs["model2"].to_numpy(), pairs["model1"].to_numpy()
+    if "preference" in pairs.columns:
+        out["preference"] = pairs["preference"].map(swap_label)
+    return out
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def _has_files(folder: Path, spec: DatasetSpec) -> bool:
+    return (folder / spec.files["normal"]).is_file()
+
+
+def cache_dir(dataset: str) -> Path:
+    return paths.data_dir() / "raw" / dataset
+
+
+def resolve_data_dir(dataset: str = "emoprefer", data_dir: str | Path | None = None) -> Path:
+    """The folder holding ``dataset``'s CSVs, in this order: the ``data_dir`` argument, the
+    ``EMOPREFER_DATA`` variable, the project cache ``data/raw/<dataset>/``, then a download from
+    the official address into that cache."""
+    spec = dataset_spec(dataset)
+    explicit = [(data_dir, "the data_dir argument"), (os.environ.get(DATA_ENV), f"${DATA_ENV}")]
+    for folder, origin in explicit:
+        if folder:
+            folder = Path(folder).expanduser()
+            if not _has_files(folder, spec):
+                raise DataError(
+                    f"{origin} points to {folder}, which has no {spec.files['normal']} "
+                    f"(dataset {dataset!r}: {spec.description})"
+                )
+            return folder
+    cached = cache_dir(dataset)
+    if _has_files(cached, spec):
+        return cached
+    return download(dataset, cached)
+
+
+def download(dataset: str, target: Path) -> Path:
+    """Fetch the dataset's CSVs from the official address (or ``$EMOPREFER_BASE_URL``)."""
+    spec = dataset_spec(dataset)
+    base = os.environ.get(BASE_URL_ENV, spec.base_url)
+    if not base.endswith("/"):
+        base += "/"
+    target.mkdir(parents=True, exist_ok=True)
+    for role, filename in spec.files.items():
+        url = base + filename
+        try:
+            _fetch(url, target / filename)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            if role == "normal":
+                raise DataError(
+                    f"could not find dataset {dataset!r} locally and could not download {url} ({exc}). "
+                    f"Offline? Point {DATA_ENV} at a folder holding {spec.files['normal']}, e.g. "
+                    f"{DATA_ENV}=../shared/data/emoprefer"
+                ) from exc
+            print(f"note: optional file {filename} not downloaded ({exc})", file=sys.stderr)
+    return target
+
+
+def _fetch(url: str, dest: Path) -> None:
+    """Download to a temporary file then rename, so a killed download leaves no half file."""
+    with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - official data address
+        with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, suffix=".part") as tmp:
+            shutil.copyfileobj(response, tmp)
+    os.replace(tmp.name, dest)
+
+
+# --------------------------------------------------------------------------- reading and rules
+
+
+def read_csv(path: Path, required: Iterable[str]) -> tuple[pd.DataFrame, list[Problem]]:
+    """Read a pairs CSV as strings, with each record's 1-based starting line in ``csv_line``."""
+    problems: list[Problem] = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return pd.DataFrame(), [Problem(str(path), 1, None, None, "file is empty")]
+        rows, lines, start = [], [], reader.line_num + 1
+        for record in reader:
+            if record:
+                if len(record) != len(header):
+                    problems.append(
+                        Problem(str(path), start, None, None, f"has {len(record)} fields, header has {len(header)}")
+                    )
+                else:
+                    rows.append(record)
+                    lines.append(start)
+            start = reader.line_num + 1
+    missing = [col for col in required if col not in header]
+    if missing:
+        problems.append(Problem(str(path), 1, None, None, f"missing required column(s) {', '.join(missing)}"))
+        return pd.DataFrame(), problems
+    frame = pd.DataFrame(rows, columns=header)
+    frame["csv_line"] = lines
+    return frame, problems
+
+
+def check_pairs(frame: pd.DataFrame, file: str) -> list[Problem]:
+    """Rules every pairs table obeys: labels, safe unique names, non-empty descriptions."""
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for row in frame.itertuples(index=False):
+        line = row.csv_line
+        name = row.name
+        if not NAME_PATTERN.match(name) or ".." in name:
+            problems.append(
+                Problem(file, line, "name", name, "name must match ^[A-Za-z0-9_.-]+$ without '..' (it becomes a media path)")
+            )
+        elif name in seen:
+            problems.append(Problem(file, line, "name", name, f"duplicate name (first on line {seen[name]})"))
+        else:
+            seen[name] = line
+        if row.preference not in LABELS:
+            problems.append(Problem(file, line, "preference", row.preference, "preference must be one of a1, a2, same"))
+        for column in ("a1", "a2"):
+            if not getattr(row, column).strip():
+                problems.append(Problem(file, line, column, getattr(row, column), "description is empty"))
+    return problems
+
+
+def check_reverse(normal: pd.DataFrame, reverse: pd.DataFrame, file: str) -> list[Problem]:
+    """The reverse file must be the normal file with a1/a2 swapped and labels mapped."""
+    problems: list[Problem] = []
+    by_name = normal.set_index("name")
+    extra = sorted(set(reverse["name"]) - set(by_name.index))
+    for row in reverse[reverse["name"].isin(extra)].itertuples(index=False):
+        problems.append(Problem(file, row.csv_line, "name", row.name, "name not in the normal file"))
+    for name in sorted(set(by_name.index) - set(reverse["name"])):
+        problems.append(Problem(file, None, "name", name, "pair of the normal file missing from the reverse file"))
+    for row in reverse[~reverse["name"].isin(extra)].itertuples(index=False):
+        ref = by_name.loc[row.name]
+        if isinstance(ref, pd.DataFrame):  # duplicate names are reported by check_pairs
+            continue
+        if row.a1 != ref["a2"]:
+            problems.append(Problem(file, row.csv_line, "a1", row.a1, "reverse a1 is not the normal file's a2"))
+        if row.a2 != ref["a1"]:
+            problems.append(Problem(file, row.csv_line, "a2", row.a2, "reverse a2 is not the normal file's a1"))
+        if row.preference != swap_label(ref["preference"]):
+            problems.append(
+                Problem(
+                    file, row.csv_line, "preference", row.preference,
+                    f"reverse label must be {swap_label(ref['preference'])!r} (normal label {ref['preference']!r})",
+                )
+            )
+    return problems
+
+
+def check_modelnames(normal: pd.DataFrame, named: pd.DataFrame, file: str) -> list[Problem]:
+    """The with-modelnames file must hold the same pairs and labels as the plain file."""
+    problems: list[Problem] = []
+    by_name = normal.set_index("name")
+    for row in named.itertuples(index=False):
+        if row.name not in by_name.index:
+            problems.append(Problem(file, row.csv_line, "name", row.name, "name not in the plain file"))
+            continue
+        ref = by_name.loc[row.name]
+        if isinstance(ref, pd.DataFrame):
+            continue
+        for column in ("a1", "a2", "preference"):
+            if getattr(row, column) != ref[column]:
+                problems.append(Problem(file, row.csv_line, column, getattr(row, column), "differs from the plain file"))
+        for column in ("model1", "model2"):
+            if not getattr(row, column).strip():
+                problems.append(Problem(file, row.csv_line, column, getattr(row, column), "model name is empty"))
+    for name in sorted(set(by_name.index) - set(named["name"])):
+        problems.append(Problem(file, None, "name", name, "pair of the plain file missing here"))
+    return problems
+
+
+@dataclass
+class Checked:
+    """A dataset folder after every rule has run."""
+
+    dataset: str
+    folder: Path
+    normal: pd.DataFrame
+    reverse: pd.DataFrame | None
+    named: pd.DataFrame | None
+    problems: list[Problem]
+    sha256: dict[str, tuple[str, str | None]]  # file -> (actual, pinned)
+
+    @property
+    def sha_ok(self) -> bool | None:
+        pinned = [(a, p) for a, p in self.sha256.values() if p]
+        return None if not pinned else all(a == p for a, p in pinned)
+
+
+def check_dataset(dataset: str = "emoprefer", data_dir: str | Path | None = None) -> Checked:
+    """Read every file of a dataset and run every rule; collects problems instead of stopping."""
+    spec = dataset_spec(dataset)
+    folder = resolve_data_dir(dataset, data_dir)
+    base_cols = ("name", "a1", "a2", "preference")
+    problems: list[Problem] = []
+    frames: dict[str, pd.DataFrame | None] = {}
+    hashes: dict[str, tuple[str, str | None]] = {}
+    for role, filename in spec.files.items():
+        path = folder / filename
+        if not path.is_file():
+            frames[role] = None
+            if role == "normal":
+                problems.append(Problem(str(path), None, None, None, "file not found"))
+            continue
+        hashes[filename] = (sha256_file(path), spec.sha256.get(filename))
+        required = base_cols + (("model1", "model2") if role == "modelnames" else ())
+        frame, found = read_csv(path, required)
+        problems += found
+        if frame.empty and found:
+            frames[role] = None
+            continue
+        problems += check_pairs(frame, str(path))
+        frames[role] = frame
+    normal = frames.get("normal")
+    if normal is not None:
+        if frames.get("reverse") is not None:
+            problems += check_reverse(normal, frames["reverse"], str(folder / spec.files["reverse"]))
+        if frames.get("modelnames") is not None:
+            problems += check_modelnames(normal, frames["modelnames"], str(folder / spec.files["modelnames"]))
+    return Checked(
+        dataset, folder, normal if normal is not None else pd.DataFrame(),
+        frames.get("reverse"), frames.get("modelnames"), problems, hashes,
+    )
+
+
+def _warn_sha(checked: Checked) -> None:
+    for filename, (actual, pinned) in checked.sha256.items():
+        if pinned and actual != pinned:
+            warnings.warn(
+                f"{checked.folder / filename}: sha256 {actual[:12]}… differs from the pinned {pinned[:12]}…; "
+                "these data differ from the paper's, so results are not comparable with it",
+                stacklevel=3,
+            )
+
+
+@cache
+def _load_checked(dataset: str, folder: str) -> Checked:
+    checked = check_dataset(dataset, folder)
+    if checked.problems:
+        listing = "\n  ".join(str(p) for p in checked.problems[:50])
+        more = "" if len(checked.problems) <= 50 else f"\n  … and {len(checked.problems) - 50} more"
+        raise DataError(f"{len(checked.problems)} problem(s) in dataset {dataset!r}:\n  {listing}{more}")
+    _warn_sha(checked)
+    return checked
+
+
+def load_pairs(
+    dataset: str = "emoprefer", order: str = "normal", data_dir: str | Path | None = None
+) -> pd.DataFrame:
+    """Validated pairs: ``name, a1, a2, preference`` plus ``model1, model2`` when the
+    with-modelnames file exists. ``order='reverse'`` reads the official reverse file (checked
+    against the normal one) or, without it, swaps a1/a2 and maps the labels."""
+    if order not in ORDERS:
+        raise DataError(f"order must be one of {ORDERS}, got {order!r}")
+    folder = resolve_data_dir(dataset, data_dir)
+    checked = _load_checked(dataset, str(folder.resolve()))
+    pairs = checked.normal
+    if checked.named is not None:
+        models = checked.named.set_index("name")[["model1", "model2"]]
+        pairs = pairs.join(models, on="name")
+    pairs = pairs.drop(columns="csv_line").reset_index(drop=True)
+    if order == "normal":
+        return pairs.copy()
+    reverse = swap_pairs(pairs)
+    if checked.reverse is not None:
+        official = checked.reverse.drop(columns="csv_line").set_index("name").loc[pairs["name"]].reset_index()
+        reverse[["a1", "a2", "preference"]] = official[["a1", "a2", "preference"]].to_numpy()
+    return reverse
+
+
+def data_sha256(dataset: str = "emoprefer", data_dir: str | Path | None = None) -> dict[str, str]:
+    """sha256 of every file of the dataset that is present, for run manifests."""
+    spec = dataset_spec(dataset)
+    folder = resolve_data_dir(dataset, data_dir)
+    return {f: sha256_file(folder / f) for f in spec.files.values() if (folder / f).is_file()}
+
+
+# --------------------------------------------------------------------------- media
+
+
+@dataclass(frozen=True)
+class MediaPaths:
+    video: Path
+    audio: Path
+
+
+def check_name(name: str) -> str:
+    """Refuse a sample name that could escape the media folder."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
+        raise DataError(f"unsafe sample name {name!r}: must match ^[A-Za-z0-9_.-]+$ without '..'")
+    return name
+
+
+def media_paths(name: str, media_dir: str | Path) -> MediaPaths:
+    """``<media_dir>/<name>.mp4`` and ``.wav``; the MER2025 layout with ``video/`` and ``audio/``
+    sub-folders is used where the flat file is absent."""
+    check_name(name)
+    root = Path(media_dir)
+    video, audio = root / f"{name}.mp4", root / f"{name}.wav"
+    if not video.exists() and (root / "video" / f"{name}.mp4").exists():
+        video = root / "video" / f"{name}.mp4"
+    if not audio.exists() and (root / "audio" / f"{name}.wav").exists():
+        audio = root / "audio" / f"{name}.wav"
+    return MediaPaths(video, audio)
+
+
+def required_media(input_type: str) -> tuple[str, ...]:
+    """Which media files an input type reads (audiovideo takes its audio from the mp4)."""
+    if input_type not in INPUT_TYPES:
+        raise DataError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
+    return {"audio": ("audio",), "video": ("video",), "audiovideo": ("video",), "text": ()}[input_type]
+
+
+def missing_media(names: Iterable[str], media_dir: str | Path | None, input_type: str) -> list[Path]:
+    """Every media file the samples need and the folder lacks, so a run refuses to start with
+    the complete list instead of failing at sample 300."""
+    kinds = required_media(input_type)
+    if not kinds:
+        return []
+    if media_dir is None:
+        raise DataError(f"input_type {input_type!r} needs media: pass media_dir (a folder of <name>.mp4/.wav)")
+    missing = []
+    for name in names:
+        found = media_paths(name, media_dir)
+        missing += [getattr(found, kind) for kind in kinds if not getattr(found, kind).is_file()]
+    return missing
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def summary(checked: Checked) -> str:
+    counts = checked.normal["preference"].value_counts() if not checked.normal.empty else pd.Series(dtype=int)
+    status = {True: "match the pinned values", False: "DIFFER from the pinned values", None: "no pinned values"}
+    lines = [
+        f"dataset: {checked.dataset} ({dataset_spec(checked.dataset).description})",
+        f"folder: {checked.folder}",
+        f"pairs: {len(checked.normal)}",
+        "labels: " + ", ".join(f"{label} {int(counts.get(label, 0))}" for label in LABELS),
+        f"reverse file: {'present' if checked.reverse is not None else 'absent (derived by swapping)'}",
+        f"with-modelnames file: {'present' if checked.named is not None else 'absent'}",
+        f"sha256: {status[checked.sha_ok]}",
+    ]
+    lines += [f"  {name}: {actual}" for name, (actual, _) in checked.sha256.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.data", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="validate a dataset folder and print a summary")
+    check.add_argument("dir", nargs="?", default=None, help=f"folder with the CSVs (default: ${DATA_ENV}, cache, download)")
+    check.add_argument("--dataset", default="emoprefer", choices=sorted(dataset_specs()))
+    args = parser.parse_args(argv)
+    try:
+        checked = check_dataset(args.dataset, args.dir)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(summary(checked))
+    if checked.problems:
+        print(f"\n{len(checked.problems)} problem(s):", file=sys.stderr)
+        for problem in checked.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    if checked.sha_ok is False:
+        print("warning: sha256 differs from the paper's files; results are not comparable with the paper")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
