@@ -1,0 +1,50 @@
+"""The data-audit notebook runs under papermill and states the numbers it computes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import papermill as pm
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = Path(os.environ.get("EMOPREFER_DATA", ROOT.parent / "shared" / "data" / "emoprefer"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REAL / "preference_emoprefer.csv").is_file(), reason=f"v1 files not found in {REAL}")
+def test_data_audit_notebook_on_v1(tmp_path):
+    out = tmp_path / "00_data.ipynb"
+    pm.execute_notebook(
+        ROOT / "notebooks" / "00_data.ipynb", out, cwd=ROOT / "notebooks", progress_bar=False,
+        parameters={"data_dir": str(REAL), "reports_dir": str(tmp_path), "n_boot": 200},
+    )
+    rates = pd.read_csv(tmp_path / "tables" / "data_confound.csv").set_index("quantity")
+    longer = rates.loc["longer description preferred"]
+    # 448 of the 563 decided pairs went to the longer text (counted independently below)
+    assert longer["pairs"] == 563
+    assert longer["ci_low"] < longer["percent"] < longer["ci_high"]
+    assert (tmp_path / "figures" / "data_lengths.png").stat().st_size > 1000
+    text = "".join(
+        o.get("data", {}).get("text/markdown", "")
+        for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
+    assert f"{longer['percent']:.1f}%" in text and "574 pairs" in text
+
+
+def test_longer_text_share_matches_an_independent_count():
+    if not (REAL / "preference_emoprefer.csv").is_file():
+        pytest.skip(f"v1 files not found in {REAL}")
+    from helpers import audit, data
+
+    raw = pd.read_csv(REAL / "preference_emoprefer.csv", keep_default_na=False)
+    decided = raw[raw["preference"] != "same"]
+    l1, l2 = decided["a1"].str.len(), decided["a2"].str.len()
+    longer = ((decided["preference"] == "a1") & (l1 > l2)) | ((decided["preference"] == "a2") & (l2 > l1))
+    expected = 100 * longer.sum() / (l1 != l2).sum()
+    got = audit.preference_rates(data.load_pairs(data_dir=REAL), n_boot=100).set_index("quantity")
+    assert got.loc["longer description preferred", "percent"] == pytest.approx(expected)
+    assert 79 < expected < 80.5
