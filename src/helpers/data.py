@@ -168,6 +168,8 @@ def download(dataset: str, target: Path) -> Path:
             _fetch(url, target / filename)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             if role == "normal":
+                if not any(target.iterdir()):
+                    target.rmdir()  # leave no empty cache folder behind
                 raise DataError(
                     f"could not find dataset {dataset!r} locally and could not download {url} ({exc}). "
                     f"Offline? Point {DATA_ENV} at a folder holding {spec.files['normal']}, e.g. "

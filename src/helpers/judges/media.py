@@ -34,11 +34,19 @@ class MediaError(Exception):
 
 @dataclass(frozen=True)
 class VideoFrames:
-    """Sampled RGB frames ``(T, H, W, 3)`` uint8 and the rate they represent."""
+    """Sampled RGB frames ``(T, H, W, 3)`` uint8, the rate they represent, and where they came from."""
 
     frames: np.ndarray
     fps: float
     duration_s: float
+    indices: tuple[int, ...] = ()
+    source_fps: float = 0.0
+    source_frames: int = 0
+
+    def metadata(self) -> dict:
+        """transformers' ``VideoMetadata`` fields: without them processors assume 24 fps."""
+        return {"total_num_frames": self.source_frames, "fps": self.source_fps, "frames_indices": list(self.indices),
+                "duration": self.duration_s}
 
 
 def _open(path: Path):
@@ -135,7 +143,8 @@ def load_video(
     while len(frames) < n:  # fewer decodable frames than packets: repeat the last one
         frames.append(frames[-1])
     duration = total / rate
-    return VideoFrames(np.stack(frames), fps=n / max(duration, 1e-6), duration_s=duration)
+    return VideoFrames(np.stack(frames), fps=n / max(duration, 1e-6), duration_s=duration,
+                       indices=tuple(int(i) for i in wanted), source_fps=rate, source_frames=total)
 
 
 def _resample_mono(container, stream, path: Path, sample_rate: int) -> np.ndarray:

@@ -1,0 +1,215 @@
+"""Text-only baselines that learn from the human labels: the writing model and a MiniLM reward model.
+
+They answer "how far does a judge get without the video?". Because they learn from the very
+labels they are scored against, every one is K-fold cross-fitted: pairs are split into folds by
+pair name, and a pair's verdict comes from a model fitted on the other folds' decided pairs
+(``a1``/``a2``; ``same`` pairs are predicted but never trained on). Folds depend only on the set of
+names and the seed, so the normal and reversed orders use the same folds, and training rows are
+sorted by name so that both orders fit on identical data.
+
+Registered like every other CPU judge (``params/models/<name>.yaml``, ``backend: cpu``,
+``options.judge_class``); options: ``folds`` (K, default 5), ``cache_dir`` (embedding cache),
+``Cs`` and ``inner_folds`` (the reward model's regularisation grid and its inner CV).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.model_selection import KFold, StratifiedKFold
+from threadpoolctl import threadpool_limits
+
+from helpers.bias import log_length_ratio
+from helpers.data import LABELS, DataError
+from helpers.embeddings import TextEmbedder, text_key
+from helpers.judges.base import JudgeSpec, PairJudge
+
+DECIDED = ("a1", "a2")
+# plain L2 in the spelling of scikit-learn >= 1.8 (older versions default to it and lack these)
+_L2_ONLY = (
+    {"l1_ratios": (0.0,), "use_legacy_attributes": False}
+    if "use_legacy_attributes" in LogisticRegressionCV().get_params()
+    else {}
+)
+
+
+def pair_folds(names: pd.Series, k: int, seed: int) -> pd.Series:
+    """Fold index (0..k-1) of each pair, a function of the set of names and the seed only."""
+    unique = np.array(sorted(set(names)))
+    if not 2 <= k <= len(unique):
+        raise ValueError(f"folds must be between 2 and the number of pairs ({len(unique)}), got {k}")
+    fold_of = {}
+    for fold, (_, test) in enumerate(KFold(k, shuffle=True, random_state=seed).split(unique)):
+        fold_of.update(dict.fromkeys(unique[test], fold))
+    return names.map(fold_of)
+
+
+def _check_labels(pairs: pd.DataFrame, judge: str) -> None:
+    if "preference" not in pairs.columns:
+        raise DataError(f"judge {judge!r} learns from human labels: pairs need a 'preference' column")
+    bad = pairs.loc[~pairs["preference"].isin(LABELS), ["name", "preference"]]
+    if len(bad):
+        row = bad.iloc[0]
+        raise DataError(f"judge {judge!r}: pair {row['name']!r} has preference {row['preference']!r}, not one of {LABELS}")
+    if pairs["name"].duplicated().any():
+        raise DataError(f"judge {judge!r}: duplicate pair names, e.g. {pairs.loc[pairs['name'].duplicated(), 'name'].iloc[0]!r}")
+
+
+def cross_fit(
+    pairs: pd.DataFrame,
+    k: int,
+    seed: int,
+    fit: Callable[[pd.DataFrame], Any],
+    predict: Callable[[Any, pd.DataFrame], pd.Series],
+) -> pd.Series:
+    """Out-of-fold verdicts: each fold predicted by ``fit`` on the other folds' decided pairs."""
+    folds = pair_folds(pairs["name"], k, seed)
+    out = pd.Series(index=pairs.index, dtype=object)
+    for fold in range(k):
+        held = folds == fold
+        train = pairs[~held & pairs["preference"].isin(DECIDED)].sort_values("name", kind="mergesort")
+        if train.empty:
+            raise DataError(f"fold {fold} leaves no decided pairs to train on")
+        out[held] = predict(fit(train), pairs[held]).to_numpy()
+    return out
+
+
+def _verdict(score: np.ndarray) -> np.ndarray:
+    """Positive favours a1, negative a2, exactly zero is a tie."""
+    return np.where(score > 0, "a1", np.where(score < 0, "a2", "same"))
+
+
+class CrossFitJudge(PairJudge):
+    """Shared plumbing: options, label checks, cross-fitting."""
+
+    def __init__(self, spec: JudgeSpec):
+        super().__init__(spec)
+        self.folds = int(spec.options.get("folds", 5))
+
+    def fit(self, train: pd.DataFrame) -> Any:
+        raise NotImplementedError
+
+    def predict_fitted(self, model: Any, pairs: pd.DataFrame) -> pd.Series:
+        raise NotImplementedError
+
+    def prepare(self, pairs: pd.DataFrame) -> pd.DataFrame:
+        """Checks and per-pair features computed once for all folds."""
+        _check_labels(pairs, self.spec.name)
+        return pairs
+
+    def predict(self, pairs: pd.DataFrame, *, seed: int = 0) -> pd.Series:
+        prepared = self.prepare(pairs)
+        self.seed = seed
+        return cross_fit(prepared, self.folds, seed, self.fit, self.predict_fitted).rename("pred")
+
+
+# --------------------------------------------------------------------------- source
+
+
+class SourceJudge(CrossFitJudge):
+    """The description written by the system humans prefer more often wins.
+
+    Each system's preference rate is its share of wins among the training folds' decided pairs it
+    took part in; the higher rate wins, and equal rates, unseen systems or a system facing itself
+    give ``same``. On v1 it asks only "which DMER system wrote this?" and nothing about the video.
+    """
+
+    def prepare(self, pairs: pd.DataFrame) -> pd.DataFrame:
+        missing = [c for c in ("model1", "model2") if c not in pairs.columns]
+        if missing:
+            raise DataError(
+                f"judge {self.spec.name!r} needs the writing model of each description (columns "
+                f"{', '.join(missing)} missing): use a dataset with a *_with_modelnames file (EmoPrefer v1)"
+            )
+        return super().prepare(pairs)
+
+    def fit(self, train: pd.DataFrame) -> pd.Series:
+        contested = train[train["model1"] != train["model2"]]
+        winner = np.where(contested["preference"] == "a1", contested["model1"], contested["model2"])
+        appearances = pd.concat([contested["model1"], contested["model2"]]).value_counts()
+        return pd.Series(winner).value_counts().reindex(appearances.index, fill_value=0) / appearances
+
+    def predict_fitted(self, rates: pd.Series, pairs: pd.DataFrame) -> pd.Series:
+        gap = pairs["model1"].map(rates).astype(float) - pairs["model2"].map(rates).astype(float)
+        return pd.Series(_verdict(gap.fillna(0.0).to_numpy()), index=pairs.index)  # unseen system: same
+
+
+# --------------------------------------------------------------------------- reward model
+
+
+class MiniLMRewardJudge(CrossFitJudge):
+    """Logistic reward model on MiniLM embedding differences, antisymmetric by construction.
+
+    Features: ``d = e(a1) - e(a2)``; model: ``P(a1 preferred) = sigmoid(w·d)`` with no intercept,
+    so swapping the texts negates the score and the verdict swaps. Each pair is put in a canonical
+    orientation (the text with the smaller hash first) before fitting, so the two orders fit on
+    bit-identical data and give exactly mirrored verdicts. The L2 strength is chosen by inner
+    stratified CV (log loss) within the training folds.
+
+    ``same`` rule: only when the score is exactly zero, i.e. both texts embed identically. Humans
+    said ``same`` for 2% of v1 pairs and the model has no calibrated tie band, so inventing one
+    would only trade decided-pair accuracy for a rare class.
+    """
+
+    def __init__(self, spec: JudgeSpec):
+        super().__init__(spec)
+        self.embedder = TextEmbedder(cache_dir=spec.options.get("cache_dir"))
+        self.Cs = int(spec.options.get("Cs", 10))
+        self.inner_folds = int(spec.options.get("inner_folds", 5))
+
+    def prepare(self, pairs: pd.DataFrame) -> pd.DataFrame:
+        pairs = super().prepare(pairs)
+        e1, e2 = self.embedder.embed(list(pairs["a1"])), self.embedder.embed(list(pairs["a2"]))
+        sign = np.where([text_key(a) <= text_key(b) for a, b in zip(pairs["a1"], pairs["a2"], strict=True)], 1.0, -1.0)
+        out = pairs.copy()
+        out["_sign"] = sign
+        out["_d"] = list((e1 - e2) * sign[:, None])  # canonical orientation
+        out["_z"] = log_length_ratio(pairs).to_numpy() * sign
+        return out
+
+    def features(self, model: dict, rows: pd.DataFrame) -> np.ndarray:
+        """Canonically oriented features of ``rows``; the length-free variant overrides this."""
+        return np.stack(rows["_d"].to_numpy())
+
+    def fit(self, train: pd.DataFrame) -> dict:
+        canonical_a1 = (train["preference"] == "a1").to_numpy() == (train["_sign"] > 0).to_numpy()
+        model = self.fit_transform(train)
+        inner = StratifiedKFold(self.inner_folds, shuffle=True, random_state=self.seed)
+        clf = LogisticRegressionCV(
+            Cs=self.Cs, cv=inner, fit_intercept=False, scoring="neg_log_loss", max_iter=2000, **_L2_ONLY
+        )
+        with threadpool_limits(limits=1):  # a few hundred rows: BLAS threads only add contention
+            clf.fit(self.features(model, train), canonical_a1.astype(int))
+        model["w"] = clf.coef_[0]
+        return model
+
+    def fit_transform(self, train: pd.DataFrame) -> dict:
+        return {}
+
+    def predict_fitted(self, model: dict, pairs: pd.DataFrame) -> pd.Series:
+        score = self.features(model, pairs) @ model["w"] * pairs["_sign"].to_numpy()
+        return pd.Series(_verdict(score), index=pairs.index)
+
+
+class MiniLMRewardNoLenJudge(MiniLMRewardJudge):
+    """The reward model after removing what the embeddings say about length.
+
+    Within the training folds, every embedding-difference dimension is regressed (through the
+    origin, which keeps antisymmetry) on the log character-length ratio ``log(len a1 / len a2)``;
+    the logistic model is fitted on the residuals, and held-out pairs are residualised with the
+    same slopes. The score is therefore uncorrelated with the length ratio on the training data:
+    whatever accuracy remains is not a linear function of length.
+    """
+
+    def fit_transform(self, train: pd.DataFrame) -> dict:
+        d, z = np.stack(train["_d"].to_numpy()), train["_z"].to_numpy()
+        zz = float(z @ z)
+        return {"slope": (z @ d) / zz if zz > 0 else np.zeros(d.shape[1])}
+
+    def features(self, model: dict, rows: pd.DataFrame) -> np.ndarray:
+        d, z = np.stack(rows["_d"].to_numpy()), rows["_z"].to_numpy()
+        return d - np.outer(z, model["slope"])

@@ -1,0 +1,341 @@
+"""Judging with transformers on the user's machine: Qwen2.5-Omni (thinker), Qwen2.5-VL,
+Qwen2-Audio, LLaVA-NeXT-Video and text-only causal LMs.
+
+Why the choices:
+- Qwen2.5-Omni runs as its *thinker* only: the talker (speech output) is never built, which
+  is what ``generate(..., return_audio=False)`` in the paper's code amounts to, at a fraction of
+  the memory. ``use_audio_in_video`` is set once per batch from the input type and passed to
+  both the processor and ``generate`` — a mismatch silently misplaces the audio positions.
+- Media are decoded by :mod:`helpers.judges.media` (PyAV; fps 2, 16 kHz mono, Qwen's own
+  defaults) and handed to the processor as arrays, so no CUDA-only torchcodec is needed.
+- Requests are grouped by (seed, input type) and each group is generated in batches of
+  ``spec.batch_size`` with left padding, after ``torch.manual_seed(seed)``: the same requests
+  with the same seed give the same text. Only the newly generated tokens are decoded.
+- Generation settings come from ``spec.generation``; an empty mapping means the checkpoint's
+  own generation config (the paper's Qwen2.5-Omni setting).
+
+``spec.options`` understood here: ``system`` (default system prompt), ``dtype`` (GPU; default
+``auto``), ``device`` (default ``cuda`` when available), ``device_map``,
+``attn_implementation`` (e.g. ``flash_attention_2``), ``revision``, ``fps`` (default 2),
+``max_frames``, ``num_frames`` (fixed frame count; LLaVA-NeXT-Video defaults to 8),
+``video_min_pixels``/``video_max_pixels`` (per-frame pixel bounds passed on every processor
+call; Qwen's defaults 128*28*28 / 768*28*28 when unset).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from helpers.judges import media as media_io
+from helpers.judges.base import Backend, JudgeSpec, Request, Response
+
+GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "do_sample")
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a model family can take in and which transformers class runs it."""
+
+    model_class: str
+    audio: bool = False
+    video: bool = False
+    processor: bool = True
+    num_frames: int | None = None  # fixed frame count instead of fps sampling
+
+
+FAMILIES: dict[str, Family] = {
+    "qwen25omni": Family("Qwen2_5OmniThinkerForConditionalGeneration", audio=True, video=True),
+    "qwen25vl": Family("Qwen2_5_VLForConditionalGeneration", video=True),
+    "qwen2audio": Family("Qwen2AudioForConditionalGeneration", audio=True),
+    "llavanextvideo": Family("LlavaNextVideoForConditionalGeneration", video=True, num_frames=8),
+    "text": Family("AutoModelForCausalLM", processor=False),
+    "qwen25": Family("AutoModelForCausalLM", processor=False),
+}
+
+
+class BackendError(RuntimeError):
+    """A judge cannot run as configured; the message names the judge and what to change."""
+
+
+def family_of(spec: JudgeSpec) -> Family:
+    try:
+        return FAMILIES[spec.family]
+    except KeyError:
+        raise BackendError(
+            f"judge {spec.name!r}: family {spec.family!r} is not supported by the transformers backend "
+            f"(known: {', '.join(sorted(FAMILIES))})"
+        ) from None
+
+
+def check_input(spec: JudgeSpec, family: Family, request: Request) -> str:
+    """The request's input type, refused when the family cannot perceive it."""
+    input_type = request.media.input_type if request.media is not None else "text"
+    needs_audio = input_type in ("audio", "audiovideo")
+    needs_video = input_type in ("video", "audiovideo")
+    if input_type == "audiovideo" and spec.family != "qwen25omni":
+        raise BackendError(f"judge {spec.name!r} ({spec.family}) cannot take audio inside video; use qwen25omni")
+    if (needs_audio and not family.audio) or (needs_video and not family.video):
+        raise BackendError(f"judge {spec.name!r} ({spec.family}) cannot take input type {input_type!r}")
+    return input_type
+
+
+def build_messages(request: Request, family: Family, system: str | None) -> list[dict]:
+    """The chat for one request: optional system turn, then a user turn of media then text."""
+    messages: list[dict] = []
+    if not family.processor:
+        if system:
+            messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": request.prompt})
+        return messages
+    if system:
+        messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
+    content: list[dict] = []
+    input_type = request.media.input_type if request.media is not None else "text"
+    if input_type == "audio":
+        content.append({"type": "audio", "audio": str(request.media.audio)})
+    elif input_type in ("video", "audiovideo"):
+        content.append({"type": "video", "video": str(request.media.video)})
+    content.append({"type": "text", "text": request.prompt})
+    messages.append({"role": "user", "content": content})
+    return messages
+
+
+def generation_kwargs(generation: dict) -> dict:
+    """transformers ``generate`` kwargs from a judge's generation settings.
+
+    Sampling is on exactly when the temperature is positive; greedy decoding drops the sampling
+    knobs (transformers warns about them otherwise). ``max_tokens`` (vLLM/OpenAI spelling) is
+    accepted for ``max_new_tokens``.
+    """
+    settings = dict(generation)
+    if "max_tokens" in settings:
+        settings.setdefault("max_new_tokens", settings.pop("max_tokens"))
+    unknown = set(settings) - set(GENERATION_KEYS)
+    if unknown:
+        raise BackendError(f"unknown generation settings {sorted(unknown)} (known: {', '.join(GENERATION_KEYS)})")
+    if "temperature" in settings:
+        settings["do_sample"] = settings["temperature"] > 0
+    if settings.get("do_sample") is False:
+        for key in ("temperature", "top_p", "top_k"):
+            settings.pop(key, None)
+    return settings
+
+
+def seed_batches(requests: list[Request], batch_size: int, key=lambda r: r.seed) -> Iterator[list[int]]:
+    """Indices of requests, grouped by ``key`` (first-seen order), in chunks of ``batch_size``."""
+    groups: dict[Any, list[int]] = {}
+    for index, request in enumerate(requests):
+        groups.setdefault(key(request), []).append(index)
+    for indices in groups.values():
+        for start in range(0, len(indices), max(1, batch_size)):
+            yield indices[start : start + batch_size]
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class TransformersBackend(Backend):
+    """A judge model loaded in-process with transformers (see the module docstring)."""
+
+    def __init__(self, spec: JudgeSpec):
+        super().__init__(spec)
+        self.family = family_of(spec)
+        if not spec.checkpoint:
+            raise BackendError(f"judge {spec.name!r}: no checkpoint (a hub id or a local folder) in its YAML")
+        self.model = None
+        self.processor = None
+        self.tokenizer = None
+        self.device = None
+        self.info: dict[str, Any] = {}
+        self._default_generation: dict = {}
+
+    # -- loading -----------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load model and processor once (first ``generate`` calls this)."""
+        if self.model is not None:
+            return
+        import torch
+        import transformers
+
+        options = self.spec.options
+        device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        load_kwargs: dict[str, Any] = {"local_files_only": _offline()}
+        if options.get("revision"):
+            load_kwargs["revision"] = options["revision"]
+        model_kwargs = dict(load_kwargs)
+        if device == "cpu":
+            # float32 unless a dtype is named: "auto" would pick the checkpoint's bf16, slow on CPUs
+            dtype = options.get("dtype", "auto")
+            model_kwargs["dtype"] = torch.float32 if dtype == "auto" else getattr(torch, dtype)
+        else:
+            model_kwargs["dtype"] = options.get("dtype", "auto")
+            model_kwargs["device_map"] = options.get("device_map", "auto" if device == "cuda" else device)
+        if options.get("attn_implementation"):
+            model_kwargs["attn_implementation"] = options["attn_implementation"]
+        checkpoint = self.spec.checkpoint
+        try:
+            if self.family.processor:
+                self.processor = transformers.AutoProcessor.from_pretrained(checkpoint, **load_kwargs)
+                self.tokenizer = self.processor.tokenizer
+            else:
+                self.tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint, **load_kwargs)
+            self.model = self._load_model(transformers, checkpoint, model_kwargs)
+        except OSError as exc:
+            hint = " (HF_HUB_OFFLINE=1: use a local folder or a checkpoint already in the HF cache)" if _offline() else ""
+            raise BackendError(f"judge {self.spec.name!r}: cannot load checkpoint {checkpoint!r}{hint}: {exc}") from exc
+        if device == "cpu":
+            self.model.to("cpu")
+        self.model.eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.device = next(self.model.parameters()).device
+        self.info = {
+            "backend": "transformers",
+            "checkpoint": checkpoint,
+            "local_path": str(Path(checkpoint).resolve()) if Path(checkpoint).is_dir() else None,
+            "revision": options.get("revision"),
+            "model_class": type(self.model).__name__,
+            "dtype": str(next(self.model.parameters()).dtype),
+            "device": str(self.device),
+            "transformers": transformers.__version__,
+        }
+
+    def _load_model(self, transformers, checkpoint: str, model_kwargs: dict):
+        """The model; for a full Qwen2.5-Omni checkpoint, its thinker with the talker never built."""
+        if self.spec.family == "qwen25omni":
+            config = transformers.AutoConfig.from_pretrained(checkpoint, **{
+                k: v for k, v in model_kwargs.items() if k in ("local_files_only", "revision")})
+            if config.model_type == "qwen2_5_omni":
+                full = transformers.Qwen2_5OmniForConditionalGeneration.from_pretrained(
+                    checkpoint, enable_audio_output=False, **model_kwargs
+                )
+                # What the full model's generate gives its thinker when return_audio=False.
+                eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+                self._default_generation = {"max_new_tokens": 1024, "eos_token_id": eos}
+                return full.thinker
+        model_class = getattr(transformers, self.family.model_class)
+        return model_class.from_pretrained(checkpoint, **model_kwargs)
+
+    # -- generation --------------------------------------------------------------------------
+    def generate(self, requests: list[Request]) -> list[Response]:
+        if not requests:
+            return []
+        for request in requests:
+            check_input(self.spec, self.family, request)
+        self.load()
+        responses: list[Response | None] = [None] * len(requests)
+
+        def group(request: Request) -> tuple:
+            return request.seed, request.media.input_type if request.media is not None else "text"
+
+        for indices in seed_batches(requests, self.spec.batch_size, key=group):
+            batch = [requests[i] for i in indices]
+            start = time.perf_counter()
+            texts = self._generate_batch(batch)
+            latency = (time.perf_counter() - start) / len(batch)
+            for i, request, text in zip(indices, batch, texts, strict=True):
+                responses[i] = Response(request.key, text, latency)
+        self.calls += len(requests)
+        return responses  # type: ignore[return-value]
+
+    def _generate_batch(self, batch: list[Request]) -> list[str]:
+        import torch
+
+        inputs, extra = self._encode(batch)
+        inputs = inputs.to(self.device)
+        if self.family.processor:  # pixel values and audio features in the model's dtype (bf16 on GPU)
+            inputs = inputs.to(self.model.dtype)
+        settings = {**self._default_generation, **generation_kwargs(self.spec.generation), **extra}
+        settings.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        torch.manual_seed(batch[0].seed)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, **settings)
+        sequences = output.sequences if hasattr(output, "sequences") else output
+        new_tokens = sequences[:, inputs["input_ids"].shape[1] :]
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def _system(self, request: Request) -> str | None:
+        return request.system if request.system is not None else self.spec.options.get("system")
+
+    def _encode(self, batch: list[Request]) -> tuple[Any, dict]:
+        """Tokenised inputs for a batch of one input type, and extra ``generate`` kwargs."""
+        conversations = [build_messages(r, self.family, self._system(r)) for r in batch]
+        if not self.family.processor:
+            texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+            return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False), {}
+        texts = [self.processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+        input_type = batch[0].media.input_type if batch[0].media is not None else "text"
+        kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+        extra: dict[str, Any] = {}
+        if input_type in ("video", "audiovideo"):
+            videos = [self._frames(r.media.video) for r in batch]
+            kwargs["videos"] = [v.frames for v in videos]
+            kwargs["videos_kwargs"] = self._videos_kwargs()
+            if self.spec.family == "qwen25vl":  # its processor times the frames from their metadata
+                kwargs["videos_kwargs"]["video_metadata"] = [v.metadata() for v in videos]
+        if input_type == "audio":
+            kwargs["audio"] = [media_io.load_audio(r.media.audio) for r in batch]
+            kwargs["sampling_rate"] = media_io.SAMPLE_RATE
+        if self.spec.family == "qwen25omni":
+            in_video = input_type == "audiovideo"
+            extra["use_audio_in_video"] = in_video
+            if in_video:
+                kwargs.update(self._audio_in_video_kwargs([r.media.video for r in batch]))
+        return self.processor(**kwargs), extra
+
+    def _frames(self, path: Path) -> media_io.VideoFrames:
+        options = self.spec.options
+        return media_io.load_video(
+            path,
+            fps=float(options.get("fps", media_io.DEFAULT_FPS)),
+            max_frames=int(options.get("max_frames", media_io.MAX_FRAMES)),
+            num_frames=options.get("num_frames", self.family.num_frames),
+        )
+
+    def _videos_kwargs(self) -> dict:
+        """Per-call video settings: frames are already sampled; the size bounds stop the
+        processor from resizing tiny or huge frames to its own defaults behind our back."""
+        options = self.spec.options
+        kwargs: dict[str, Any] = {"do_sample_frames": False}
+        if hasattr(self.processor.video_processor, "cap_pixels_per_frame"):
+            kwargs["cap_pixels_per_frame"] = True  # qwen-vl-utils' per-frame cap, as the paper's code
+        if self.family.num_frames is None:
+            kwargs["fps"] = float(options.get("fps", media_io.DEFAULT_FPS))
+        if "video_min_pixels" in options or "video_max_pixels" in options:
+            kwargs["size"] = {
+                "shortest_edge": int(options.get("video_min_pixels", 128 * 28 * 28)),
+                "longest_edge": int(options.get("video_max_pixels", 768 * 28 * 28)),
+            }
+        return kwargs
+
+    def _audio_in_video_kwargs(self, videos: list[Path]) -> dict:
+        """The mp4s' own audio tracks, passed the way the installed processor expects them."""
+        audio = [media_io.load_audio(path) for path in videos]
+        kwargs: dict[str, Any] = {"audio": audio, "sampling_rate": media_io.SAMPLE_RATE}
+        if hasattr(self.processor, "_resolve_audio_from_video"):  # transformers >= 5.2x
+            kwargs["load_audio_from_video"] = True
+            kwargs["audio_from_video_indices"] = list(range(len(videos)))
+        else:  # older processors: the audio list is the videos' audio, flagged by use_audio_in_video
+            kwargs["use_audio_in_video"] = True
+        return kwargs
+
+    def close(self) -> None:
+        """Drop the model and hand its GPU memory back (the engine loads the text LLM next)."""
+        if self.model is None:
+            return
+        import gc
+
+        import torch
+
+        self.model = self.processor = self.tokenizer = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+

@@ -1,0 +1,191 @@
+"""Judging through any OpenAI-compatible chat-completions endpoint: closed models (GPT-4o,
+Gemini's compatibility endpoint) or a user's own ``vllm serve``.
+
+Why plain HTTP (urllib) and not the ``openai`` package: the request is one JSON POST, the
+package is not installed in the CPU environment, and owning the retry loop lets it honour
+``Retry-After`` and name the endpoint and status in the final error.
+
+- Video goes as JPEG frames (data URLs) sampled uniformly — ``options.num_frames`` (default 8),
+  longer side at most ``options.frame_max_side`` (default 768) — because chat-completions
+  endpoints take images, not video files.
+- Audio goes as ``input_audio`` (16 kHz mono WAV) only where the judge's YAML says the endpoint
+  takes it (``options.audio_input: true``); otherwise an audio input type is refused rather
+  than silently judged without sound.
+- Requests run ``spec.batch_size`` at a time (threads); 429, 5xx, connection errors and
+  timeouts are retried with exponential backoff (``options.max_retries``, default 5;
+  ``options.backoff_s``, default 1 s, doubling, capped at ``options.max_backoff_s``), waiting
+  what ``Retry-After`` asks where the server says so.
+- The key is read from the environment variable *named* by ``spec.api_key_env`` at call time
+  and lives only in the request header: never in errors, logs, ``info`` or manifests.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from helpers.judges import media as media_io
+from helpers.judges.base import Backend, JudgeSpec, Request, Response
+
+RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
+GENERATION_KEYS = ("temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty")
+
+
+class OpenAIError(RuntimeError):
+    """The endpoint could not answer a request; the message names the endpoint and why."""
+
+
+def chat_url(api_base: str) -> str:
+    return api_base.rstrip("/") + "/chat/completions"
+
+
+def request_body(
+    request: Request,
+    spec: JudgeSpec,
+    load_video=media_io.load_video,
+    load_audio=media_io.load_audio,
+) -> dict:
+    """The chat-completions JSON for one request: system, then media parts, then the prompt."""
+    options = spec.options
+    input_type = request.media.input_type if request.media is not None else "text"
+    parts: list[dict] = []
+    if input_type in ("video", "audiovideo"):
+        frames = load_video(request.media.video, num_frames=int(options.get("num_frames", 8))).frames
+        for frame in frames:
+            image: dict[str, Any] = {"url": media_io.jpeg_data_url(frame, max_side=int(options.get("frame_max_side", 768)))}
+            if options.get("detail"):
+                image["detail"] = options["detail"]
+            parts.append({"type": "image_url", "image_url": image})
+    if input_type in ("audio", "audiovideo"):
+        if not options.get("audio_input"):
+            raise OpenAIError(
+                f"judge {spec.name!r}: input type {input_type!r} needs audio, but its YAML does not say the "
+                f"endpoint takes audio (set options.audio_input: true if it accepts input_audio)"
+            )
+        source = request.media.audio if input_type == "audio" else request.media.video
+        parts.append({"type": "input_audio", "input_audio": {"data": media_io.wav_base64(load_audio(source)), "format": "wav"}})
+    messages: list[dict] = []
+    system = request.system if request.system is not None else options.get("system")
+    if system:
+        messages.append({"role": "system", "content": system})
+    content: str | list[dict] = request.prompt if not parts else [*parts, {"type": "text", "text": request.prompt}]
+    messages.append({"role": "user", "content": content})
+    body: dict[str, Any] = {"model": spec.checkpoint, "messages": messages, **generation_fields(spec), "seed": request.seed}
+    return body
+
+
+def generation_fields(spec: JudgeSpec) -> dict:
+    settings = dict(spec.generation)
+    if "max_new_tokens" in settings:
+        settings.setdefault("max_tokens", settings.pop("max_new_tokens"))
+    unknown = set(settings) - set(GENERATION_KEYS)
+    if unknown:
+        raise OpenAIError(f"judge {spec.name!r}: generation settings {sorted(unknown)} are not sent to OpenAI-compatible "
+                          f"endpoints (known: {', '.join(GENERATION_KEYS)})")
+    return settings
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """Seconds asked by a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def response_text(payload: dict) -> str:
+    """The assistant's text (content given as a string or as a list of text parts)."""
+    content = payload["choices"][0]["message"].get("content")
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content or ""
+
+
+class OpenAIBackend(Backend):
+    """An OpenAI-compatible chat-completions judge (see the module docstring)."""
+
+    def __init__(self, spec: JudgeSpec):
+        super().__init__(spec)
+        if not spec.api_base:
+            raise OpenAIError(f"judge {spec.name!r}: api_base (the endpoint URL) is missing from its YAML")
+        if not spec.api_key_env:
+            raise OpenAIError(f"judge {spec.name!r}: api_key_env (the NAME of the key's variable) is missing")
+        options = spec.options
+        self.url = chat_url(spec.api_base)
+        self.timeout_s = float(options.get("timeout_s", 120))
+        self.max_retries = int(options.get("max_retries", 5))
+        self.backoff_s = float(options.get("backoff_s", 1.0))
+        self.max_backoff_s = float(options.get("max_backoff_s", 60.0))
+        self.sleep = time.sleep
+        self.info = {"backend": "openai", "endpoint": self.url, "model": spec.checkpoint, "key_variable": spec.api_key_env}
+
+    def _api_key(self) -> str:
+        key = os.environ.get(self.spec.api_key_env or "")
+        if not key:
+            raise OpenAIError(f"judge {self.spec.name!r}: environment variable {self.spec.api_key_env} is not set; "
+                              f"it must hold the API key for {self.url}")
+        return key
+
+    def generate(self, requests: list[Request]) -> list[Response]:
+        if not requests:
+            return []
+        key = self._api_key()
+        bodies = [request_body(r, self.spec) for r in requests]  # media errors surface before any call
+        with ThreadPoolExecutor(max_workers=max(1, self.spec.batch_size)) as pool:
+            futures = [pool.submit(self._complete, body, key) for body in bodies]
+            try:
+                results = [future.result() for future in futures]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        self.calls += len(requests)
+        return [Response(r.key, text, latency) for r, (text, latency) in zip(requests, results, strict=True)]
+
+    def _complete(self, body: dict, key: str) -> tuple[str, float]:
+        """POST one body, retrying what is worth retrying; (text, seconds of the successful call)."""
+        data = json.dumps(body).encode("utf-8")
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            wait = min(self.max_backoff_s, self.backoff_s * 2**attempt)
+            http = urllib.request.Request(self.url, data=data, method="POST", headers={
+                "Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+            start = time.perf_counter()
+            try:
+                with urllib.request.urlopen(http, timeout=self.timeout_s) as reply:
+                    payload = json.loads(reply.read().decode("utf-8"))
+                return response_text(payload), time.perf_counter() - start
+            except urllib.error.HTTPError as exc:
+                detail = self._redact(exc.read().decode("utf-8", "replace")[:300], key)
+                last = f"HTTP {exc.code}: {detail}"
+                if exc.code not in RETRY_STATUSES:
+                    raise OpenAIError(f"{self.url} answered {last} (model {self.spec.checkpoint!r}; not retried)") from None
+                asked = retry_after_s(exc.headers.get("Retry-After"))
+                wait = min(self.max_backoff_s, asked) if asked is not None else wait
+            except TimeoutError:
+                last = f"timed out after {self.timeout_s:g} s"
+            except urllib.error.URLError as exc:
+                last = f"connection failed: {self._redact(str(exc.reason), key)}"
+            except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+                raise OpenAIError(f"{self.url} sent a reply that is not a chat completion ({type(exc).__name__})") from None
+            if attempt < self.max_retries:
+                self.sleep(wait)
+        raise OpenAIError(f"{self.url} failed after {self.max_retries + 1} attempts; last: {last} "
+                          f"(model {self.spec.checkpoint!r})")
+
+    @staticmethod
+    def _redact(text: str, key: str) -> str:
+        return text.replace(key, "[key]") if key else text

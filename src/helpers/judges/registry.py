@@ -1,0 +1,156 @@
+"""Judges by name: one YAML file per judge in ``params/models/``, and the factories that turn
+a judge into something that generates (a ``Backend``) or decides (a ``PairJudge``).
+
+Adding a judge of a known family is adding a YAML file. Backends are imported only when used
+("module:Class" strings), so the registry works where vLLM, transformers or openai are absent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+from pathlib import Path
+
+import yaml
+
+from helpers import paths
+from helpers.data import INPUT_TYPES
+from helpers.judges.base import Backend, JudgeSpec, PairJudge
+
+SPEC_BACKENDS = ("local", "openai", "cpu")
+STRATEGIES = ("S1", "S2", "S3", "S4", "-")
+BACKEND_CLASSES = {
+    "transformers": "helpers.judges.hf_backend:TransformersBackend",
+    "vllm": "helpers.judges.vllm_backend:VLLMBackend",
+    "openai": "helpers.judges.openai_backend:OpenAIBackend",
+}
+_FIELDS = {f.name: f for f in dataclasses.fields(JudgeSpec)}
+
+
+class RegistryError(ValueError):
+    """A judge that does not exist or a judge file that cannot be used; the message says which."""
+
+
+def models_dir() -> Path:
+    return paths.params_dir() / "models"
+
+
+def list_judges(folder: str | Path | None = None) -> list[str]:
+    """Names of every judge with a YAML file, sorted."""
+    return sorted(p.stem for p in Path(folder or models_dir()).glob("*.yaml"))
+
+
+def load_spec(name: str, folder: str | Path | None = None) -> JudgeSpec:
+    """The judge ``name`` as described by ``params/models/<name>.yaml``, validated."""
+    folder = Path(folder or models_dir())
+    file = folder / f"{name}.yaml"
+    if not file.is_file():
+        known = ", ".join(list_judges(folder)) or "(none)"
+        raise RegistryError(f"unknown judge {name!r}: no {file}. Known judges: {known}")
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{file}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{file}: must be a mapping of JudgeSpec fields, got {type(raw).__name__}")
+    return _spec_from_mapping(raw, file)
+
+
+def _spec_from_mapping(raw: dict, file: Path) -> JudgeSpec:
+    unknown = sorted(set(raw) - set(_FIELDS))
+    if unknown:
+        raise RegistryError(f"{file}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(_FIELDS)}")
+    raw = {**raw, "name": raw.get("name", file.stem)}
+    for required in ("family", "backend"):
+        if not raw.get(required):
+            raise RegistryError(f"{file}: field {required!r} is required")
+    if raw["name"] != file.stem:
+        raise RegistryError(f"{file}: field 'name' is {raw['name']!r} but must equal the file name {file.stem!r}")
+    checks = [
+        ("backend", raw["backend"] in SPEC_BACKENDS, f"must be one of {SPEC_BACKENDS}"),
+        ("input_type", raw.get("input_type", "text") in INPUT_TYPES, f"must be one of {INPUT_TYPES}"),
+        ("batch_size", isinstance(raw.get("batch_size", 1), int) and raw.get("batch_size", 1) >= 1,
+         "must be a positive integer"),
+        ("generation", isinstance(raw.get("generation") or {}, dict), "must be a mapping"),
+        ("options", isinstance(raw.get("options") or {}, dict), "must be a mapping"),
+        ("strategies", isinstance(raw.get("strategies", []), list)
+         and set(raw.get("strategies", [])) <= set(STRATEGIES), f"must be a list drawn from {STRATEGIES}"),
+    ]
+    for field, ok, rule in checks:
+        if not ok:
+            raise RegistryError(f"{file}: field {field!r} {rule} (value {raw.get(field)!r})")
+    if raw["backend"] == "cpu" and not (raw.get("options") or {}).get("judge_class"):
+        raise RegistryError(f"{file}: field 'options.judge_class' is required for backend cpu ('module:Class')")
+    if raw["backend"] != "cpu" and not raw.get("checkpoint"):
+        raise RegistryError(f"{file}: field 'checkpoint' is required for backend {raw['backend']!r}")
+    if raw["backend"] == "openai" and not raw.get("api_key_env"):
+        raise RegistryError(f"{file}: field 'api_key_env' (the NAME of the env variable with the key) is required")
+    raw["generation"] = dict(raw.get("generation") or {})
+    raw["options"] = dict(raw.get("options") or {})
+    if "strategies" in raw:
+        raw["strategies"] = tuple(raw["strategies"])
+    return JudgeSpec(**raw)
+
+
+def import_object(path: str):
+    """``'package.module:Name'`` -> the object, with an error that names the string."""
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise RegistryError(f"{path!r} is not of the form 'package.module:Name'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RegistryError(f"cannot import {module_name!r} for {path!r}: {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise RegistryError(f"module {module_name!r} has no {attr!r} (from {path!r})") from exc
+
+
+def _gpu_present() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def vllm_available() -> bool:
+    """Importable without importing it (vLLM is slow to import and absent here)."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def resolve_backend(spec: JudgeSpec, backend: str = "auto") -> str:
+    """Which backend will serve ``spec``: the user's explicit choice, ``openai`` for API judges,
+    else vLLM when importable with a CUDA GPU present and transformers otherwise."""
+    if spec.backend == "cpu":
+        return "cpu"
+    if backend != "auto":
+        if backend not in BACKEND_CLASSES:
+            raise RegistryError(f"backend must be 'auto' or one of {tuple(BACKEND_CLASSES)}, got {backend!r}")
+        return backend
+    if spec.backend == "openai":
+        return "openai"
+    return "vllm" if vllm_available() and _gpu_present() else "transformers"
+
+
+def make_backend(spec: JudgeSpec, backend: str = "auto") -> Backend:
+    """A generating backend for ``spec``; ``backend.kind`` records which one was chosen."""
+    kind = resolve_backend(spec, backend)
+    if kind == "cpu":
+        raise RegistryError(f"judge {spec.name!r} is a CPU judge: use make_pair_judge, not make_backend")
+    instance = import_object(BACKEND_CLASSES[kind])(spec)
+    instance.kind = kind
+    return instance
+
+
+def make_pair_judge(spec: JudgeSpec) -> PairJudge:
+    """The ``PairJudge`` named by ``options.judge_class`` of a CPU judge."""
+    path = spec.options.get("judge_class")
+    if not path:
+        raise RegistryError(f"judge {spec.name!r} has no options.judge_class")
+    cls = import_object(path)
+    if not (isinstance(cls, type) and issubclass(cls, PairJudge)):
+        raise RegistryError(f"{path!r} (judge {spec.name!r}) is not a PairJudge subclass")
+    return cls(spec)

@@ -1,0 +1,225 @@
+"""Judging with vLLM's offline ``LLM`` on a GPU box.
+
+Everything that decides *what* vLLM is asked — the chat prompt text, the ``multi_modal_data``,
+``mm_processor_kwargs``, ``limit_mm_per_prompt`` and the sampling parameters — is built by pure
+functions below, so it is tested here without vLLM installed. ``import vllm`` happens only in
+:meth:`VLLMBackend._engine`, the first time a GPU run needs it (vLLM pins its own transformers
+and ships CUDA-only wheels).
+
+Prompt format: the checkpoint's own chat template (processor for multimodal families, tokenizer
+for text LLMs), rendered to text with one placeholder per medium; vLLM expands the placeholders.
+Qwen2.5-VL gets ``(frames, metadata)`` so that its processor times the already-sampled frames
+correctly. Qwen2.5-Omni audio-in-video follows vLLM's thinker example: the prompt holds only the video
+placeholder, ``multi_modal_data`` holds the frames and the mp4's 16 kHz audio, and
+``mm_processor_kwargs={"use_audio_in_video": True}``.
+
+Sampling: text LLMs default to the paper's settings (temperature 0.7, top_p 0.8,
+repetition_penalty 1.05, max_tokens 512); ``spec.generation`` overrides them. Every request
+carries its own seed, so a round is reproducible regardless of how vLLM schedules it.
+Requests sharing a video are sent next to each other so vLLM's prefix and encoder caches can
+reuse the video's tokens; responses come back in the caller's order.
+
+``spec.options`` understood here (besides the media ones of the transformers backend: ``fps``,
+``max_frames``, ``num_frames``, ``system``): ``tensor_parallel_size``, ``gpu_memory_utilization``,
+``max_model_len``, ``max_num_seqs``, ``dtype``, ``revision``, ``enforce_eager``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from helpers.judges import media as media_io
+from helpers.judges.base import Backend, JudgeSpec, Request, Response
+from helpers.judges.hf_backend import BackendError, build_messages, check_input, family_of
+
+PAPER_TEXT_SAMPLING = {"temperature": 0.7, "top_p": 0.8, "repetition_penalty": 1.05, "max_tokens": 512}
+"""The paper's vLLM settings for the S3/S4 text LLM (Qwen2.5-7B-Instruct)."""
+MLLM_MAX_TOKENS = 1024  # vLLM's own default is 16 tokens: far too few for a description
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "min_p", "presence_penalty",
+                 "frequency_penalty")
+ENGINE_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "max_num_seqs", "dtype",
+                  "revision", "enforce_eager")
+
+
+def sampling_kwargs(spec: JudgeSpec, seed: int) -> dict:
+    """``SamplingParams`` keyword arguments for one request of this judge."""
+    family = family_of(spec)
+    settings: dict[str, Any] = dict(PAPER_TEXT_SAMPLING) if not family.processor else {"max_tokens": MLLM_MAX_TOKENS}
+    generation = dict(spec.generation)
+    if "max_new_tokens" in generation:
+        generation.setdefault("max_tokens", generation.pop("max_new_tokens"))
+    if generation.pop("do_sample", True) is False:
+        generation["temperature"] = 0.0
+    unknown = set(generation) - set(SAMPLING_KEYS)
+    if unknown:
+        raise BackendError(f"judge {spec.name!r}: unknown generation settings {sorted(unknown)} for vLLM")
+    settings.update(generation)
+    settings["seed"] = int(seed)
+    return settings
+
+
+def limit_mm_per_prompt(spec: JudgeSpec) -> dict[str, int]:
+    """How many items of each medium one prompt may carry (vLLM reserves memory for them)."""
+    family = family_of(spec)
+    limits = {}
+    if family.video:
+        limits["video"] = 1
+    if family.audio:
+        limits["audio"] = 1
+    return limits
+
+
+def engine_kwargs(spec: JudgeSpec) -> dict:
+    """Keyword arguments for ``vllm.LLM``: the checkpoint, media limits, caching and options."""
+    if not spec.checkpoint:
+        raise BackendError(f"judge {spec.name!r}: no checkpoint (a hub id or a local folder) in its YAML")
+    kwargs: dict[str, Any] = {"model": spec.checkpoint, "enable_prefix_caching": True, "seed": 0}
+    limits = limit_mm_per_prompt(spec)
+    if limits:
+        kwargs["limit_mm_per_prompt"] = limits
+    kwargs.update({k: spec.options[k] for k in ENGINE_OPTIONS if k in spec.options})
+    return kwargs
+
+
+def multi_modal_inputs(
+    request: Request,
+    spec: JudgeSpec,
+    load_video: Callable[..., media_io.VideoFrames] = media_io.load_video,
+    load_audio: Callable[..., Any] = media_io.load_audio,
+) -> tuple[dict, dict]:
+    """``multi_modal_data`` and ``mm_processor_kwargs`` for one request (empty for text)."""
+    input_type = check_input(spec, family_of(spec), request)
+    options = spec.options
+    data: dict[str, Any] = {}
+    processor_kwargs: dict[str, Any] = {}
+    if input_type in ("video", "audiovideo"):
+        video = load_video(
+            request.media.video,
+            fps=float(options.get("fps", media_io.DEFAULT_FPS)),
+            max_frames=int(options.get("max_frames", media_io.MAX_FRAMES)),
+            num_frames=options.get("num_frames", family_of(spec).num_frames),
+        )
+        if spec.family == "qwen25vl":
+            # Qwen2.5-VL times frames from their metadata (else it assumes 24 fps); frames are sampled.
+            data["video"] = (video.frames, video.metadata())
+            processor_kwargs["do_sample_frames"] = False
+        else:
+            data["video"] = video.frames
+    if input_type == "audio":
+        data["audio"] = (load_audio(request.media.audio), media_io.SAMPLE_RATE)
+    if input_type == "audiovideo":
+        data["audio"] = (load_audio(request.media.video), media_io.SAMPLE_RATE)
+        processor_kwargs["use_audio_in_video"] = True
+    return data, processor_kwargs
+
+
+def render_prompt(request: Request, spec: JudgeSpec, chat_template: Callable[[list[dict]], str]) -> str:
+    """The prompt text: the checkpoint's chat template applied to system + media + user text.
+
+    ``chat_template`` is e.g. ``lambda m: processor.apply_chat_template(m, tokenize=False,
+    add_generation_prompt=True)``; for audio-in-video the chat holds only the video part, as
+    vLLM's Qwen2.5-Omni example does.
+    """
+    system = request.system if request.system is not None else spec.options.get("system")
+    return chat_template(build_messages(request, family_of(spec), system))
+
+
+def cache_friendly_order(requests: list[Request]) -> list[int]:
+    """Indices with requests sharing a video (then an audio file) adjacent, stable otherwise."""
+    def media_key(index: int) -> tuple[str, str]:
+        media = requests[index].media
+        if media is None:
+            return ("", "")
+        return (str(media.video or ""), str(media.audio or ""))
+
+    first_seen: dict[tuple[str, str], int] = {}
+    for index in range(len(requests)):
+        first_seen.setdefault(media_key(index), index)
+    return sorted(range(len(requests)), key=lambda i: (first_seen[media_key(i)], i))
+
+
+def build_inputs(
+    requests: list[Request],
+    spec: JudgeSpec,
+    chat_template: Callable[[list[dict]], str],
+    **loaders,
+) -> tuple[list[int], list[dict], list[dict]]:
+    """Everything ``LLM.generate`` needs, in cache-friendly order: (order, prompts, sampling kwargs)."""
+    order = cache_friendly_order(requests)
+    prompts, sampling = [], []
+    for index in order:
+        request = requests[index]
+        data, processor_kwargs = multi_modal_inputs(request, spec, **loaders)
+        prompt: dict[str, Any] = {"prompt": render_prompt(request, spec, chat_template)}
+        if data:
+            prompt["multi_modal_data"] = data
+        if processor_kwargs:
+            prompt["mm_processor_kwargs"] = processor_kwargs
+        prompts.append(prompt)
+        sampling.append(sampling_kwargs(spec, request.seed))
+    return order, prompts, sampling
+
+
+def load_chat_template(spec: JudgeSpec) -> Callable[[list[dict]], str]:
+    """The checkpoint's chat template via transformers (processor or tokenizer), rendered to text."""
+    import transformers
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    kwargs: dict[str, Any] = {"local_files_only": offline}
+    if spec.options.get("revision"):
+        kwargs["revision"] = spec.options["revision"]
+    loader = transformers.AutoProcessor if family_of(spec).processor else transformers.AutoTokenizer
+    owner = loader.from_pretrained(spec.checkpoint, **kwargs)
+    return lambda messages: owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+class VLLMBackend(Backend):
+    """A judge served in-process by vLLM (GPU only; see the module docstring)."""
+
+    def __init__(self, spec: JudgeSpec):
+        super().__init__(spec)
+        family_of(spec)  # fail early on an unknown family ...
+        engine_kwargs(spec)  # ... or a missing checkpoint
+        self._llm = None
+        self._sampling_params: Callable[..., Any] | None = None
+        self._template: Callable[[list[dict]], str] | None = None
+        self.info: dict[str, Any] = {"backend": "vllm", "checkpoint": spec.checkpoint,
+                                     "local_path": str(Path(spec.checkpoint).resolve()) if Path(spec.checkpoint).is_dir() else None}
+
+    def _engine(self):
+        if self._llm is None:
+            import vllm  # only here: the rest of the project never needs vLLM
+
+            self._llm = vllm.LLM(**engine_kwargs(self.spec))
+            self._sampling_params = vllm.SamplingParams
+            self.info["vllm"] = vllm.__version__
+        return self._llm
+
+    def generate(self, requests: list[Request]) -> list[Response]:
+        if not requests:
+            return []
+        if self._template is None:
+            self._template = load_chat_template(self.spec)
+        order, prompts, sampling = build_inputs(requests, self.spec, self._template)
+        llm = self._engine()
+        start = time.perf_counter()
+        outputs = llm.generate(prompts, [self._sampling_params(**kw) for kw in sampling], use_tqdm=False)
+        latency = (time.perf_counter() - start) / len(requests)
+        responses: list[Response | None] = [None] * len(requests)
+        for index, output in zip(order, outputs, strict=True):
+            responses[index] = Response(requests[index].key, output.outputs[0].text, latency)
+        self.calls += len(requests)
+        return responses  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Drop the engine so the next model fits on the GPU (vLLM frees memory on collection)."""
+        if self._llm is None:
+            return
+        import gc
+
+        self._llm = None
+        gc.collect()

@@ -1,0 +1,125 @@
+"""Figures shared by the analysis notebooks: one function per figure kind, each returning the
+figure and saving a PNG when given a path, so notebooks stay a line per figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from sklearn.metrics import confusion_matrix
+
+from helpers.data import LABELS
+
+
+def save(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
+    """Save as PNG (creating the folder) and return the figure for display."""
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    return fig
+
+
+def heatmap(table: pd.DataFrame, title: str, path=None, fmt: str = ".1f", cmap: str = "viridis") -> plt.Figure:
+    """Annotated heatmap of a wide table (e.g. judges x strategies of two-class WAF)."""
+    fig, ax = plt.subplots(figsize=(1.2 * max(table.shape[1], 3) + 2, 0.45 * max(table.shape[0], 3) + 1.5))
+    sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, ax=ax, cbar_kws={"label": title})
+    ax.set_title(title)
+    return save(fig, path)
+
+
+def confusion_matrices(panels: dict[str, tuple[pd.Series, pd.Series]], path=None, ncols: int = 4) -> plt.Figure:
+    """Row-normalised three-class confusion matrices, one panel per ``title: (gt, pred)``."""
+    n = max(len(panels), 1)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False)
+    for ax, (title, (gt, pred)) in zip(axes.flat, panels.items(), strict=False):
+        matrix = confusion_matrix(gt, pred, labels=list(LABELS), normalize="true")
+        sns.heatmap(matrix, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="Blues", cbar=False, ax=ax,
+                    xticklabels=LABELS, yticklabels=LABELS)
+        ax.set(title=title, xlabel="predicted", ylabel="human")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def scatter_regression(data: pd.DataFrame, x: str, y: str, hue: str | None = None, title: str = "",
+                       path=None, label: str | None = None) -> plt.Figure:
+    """Scatter with a least-squares line and its 95% confidence band (seaborn)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    sns.regplot(data=data, x=x, y=y, ax=ax, scatter=False, ci=95, color="0.3")
+    sns.scatterplot(data=data, x=x, y=y, hue=hue, ax=ax, s=50)
+    if label is not None:
+        for _, row in data.iterrows():
+            ax.annotate(str(row[label]), (row[x], row[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set(title=title, xlabel=x.replace("_", " ") + " (%)", ylabel=y.replace("_", " ").replace("waf", "WAF") + " (%)")
+    return save(fig, path)
+
+
+def voting_curves(curve: pd.DataFrame, path=None) -> plt.Figure:
+    """Two-class WAF of the top-k vote vs k with bootstrap bands; calls on a second axis."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    twin = ax.twinx()
+    for mode, group in curve.groupby("mode", sort=False):
+        line, = ax.plot(group["k"], group["two_class_waf"], marker="o", label=f"WAF, {mode}")
+        ax.fill_between(group["k"], group["two_class_waf_lo"], group["two_class_waf_hi"], alpha=0.2, color=line.get_color())
+        twin.plot(group["k"], group["calls"], ls="--", color=line.get_color(), alpha=0.6, label=f"calls, {mode}")
+    ax.set(xlabel="k (top-k judges voting)", ylabel="two-class WAF (%)")
+    twin.set_ylabel("cost: judge calls")
+    ax.set_xticks(sorted(curve["k"].unique()))
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
+    return save(fig, path)
+
+
+def forest(ratings: pd.DataFrame, title: str = "", path=None, label: str = "system",
+           reference_line: float | None = None) -> plt.Figure:
+    """Forest plot of ratings with their CIs (one panel per ``panel`` value if present);
+    ``reference_line`` marks the anchor rating (the reference system's)."""
+    panels = list(ratings["panel"].unique()) if "panel" in ratings.columns else [None]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 0.4 * ratings[label].nunique() + 1.8),
+                             squeeze=False, sharey=True)
+    order = ratings.groupby(label)["rating"].mean().sort_values().index
+    for ax, panel in zip(axes.flat, panels, strict=True):
+        part = ratings if panel is None else ratings[ratings["panel"] == panel]
+        part = part.set_index(label).reindex(order).dropna(subset=["rating"])
+        y = np.arange(len(part))
+        ax.errorbar(part["rating"], y, xerr=[part["rating"] - part["rating_lo"], part["rating_hi"] - part["rating"]],
+                    fmt="o", capsize=3)
+        if reference_line is not None:
+            ax.axvline(reference_line, color="0.5", ls=":")
+        ax.set_yticks(y, part.index)
+        ax.set(xlabel="rating (Elo-like)", title=str(panel) if panel is not None else title)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def simulation_curve(curve: pd.DataFrame, target: float = 0.9, path=None, hue: str = "judge") -> plt.Figure:
+    """Kendall tau vs comparisons (log scale) per simulated judge, with the target line."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, group in curve.groupby(hue, sort=False):
+        line, = ax.plot(group["n_comparisons"], group["tau_mean"], marker="o", label=str(name))
+        ax.fill_between(group["n_comparisons"], group["tau_lo"], group["tau_hi"], alpha=0.12, color=line.get_color())
+    ax.axhline(target, color="k", ls=":", label=f"tau = {target}")
+    ax.set(xscale="log", xlabel="pairwise comparisons judged", ylabel="Kendall tau with true ranking", ylim=(None, 1.02))
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def show(fig: plt.Figure) -> None:
+    """Display a figure as the cell's image output whatever the matplotlib backend (the
+    Makefile runs notebooks with MPLBACKEND=Agg, which the inline backend would not capture),
+    and close it so the inline backend does not show it a second time."""
+    import io
+
+    from IPython.display import Image, display
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    display(Image(data=buffer.getvalue(), format="png"))

@@ -1,0 +1,270 @@
+"""The paper's four judging strategies, built on the ``Request``/``Backend`` contract.
+
+S1  the MLLM judges the pair from the media.
+S2  the MLLM describes the media, then judges the pair against its own description (+ media).
+S3  the same description, judged by an external text LLM (no media).
+S4  the text LLM first reasons, then extracts a label from its reasoning.
+
+What is shared, and why: a description depends on the video, the judge, the input type and
+the round's seed, not on the pair's order or the strategy that asked for it, so it is
+generated once per (judge, input type, sample, round) and reused by S2, S3, S4 and both
+orders (the paper's code re-describes for the reversed order). Reasoning depends on the order
+(the texts swap places), so it is generated once per (judge, LLM, sample, round, order).
+Every request of round r carries seed ``seed + r``: a round is a fresh generation.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from helpers import prompts
+from helpers.data import media_paths
+from helpers.judges.base import Backend, JudgeSpec, Media, Request, Response
+from helpers.store import now
+
+STRATEGIES = ("S1", "S2", "S3", "S4")
+MLLM_STEPS = ("S1", "describe", "S2")
+LLM_STEPS = ("S3", "S4_reason", "S4_extract")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One pair in one order and round: the unit that becomes one predictions row."""
+
+    name: str
+    media_name: str
+    order: str
+    round: int
+    a1: str
+    a2: str
+    gt: str | None = None
+
+
+def row_key(strategy: str, order: str, rnd: int, name: str) -> str:
+    """Identity of a predictions row inside its run folder (judge/input/dataset are the run's)."""
+    return f"{strategy}|{order}|r{rnd}|{name}"
+
+
+def describe_key(judge: str, input_type: str, media_name: str, rnd: int, seed: int) -> str:
+    return f"describe|{judge}|{input_type}|{media_name}|r{rnd}|seed={seed}"
+
+
+def reason_key(judge: str, input_type: str, llm: str, dataset: str, name: str, order: str, rnd: int,
+               seed: int) -> str:
+    return f"S4_reason|{judge}|{input_type}|{llm}|{dataset}|{name}|{order}|r{rnd}|seed={seed}"
+
+
+def by_video(items: Iterable[Item]) -> list[Item]:
+    """Requests that share a video next to each other, so prefix/encoder caches can help."""
+    return sorted(items, key=lambda it: (it.media_name, it.round, it.order, it.name))
+
+
+class Pipeline:
+    """Runs strategies for one judge (and one text LLM) and counts model calls per step.
+
+    Backends are created on first use through the given factories, and the MLLM is released
+    before the text LLM is loaded, so one GPU holds one 7B model at a time. ``steps`` is the
+    shared cache of descriptions/reasoning by key (pre-filled from the store on resume);
+    ``on_steps`` persists newly generated ones.
+    """
+
+    def __init__(
+        self,
+        judge: JudgeSpec,
+        mllm: Callable[[], Backend],
+        *,
+        input_type: str,
+        dataset: str,
+        media_dir=None,
+        seed: int = 0,
+        llm_spec: JudgeSpec | None = None,
+        llm: Callable[[], Backend] | None = None,
+        steps: dict[str, str] | None = None,
+        on_steps: Callable[[list[dict]], object] | None = None,
+        batch_size: int | None = None,
+        progress: bool = True,
+    ):
+        self.judge, self.llm_spec = judge, llm_spec
+        self._factories = {"mllm": mllm, "llm": llm}
+        self._backends: dict[str, Backend] = {}
+        self.input_type, self.dataset, self.media_dir, self.seed = input_type, dataset, media_dir, seed
+        self.steps = steps if steps is not None else {}
+        self.on_steps = on_steps or (lambda rows: None)
+        self.batch_size, self.progress = batch_size, progress
+        self.calls: Counter[str] = Counter()
+        system_key = judge.options.get("system_prompt")
+        self.system = prompts.prompt(system_key) if system_key else None
+        self.describe_prompt = prompts.build_describe(judge.options.get("describe_prompt", "describe_input"))
+
+    # ------------------------------------------------------------------ backends
+
+    def backend(self, role: str) -> Backend:
+        """The MLLM or the text LLM, loaded lazily; loading one releases the other."""
+        if role not in self._backends:
+            factory = self._factories[role]
+            if factory is None:
+                raise ValueError(f"strategy needs a text LLM but none was given (judge {self.judge.name!r})")
+            for other in list(self._backends):
+                self._backends.pop(other).close()
+            self._backends[role] = factory()
+        return self._backends[role]
+
+    def close(self) -> None:
+        for role in list(self._backends):
+            self._backends.pop(role).close()
+
+    # ------------------------------------------------------------------ requests
+
+    def media(self, media_name: str) -> Media | None:
+        if self.input_type == "text":
+            return None
+        found = media_paths(media_name, self.media_dir)
+        if self.input_type == "audio":
+            return Media("audio", audio=found.audio)
+        return Media(self.input_type, video=found.video)
+
+    def mllm_request(self, key: str, text: str, item: Item) -> Request:
+        return Request(key, text, self.media(item.media_name), self.system, self.seed + item.round)
+
+    def llm_request(self, key: str, text: str, item: Item) -> Request:
+        return Request(key, text, None, None, self.seed + item.round)
+
+    def generate(self, role: str, step: str, requests: list[Request],
+                 on_batch: Callable[[list[Request], list[Response]], None]) -> None:
+        """Send ``requests`` in batches; ``on_batch`` persists each batch before the next."""
+        if not requests:
+            return
+        backend = self.backend(role)
+        size = self.batch_size or backend.spec.batch_size or 1
+        bar = tqdm(total=len(requests), desc=f"{self.judge.name} {step}", unit="req", disable=not self.progress)
+        for start in range(0, len(requests), size):
+            batch = requests[start:start + size]
+            responses = backend.generate(batch)
+            if [r.key for r in responses] != [r.key for r in batch]:
+                raise RuntimeError(f"backend {type(backend).__name__} returned responses out of order or missing")
+            self.calls[step] += len(batch)
+            on_batch(batch, responses)
+            bar.update(len(batch))
+        bar.close()
+
+    # ------------------------------------------------------------------ shared steps
+
+    def describe_key(self, item: Item) -> str:
+        return describe_key(self.judge.name, self.input_type, item.media_name, item.round, self.seed)
+
+    def reason_key(self, item: Item) -> str:
+        return reason_key(self.judge.name, self.input_type, self.llm_spec.name, self.dataset, item.name,
+                          item.order, item.round, self.seed)
+
+    def ensure_descriptions(self, items: list[Item]) -> None:
+        """One description per (sample, round) that is not cached yet."""
+        wanted: dict[str, Item] = {}
+        for item in by_video(items):
+            key = self.describe_key(item)
+            if key not in self.steps and key not in wanted:
+                wanted[key] = item
+        requests = [self.mllm_request(key, self.describe_prompt, item) for key, item in wanted.items()]
+
+        def keep(batch: list[Request], responses: list[Response]) -> None:
+            records = []
+            for response in responses:
+                item = wanted[response.key]
+                self.steps[response.key] = response.text
+                records.append(self._step_record("describe", response, item, order=None, llm=None))
+            self.on_steps(records)
+
+        self.generate("mllm", "describe", requests, keep)
+
+    def ensure_reasons(self, items: list[Item]) -> None:
+        """S4 step 1 for every (sample, round, order) not cached yet."""
+        wanted = {self.reason_key(it): it for it in by_video(items) if self.reason_key(it) not in self.steps}
+        requests = [
+            self.llm_request(key, prompts.build_reason(self.steps[self.describe_key(it)], it.a1, it.a2), it)
+            for key, it in wanted.items()
+        ]
+
+        def keep(batch: list[Request], responses: list[Response]) -> None:
+            records = []
+            for response in responses:
+                self.steps[response.key] = response.text
+                records.append(self._step_record("S4_reason", response, wanted[response.key],
+                                                 order=wanted[response.key].order, llm=self.llm_spec.name))
+            self.on_steps(records)
+
+        self.generate("llm", "S4_reason", requests, keep)
+
+    def _step_record(self, step: str, response: Response, item: Item, order: str | None, llm: str | None) -> dict:
+        return {
+            "key": response.key, "step": step, "judge": self.judge.name, "llm": llm,
+            "input_type": self.input_type, "dataset": self.dataset,
+            "name": item.media_name if step == "describe" else item.name,
+            "round": item.round, "order": order, "seed": self.seed + item.round,
+            "text": response.text, "latency_s": response.latency_s, "created_at": now(),
+        }
+
+    # ------------------------------------------------------------------ strategies
+
+    def predict(self, strategy: str, items: list[Item], on_rows: Callable[[list[dict]], object]) -> None:
+        """Judge ``items`` with ``strategy``; rows reach ``on_rows`` one batch at a time."""
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        items = by_video(items)
+        if not items:
+            return
+        if strategy != "S1":
+            self.ensure_descriptions(items)
+        if strategy == "S4":
+            self.ensure_reasons(items)
+
+        def key(it: Item) -> str:
+            return row_key(strategy, it.order, it.round, it.name)
+
+        build = {
+            "S1": lambda it: self.mllm_request(key(it), prompts.build_s1(it.a1, it.a2), it),
+            "S2": lambda it: self.mllm_request(key(it), prompts.build_judge(self.desc(it), it.a1, it.a2), it),
+            "S3": lambda it: self.llm_request(key(it), prompts.build_judge(self.desc(it), it.a1, it.a2), it),
+            "S4": lambda it: self.llm_request(key(it), prompts.build_extract(self.steps[self.reason_key(it)]), it),
+        }[strategy]
+        by_key = {key(it): it for it in items}
+        role, step = ("mllm", strategy) if strategy in ("S1", "S2") else ("llm", "S4_extract" if strategy == "S4" else "S3")
+
+        def emit(batch: list[Request], responses: list[Response]) -> None:
+            on_rows([self.row(strategy, by_key[r.key], r, text_llm=role == "llm") for r in responses])
+
+        self.generate(role, step, [build(it) for it in items], emit)
+
+    def desc(self, item: Item) -> str:
+        return self.steps[self.describe_key(item)]
+
+    def row(self, strategy: str, item: Item, response: Response, *, text_llm: bool) -> dict:
+        label, rule = prompts.parse_label(response.text, text_llm=text_llm)
+        steps = {}
+        if strategy != "S1":
+            steps["describe"] = self.describe_key(item)
+        if strategy == "S4":
+            steps["S4_reason"] = self.reason_key(item)
+        return {
+            "key": response.key, "judge": self.judge.name, "strategy": strategy, "input_type": self.input_type,
+            "order": item.order, "round": item.round, "name": item.name, "gt": item.gt, "pred": label,
+            "parse_rule": rule, "raw": response.text, "latency_s": response.latency_s, "created_at": now(),
+            "dataset": self.dataset, "llm": self.llm_spec.name if strategy in ("S3", "S4") else None,
+            "media_name": item.media_name, "seed": self.seed + item.round, "steps": steps,
+        }
+
+
+def expected_calls(n_pairs: int, rounds: int, orders: int, strategies: Iterable[str]) -> Counter:
+    """Model calls the sharing rules imply for a fresh run (what the tests hold us to)."""
+    strategies = set(strategies)
+    per_order = n_pairs * rounds * orders
+    calls: Counter[str] = Counter()
+    for strategy in strategies:
+        calls[{"S1": "S1", "S2": "S2", "S3": "S3", "S4": "S4_extract"}[strategy]] += per_order
+    if strategies & {"S2", "S3", "S4"}:
+        calls["describe"] = n_pairs * rounds
+    if "S4" in strategies:
+        calls["S4_reason"] = per_order
+    return calls

@@ -1,0 +1,82 @@
+"""The analysis notebooks 02-05 execute under papermill on a small synthetic predictions table
+and write the tables and figures the report embeds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import papermill as pm
+import pytest
+
+from helpers import data, metrics
+from helpers.simulate import synthetic_predictions, write_predictions
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.environ.get(data.DATA_ENV), reason=f"${data.DATA_ENV} not set (needs the v1 CSVs)"),
+]
+
+
+def run(name: str, predictions: Path, reports: Path, **extra) -> None:
+    pm.execute_notebook(
+        str(NOTEBOOKS / f"{name}.ipynb"), str(reports / "executed" / f"{name}.ipynb"), cwd=str(NOTEBOOKS),
+        parameters={"predictions_dir": str(predictions), "reports_dir": str(reports), "n_boot": 50, **extra},
+        progress_bar=False, kernel_name="python3",
+    )
+
+
+def markdown_of(notebook: Path, label: str) -> str:
+    import nbformat
+
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if cell.cell_type == "code" and f"#| label: {label}" in cell.source:
+            return "".join(o.get("data", {}).get("text/markdown", "") for o in cell.outputs)
+    raise AssertionError(f"no cell labelled {label} in {notebook}")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    pairs = data.load_pairs()
+    preds = synthetic_predictions(pairs, judges={"good": 0.75, "fair": 0.62}, strategies=("S1", "S2"), seed=0)
+    write_predictions(preds, root / "predictions", "synthetic")
+    reports = root / "reports"
+    (reports / "executed").mkdir(parents=True)
+    for name in ("02_metrics", "03_consistency", "04_voting"):
+        run(name, root / "predictions", reports)
+    run("05_ranking", root / "predictions", reports, sim_reps=5)
+    return reports
+
+
+def test_metrics_csv_has_the_agreed_columns(study):
+    table = pd.read_csv(study / "tables" / "metrics.csv")
+    assert list(table.columns[: len(metrics.METRICS_COLUMNS)]) == metrics.METRICS_COLUMNS
+    assert len(table) == 4 and set(table["judge"]) == {"good", "fair"}
+
+
+def test_every_figure_and_table_is_written(study):
+    figures = {p.name for p in (study / "figures").glob("*.png")}
+    assert {"metrics_heatmap.png", "metrics_confusion.png", "consistency_ours.png", "consistency_paper.png",
+            "voting_curves.png", "ranking_forest.png", "ranking_simulation.png"} <= figures
+    tables = {p.name for p in (study / "tables").glob("*.csv")}
+    assert {"metrics_ci.csv", "paper_results.csv", "consistency_pearson.csv", "voting.csv", "ranking_mer.csv",
+            "ranking_simulation.csv", "ranking_cost.csv"} <= tables
+
+
+def test_paper_rows_are_labelled_as_reported(study):
+    paper = pd.read_csv(study / "tables" / "paper_results.csv")
+    assert (paper["source"] == "reported by the paper").all()
+
+
+def test_generated_prose_holds_computed_numbers_and_copes_with_few_cells(study):
+    executed = study / "executed"
+    summary = markdown_of(executed / "02_metrics.ipynb", "txt-metrics-summary")
+    best = pd.read_csv(study / "tables" / "metrics.csv").sort_values("two_class_waf").iloc[-1]
+    assert f"{best['two_class_waf']:.2f}" in summary
+    pearson = pd.read_csv(study / "tables" / "consistency_pearson.csv")
+    assert pearson["n"].tolist() == [4, 10]
+    assert "r = " in markdown_of(executed / "03_consistency.ipynb", "txt-consistency-agree")
+    assert "comparisons" in markdown_of(executed / "05_ranking.ipynb", "txt-ranking-cost")

@@ -1,0 +1,288 @@
+"""The offline twin of Quarto (helpers.report): what the report page shows for given sources.
+
+Every test writes a small report in a temporary folder — an index.qmd, chapter files and
+synthetic *executed* notebooks (a PNG figure, a DataFrame table, generated Markdown) — and
+checks the page the twin makes from them.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from helpers import paths, report
+
+
+def png_bytes(color=(200, 30, 30), size=(40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def code_cell(options: str, outputs: list, source: str = "x = 1") -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(textwrap.dedent(options).strip() + "\n" + source)
+    cell.outputs = outputs
+    return cell
+
+
+def figure_output(png: bytes) -> nbformat.NotebookNode:
+    return nbformat.v4.new_output("display_data", data={
+        "image/png": base64.b64encode(png).decode(), "text/plain": "<Figure>"})
+
+
+def table_output(frame: pd.DataFrame) -> nbformat.NotebookNode:
+    return nbformat.v4.new_output("execute_result", execution_count=1, data={
+        "text/html": frame.to_html(), "text/plain": frame.to_string()})
+
+
+def markdown_output(text: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_output("display_data", data={"text/markdown": text, "text/plain": text})
+
+
+def write_notebook(path: Path, cells: list) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# A notebook"), *cells]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A report with two chapters: one figure, one table, generated prose, cross-references."""
+    write_notebook(tmp_path / "executed/02_metrics.ipynb", [
+        code_cell('#| label: tbl-metrics-main\n#| tbl-cap: "Main results, **two-class** WAF"',
+                  [table_output(pd.DataFrame({"judge": ["length", "random"], "waf": [61.25, 49.9]}))]),
+        code_cell('#| label: fig-metrics-heatmap\n#| fig-cap: "Heatmap of WAF"\n#| fig-alt: "a heatmap"',
+                  [nbformat.v4.new_output("stream", name="stderr", text="a warning\n"), figure_output(png_bytes())]),
+        code_cell("#| label: txt-metrics-best", [markdown_output("The best judge is **length** (see @tbl-metrics-main).")]),
+    ])
+    write(tmp_path / "sections/10_data.qmd", """
+        # Data {#sec-data}
+
+        Results are in @tbl-metrics-main and @fig-metrics-heatmap; figure [-@fig-metrics-heatmap] again.
+
+        ```python
+        print("@fig-metrics-heatmap stays code")
+        ```
+    """)
+    write(tmp_path / "sections/20_results.qmd", """
+        ---
+        title: ignored chapter front matter
+        ---
+        # Results
+
+        {{< embed executed/02_metrics.ipynb#txt-metrics-best >}}
+
+        {{< embed executed/02_metrics.ipynb#fig-metrics-heatmap >}}
+
+        ## Table
+
+        {{< embed executed/02_metrics.ipynb#tbl-metrics-main >}}
+
+        As said in @sec-data.
+    """)
+    write(tmp_path / "index.qmd", """
+        ---
+        title: "A study"
+        subtitle: "Its subtitle"
+        date: 2026-01-02
+        chapters:
+          - sections/10_data.qmd
+          - sections/20_results.qmd
+        ---
+
+        <!-- chapters:begin (generated) -->
+        <!-- chapters:end -->
+    """)
+    return tmp_path
+
+
+def test_the_page_has_title_toc_numbered_sections_and_the_fallback_line(site):
+    report.sync_chapters(site / "index.qmd")
+    page = report.render(site / "index.qmd").html
+    assert '<h1 class="title">A study</h1>' in page
+    assert "Its subtitle" in page and "2026-01-02" in page
+    assert report.FALLBACK_NOTE in page
+    toc = page.split('<nav id="TOC"', 1)[1].split("</nav>", 1)[0]
+    assert re.search(r'href="#sec-data"><span class="toc-section-number">1</span> Data<', toc)
+    assert re.search(r'<span class="toc-section-number">2\.1</span> Table<', toc)
+    assert "ignored chapter front matter" not in page
+
+
+def test_embeds_become_numbered_captioned_figures_and_tables_in_document_order(site):
+    report.sync_chapters(site / "index.qmd")
+    rendered = report.render(site / "index.qmd")
+    page = rendered.html
+    assert rendered.warnings == []
+    figure = re.search(r'<figure class="report-figure" id="fig-metrics-heatmap">(.*?)</figure>', page, re.S).group(1)
+    payload = re.search(r'src="data:image/png;base64,([^"]+)" alt="a heatmap"', figure).group(1)
+    assert Image.open(io.BytesIO(base64.b64decode(payload))).size == (40, 30)
+    assert "Figure 1: Heatmap of WAF" in figure
+    assert "a warning" not in page  # stderr streams are logs, not report content
+    table = re.search(r'<div class="report-table" id="tbl-metrics-main">(.*?)</div>', page, re.S).group(1)
+    assert "Table 1: Main results, <strong>two-class</strong> WAF" in table
+    assert "<td>61.25</td>" in table
+    assert "The best judge is <strong>length</strong>" in page
+
+
+def test_cross_references_link_to_the_numbered_targets_but_not_inside_code(site):
+    report.sync_chapters(site / "index.qmd")
+    page = report.render(site / "index.qmd").html
+    assert '<a class="xref" href="#tbl-metrics-main">Table\u00a01</a>' in page
+    assert '<a class="xref" href="#fig-metrics-heatmap">Figure\u00a01</a>' in page
+    assert 'figure <a class="xref" href="#fig-metrics-heatmap">1</a> again' in page
+    assert '<a class="xref" href="#sec-data">Section\u00a01</a>' in page
+    assert "@fig-metrics-heatmap stays code" in page  # code is shown verbatim
+
+
+def test_generated_prose_from_a_notebook_can_cross_reference_too(site):
+    report.sync_chapters(site / "index.qmd")
+    page = report.render(site / "index.qmd").html
+    assert 'The best judge is <strong>length</strong> (see <a class="xref" href="#tbl-metrics-main">Table\u00a01</a>)' in page
+
+
+def test_a_missing_label_is_a_visible_warning_on_stderr_and_fails_strict_mode(site, capsys):
+    write(site / "sections/20_results.qmd", """
+        # Results
+
+        {{< embed executed/02_metrics.ipynb#fig-does-not-exist >}}
+
+        See @fig-does-not-exist.
+    """)
+    index = site / "index.qmd"
+    out = site / "out.html"
+    assert report.main(["--index", str(index), "--out", str(out)]) == 0
+    assert report.main(["--index", str(index), "--out", str(out), "--strict"]) == 1
+    page = out.read_text()
+    assert "no cell labelled &#x27;fig-does-not-exist&#x27; in executed/02_metrics.ipynb" in page
+    assert "fig-metrics-heatmap" in page  # the message lists the labels that do exist
+    assert '<strong class="xref-missing">?@fig-does-not-exist</strong>' in page
+    assert "rendering problem(s)" in page
+    assert "fig-does-not-exist" in capsys.readouterr().err
+
+
+def test_a_missing_notebook_is_named_in_the_warning(site):
+    write(site / "sections/20_results.qmd", "{{< embed executed/09_summary.ipynb#txt-summary-abstract >}}\n")
+    report.sync_chapters(site / "index.qmd")
+    rendered = report.render(site / "index.qmd")
+    assert any("executed/09_summary.ipynb not found" in w for w in rendered.warnings)
+    assert "executed/09_summary.ipynb not found" in rendered.html
+
+
+def test_missing_chapters_become_notes_in_index_and_return_once_written(site):
+    index = site / "index.qmd"
+    (site / "sections/20_results.qmd").unlink()
+    assert report.sync_chapters(index) == ["sections/20_results.qmd"]
+    text = index.read_text()
+    assert "{{< include sections/10_data.qmd >}}" in text
+    assert "{{< include sections/20_results.qmd >}}" not in text
+    page = report.render(index).html
+    assert "Chapter not available in this build" in page and "sections/20_results.qmd" in page
+    write(site / "sections/20_results.qmd", "# Results\n")
+    assert report.sync_chapters(index) == []
+    assert "{{< include sections/20_results.qmd >}}" in index.read_text()
+    before = index.stat().st_mtime_ns
+    assert report.main(["--index", str(index), "--chapters-only"]) == 0  # Quarto's pre-render step
+    assert index.stat().st_mtime_ns == before  # unchanged block: file not rewritten
+    assert not (site / "index.html").exists()  # and nothing rendered
+
+
+def test_an_include_of_a_missing_file_written_by_hand_is_a_visible_note(tmp_path):
+    write(tmp_path / "index.qmd", "---\ntitle: T\n---\n\n{{< include sections/nope.qmd >}}\n")
+    rendered = report.render(tmp_path / "index.qmd")
+    assert "Included file <code>sections/nope.qmd</code> not found" in rendered.html
+    assert rendered.warnings
+
+
+def test_cell_options_are_read_as_yaml_from_the_leading_comment_lines():
+    source = '#| label: fig-x\n#| fig-cap: "A: caption"\n#| fig-subcap:\n#|   - one\n#|   - two\nplot()\n#| not: this'
+    assert report.cell_options(source) == {"label": "fig-x", "fig-cap": "A: caption", "fig-subcap": ["one", "two"]}
+    assert report.cell_options("plot()\n#| label: late") == {}
+
+
+def test_callouts_and_unnumbered_headings_follow_pandoc_syntax():
+    text = ('# Abstract {-}\n\n::: {.callout-note #note-1 title="Read me"}\nSome *text*.\n:::\n\n'
+            "# Intro\n\n[small]{.smallcaps}")
+    body, headings = report.to_html(text, headings=[])
+    assert '<div class="callout callout-note" id="note-1">' in body and "<em>text</em>" in body
+    assert "<strong>Read me</strong>" in body
+    assert [(h.text, h.number) for h in headings] == [("Abstract", ""), ("Intro", "1")]
+    assert '<span class="smallcaps">small</span>' in body
+
+
+def test_a_missing_index_is_a_clear_error(tmp_path, capsys):
+    assert report.main(["--index", str(tmp_path / "index.qmd")]) == 1
+    assert "index.qmd not found" in capsys.readouterr().err
+
+
+def test_a_figure_cell_without_output_is_reported_with_the_likely_cause(tmp_path):
+    write_notebook(tmp_path / "executed/nb.ipynb", [code_cell('#| label: fig-empty\n#| fig-cap: "Empty"', [])])
+    write(tmp_path / "index.qmd", "---\ntitle: T\n---\n\n{{< embed executed/nb.ipynb#fig-empty >}}\n")
+    page = report.render(tmp_path / "index.qmd").html
+    assert "the cell has no output" in page and "MPLBACKEND=Agg" in page
+
+
+# --------------------------------------------------------------------------- the project's own sources
+
+SUMMARY_CHAPTERS = ("00_abstract", "15_judges", "90_limitations", "95_reproducibility")
+
+
+def notebook_labels(notebook: Path) -> set[str]:
+    nb = nbformat.read(notebook, as_version=4)
+    return {str(report.cell_options(c.source).get("label")) for c in nb.cells if c.cell_type == "code"} - {"None"}
+
+
+def embeds_of(chapter: Path) -> list[tuple[str, str]]:
+    found = re.findall(r"\{\{<\s*embed\s+executed/([\w.-]+\.ipynb)#([\w-]+)", chapter.read_text(encoding="utf-8"))
+    return [(nb, label) for nb, label in found]
+
+
+def test_quarto_renders_the_article_into_reports_without_executing_notebooks():
+    config = yaml.safe_load((paths.project_root() / "_quarto.yml").read_text())
+    assert config["project"]["render"] == ["reports/index.qmd"]  # -> reports/index.html
+    assert config["execute"]["enabled"] is False
+    assert "helpers.report --chapters-only" in config["project"]["pre-render"]
+    meta, body = report.split_front_matter((paths.reports_dir() / "index.qmd").read_text())
+    assert [Path(c).stem for c in meta["chapters"]] == [
+        "00_abstract", "10_data", "15_judges", "20_results", "25_confound", "30_consistency", "40_voting",
+        "50_ranking", "60_tournament", "90_limitations", "95_reproducibility"]
+    assert report.CHAPTERS_BEGIN in body and report.CHAPTERS_END in body
+
+
+def test_the_summary_chapters_embed_only_labels_the_summary_notebook_defines():
+    sections = paths.reports_dir() / "sections"
+    labels = notebook_labels(paths.project_root() / "notebooks" / "09_summary.ipynb")
+    for chapter in SUMMARY_CHAPTERS:
+        embeds = embeds_of(sections / f"{chapter}.qmd")
+        assert embeds, f"{chapter}.qmd embeds nothing"
+        for notebook, label in embeds:
+            assert notebook == "09_summary.ipynb" and label in labels, f"{chapter}.qmd: {notebook}#{label}"
+
+
+def test_every_chapter_embeds_labels_that_exist_in_its_notebook_source():
+    """Catches a renamed label before a build shows it as a rendering problem; chapters whose
+    notebook is not written yet are skipped here (the report shows a note for them)."""
+    root = paths.project_root()
+    problems = []
+    for chapter in sorted((root / "reports" / "sections").glob("*.qmd")):
+        for notebook, label in embeds_of(chapter):
+            source = root / "notebooks" / notebook
+            if source.is_file() and label not in notebook_labels(source):
+                problems.append(f"{chapter.name}: {notebook}#{label}")
+    assert not problems, "embeds of labels that no cell defines: " + ", ".join(problems)

@@ -1,0 +1,187 @@
+"""S1–S4: what each strategy sends, what it shares, and how many model calls a grid costs."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pandas as pd
+import pytest
+from fake_backend import FAKE_LLM, FAKE_MLLM, FakeBackend
+
+from helpers import engine, prompts
+from helpers.data import DataError
+from helpers.judges.base import JudgeSpec
+from helpers.store import load_predictions, load_steps
+from helpers.strategies import expected_calls
+
+N, R = 5, 2
+
+
+def toy_pairs(n: int = N) -> pd.DataFrame:
+    return pd.DataFrame({
+        "name": [f"s{i:02d}" for i in range(n)],
+        "a1": [f"The man is\tangry {i}." for i in range(n)],
+        "a2": [f"The man is calm and happy, smiling {i}." for i in range(n)],
+        "preference": ["a1", "a2", "same", "a2", "a1"][:n] + ["a1"] * max(0, n - 5),
+    })
+
+
+class Recorder:
+    """Backend factory that keeps every backend it made."""
+
+    def __init__(self):
+        self.made: list[FakeBackend] = []
+
+    def __call__(self, spec: JudgeSpec) -> FakeBackend:
+        self.made.append(FakeBackend(spec))
+        return self.made[-1]
+
+    def requests(self, judge: str) -> list:
+        return [r for b in self.made if b.spec.name == judge for r in b.requests]
+
+
+def run(tmp_path, recorder, strategy="all", **kwargs):
+    kwargs = {"pairs": toy_pairs(), "rounds": R, "output_dir": tmp_path, "progress": False,
+              "judge_llm": FAKE_LLM, "backend": recorder, "dataset": "toy"} | kwargs
+    return engine.run(FAKE_MLLM, strategy, **kwargs)
+
+
+def total_calls(summary: pd.DataFrame) -> Counter:
+    calls: Counter = Counter()
+    for c in summary["calls"]:
+        calls.update(c)
+    return calls
+
+
+def test_full_grid_makes_exactly_the_calls_the_sharing_implies(tmp_path):
+    recorder = Recorder()
+    summary = run(tmp_path, recorder)
+    calls = total_calls(summary)
+    # by hand: every strategy judges N pairs x 2 orders x R rounds; one description per
+    # (sample, round); S4 reasons once per (sample, round, order) then extracts
+    assert calls == Counter({"S1": 20, "describe": 10, "S2": 20, "S3": 20, "S4_reason": 20, "S4_extract": 20})
+    assert calls == expected_calls(N, R, 2, ["S1", "S2", "S3", "S4"])
+    # the paper's code runs each order on its own: per order S1, describe, S2, S3 (reusing that
+    # order's descriptions) and S4's two steps, each N x R calls
+    paper = 2 * (1 + 1 + 1 + 1 + 2) * N * R
+    assert sum(calls.values()) == 11 * N * R < paper
+    # the backends saw exactly those requests, every key once
+    seen = recorder.requests("fake_mllm") + recorder.requests("fake_llm")
+    assert len(seen) == sum(calls.values())
+    assert len({r.key for r in seen}) == len(seen)
+    assert len(load_predictions(tmp_path)) == 4 * N * 2 * R
+
+
+def test_descriptions_are_shared_across_orders_and_strategies(tmp_path):
+    recorder = Recorder()
+    run(tmp_path, recorder)
+    table = load_predictions(tmp_path)
+    described = table[table["strategy"].isin(["S2", "S3", "S4"])]
+    keys = described["steps"].map(lambda s: s["describe"])
+    # one description key per (sample, round), whatever the order or strategy
+    per_sample_round = described.assign(k=keys).groupby(["name", "round"])["k"].nunique()
+    assert (per_sample_round == 1).all()
+    steps = pd.DataFrame(load_steps(tmp_path))
+    assert (steps["step"] == "describe").sum() == N * R
+    assert (steps["step"] == "S4_reason").sum() == N * R * 2
+
+
+def test_prompts_carry_the_cleaned_texts_and_the_own_description(tmp_path):
+    recorder = Recorder()
+    run(tmp_path, recorder, rounds=1, order="normal")
+    mllm, llm = recorder.requests("fake_mllm"), recorder.requests("fake_llm")
+    pair = toy_pairs().iloc[0]
+    s1 = next(r for r in mllm if r.key == "S1|normal|r0|s00")
+    assert s1.prompt == prompts.build_s1(pair.a1, pair.a2)
+    assert "angry 0" in s1.prompt and "\t" not in s1.prompt
+    assert s1.system == prompts.prompt("system_omni")
+    description = next(r for r in mllm if r.key.startswith("describe|") and "|s00|" in r.key)
+    assert description.prompt == prompts.prompt("describe_video")
+    own = FakeBackend(FAKE_MLLM).generate([description])[0].text
+    s3 = next(r for r in llm if r.key == "S3|normal|r0|s00")
+    assert s3.prompt == prompts.build_judge(own, pair.a1, pair.a2)
+    assert "\n" not in s3.prompt  # the description's newline was cleaned
+    assert s3.media is None and s3.system is None
+    s2 = next(r for r in mllm if r.key == "S2|normal|r0|s00")
+    assert s2.prompt == s3.prompt and s2.system == s1.system
+
+
+def test_reverse_order_swaps_texts_and_labels(tmp_path):
+    recorder = Recorder()
+    run(tmp_path, recorder, strategy="S1", rounds=1)
+    by_key = {r.key: r for r in recorder.requests("fake_mllm")}
+    pair = toy_pairs().iloc[1]
+    assert by_key["S1|reverse|r0|s01"].prompt == prompts.build_s1(pair.a2, pair.a1)
+    table = load_predictions(tmp_path).set_index(["order", "name"])
+    assert table.loc[("normal", "s01"), "gt"] == "a2"
+    assert table.loc[("reverse", "s01"), "gt"] == "a1"
+    assert table.loc[("reverse", "s02"), "gt"] == "same"
+
+
+def test_each_round_is_a_fresh_generation_with_its_own_seed(tmp_path):
+    recorder = Recorder()
+    run(tmp_path, recorder, strategy="S2", rounds=3, seed=10)
+    seeds = {(r.key.split("|")[2] if r.key.startswith("S2") else r.key.split("|")[4], r.seed)
+             for r in recorder.requests("fake_mllm")}
+    assert seeds == {("r0", 10), ("r1", 11), ("r2", 12)}
+
+
+def test_predictions_follow_the_parsing_rule(tmp_path):
+    recorder = Recorder()
+    run(tmp_path, recorder)
+    table = load_predictions(tmp_path)
+    for row in table.itertuples():
+        label, rule = prompts.parse_label(row.raw, text_llm=row.strategy in ("S3", "S4"))
+        assert (row.pred, row.parse_rule) == (label, rule)
+    assert set(table["pred"]) <= {"a1", "a2", "same"}
+
+
+def test_rerun_makes_no_calls_and_later_strategies_reuse_stored_descriptions(tmp_path):
+    run(tmp_path, Recorder(), strategy="S2")
+    again = Recorder()
+    assert total_calls(run(tmp_path, again, strategy="S2")) == Counter()
+    assert again.made == []  # no model is even loaded when nothing is left to do
+    later = Recorder()
+    calls = total_calls(run(tmp_path, later, strategy="S3"))
+    assert calls == Counter({"S3": N * 2 * R})  # no describe calls: S2's descriptions were reused
+    assert [b.spec.name for b in later.made] == ["fake_llm"]
+
+
+def test_mllm_is_released_before_the_text_llm_loads(tmp_path):
+    recorder = Recorder()
+    run(tmp_path, recorder, strategy="S3", rounds=1)
+    mllm, llm = recorder.made
+    assert mllm.spec.name == "fake_mllm" and mllm.closed
+    assert llm.spec.name == "fake_llm"
+
+
+def test_media_requests_point_at_the_sample_files_and_share_videos_adjacently(tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    pairs = toy_pairs(4).assign(media_name=["v1", "v1", "v2", "v2"])
+    for stem in ("v1", "v2"):
+        (media / f"{stem}.mp4").write_bytes(b"")
+    recorder = Recorder()
+    run(tmp_path / "store", recorder, strategy="S2", pairs=pairs, media_dir=media, input_type="audiovideo")
+    requests = recorder.requests("fake_mllm")
+    describe = [r for r in requests if r.key.startswith("describe")]
+    assert len(describe) == 2 * R  # two videos, not four pairs
+    assert all(r.media.input_type == "audiovideo" and r.media.video.parent == media for r in requests)
+    judged = [r.media.video.stem for r in requests if r.key.startswith("S2")]
+    assert judged == sorted(judged)  # grouped by video
+
+
+def test_missing_media_stops_the_run_with_the_full_list(tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "s00.wav").write_bytes(b"")
+    recorder = Recorder()
+    with pytest.raises(DataError) as error:
+        run(tmp_path / "store", recorder, strategy="S1", media_dir=media, input_type="audio")
+    message = str(error.value)
+    assert "4 media file(s) missing" in message
+    assert all(f"s0{i}.wav" in message for i in range(1, 5)) and "s00.wav" not in message
+    assert recorder.made == []
+    # restricting the run to present media works
+    run(tmp_path / "store", recorder, strategy="S1", media_dir=media, input_type="audio", names=["s00"])
+    assert len(load_predictions(tmp_path / "store")) == 2 * R

@@ -1,0 +1,173 @@
+"""What the vLLM backend asks vLLM for, checked at the boundary without vLLM installed.
+
+The prompts come from the checkpoint's chat template (here the tiny local tokenizer and Omni
+processor), the media from PyAV, the sampling settings from the paper; ``vllm`` itself is never
+imported by any of this.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_models import build_omni_thinker, build_text_lm, write_mp4, write_wav
+
+from helpers.judges.base import JudgeSpec, Media, Request
+from helpers.judges.hf_backend import BackendError
+from helpers.judges.vllm_backend import (
+    PAPER_TEXT_SAMPLING,
+    VLLMBackend,
+    build_inputs,
+    cache_friendly_order,
+    engine_kwargs,
+    load_chat_template,
+    sampling_kwargs,
+)
+
+SYSTEM = "You are Qwen, a virtual human developed by the Qwen Team."
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("vllm_boundary")
+    return {
+        "text": build_text_lm(root / "text"),
+        "omni": build_omni_thinker(root / "omni"),
+        "video": write_mp4(root / "s1.mp4"),
+        "other_video": write_mp4(root / "s2.mp4", tone_hz=220),
+        "audio": write_wav(root / "s1.wav"),
+    }
+
+
+def spec(family: str, checkpoint, **fields) -> JudgeSpec:
+    return JudgeSpec(name=f"tiny_{family}", family=family, backend="vllm", checkpoint=str(checkpoint), **fields)
+
+
+def test_text_llm_uses_the_papers_sampling_with_a_seed_per_request(folders):
+    judge = spec("qwen25", folders["text"])
+    assert sampling_kwargs(judge, seed=3) == {**PAPER_TEXT_SAMPLING, "seed": 3}
+    assert PAPER_TEXT_SAMPLING == {"temperature": 0.7, "top_p": 0.8, "repetition_penalty": 1.05, "max_tokens": 512}
+    greedy = spec("qwen25", folders["text"], generation={"temperature": 0, "max_new_tokens": 8})
+    assert sampling_kwargs(greedy, seed=0) == {**PAPER_TEXT_SAMPLING, "temperature": 0, "max_tokens": 8, "seed": 0}
+    assert sampling_kwargs(spec("qwen25omni", "x"), seed=1)["max_tokens"] == 1024, "vLLM's default of 16 is too few"
+    with pytest.raises(BackendError, match="temprature"):
+        sampling_kwargs(spec("qwen25", "x", generation={"temprature": 1}), seed=0)
+
+
+def test_engine_reserves_one_video_and_one_audio_for_omni_and_nothing_for_text():
+    omni = engine_kwargs(spec("qwen25omni", "Qwen/Qwen2.5-Omni-7B", options={"tensor_parallel_size": 2, "system": "x"}))
+    assert omni == {"model": "Qwen/Qwen2.5-Omni-7B", "enable_prefix_caching": True, "seed": 0,
+                    "limit_mm_per_prompt": {"video": 1, "audio": 1}, "tensor_parallel_size": 2}
+    assert engine_kwargs(spec("qwen25vl", "m"))["limit_mm_per_prompt"] == {"video": 1}
+    assert engine_kwargs(spec("qwen2audio", "m"))["limit_mm_per_prompt"] == {"audio": 1}
+    assert "limit_mm_per_prompt" not in engine_kwargs(spec("qwen25", "m"))
+    with pytest.raises(BackendError, match="no checkpoint"):
+        VLLMBackend(JudgeSpec(name="x", family="qwen25", backend="vllm"))
+
+
+def test_omni_audio_in_video_sends_frames_and_the_mp4_sound_behind_one_video_placeholder(folders):
+    judge = spec("qwen25omni", folders["omni"], options={"system": SYSTEM})
+    prompt_text = "We provide two descriptions: a1: \"happy\". a2: \"sad\"."
+    request = Request("k", prompt_text, media=Media("audiovideo", video=folders["video"]), seed=5)
+    order, prompts, sampling = build_inputs([request], judge, load_chat_template(judge))
+    (prompt,) = prompts
+    text = prompt["prompt"]
+    assert text.count("<|VIDEO|>") == 1 and "<|AUDIO|>" not in text
+    assert SYSTEM in text and prompt_text in text
+    assert text.index("<|VIDEO|>") < text.index(prompt_text), "media come before the text"
+    assert text.endswith("<|im_start|>assistant\n")
+    frames = prompt["multi_modal_data"]["video"]
+    assert isinstance(frames, np.ndarray) and frames.shape == (4, 56, 56, 3)
+    wave, rate = prompt["multi_modal_data"]["audio"]
+    assert rate == 16_000 and wave.ndim == 1 and len(wave) == pytest.approx(32_000, rel=0.05)
+    assert prompt["mm_processor_kwargs"] == {"use_audio_in_video": True}
+    assert sampling == [{"max_tokens": 1024, "seed": 5}]
+    assert "vllm" not in sys.modules
+
+
+def test_omni_video_audio_and_text_inputs(folders):
+    judge = spec("qwen25omni", folders["omni"], options={"system": SYSTEM})
+    template = load_chat_template(judge)
+    video, audio, text = (
+        Request("v", "p", media=Media("video", video=folders["video"])),
+        Request("a", "p", media=Media("audio", audio=folders["audio"])),
+        Request("t", "p"),
+    )
+    _, prompts, _ = build_inputs([video, audio, text], judge, template)
+    assert set(prompts[0]["multi_modal_data"]) == {"video"} and "mm_processor_kwargs" not in prompts[0]
+    assert prompts[1]["prompt"].count("<|AUDIO|>") == 1 and "<|VIDEO|>" not in prompts[1]["prompt"]
+    wave, rate = prompts[1]["multi_modal_data"]["audio"]
+    assert rate == 16_000 and len(wave) == 32_000
+    assert "multi_modal_data" not in prompts[2]
+
+
+def test_text_llm_prompt_is_the_chat_template_with_one_user_message(folders):
+    judge = spec("qwen25", folders["text"])
+    _, prompts, _ = build_inputs([Request("k", "a1 or a2?")], judge, load_chat_template(judge))
+    assert prompts == [{"prompt": "<|im_start|>user\na1 or a2?<|im_end|>\n<|im_start|>assistant\n"}]
+
+
+def test_requests_sharing_a_video_are_adjacent_and_responses_keep_the_callers_order(folders):
+    a, b = folders["video"], folders["other_video"]
+    requests = [
+        Request("a-S1", "p", media=Media("video", video=a)),
+        Request("b-S1", "p", media=Media("video", video=b)),
+        Request("a-S2", "p", media=Media("video", video=a)),
+        Request("text", "p"),
+        Request("b-S2", "p", media=Media("video", video=b)),
+    ]
+    order = cache_friendly_order(requests)
+    assert [requests[i].key for i in order] == ["a-S1", "a-S2", "b-S1", "b-S2", "text"]
+
+    @dataclass
+    class Completion:
+        text: str
+
+    @dataclass
+    class Output:
+        outputs: list
+
+    class FakeLLM:
+        """Answers each prompt with the position it was sent at, as vLLM's LLM.generate would."""
+
+        def __init__(self):
+            self.sent = []
+
+        def generate(self, prompts, params, use_tqdm=False):
+            self.sent = list(zip(prompts, params, strict=True))
+            return [Output([Completion(f"answer {i}")]) for i in range(len(prompts))]
+
+    backend = VLLMBackend(spec("qwen25omni", folders["omni"], options={"system": SYSTEM}))
+    backend._llm, backend._sampling_params = FakeLLM(), dict
+    responses = backend.generate(requests)
+    assert [r.key for r in responses] == [r.key for r in requests]
+    sent_position = {requests[i].key: pos for pos, i in enumerate(order)}
+    assert [r.text for r in responses] == [f"answer {sent_position[r.key]}" for r in requests]
+    assert backend.calls == 5
+    assert "vllm" not in sys.modules
+
+
+def test_qwen25vl_frames_travel_with_their_timing(folders):
+    judge = spec("qwen25vl", folders["omni"])
+    _, prompts, _ = build_inputs([Request("k", "p", media=Media("video", video=folders["video"]))], judge,
+                                 lambda messages: "prompt")
+    frames, metadata = prompts[0]["multi_modal_data"]["video"]
+    assert frames.shape[0] == 4
+    assert metadata["fps"] == pytest.approx(10) and metadata["total_num_frames"] == 20
+    assert metadata["frames_indices"] == [0, 6, 13, 19]
+    assert prompts[0]["mm_processor_kwargs"] == {"do_sample_frames": False}
+
+
+def test_a_family_that_cannot_hear_refuses_audio(folders):
+    judge = spec("qwen25vl", folders["omni"])
+    request = Request("k", "p", media=Media("audiovideo", video=folders["video"]))
+    with pytest.raises(BackendError, match="audio inside video"):
+        build_inputs([request], judge, lambda messages: "")

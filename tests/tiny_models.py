@@ -1,0 +1,309 @@
+"""Tiny, randomly initialised models and synthetic media, built locally for the backend tests.
+
+Nothing here touches a model hub: the tokenizer is trained on a few sentences with
+``tokenizers``, the models get random weights, and the media are generated with PyAV and
+soundfile. The point is to run the real transformers code paths (chat templates, processors,
+left-padded batched generation, Qwen2.5-Omni's audio-in-video interleaving) in seconds on a
+CPU; the outputs are gibberish by design.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}"
+    "{% elif part['type'] == 'video' %}<|vision_bos|><|VIDEO|><|vision_eos|>"
+    "{% elif part['type'] == 'image' %}<|vision_bos|><|IMAGE|><|vision_eos|>"
+    "{% elif part['type'] == 'audio' %}<|audio_bos|><|AUDIO|><|audio_eos|>"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""ChatML with Qwen2.5-Omni's media placeholders (the shape of the released template)."""
+
+OMNI_TOKENS = {
+    "image_token": "<|IMAGE|>",
+    "audio_token": "<|AUDIO|>",
+    "video_token": "<|VIDEO|>",
+    "vision_bos_token": "<|vision_bos|>",
+    "vision_eos_token": "<|vision_eos|>",
+    "audio_bos_token": "<|audio_bos|>",
+    "audio_eos_token": "<|audio_eos|>",
+}
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *OMNI_TOKENS.values()]
+CORPUS = [
+    "We provide two descriptions for a given input: a1 and a2. Please output a1, a2, or same.",
+    "The woman smiles and speaks softly; her tone is calm and happy, maybe relieved.",
+    "The man frowns, raises his voice and looks angry, then sad and worried.",
+    "Please provide a detailed description to a given video, especially focusing on their emotions.",
+    "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group.",
+]
+VIDEO_SIZE = (56, 56)  # height, width: 4x4 patches of 14 px, 2x2 merged -> 4 tokens per frame pair
+VIDEO_PIXELS = {"shortest_edge": 56 * 56, "longest_edge": 56 * 56}
+
+
+def build_tokenizer(folder: Path, vocab_size: int = 500):
+    """A byte-level BPE trained here, wrapped as a left-padding Qwen2 tokenizer with ChatML."""
+    import json
+
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    raw.train_from_iterator(CORPUS * 10, trainer)
+    merges = [tuple(m.split()) if isinstance(m, str) else tuple(m) for m in json.loads(raw.to_str())["model"]["merges"]]
+    tokenizer = Qwen2Tokenizer(
+        vocab=raw.get_vocab(),
+        merges=merges,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+        **OMNI_TOKENS,
+    )
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS], special_tokens=True)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def text_config(tokenizer) -> dict:
+    """The tiny decoder every model here shares: hidden 64, 2 layers, 4 heads, 2 kv heads."""
+    return {
+        "vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+        "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"), "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
+MROPE = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]}  # sums to head_dim / 2
+VISION = {
+    "depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
+    "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "fullatt_block_indexes": [0],
+    "window_size": 112,
+}
+AUDIO = {
+    "num_mel_bins": 128, "encoder_layers": 1, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
+    "d_model": 32, "max_source_positions": 1500,
+}
+
+
+def _save(model, tokenizer, folder: Path, processor=None) -> Path:
+    """Random weights, a short greedy generation config, and the processor, into ``folder``."""
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=8,
+    )
+    model.save_pretrained(folder)
+    if processor is not None:
+        processor.save_pretrained(folder)
+    return Path(folder)
+
+
+def build_text_lm(folder: Path) -> Path:
+    """A 2-layer Qwen2ForCausalLM (hidden 64) with the local tokenizer, saved to ``folder``."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    folder = Path(folder)
+    tokenizer = build_tokenizer(folder)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(**text_config(tokenizer), tie_word_embeddings=True))
+    return _save(model, tokenizer, folder)
+
+
+def build_omni_thinker(folder: Path) -> Path:
+    """A ~250k-parameter Qwen2.5-Omni thinker with a processor assembled from local parts."""
+    import torch
+    from transformers import (
+        Qwen2_5OmniProcessor,
+        Qwen2_5OmniThinkerConfig,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    folder = Path(folder)
+    tokenizer = build_tokenizer(folder)
+    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in OMNI_TOKENS.items()}
+    config = Qwen2_5OmniThinkerConfig(
+        audio_config={**AUDIO, "output_dim": 64, "n_window": 100},
+        vision_config=VISION,
+        text_config={**text_config(tokenizer), "rope_parameters": MROPE},
+        audio_token_index=ids["audio_token"],
+        image_token_index=ids["image_token"],
+        video_token_index=ids["video_token"],
+        audio_start_token_id=ids["audio_bos_token"],
+        audio_end_token_id=ids["audio_eos_token"],
+        vision_start_token_id=ids["vision_bos_token"],
+        vision_end_token_id=ids["vision_eos_token"],
+        user_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
+    )
+    torch.manual_seed(0)
+    model = Qwen2_5OmniThinkerForConditionalGeneration(config)
+    processor = Qwen2_5OmniProcessor(
+        image_processor=Qwen2VLImageProcessor(),
+        video_processor=Qwen2VLVideoProcessor(),
+        feature_extractor=WhisperFeatureExtractor(feature_size=128),
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+    )
+    return _save(model, tokenizer, folder, processor)
+
+
+def build_omni_full(folder: Path, thinker: Path) -> Path:
+    """The hub layout of Qwen2.5-Omni (``model_type: qwen2_5_omni``, thinker weights under
+    ``thinker.``, a ``spk_dict.pt``) around a tiny thinker; the talker is left out."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
+
+    shutil.copytree(thinker, folder, dirs_exist_ok=True)
+    config = Qwen2_5OmniConfig(thinker_config=AutoConfig.from_pretrained(thinker).to_dict(), enable_audio_output=False)
+    torch.manual_seed(0)
+    Qwen2_5OmniForConditionalGeneration(config).save_pretrained(folder)
+    torch.save({}, Path(folder) / "spk_dict.pt")
+    return Path(folder)
+
+
+def build_qwen25vl(folder: Path) -> Path:
+    """A tiny Qwen2.5-VL (video, no audio) sharing the Omni placeholder tokens."""
+    import torch
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    tokenizer = build_tokenizer(folder)
+    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in OMNI_TOKENS.items()}
+    config = Qwen2_5_VLConfig(
+        text_config={**text_config(tokenizer), "rope_parameters": MROPE}, vision_config=VISION,
+        image_token_id=ids["image_token"], video_token_id=ids["video_token"],
+        vision_start_token_id=ids["vision_bos_token"], vision_end_token_id=ids["vision_eos_token"],
+    )
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(), video_processor=Qwen2VLVideoProcessor(),
+                                    tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
+    return _save(model, tokenizer, folder, processor)
+
+
+def build_qwen2audio(folder: Path) -> Path:
+    """A tiny Qwen2-Audio (audio only) with a Whisper feature extractor of 128 mel bins."""
+    import torch
+    from transformers import (
+        Qwen2AudioConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    tokenizer = build_tokenizer(folder)
+    config = Qwen2AudioConfig(audio_config=AUDIO, text_config={**text_config(tokenizer), "model_type": "qwen2"},
+                              audio_token_index=tokenizer.convert_tokens_to_ids(OMNI_TOKENS["audio_token"]))
+    torch.manual_seed(0)
+    model = Qwen2AudioForConditionalGeneration(config)
+    processor = Qwen2AudioProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tokenizer,
+                                    chat_template=CHAT_TEMPLATE)
+    return _save(model, tokenizer, folder, processor)
+
+
+def build_llava_next_video(folder: Path) -> Path:
+    """A tiny LLaVA-NeXT-Video: a 2-layer CLIP tower on 56 px frames, a Qwen2 decoder."""
+    import torch
+    from transformers import (
+        LlavaNextImageProcessor,
+        LlavaNextVideoConfig,
+        LlavaNextVideoForConditionalGeneration,
+        LlavaNextVideoProcessor,
+        LlavaNextVideoVideoProcessor,
+    )
+
+    tokenizer = build_tokenizer(folder)
+    side = VIDEO_SIZE[0]
+    config = LlavaNextVideoConfig(
+        vision_config={"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": side, "patch_size": 14},
+        text_config={**text_config(tokenizer), "model_type": "qwen2"},
+        image_token_index=tokenizer.convert_tokens_to_ids(OMNI_TOKENS["image_token"]),
+        video_token_index=tokenizer.convert_tokens_to_ids(OMNI_TOKENS["video_token"]),
+        image_grid_pinpoints=[[side, side]],
+    )
+    torch.manual_seed(0)
+    model = LlavaNextVideoForConditionalGeneration(config)
+    crop = {"height": side, "width": side}
+    processor = LlavaNextVideoProcessor(
+        video_processor=LlavaNextVideoVideoProcessor(size={"shortest_edge": side}, crop_size=crop),
+        image_processor=LlavaNextImageProcessor(size={"shortest_edge": side}, crop_size=crop,
+                                                image_grid_pinpoints=[[side, side]]),
+        tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, patch_size=14, vision_feature_select_strategy="default",
+        video_token=OMNI_TOKENS["video_token"], image_token=OMNI_TOKENS["image_token"],
+    )
+    return _save(model, tokenizer, folder, processor)
+
+
+def write_mp4(path: Path, *, seconds: float = 2.0, fps: int = 10, size: tuple[int, int] = VIDEO_SIZE,
+              tone_hz: float = 440.0, with_audio: bool = True) -> Path:
+    """A clip whose colour moves over time, with a sine tone on its audio track."""
+    import av
+
+    height, width = size
+    rate = 16_000
+    with av.open(str(path), mode="w") as container:
+        video = container.add_stream("mpeg4", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        audio = None
+        if with_audio:
+            audio = container.add_stream("aac", rate=rate)
+            audio.layout = "mono"
+        n_frames = int(seconds * fps)
+        for i in range(n_frames):
+            image = np.zeros((height, width, 3), dtype=np.uint8)
+            image[..., 0] = int(255 * i / max(n_frames - 1, 1))
+            image[:, : (i * width) // n_frames + 1, 1] = 200
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        if audio is not None:
+            t = np.arange(int(seconds * rate)) / rate
+            wave = (0.3 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
+            chunk = 1024
+            for start in range(0, len(wave), chunk):
+                frame = av.AudioFrame.from_ndarray(wave[None, start : start + chunk], format="flt", layout="mono")
+                frame.sample_rate = rate
+                frame.time_base = Fraction(1, rate)
+                frame.pts = start
+                container.mux(audio.encode(frame))
+            container.mux(audio.encode(None))
+    return Path(path)
+
+
+def write_wav(path: Path, *, seconds: float = 2.0, rate: int = 16_000, tone_hz: float = 440.0,
+              channels: int = 1) -> Path:
+    """A sine tone as a wav file (stereo and other rates test the mono 16 kHz conversion)."""
+    import soundfile as sf
+
+    t = np.arange(int(seconds * rate)) / rate
+    wave = (0.3 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
+    sf.write(str(path), np.repeat(wave[:, None], channels, axis=1), rate)
+    return Path(path)
