@@ -15,7 +15,6 @@ SUMMARY_NOTEBOOKS := $(sort $(wildcard notebooks/09_*.ipynb))
 
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
-export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED := 1
 
 .PHONY: report test venv data lint check-python chromium clean-report help
@@ -55,7 +54,7 @@ report: data
 	  $(PAPERMILL) $$nb $(EXECUTED)/$$(basename $$nb) -p dataset $(DATASET) || exit 1; \
 	done
 	@if command -v quarto >/dev/null 2>&1; then \
-	  echo "==> rendering with Quarto"; quarto render || exit 1; \
+	  echo "==> rendering with Quarto"; PATH="$(CURDIR)/$(VENV)/bin:$$PATH" quarto render || exit 1; \
 	else \
 	  echo "==> quarto not on PATH: rendering with the offline fallback (python -m helpers.report)"; \
 	  $(PY) -m helpers.report || exit 1; \

@@ -80,3 +80,14 @@ def test_generated_prose_holds_computed_numbers_and_copes_with_few_cells(study):
     assert pearson["n"].tolist() == [4, 10]
     assert "r = " in markdown_of(executed / "03_consistency.ipynb", "txt-consistency-agree")
     assert "comparisons" in markdown_of(executed / "05_ranking.ipynb", "txt-ranking-cost")
+
+
+def test_a_single_judge_is_reported_not_crashed(tmp_path):
+    preds = synthetic_predictions(data.load_pairs(), judges={"solo": 0.7}, rounds=1, seed=0)
+    write_predictions(preds, tmp_path / "predictions", "solo")
+    reports = tmp_path / "reports"
+    (reports / "executed").mkdir(parents=True)
+    run("03_consistency", tmp_path / "predictions", reports)
+    run("04_voting", tmp_path / "predictions", reports)
+    assert "needs at least 3" in markdown_of(reports / "executed" / "03_consistency.ipynb", "txt-consistency-agree")
+    assert "Only one judge" in markdown_of(reports / "executed" / "04_voting.ipynb", "txt-voting-summary")

@@ -139,3 +139,16 @@ def test_notebook_runs_all_strategies_through_the_real_transformers_backend(tmp_
     assert manifests["S1"]["judge_spec"]["checkpoint"] == str(checkpoint)
     assert manifests["S2"]["calls_total"] == {"describe": 3, "S2": 6}
     assert manifests["S4"]["calls_total"] == {"S4_reason": 6, "S4_extract": 6}
+
+
+def test_limit_and_names_select_pairs_and_a_model_judge_without_media_lists_all_missing(tmp_path):
+    from helpers import engine
+    from helpers.data import DataError
+
+    summary = engine.run("length", limit=10, rounds=1, output_dir=tmp_path / "store", progress=False)
+    table = load_predictions(tmp_path / "store")
+    assert summary.loc[0, "rows"] == len(table) == 10 * 2
+    assert table.loc[table["order"] == "normal", "name"].tolist() == csv("preference_emoprefer.csv")["name"][:10].tolist()
+    (tmp_path / "media").mkdir()
+    with pytest.raises(DataError, match=r"574 media file\(s\) missing for input_type 'audiovideo'"):
+        engine.run("qwen25omni", "S1", media_dir=tmp_path / "media", output_dir=tmp_path / "store", progress=False)

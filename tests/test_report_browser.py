@@ -192,8 +192,8 @@ def test_the_abstract_quotes_the_numbers_this_build_computed(built_report, tmp_p
     abstract = page.split('id="abstract"', 1)[1].split("<h2", 1)[0]
     best = metrics.sort_values("two_class_waf", ascending=False).iloc[0]
     assert f"{best['two_class_waf']:.2f}" in abstract and f"<code>{best['judge']}</code>" in abstract
-    length = metrics.set_index("judge").loc["length", "two_class_waf"]
-    assert f"prefers the longer description reaches {length:.2f}" in abstract
+    assert best["judge"] == "length"  # the simulated length judge is the most accurate here
+    assert "(the baseline that simply prefers the longer description)" in abstract
     assert "No MLLM judge ran on this machine" in abstract
 
 

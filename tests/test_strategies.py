@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -185,3 +187,25 @@ def test_missing_media_stops_the_run_with_the_full_list(tmp_path):
     # restricting the run to present media works
     run(tmp_path / "store", recorder, strategy="S1", media_dir=media, input_type="audio", names=["s00"])
     assert len(load_predictions(tmp_path / "store")) == 2 * R
+
+
+def test_backend_choice_is_recorded_and_an_api_judge_keeps_a_local_text_llm(tmp_path, monkeypatch):
+    from helpers.judges import registry
+
+    monkeypatch.setitem(registry.BACKEND_CLASSES, "openai", "fake_backend:FakeBackend")
+    monkeypatch.setitem(registry.BACKEND_CLASSES, "transformers", "fake_backend:FakeBackend")
+    monkeypatch.setattr(registry, "_gpu_present", lambda: False)
+    api_judge = JudgeSpec(name="api", family="openai", backend="openai", checkpoint="m", api_key_env="KEY_NAME",
+                          input_type="text", options={"describe_prompt": "describe_input"})
+    summary = engine.run(api_judge, "S3", pairs=toy_pairs(2), rounds=1, output_dir=tmp_path, dataset="toy",
+                         judge_llm=FAKE_LLM, backend="openai", progress=False)
+    manifest = json.loads((Path(summary.loc[0, "folder"]) / "manifest.json").read_text())
+    assert manifest["backends"] == {"judge": "openai", "llm": "transformers"}
+    assert manifest["judge_spec"]["api_key_env"] == "KEY_NAME"
+
+
+def test_a_given_run_id_is_suffixed_per_strategy(tmp_path):
+    summary = run(tmp_path, Recorder(), strategy="all", run_id="shard0", rounds=1)
+    assert summary["run_id"].tolist() == ["shard0__S1", "shard0__S2", "shard0__S3", "shard0__S4"]
+    single = run(tmp_path, Recorder(), strategy="S1", run_id="shard1", rounds=1)
+    assert single["run_id"].tolist() == ["shard1"]

@@ -114,7 +114,10 @@ def test_runs_are_listed_from_the_store_with_their_manifests(tmp_path):
     ctx = context(tmp_path)
     ctx.manifests = summary.read_manifests(tmp_path)
     run = summary.runs_table(ctx).iloc[0]
-    assert (run["run"], run["rows"], run["judge"], run["rounds"]) == ("length__cpu__text__emoprefer", 10, "length", 1)
+    (tmp_path / "tournaments").mkdir()  # not a run: no predictions
+    ctx.manifests = summary.read_manifests(tmp_path)
+    assert len(ctx.manifests) == 1
+    assert (run["run"], run["rows"], run["rounds"]) == ("length__cpu__text__emoprefer", 10, 1)
     assert (run["model calls"], run["created"], run["git"]) == (6, "2026-01-01T00:00:00", "0123456789")
     assert run["status"] == "—"  # absent from this manifest: shown as absent, not guessed
     assert "Manifest of run <code>length__cpu__text__emoprefer</code>" in summary.manifests_html(ctx)

@@ -323,6 +323,35 @@ def test_truncation_keeps_the_first_half_of_the_words():
     assert D.truncate_half("single") == "single"
 
 
+def test_a_judge_that_separates_only_the_shorter_system_is_diagnosed_as_following_length():
+    cell = {"judge": "j", "strategy": "-", "input_type": "text", "method": "plain"}
+    masked, truncated = (f"{better} > {worse}" for better, worse in D.IMPLIED)
+    check = pd.DataFrame([
+        {**cell, "relation": masked, "verdict": "tied"}, {**cell, "relation": truncated, "verdict": "separated"},
+        {**cell, "judge": "k", "relation": masked, "verdict": "separated"},
+        {**cell, "judge": "k", "relation": truncated, "verdict": "separated"},
+    ])
+    coefs = pd.DataFrame({"judge": ["j", "k"], "strategy": "-", "input_type": "text", "covariate": "length_diff",
+                          "coef": [2.0, 0.1], "coef_lo": [1.0, -0.2], "coef_hi": [3.0, 0.4]})
+    out = D.judge_diagnosis(check, coefs).set_index("judge")["diagnosis"]
+    assert out.to_dict() == {"j": "follows length", "k": "recovers the construction"}
+
+
+def test_length_alignment_counts_which_system_wrote_the_longer_text():
+    table = pd.DataFrame({"name": ["s1", "s1", "s2", "s2"], "system": ["a", "b", "a", "b"],
+                          "description": ["long text", "short", "tiny", "tiny"]})
+    pairs = T.to_pairs(T.design_pairs(table).pairs, table)
+    row = T.length_alignment(pairs).iloc[0]
+    assert (row["a_longer"], row["equal"], row["b_longer"]) == (0.5, 0.5, 0.0)
+
+
+def test_shards_are_deterministic_and_cover_every_comparison_once():
+    pairs = T.to_pairs(T.design_pairs(long_table(5)).pairs, long_table(5))
+    shards = T.shard_names(pairs.sample(frac=1, random_state=1), 3)
+    assert shards == T.shard_names(pairs, 3) and len(shards) == 3
+    assert sorted(n for shard in shards for n in shard) == sorted(pairs["name"])
+
+
 # --------------------------------------------------------------------------- command line
 
 

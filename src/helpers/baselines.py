@@ -51,7 +51,8 @@ def pair_folds(names: pd.Series, k: int, seed: int) -> pd.Series:
 def _check_labels(pairs: pd.DataFrame, judge: str) -> None:
     if "preference" not in pairs.columns:
         raise DataError(f"judge {judge!r} learns from human labels: pairs need a 'preference' column")
-    bad = pairs.loc[~pairs["preference"].isin(LABELS), ["name", "preference"]]
+    labelled = pairs["preference"].notna()  # tournament comparisons may carry no human label
+    bad = pairs.loc[labelled & ~pairs["preference"].isin(LABELS), ["name", "preference"]]
     if len(bad):
         row = bad.iloc[0]
         raise DataError(f"judge {judge!r}: pair {row['name']!r} has preference {row['preference']!r}, not one of {LABELS}")

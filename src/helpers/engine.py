@@ -8,6 +8,7 @@ killed run resumes where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import platform
@@ -218,6 +219,8 @@ def run(
     ``media_name`` column names each pair's media when several pairs share a video).
     """
     spec = model if isinstance(model, JudgeSpec) else load_spec(model)
+    if batch_size:  # backends chunk by their spec's batch size, so the override must reach the spec
+        spec = dataclasses.replace(spec, batch_size=int(batch_size))
     if order not in ORDER_CHOICES:
         raise ValueError(f"order must be one of {tuple(ORDER_CHOICES)}, got {order!r}")
     if int(rounds) < 1:

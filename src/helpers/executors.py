@@ -40,8 +40,9 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
@@ -162,6 +163,25 @@ def _per_gpu(shards: Sequence[Shard], gpus: list[str]) -> list[Any]:
     if errors:
         raise errors[0]
     return results
+
+
+@contextmanager
+def session(executor: str = "local", address: str | None = None) -> Iterator[None]:
+    """Keep one Ray connection open across several :func:`run_shards` calls (starting a local
+    instance takes tens of seconds); a no-op for ``local``."""
+    if executor != "ray":
+        yield
+        return
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def run_ray(shards: Sequence[Shard], *, address: str | None = None, max_retries: int = 3) -> list[Any]:

@@ -187,7 +187,15 @@ def run_local(grid: Grid, lanes: list[list[Cell]], gpus: list[str], workers: int
         return [r for results in pool.map(lane_job, lanes) for r in results]
 
 
-EXECUTORS: dict[str, Callable[..., list[dict]]] = {"local": run_local}
+def run_ray(grid: Grid, lanes: list[list[Cell]], gpus: list[str], workers: int, log: Callable[[str], None]) -> list[dict]:
+    """Each lane as one Ray task on the cluster at ``$RAY_ADDRESS`` (or a local instance);
+    imported lazily so that Ray stays optional."""
+    from helpers import executors
+
+    return executors.grid_on_ray(grid, lanes, gpus, workers, log)
+
+
+EXECUTORS: dict[str, Callable[..., list[dict]]] = {"local": run_local, "ray": run_ray}
 
 
 def run_grid(file: str | Path, overrides: dict | None = None, gpus: list[str] | None = None, workers: int = 1,

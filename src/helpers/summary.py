@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from helpers import data, paths, store
+from helpers.report import split_front_matter
 
 PAPER_ROUNDS = 2
 ANALYSIS_NOTEBOOKS = ("02_metrics", "03_consistency", "04_voting", "05_ranking", "06_confound", "07_tournament")
@@ -115,9 +116,10 @@ def paper_best(paper: dict | None) -> dict | None:
 
 
 def read_manifests(predictions_dir: Path) -> list[dict]:
-    """Each run's manifest (with its folder name as ``run_id`` and its stored row count)."""
+    """Each run's manifest (with its folder name as ``run_id`` and its stored row count); folders
+    without predictions (e.g. tournament designs kept beside the runs) are not runs."""
     runs = []
-    for folder in sorted(p for p in Path(predictions_dir).glob("*") if p.is_dir()):
+    for folder in sorted(p for p in Path(predictions_dir).glob("*") if (p / "predictions.jsonl").is_file()):
         manifest_path = folder / "manifest.json"
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
         rows = len(store.read_jsonl(folder / "predictions.jsonl"))
@@ -183,9 +185,7 @@ def collect(predictions_dir=None, reports_dir=None, dataset: str = "emoprefer", 
         context.data_error = str(exc)
     context.missing_notebooks = [n for n in ANALYSIS_NOTEBOOKS if not (reports / "executed" / f"{n}.ipynb").is_file()]
     index = reports / "index.qmd"
-    if index.is_file():
-        from helpers.report import split_front_matter  # the report module owns the chapter list
-
+    if index.is_file():  # the report's own chapter list says which chapters should exist
         meta, _ = split_front_matter(index.read_text(encoding="utf-8"))
         context.missing_chapters = [c for c in meta.get("chapters", []) if not (reports / c).is_file()]
     return context
@@ -434,19 +434,18 @@ def _field(manifest: dict, key: str):
 
 
 def runs_table(context: Context) -> pd.DataFrame:
-    """One row per run folder, from its manifest (written by the engine): what ran, how much,
-    at what cost in model calls, when, from which code."""
+    """One row per run folder, from its manifest (written by the engine): how much ran, at what
+    cost in model calls, when, from which code (the run id names judge, strategy, input, data)."""
     rows = []
     for run in context.manifests:
         m = run["manifest"]
         calls = m.get("calls_total")
         rows.append({
-            "run": run["run_id"], "rows": run["stored_rows"], "judge": _field(m, "judge"),
-            "strategy": _field(m, "strategy"), "input": _field(m, "input_type"), "rounds": _field(m, "rounds"),
+            "run": run["run_id"], "rows": run["stored_rows"], "rounds": _field(m, "rounds"),
             "status": _field(m, "status"), "model calls": sum(calls.values()) if isinstance(calls, dict) else "—",
             "created": str(_field(m, "created"))[:19], "git": str(_field(m, "git_revision"))[:10],
         })
-    columns = ["run", "rows", "judge", "strategy", "input", "rounds", "status", "model calls", "created", "git"]
+    columns = ["run", "rows", "rounds", "status", "model calls", "created", "git"]
     return pd.DataFrame(rows, columns=columns)
 
 

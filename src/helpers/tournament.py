@@ -566,6 +566,10 @@ def _rank_outputs(folder: Path, entries: pd.DataFrame, human_path: str | None, n
 
 
 def main(argv: list[str] | None = None) -> int:
+    from helpers.executors import ExecutorError
+    from helpers.judges.registry import RegistryError
+    from helpers.store import StoreError
+
 
     parser = argparse.ArgumentParser(prog="python -m helpers.tournament", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -632,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         print(shown.round(1).to_string(index=False))
         print(f"wrote {', '.join(f'{n}.csv' for n in outputs)} to {folder}")
         return 0
-    except DataError as exc:
+    except (DataError, RegistryError, ExecutorError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
