@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pandas as pd
 import pytest
 from fake_backend import FAKE_LLM, FAKE_MLLM, FakeBackend
 
-from helpers import engine, prompts
+from helpers import engine, paths, prompts
 from helpers.data import DataError
 from helpers.judges.base import JudgeSpec
 from helpers.store import load_predictions, load_steps
@@ -147,6 +149,51 @@ def test_rerun_makes_no_calls_and_later_strategies_reuse_stored_descriptions(tmp
     calls = total_calls(run(tmp_path, later, strategy="S3"))
     assert calls == Counter({"S3": N * 2 * R})  # no describe calls: S2's descriptions were reused
     assert [b.spec.name for b in later.made] == ["fake_llm"]
+
+
+def test_stored_steps_are_reused_only_for_the_same_checkpoints(tmp_path):
+    """A judge's name is a label: new weights behind the same name must describe (and reason)
+    afresh, while unchanged ones reuse every stored text without a single call."""
+    run(tmp_path, Recorder(), strategy="S2")
+    new_weights = dataclasses.replace(FAKE_MLLM, checkpoint="retrained")
+    regenerated = total_calls(engine.run(new_weights, "S3", pairs=toy_pairs(), rounds=R, output_dir=tmp_path,
+                                         progress=False, judge_llm=FAKE_LLM, backend=Recorder(), dataset="toy"))
+    assert regenerated == Counter({"describe": N * R, "S3": N * 2 * R})
+    unchanged = Recorder()
+    assert total_calls(run(tmp_path, unchanged, strategy="S4")) == Counter({"S4_reason": N * 2 * R,
+                                                                          "S4_extract": N * 2 * R})
+    assert [b.spec.name for b in unchanged.made] == ["fake_llm"]  # S2's descriptions were reused
+
+    # reasoning belongs to the text LLM's weights too
+    new_llm = dataclasses.replace(FAKE_LLM, checkpoint="llm-v2")
+    assert total_calls(run(tmp_path, Recorder(), strategy="S4", judge_llm=new_llm, run_id="llm_v2")) == \
+        Counter({"S4_reason": N * 2 * R, "S4_extract": N * 2 * R})
+    assert total_calls(run(tmp_path, Recorder(), strategy="S4", run_id="llm_v1_again")) == \
+        Counter({"S4_extract": N * 2 * R})
+
+    steps = pd.DataFrame(load_steps(tmp_path))  # every old entry is kept, none is reused wrongly
+    described = steps[steps["step"] == "describe"]
+    assert described.groupby("checkpoint").size().to_dict() == {"none": N * R, "retrained": N * R}
+    assert steps.loc[steps["step"] == "S4_reason", "llm_checkpoint"].value_counts().to_dict() == \
+        {"none": N * 2 * R, "llm-v2": N * 2 * R}
+
+
+def test_an_edited_description_prompt_regenerates_the_descriptions(tmp_path, monkeypatch):
+    run(tmp_path / "store", Recorder(), strategy="S2")
+    root = tmp_path / "project"
+    (root / "params").mkdir(parents=True)
+    text = (paths.params_dir() / "prompts.yaml").read_text(encoding="utf-8")
+    old = prompts.prompt("describe_video")
+    assert text.count(old) == 1
+    (root / "params" / "prompts.yaml").write_text(text.replace(old, old + " Be brief."), encoding="utf-8")
+    shutil.copytree(paths.params_dir() / "models", root / "params" / "models")
+    monkeypatch.setenv("EMOPREFER_ROOT", str(root))
+    edited = Recorder()
+    assert total_calls(run(tmp_path / "store", edited, strategy="S3")) == Counter({"describe": N * R, "S3": N * 2 * R})
+    assert {r.prompt for r in edited.requests("fake_mllm")} == {old + " Be brief."}
+    monkeypatch.delenv("EMOPREFER_ROOT")
+    assert total_calls(run(tmp_path / "store", Recorder(), strategy="S4")) == \
+        Counter({"S4_reason": N * 2 * R, "S4_extract": N * 2 * R})  # the original prompt's texts, reused
 
 
 def test_mllm_is_released_before_the_text_llm_loads(tmp_path):

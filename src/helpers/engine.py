@@ -32,6 +32,7 @@ ORDER_CHOICES = {"normal": ("normal",), "reverse": ("reverse",), "both": ("norma
 PACKAGES = ("pandas", "numpy", "scikit-learn", "torch", "torchvision", "transformers", "vllm", "openai",
             "sentence-transformers", "papermill", "qwen-omni-utils", "av")
 BackendChoice = str | Callable[[JudgeSpec], Backend]
+ROLE_NAMES = {"mllm": "judge", "llm": "llm"}  # pipeline roles as the manifest's ``backends`` names them
 
 
 # --------------------------------------------------------------------------- inputs
@@ -319,10 +320,16 @@ def run_strategy(pipeline: Pipeline, strategy: str, tables: dict, context: dict,
         todo = [it for it in items if row_key(strategy, it.order, it.round, it.name) not in store.done]
         before = Counter(pipeline.calls)
         written = 0
+        pipeline.backend_info = {}  # this strategy's backends only: reused steps name theirs in their own run
 
         def checkpoint() -> None:
-            """Keep the manifest's call counts current, so a killed session still tells its cost."""
+            """Keep the manifest's call counts current, so a killed session still tells its cost,
+            and record each backend's own description once it has been built and used."""
             manifest["sessions"][-1].update(calls=dict(Counter(pipeline.calls) - before), rows_written=written)
+            if pipeline.backend_info:
+                info = {ROLE_NAMES[role]: value for role, value in pipeline.backend_info.items()}
+                manifest["sessions"][-1]["backend_info"] = info
+                manifest["backend_info"] = {**manifest.get("backend_info", {}), **info}
             store.write_manifest(manifest)
 
         def keep_steps(records: list[dict]) -> None:
@@ -350,6 +357,7 @@ def run_cpu(full: dict, chosen: set[str], context: dict, run_id: str | None, pro
     rid = run_id or make_run_id(spec.name, "-", "text", context["dataset"], None, context["seed"])
     with RunStore(rid, context["root"]) as store:
         manifest = _open_manifest(store, context, "-", None, {"judge": "cpu"})
+        manifest["backend_info"] = {"judge": {"backend": "cpu", "judge_class": spec.options.get("judge_class")}}
         calls: Counter[str] = Counter()
         expected, written = set(), 0
         jobs = [(o, r) for o in context["orders"] for r in range(context["rounds"])]

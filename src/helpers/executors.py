@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
 
+from helpers.grid import detect_gpus
 from helpers.judges.base import JudgeSpec
 
 EXECUTORS = ("local", "ray")
@@ -89,18 +90,6 @@ def gpus_for(spec: JudgeSpec) -> float:
     return float(spec.options.get("num_gpus", 1))
 
 
-def visible_gpus() -> list[str]:
-    """GPU ids this machine offers: ``CUDA_VISIBLE_DEVICES`` if set, else what torch sees."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [g for g in env.split(",") if g.strip() and g.strip() != "-1"]
-    try:
-        import torch
-    except ImportError:
-        return []
-    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-
-
 def run_shards(
     shards: Sequence[Shard],
     executor: str = "local",
@@ -120,7 +109,7 @@ def run_shards(
 
 def run_local(shards: Sequence[Shard], *, workers: int = 1, gpus: Sequence[str] | None = None) -> list[Any]:
     """This machine: one process per GPU for GPU shards, else sequential or a process pool."""
-    gpus = list(visible_gpus() if gpus is None else gpus)
+    gpus = list(detect_gpus() if gpus is None else gpus)
     if gpus and any(s.num_gpus > 0 for s in shards):
         return _per_gpu(shards, gpus)
     if workers <= 1 or len(shards) <= 1:

@@ -11,10 +11,18 @@ generated once per (judge, input type, sample, round) and reused by S2, S3, S4 a
 orders (the paper's code re-describes for the reversed order). Reasoning depends on the order
 (the texts swap places), so it is generated once per (judge, LLM, sample, round, order).
 Every request of round r carries seed ``seed + r``: a round is a fresh generation.
+
+A cached step is reused only when everything that determines its text is the same, not just
+the judge's name: each key ends with ``id=<digest>`` of the checkpoint (and revision), the
+generation settings and the hashes of the prompt texts sent (for reasoning also the text LLM's
+and the description's identity). Editing a judge's YAML or a prompt therefore regenerates the
+texts; the old entries stay in ``steps.jsonl`` (never deleted) and are simply not matched.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,6 +32,7 @@ from tqdm import tqdm
 from helpers import prompts
 from helpers.data import media_paths
 from helpers.judges.base import Backend, JudgeSpec, Media, Request, Response
+from helpers.judges.registry import backend_info
 from helpers.store import now
 
 STRATEGIES = ("S1", "S2", "S3", "S4")
@@ -49,13 +58,32 @@ def row_key(strategy: str, order: str, rnd: int, name: str) -> str:
     return f"{strategy}|{order}|r{rnd}|{name}"
 
 
-def describe_key(judge: str, input_type: str, media_name: str, rnd: int, seed: int) -> str:
-    return f"describe|{judge}|{input_type}|{media_name}|r{rnd}|seed={seed}"
+def describe_key(judge: str, input_type: str, media_name: str, rnd: int, seed: int, identity: str) -> str:
+    return f"describe|{judge}|{input_type}|{media_name}|r{rnd}|seed={seed}|id={identity}"
 
 
 def reason_key(judge: str, input_type: str, llm: str, dataset: str, name: str, order: str, rnd: int,
-               seed: int) -> str:
-    return f"S4_reason|{judge}|{input_type}|{llm}|{dataset}|{name}|{order}|r{rnd}|seed={seed}"
+               seed: int, identity: str) -> str:
+    return f"S4_reason|{judge}|{input_type}|{llm}|{dataset}|{name}|{order}|r{rnd}|seed={seed}|id={identity}"
+
+
+def text_hash(text: str | None) -> str | None:
+    """sha256 (first 16 hex digits) of a prompt text actually sent, as ``prompts.prompt_hashes``
+    reports the templates; None when there is no such text (no system prompt)."""
+    return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def model_identity(spec: JudgeSpec) -> dict:
+    """What of a judge's YAML shapes its generated text: the weights and how it decodes.
+    (The name is left out on purpose: it is a label, and a label can point at new weights.)"""
+    return {"checkpoint": spec.checkpoint, "revision": spec.options.get("revision"),
+            "generation": spec.generation}
+
+
+def step_identity(**parts: object) -> str:
+    """A short, stable digest of ``parts`` (JSON with sorted keys): equal digests, same inputs."""
+    text = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def by_video(items: Iterable[Item]) -> list[Item]:
@@ -69,7 +97,8 @@ class Pipeline:
     Backends are created on first use through the given factories, and the MLLM is released
     before the text LLM is loaded, so one GPU holds one 7B model at a time. ``steps`` is the
     shared cache of descriptions/reasoning by key (pre-filled from the store on resume);
-    ``on_steps`` persists newly generated ones.
+    ``on_steps`` persists newly generated ones. ``backend_info`` holds, per role, the
+    description of the backend that served it (for the run manifest).
     """
 
     def __init__(
@@ -99,6 +128,13 @@ class Pipeline:
         system_key = judge.options.get("system_prompt")
         self.system = prompts.prompt(system_key) if system_key else None
         self.describe_prompt = prompts.build_describe(judge.options.get("describe_prompt", "describe_input"))
+        self.prompt_hashes = {"describe": text_hash(self.describe_prompt),
+                              "system": text_hash(self.system or judge.options.get("system"))}
+        self.describe_id = step_identity(step="describe", **model_identity(judge), prompts=self.prompt_hashes)
+        self.reason_id = None if llm_spec is None else step_identity(
+            step="S4_reason", description=self.describe_id, **model_identity(llm_spec),
+            prompts={"S4_reason": text_hash(prompts.prompt("S4_reason"))})
+        self.backend_info: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ backends
 
@@ -146,6 +182,7 @@ class Pipeline:
             responses = backend.generate(batch)
             if [r.key for r in responses] != [r.key for r in batch]:
                 raise RuntimeError(f"backend {type(backend).__name__} returned responses out of order or missing")
+            self.backend_info[role] = backend_info(backend)  # complete once loaded (lazy loaders fill it late)
             self.calls[step] += len(batch)
             on_batch(batch, responses)
             bar.update(len(batch))
@@ -154,11 +191,12 @@ class Pipeline:
     # ------------------------------------------------------------------ shared steps
 
     def describe_key(self, item: Item) -> str:
-        return describe_key(self.judge.name, self.input_type, item.media_name, item.round, self.seed)
+        return describe_key(self.judge.name, self.input_type, item.media_name, item.round, self.seed,
+                            self.describe_id)
 
     def reason_key(self, item: Item) -> str:
         return reason_key(self.judge.name, self.input_type, self.llm_spec.name, self.dataset, item.name,
-                          item.order, item.round, self.seed)
+                          item.order, item.round, self.seed, self.reason_id)
 
     def ensure_descriptions(self, items: list[Item]) -> None:
         """One description per (sample, round) that is not cached yet."""
@@ -198,8 +236,13 @@ class Pipeline:
         self.generate("llm", "S4_reason", requests, keep)
 
     def _step_record(self, step: str, response: Response, item: Item, order: str | None, llm: str | None) -> dict:
+        reason = step == "S4_reason"
         return {
             "key": response.key, "step": step, "judge": self.judge.name, "llm": llm,
+            "identity": self.reason_id if reason else self.describe_id, "checkpoint": self.judge.checkpoint,
+            "llm_checkpoint": self.llm_spec.checkpoint if reason else None,
+            "prompt_hashes": {**self.prompt_hashes, **({"S4_reason": text_hash(prompts.prompt("S4_reason"))}
+                                                       if reason else {})},
             "input_type": self.input_type, "dataset": self.dataset,
             "name": item.media_name if step == "describe" else item.name,
             "round": item.round, "order": order, "seed": self.seed + item.round,

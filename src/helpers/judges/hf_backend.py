@@ -136,6 +136,23 @@ def seed_batches(requests: list[Request], batch_size: int, key=lambda r: r.seed)
             yield indices[start : start + batch_size]
 
 
+def local_path(checkpoint: str | None, revision: str | None = None) -> str | None:
+    """Where the weights are on disk: the folder itself, or the HF-cache snapshot a hub id
+    resolves to (looked up offline; None when it is not cached), so a manifest tells which
+    files were read, not just which name was asked for."""
+    if not checkpoint:
+        return None
+    if Path(checkpoint).is_dir():
+        return str(Path(checkpoint).resolve())
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(checkpoint, "config.json", revision=revision)
+    except (ImportError, ValueError):  # no hub client, or not a valid repo id
+        return None
+    return str(Path(found).parent) if isinstance(found, str) else None
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -152,7 +169,9 @@ class TransformersBackend(Backend):
         self.processor = None
         self.tokenizer = None
         self.device = None
-        self.info: dict[str, Any] = {}
+        self.info: dict[str, Any] = {"backend": "transformers", "checkpoint": spec.checkpoint,
+                                     "local_path": local_path(spec.checkpoint, spec.options.get("revision")),
+                                     "revision": spec.options.get("revision"), "loaded": False}
         self._default_generation: dict = {}
 
     # -- loading -----------------------------------------------------------------------------
@@ -199,12 +218,14 @@ class TransformersBackend(Backend):
         self.info = {
             "backend": "transformers",
             "checkpoint": checkpoint,
-            "local_path": str(Path(checkpoint).resolve()) if Path(checkpoint).is_dir() else None,
+            "local_path": local_path(checkpoint, options.get("revision")),
             "revision": options.get("revision"),
             "model_class": type(self.model).__name__,
             "dtype": str(next(self.model.parameters()).dtype),
             "device": str(self.device),
             "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "loaded": True,
         }
 
     def _load_model(self, transformers, checkpoint: str, model_kwargs: dict):

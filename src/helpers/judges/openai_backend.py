@@ -24,6 +24,7 @@ from __future__ import annotations
 import email.utils
 import json
 import os
+import platform
 import time
 import urllib.error
 import urllib.request
@@ -130,7 +131,8 @@ class OpenAIBackend(Backend):
         self.backoff_s = float(options.get("backoff_s", 1.0))
         self.max_backoff_s = float(options.get("max_backoff_s", 60.0))
         self.sleep = time.sleep
-        self.info = {"backend": "openai", "endpoint": self.url, "model": spec.checkpoint, "key_variable": spec.api_key_env}
+        self.info = {"backend": "openai", "endpoint": self.url, "model": spec.checkpoint, "checkpoint": spec.checkpoint,
+                     "key_variable": spec.api_key_env, "client": f"urllib (python {platform.python_version()})"}
 
     def _api_key(self) -> str:
         key = os.environ.get(self.spec.api_key_env or "")

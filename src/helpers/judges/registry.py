@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import os
 from pathlib import Path
 
 import yaml
@@ -154,3 +155,24 @@ def make_pair_judge(spec: JudgeSpec) -> PairJudge:
     if not (isinstance(cls, type) and issubclass(cls, PairJudge)):
         raise RegistryError(f"{path!r} (judge {spec.name!r}) is not a PairJudge subclass")
     return cls(spec)
+
+
+def backend_info(backend: Backend) -> dict:
+    """What a backend says about itself (checkpoint, local path, dtype, device, versions,
+    endpoint, key variable NAME), for run manifests.
+
+    Backends that say nothing are recorded by class. As a last guard, any value equal to the
+    secret held in the judge's key variable is masked, so a manifest can never carry the key.
+    """
+    info = dict(getattr(backend, "info", None) or {})
+    info.setdefault("class", f"{type(backend).__module__}:{type(backend).__qualname__}")
+    secret = os.environ.get(backend.spec.api_key_env or "") if backend.spec.api_key_env else None
+    return _mask(info, secret) if secret else info
+
+
+def _mask(value, secret: str):
+    if isinstance(value, dict):
+        return {k: _mask(v, secret) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask(v, secret) for v in value]
+    return value.replace(secret, "[key]") if isinstance(value, str) and secret in value else value

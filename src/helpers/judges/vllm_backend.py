@@ -26,6 +26,7 @@ reuse the video's tokens; responses come back in the caller's order.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from typing import Any
 
 from helpers.judges import media as media_io
 from helpers.judges.base import Backend, JudgeSpec, Request, Response
-from helpers.judges.hf_backend import BackendError, build_messages, check_input, family_of
+from helpers.judges.hf_backend import BackendError, build_messages, check_input, family_of, local_path
 
 PAPER_TEXT_SAMPLING = {"temperature": 0.7, "top_p": 0.8, "repetition_penalty": 1.05, "max_tokens": 512}
 """The paper's vLLM settings for the S3/S4 text LLM (Qwen2.5-7B-Instruct)."""
@@ -177,6 +178,21 @@ def load_chat_template(spec: JudgeSpec) -> Callable[[list[dict]], str]:
     return lambda messages: owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def _engine_facts(llm) -> dict[str, Any]:
+    """The dtype the engine resolved (``auto`` becomes e.g. bfloat16) and the library versions
+    it runs on; best effort, because vLLM's internals move between releases."""
+    facts: dict[str, Any] = {}
+    config = getattr(getattr(llm, "llm_engine", None), "model_config", None)
+    if getattr(config, "dtype", None) is not None:
+        facts["dtype"] = str(config.dtype)
+    for name in ("torch", "transformers"):
+        try:
+            facts[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            facts[name] = None
+    return facts
+
+
 class VLLMBackend(Backend):
     """A judge served in-process by vLLM (GPU only; see the module docstring)."""
 
@@ -188,7 +204,10 @@ class VLLMBackend(Backend):
         self._sampling_params: Callable[..., Any] | None = None
         self._template: Callable[[list[dict]], str] | None = None
         self.info: dict[str, Any] = {"backend": "vllm", "checkpoint": spec.checkpoint,
-                                     "local_path": str(Path(spec.checkpoint).resolve()) if Path(spec.checkpoint).is_dir() else None}
+                                     "local_path": local_path(spec.checkpoint, spec.options.get("revision")),
+                                     "revision": spec.options.get("revision"),
+                                     "dtype": spec.options.get("dtype", "auto"), "device": "cuda",
+                                     "tensor_parallel_size": spec.options.get("tensor_parallel_size", 1)}
 
     def _engine(self):
         if self._llm is None:
@@ -197,6 +216,7 @@ class VLLMBackend(Backend):
             self._llm = vllm.LLM(**engine_kwargs(self.spec))
             self._sampling_params = vllm.SamplingParams
             self.info["vllm"] = vllm.__version__
+            self.info.update(_engine_facts(self._llm))
         return self._llm
 
     def generate(self, requests: list[Request]) -> list[Response]:
