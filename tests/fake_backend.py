@@ -29,6 +29,11 @@ class FakeBackend(Backend):
         self.delay_s = delay_s
         self.closed = False
 
+    @property
+    def info(self) -> dict:
+        """What a real backend reports about itself (checkpoint, device, versions), in small."""
+        return {"backend": "fake", "checkpoint": self.spec.checkpoint, "device": "none", "delay_s": self.delay_s}
+
     def generate(self, requests: list[Request]) -> list[Response]:
         self.calls += 1
         self.requests += requests

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -139,6 +140,12 @@ def test_notebook_runs_all_strategies_through_the_real_transformers_backend(tmp_
     assert manifests["S1"]["judge_spec"]["checkpoint"] == str(checkpoint)
     assert manifests["S2"]["calls_total"] == {"describe": 3, "S2": 6}
     assert manifests["S4"]["calls_total"] == {"S4_reason": 6, "S4_extract": 6}
+    # what the backend itself reports once loaded: the weights read, dtype, device, versions
+    judge = manifests["S1"]["backend_info"]["judge"]
+    assert judge["local_path"] == str(Path(checkpoint).resolve()) and judge["checkpoint"] == str(checkpoint)
+    assert (judge["dtype"], judge["device"]) == ("torch.float32", "cpu")
+    assert judge["transformers"] == importlib.metadata.version("transformers")
+    assert set(manifests["S3"]["backend_info"]) == {"llm"}  # S3 reused S2's descriptions
 
 
 def test_limit_and_names_select_pairs_and_a_model_judge_without_media_lists_all_missing(tmp_path):

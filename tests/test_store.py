@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -88,6 +89,71 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     (tmp_path / "r" / "lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
     with RunStore("r", tmp_path) as store:
         assert json.loads(store.lock_path.read_text())["pid"] == os.getpid()
+
+
+def forge_lock(tmp_path, heartbeat_age_s: float, host: str = "gpu-node-17.elsewhere", pid: int = 4242) -> Path:
+    """The lock a worker on another machine (sharing this file system) would have left."""
+    beat = (datetime.now(timezone.utc) - timedelta(seconds=heartbeat_age_s)).isoformat(timespec="seconds")
+    (tmp_path / "r").mkdir(exist_ok=True)
+    lock = tmp_path / "r" / "lock"
+    lock.write_text(json.dumps({"pid": pid, "host": host, "since": beat, "heartbeat": beat, "token": "theirs"}))
+    return lock
+
+
+def test_a_lock_from_another_host_with_an_old_heartbeat_is_taken_over_with_a_note(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("EMOPREFER_LOCK_TIMEOUT_S", raising=False)
+    lock = forge_lock(tmp_path, heartbeat_age_s=16 * 60)  # default timeout: 15 minutes
+    with RunStore("r", tmp_path) as store:
+        mine = json.loads(lock.read_text())
+        assert (mine["pid"], mine["host"]) == (os.getpid(), socket.gethostname())
+        store.append_predictions([row("k1")])
+    note = capsys.readouterr().out
+    assert "taking over the lock" in note and str(lock) in note and "gpu-node-17.elsewhere" in note
+    assert not lock.exists()  # released on exit
+
+
+def test_a_lock_from_another_host_with_a_fresh_heartbeat_is_refused_naming_the_lock_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("EMOPREFER_LOCK_TIMEOUT_S", raising=False)
+    lock = forge_lock(tmp_path, heartbeat_age_s=60)
+    with pytest.raises(StoreError, match=r"in use by process 4242 on gpu-node-17.elsewhere") as error:
+        RunStore("r", tmp_path).open()
+    assert f"lock file {lock}" in str(error.value)
+    assert json.loads(lock.read_text())["token"] == "theirs"  # left alone
+    monkeypatch.setenv("EMOPREFER_LOCK_TIMEOUT_S", "30")  # the timeout is configurable
+    with RunStore("r", tmp_path):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    monkeypatch.setenv("EMOPREFER_LOCK_TIMEOUT_S", "soon")
+    with pytest.raises(StoreError, match="EMOPREFER_LOCK_TIMEOUT_S must be a number of seconds"):
+        RunStore("r", tmp_path).open()
+
+
+def test_a_live_process_on_this_host_keeps_its_lock_however_old_its_heartbeat(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOPREFER_LOCK_TIMEOUT_S", "1")
+    forge_lock(tmp_path, heartbeat_age_s=3600, host=socket.gethostname(), pid=os.getpid())
+    with pytest.raises(StoreError, match="in use by process"):
+        RunStore("r", tmp_path).open()
+
+
+def test_every_batch_append_refreshes_the_heartbeat(tmp_path):
+    with RunStore("r", tmp_path) as store:
+        old = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat(timespec="seconds")
+        store.lock_path.write_text(json.dumps(json.loads(store.lock_path.read_text()) | {"heartbeat": old}))
+        store.append_predictions([row("k1")])
+        assert json.loads(store.lock_path.read_text())["heartbeat"] > old
+        store.lock_path.write_text(json.dumps(json.loads(store.lock_path.read_text()) | {"heartbeat": old}))
+        store.append_steps([{"key": "describe|x"}])
+        assert json.loads(store.lock_path.read_text())["heartbeat"] > old
+
+
+def test_a_writer_whose_lock_was_taken_over_stops_before_writing(tmp_path):
+    store = RunStore("r", tmp_path).open()
+    store.append_predictions([row("k1")])
+    lock = forge_lock(tmp_path, heartbeat_age_s=0)  # a new owner took over while we were silent
+    with pytest.raises(StoreError, match="was taken over by process 4242 on gpu-node-17.elsewhere"):
+        store.append_predictions([row("k2", "s2")])
+    store.close()
+    assert [r["key"] for r in read_jsonl(tmp_path / "r" / "predictions.jsonl")] == ["k1"]
+    assert json.loads(lock.read_text())["token"] == "theirs"  # the new owner's lock survives our close
 
 
 def test_load_predictions_concatenates_runs_with_the_contract_columns(tmp_path):

@@ -15,7 +15,7 @@ from fake_backend import FAKE_LLM, FAKE_MLLM, FakeBackend
 from helpers import engine, paths, prompts
 from helpers.data import DataError
 from helpers.judges.base import JudgeSpec
-from helpers.store import load_predictions, load_steps
+from helpers.store import StoreError, load_predictions, load_steps
 from helpers.strategies import expected_calls
 
 N, R = 5, 2
@@ -178,6 +178,20 @@ def test_stored_steps_are_reused_only_for_the_same_checkpoints(tmp_path):
         {"none": N * 2 * R, "llm-v2": N * 2 * R}
 
 
+def test_a_run_folder_is_not_resumed_with_other_weights_under_the_same_name(tmp_path):
+    """Resuming S1 after swapping the weights behind a judge name would mix two models' answers
+    in one table: the engine refuses and says which field changed."""
+    run(tmp_path, Recorder(), strategy="S1", limit=2)
+    retrained = dataclasses.replace(FAKE_MLLM, checkpoint="retrained")
+    with pytest.raises(StoreError, match=r"other checkpoint \(checkpoint='none'\).*new name"):
+        engine.run(retrained, "S1", pairs=toy_pairs(), rounds=R, output_dir=tmp_path, progress=False,
+                   backend=Recorder(), dataset="toy")
+    bigger_batches = dataclasses.replace(FAKE_MLLM, batch_size=7)  # not part of the identity
+    assert len(engine.run(bigger_batches, "S1", pairs=toy_pairs(), rounds=R, output_dir=tmp_path, progress=False,
+                          backend=Recorder(), dataset="toy")) == 1
+    assert len(load_predictions(tmp_path)) == N * 2 * R
+
+
 def test_an_edited_description_prompt_regenerates_the_descriptions(tmp_path, monkeypatch):
     run(tmp_path / "store", Recorder(), strategy="S2")
     root = tmp_path / "project"
@@ -249,6 +263,62 @@ def test_backend_choice_is_recorded_and_an_api_judge_keeps_a_local_text_llm(tmp_
     manifest = json.loads((Path(summary.loc[0, "folder"]) / "manifest.json").read_text())
     assert manifest["backends"] == {"judge": "openai", "llm": "transformers"}
     assert manifest["judge_spec"]["api_key_env"] == "KEY_NAME"
+
+
+def manifest_of(summary: pd.DataFrame, strategy: str) -> dict:
+    folder = Path(summary.set_index("strategy").loc[strategy, "folder"])
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def test_the_manifest_records_each_backends_own_description_once_built(tmp_path):
+    summary = run(tmp_path, Recorder(), strategy="all", rounds=1)
+    fake = {"backend": "fake", "device": "none", "delay_s": 0.0, "class": "fake_backend:FakeBackend"}
+    s1, s3 = manifest_of(summary, "S1"), manifest_of(summary, "S3")
+    assert s1["backend_info"] == {"judge": fake | {"checkpoint": "none"}}
+    assert s1["sessions"][-1]["backend_info"] == s1["backend_info"]
+    # S3 reused S2's descriptions (made in S2's run): only the text LLM served it
+    assert s3["backend_info"] == {"llm": fake | {"checkpoint": "none"}}
+    assert manifest_of(summary, "S2")["backend_info"] == {"judge": fake | {"checkpoint": "none"}}
+    # a later session with nothing to do keeps what the earlier one recorded
+    again = run(tmp_path, Recorder(), strategy="S1", rounds=1)
+    assert manifest_of(again, "S1")["backend_info"] == s1["backend_info"]
+    assert "backend_info" not in manifest_of(again, "S1")["sessions"][-1]
+
+
+def test_an_api_judges_manifest_names_its_key_variable_but_never_holds_the_key(tmp_path, monkeypatch):
+    from test_openai_backend import ScriptedServer
+
+    sentinel = "sk-SENTINEL-never-on-disk-7f3a"
+    monkeypatch.setenv("EMOPREFER_TEST_API_KEY", sentinel)
+    server = ScriptedServer()
+    try:
+        api_judge = JudgeSpec(name="api", family="openai", backend="openai", checkpoint="gpt-test",
+                              api_base=server.url, api_key_env="EMOPREFER_TEST_API_KEY", input_type="text",
+                              batch_size=2, options={"describe_prompt": "describe_input"})
+        summary = engine.run(api_judge, "S1", pairs=toy_pairs(2), rounds=1, output_dir=tmp_path, dataset="toy",
+                             backend="openai", progress=False)
+    finally:
+        server.close()
+    assert {r["auth"] for r in server.received} == {f"Bearer {sentinel}"}  # the key was used ...
+    text = (Path(summary.loc[0, "folder"]) / "manifest.json").read_text()
+    assert sentinel not in text  # ... and never written
+    for file in Path(summary.loc[0, "folder"]).iterdir():
+        assert sentinel not in file.read_text()
+    info = json.loads(text)["backend_info"]["judge"]
+    assert info["key_variable"] == "EMOPREFER_TEST_API_KEY"
+    assert info["endpoint"] == server.url + "/chat/completions" and info["checkpoint"] == "gpt-test"
+
+
+def test_a_backend_that_reports_its_key_has_it_masked_before_any_manifest(monkeypatch):
+    from helpers.judges.registry import backend_info
+
+    class Careless(FakeBackend):
+        info = property(lambda self: {"endpoint": "https://x/v1?key=sk-SENTINEL", "headers": ["Bearer sk-SENTINEL"]})
+
+    monkeypatch.setenv("EMOPREFER_TEST_API_KEY", "sk-SENTINEL")
+    spec = dataclasses.replace(FAKE_MLLM, api_key_env="EMOPREFER_TEST_API_KEY")
+    assert "sk-SENTINEL" not in json.dumps(backend_info(Careless(spec)))
+    assert backend_info(Careless(spec))["endpoint"] == "https://x/v1?key=[key]"
 
 
 def test_a_given_run_id_is_suffixed_per_strategy(tmp_path):

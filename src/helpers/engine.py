@@ -25,7 +25,7 @@ from helpers import metrics, paths, prompts
 from helpers.data import DataError, check_name, data_sha256, load_pairs, missing_media, swap_pairs
 from helpers.judges.base import Backend, JudgeSpec
 from helpers.judges.registry import load_spec, make_backend, make_pair_judge, resolve_backend
-from helpers.store import RunStore, load_predictions, load_steps, make_run_id, now
+from helpers.store import RunStore, StoreError, load_predictions, load_steps, make_run_id, now
 from helpers.strategies import STRATEGIES, Item, Pipeline, row_key
 
 ORDER_CHOICES = {"normal": ("normal",), "reverse": ("reverse",), "both": ("normal", "reverse")}
@@ -274,8 +274,30 @@ def run(
     return pd.DataFrame(summaries)
 
 
+# What makes a judge's answers what they are: a run folder made with other values must not be
+# resumed, or old and new answers would mix in one table under one judge name.
+IDENTITY_FIELDS = ("family", "checkpoint", "generation")
+
+
+def _check_same_judge(store: RunStore, manifest: dict, spec: JudgeSpec, llm: JudgeSpec | None) -> None:
+    for role, now_spec in (("judge_spec", spec), ("llm_spec", llm)):
+        before = manifest.get(role)
+        if not before or now_spec is None:
+            continue
+        current = spec_record(now_spec)
+        changed = [f for f in IDENTITY_FIELDS if before.get(f) != current.get(f)]
+        if changed:
+            raise StoreError(
+                f"run folder {store.folder} holds answers of {now_spec.name!r} made with other "
+                f"{', '.join(changed)} ({', '.join(f'{f}={before.get(f)!r}' for f in changed)}); "
+                "resuming would mix two models under one name. Give the judge a new name, "
+                "pass another output_dir, or move that folder away."
+            )
+
+
 def _open_manifest(store: RunStore, context: dict, strategy: str, llm: JudgeSpec | None, backends: dict) -> dict:
     manifest = store.read_manifest()
+    _check_same_judge(store, manifest, context["spec"], llm)
     manifest.update({
         "run_id": store.run_id, "judge": context["spec"].name, "strategy": strategy,
         "input_type": context["input_type"], "dataset": context["dataset"], "parameters": context["parameters"],

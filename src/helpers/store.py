@@ -8,6 +8,13 @@ Runs on a GPU take hours and get killed, so every batch is appended with flush +
 re-run skips the keys already present. A SIGKILL can leave at most a torn last line; opening
 the run cuts it off, so that row is generated again: no loss and no duplicates. A lock file
 keeps a second process out of the same run folder.
+
+The lock records host, pid and a heartbeat refreshed on every batch append. A lock is stale,
+and taken over with a printed note, when its holder on this host is no longer running, or when
+its holder is on another host and its heartbeat is older than ``EMOPREFER_LOCK_TIMEOUT_S``
+seconds (default 15 minutes): a worker on another machine of a shared file system cannot be
+probed, only heard from. A writer whose lock was taken over notices at its next append and
+stops instead of writing beside the new owner.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import json
 import os
 import re
 import socket
+import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +37,8 @@ COLUMNS = [
     "raw", "latency_s", "created_at", "run_id",
 ]
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.=-]+$")
+LOCK_TIMEOUT_ENV = "EMOPREFER_LOCK_TIMEOUT_S"
+DEFAULT_LOCK_TIMEOUT_S = 15 * 60.0
 
 
 class StoreError(RuntimeError):
@@ -107,6 +117,31 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> int:
     return payload.count("\n")
 
 
+def lock_timeout_s() -> float:
+    """Seconds without a heartbeat after which a lock counts as abandoned (env override)."""
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise StoreError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise StoreError(f"{LOCK_TIMEOUT_ENV} must be positive, got {raw!r}")
+    return value
+
+
+def _age_s(stamp: object) -> float | None:
+    """Seconds since an ISO timestamp (None when absent or unreadable: never presumed old)."""
+    try:
+        when = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - when).total_seconds()
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -120,7 +155,7 @@ def _pid_alive(pid: int) -> bool:
 class RunStore:
     """One run folder, held under a lock while open (use as a context manager)."""
 
-    def __init__(self, run_id: str, root: str | Path | None = None):
+    def __init__(self, run_id: str, root: str | Path | None = None, lock_timeout_s: float | None = None):
         if not RUN_ID_PATTERN.match(run_id):
             raise StoreError(f"run id {run_id!r} has characters outside [A-Za-z0-9_.=-]")
         self.run_id = run_id
@@ -131,6 +166,8 @@ class RunStore:
         self.manifest_path = self.folder / "manifest.json"
         self.lock_path = self.folder / "lock"
         self._locked = False
+        self._lock: dict = {}
+        self.lock_timeout_s = lock_timeout_s
         self.done: set[str] = set()
         self.repaired_bytes = 0
 
@@ -145,7 +182,8 @@ class RunStore:
 
     def close(self) -> None:
         if self._locked:
-            self.lock_path.unlink(missing_ok=True)
+            if self._holder().get("token") == self._lock["token"]:  # never remove a new owner's lock
+                self.lock_path.unlink(missing_ok=True)
             self._locked = False
 
     def __enter__(self) -> RunStore:
@@ -155,27 +193,62 @@ class RunStore:
         self.close()
 
     def _acquire(self) -> None:
-        """Create the lock file atomically; take over a lock whose process is gone."""
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
+        """Create the lock file atomically; take over a stale lock (see the module docstring)."""
+        stamp = now()
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": stamp, "heartbeat": stamp,
+              "token": uuid.uuid4().hex}
+        timeout = self.lock_timeout_s if self.lock_timeout_s is not None else lock_timeout_s()
         for _ in range(2):
             try:
                 fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
-                same_host = holder.get("host") == me["host"]
-                if same_host and isinstance(holder.get("pid"), int) and not _pid_alive(holder["pid"]):
-                    self.lock_path.unlink(missing_ok=True)  # stale: its process died (e.g. SIGKILL)
+                why = self._stale(holder, me["host"], timeout)
+                if why:
+                    print(f"note: taking over the lock {self.lock_path} of process {holder.get('pid')} on "
+                          f"{holder.get('host')}: {why}")
+                    self.lock_path.unlink(missing_ok=True)
                     continue
                 raise StoreError(
                     f"run folder {self.folder} is in use by process {holder.get('pid')} on "
-                    f"{holder.get('host')} since {holder.get('since')} (lock file {self.lock_path}). "
-                    "Wait for it to finish; if that process is gone, delete the lock file."
+                    f"{holder.get('host')} since {holder.get('since')}, last heartbeat {holder.get('heartbeat')} "
+                    f"(lock file {self.lock_path}). Wait for it to finish; the lock is taken over by itself once "
+                    f"its heartbeat is {timeout:g} s old ({LOCK_TIMEOUT_ENV}), or delete the lock file if that "
+                    "process is surely gone."
                 ) from None
             with os.fdopen(fd, "w") as handle:
                 json.dump(me, handle)
-            self._locked = True
+            self._locked, self._lock = True, me
             return
         raise StoreError(f"could not take the lock {self.lock_path}")
+
+    @staticmethod
+    def _stale(holder: dict, host: str, timeout: float) -> str | None:
+        """Why ``holder``'s lock may be taken over, or None while it may still be alive."""
+        pid = holder.get("pid")
+        if holder.get("host") == host and isinstance(pid, int):  # this machine: ask the process table
+            return None if _pid_alive(pid) else "its process is gone"
+        age = _age_s(holder.get("heartbeat") or holder.get("since"))
+        if age is not None and age > timeout:
+            return f"no heartbeat for {age:.0f} s (more than {timeout:g} s, {LOCK_TIMEOUT_ENV})"
+        return None
+
+    def heartbeat(self) -> None:
+        """Refresh the lock's heartbeat, after checking it is still ours: a writer that was
+        presumed dead and replaced must stop rather than write beside the new owner."""
+        if not self._locked:
+            raise StoreError(f"run folder {self.folder} is not open (use RunStore as a context manager)")
+        holder = self._holder()
+        if holder.get("token") != self._lock["token"]:
+            self._locked = False
+            raise StoreError(
+                f"the lock {self.lock_path} was taken over by process {holder.get('pid')} on {holder.get('host')} "
+                f"or removed (this process was presumed dead); stopping so that two writers never share a run"
+            )
+        self._lock["heartbeat"] = now()
+        tmp = self.lock_path.with_name(f"lock.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self._lock))
+        os.replace(tmp, self.lock_path)
 
     def _holder(self) -> dict:
         try:
@@ -188,11 +261,13 @@ class RunStore:
     def append_predictions(self, rows: list[dict]) -> int:
         """Append rows whose key is new (a key already stored is never written twice)."""
         fresh = [row for row in rows if row["key"] not in self.done]
+        self.heartbeat()
         append_jsonl(self.predictions_path, fresh)
         self.done.update(row["key"] for row in fresh)
         return len(fresh)
 
     def append_steps(self, rows: list[dict]) -> int:
+        self.heartbeat()
         return append_jsonl(self.steps_path, rows)
 
     def read_manifest(self) -> dict:

@@ -30,7 +30,6 @@ import importlib.metadata
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from helpers.judges import media as media_io
