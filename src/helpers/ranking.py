@@ -45,6 +45,17 @@ def _check_comparisons(comparisons: pd.DataFrame) -> None:
         raise ValueError(f"comparisons row {row}: a system compared with itself ({comparisons.at[row, 'system_a']!r})")
 
 
+def clipped_newton_step(info: np.ndarray, grad: np.ndarray, done: np.ndarray, clip: float = 3.0) -> np.ndarray:
+    """A batch of Newton steps ``solve(info, grad)`` clipped to ``±clip`` and zero where a
+    replicate has converged. Clipping keeps early iterations far from the optimum from
+    overshooting and leaves the fixed point unchanged; plain and style-controlled BT share it
+    so both keep the same safeguards."""
+    step = np.linalg.solve(info, grad[..., None])[..., 0]
+    step = np.clip(step, -clip, clip)
+    step[done] = 0.0
+    return step
+
+
 def fit_win_matrices(
     wins: np.ndarray, reference: int = 0, prior: float = 0.0, tol: float = 1e-10, max_iter: int = 200,
 ) -> np.ndarray:
@@ -73,10 +84,7 @@ def fit_win_matrices(
         v = games * p * (1 - p)
         info = -v
         info[:, np.arange(m), np.arange(m)] = v.sum(axis=2)
-        sub = info[:, free][:, :, free] + jitter
-        step = np.linalg.solve(sub, grad[:, free, None])[..., 0]
-        step = np.clip(step, -3.0, 3.0)
-        step[done] = 0.0
+        step = clipped_newton_step(info[:, free][:, :, free] + jitter, grad[:, free], done)
         theta[:, free] += step
         done |= np.abs(step).max(axis=1) < tol
         if done.all():

@@ -31,6 +31,7 @@ from scipy import sparse
 from scipy.special import expit
 
 from helpers.data import DataError
+from helpers.ranking import clipped_newton_step
 
 WINNERS = ("a", "b", "tie")
 SCORE = {"a": 1.0, "b": 0.0, "tie": 0.5}
@@ -126,9 +127,7 @@ def _newton(a, b, y, z, weights, n_sys: int, ref: int, l2: float, start: np.ndar
             info[:, n_sys:, :n_sys] = cross
             info[:, n_sys:, n_sys:] = sums[:, m2 + p * n_sys:].reshape(n_rep, p, p)
         sub = info[:, free][:, :, free] + np.diag(penalty[free] + jitter)
-        step = np.linalg.solve(sub, (grad - penalty * beta)[:, free][..., None])[..., 0]
-        step = np.clip(step, -3.0, 3.0)
-        step[done] = 0.0
+        step = clipped_newton_step(sub, (grad - penalty * beta)[:, free], done)
         beta[:, free] += step
         done |= np.abs(step).max(axis=1) < tol
         if done.all():
