@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from helpers.bias import length_strata, longer_label
 from helpers.data import LABELS
 
 MODEL_NAMES = {"mercaptionplus": "MER-Caption+", "merrfine": "MERR-Fine"}
@@ -68,22 +69,20 @@ def preference_rates(pairs: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> 
     Pairs whose two texts have equal length are left out of the "longer" row, since no
     description is longer there; the count of pairs behind each row is reported.
     """
-    decided = pairs[pairs["preference"] != "same"]
-    chosen_is_a1 = (decided["preference"] == "a1").to_numpy()
-    len1, len2 = decided["a1"].str.len().to_numpy(), decided["a2"].str.len().to_numpy()
-    unequal = len1 != len2
-    longer_chosen = np.where(chosen_is_a1, len1 > len2, len2 > len1)[unequal]
-    rows = [("longer description preferred", longer_chosen)]
+    strata = length_strata(pairs).dropna()  # decided pairs of unequal length
+    rows = [("longer description preferred", (strata == "concordant").to_numpy())]
     if {"model1", "model2"} <= set(pairs.columns):
-        winner = np.where(chosen_is_a1, decided["model1"], decided["model2"])
+        models = sorted(set(pairs["model1"]) | set(pairs["model2"]))
+        decided = pairs[pairs["preference"] != "same"]
         mixed = (decided["model1"] != decided["model2"]).to_numpy()
-        for model in sorted(set(decided["model1"]) | set(decided["model2"])):
+        winner = np.where(decided["preference"] == "a1", decided["model1"], decided["model2"])
+        for model in models:
             rows.append((f"{MODEL_NAMES.get(model, model)} preferred", (winner == model)[mixed]))
         # over all pairs (decided or not): who writes the longer text
-        all1, all2 = pairs["a1"].str.len().to_numpy(), pairs["a2"].str.len().to_numpy()
-        keep = (all1 != all2) & (pairs["model1"] != pairs["model2"]).to_numpy()
-        writer_of_longer = np.where(all1 > all2, pairs["model1"], pairs["model2"])[keep]
-        for model in sorted(set(pairs["model1"]) | set(pairs["model2"])):
+        longer = longer_label(pairs)
+        keep = ((longer != "same") & (pairs["model1"] != pairs["model2"])).to_numpy()
+        writer_of_longer = np.where(longer == "a1", pairs["model1"], pairs["model2"])[keep]
+        for model in models:
             rows.append((f"{MODEL_NAMES.get(model, model)} wrote the longer text (all pairs)", writer_of_longer == model))
     table = []
     for i, (what, flags) in enumerate(rows):

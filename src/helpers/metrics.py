@@ -21,7 +21,6 @@ with 1,000 replicates take seconds instead of a Python loop over sklearn calls.
 from __future__ import annotations
 
 import functools
-import glob
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
 
-from helpers import paths
+from helpers import paths, store
 from helpers.data import LABELS, DataError, swap_label
 
 CELL = ["judge", "strategy", "input_type"]
@@ -78,20 +77,8 @@ def check_predictions(predictions: pd.DataFrame, source: str = "predictions tabl
 
 
 def load_predictions(root: str | Path | None = None) -> pd.DataFrame:
-    """All runs of the predictions store, checked. Uses ``helpers.store`` (the store's own
-    reader) when that module exists, else reads ``<root>/*/predictions.jsonl`` directly."""
-    try:
-        from helpers.store import load_predictions as store_load
-    except ImportError:
-        store_load = None
-    if store_load is not None:
-        table = store_load(root)
-    else:
-        root = Path(root) if root is not None else paths.predictions_dir()
-        files = sorted(glob.glob(str(root / "*" / "predictions.jsonl")))
-        frames = [pd.read_json(f, lines=True, dtype={"name": str}) for f in files]
-        frames = [f for f in frames if not f.empty]
-        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=REQUIRED)
+    """All runs of the predictions store (read by ``helpers.store``), checked for analysis."""
+    table = store.load_predictions(root)
     if table.empty:
         return table
     table = table.astype({"round": int, "name": str, "strategy": str})
