@@ -6,6 +6,8 @@ import csv
 import functools
 import http.server
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -132,7 +134,7 @@ def test_line_numbers_count_physical_lines_of_multiline_records(tmp_path):
     assert "line 4, column 'preference'" in message
 
 
-@pytest.mark.parametrize("name", ["../etc/passwd", "a b", "x..y", "dir/file", ""])
+@pytest.mark.parametrize("name", ["../etc/passwd", "a b", "x..y", "dir/file", "", "."])
 def test_unsafe_names_are_rejected(tmp_path, name):
     rows = [PAIRS[0], (name, "x", "y", "a1")]
     message = errors_for(make_dataset(tmp_path / "d", rows=rows, reverse=False, named=False))
@@ -189,6 +191,140 @@ def test_every_problem_is_reported_not_just_the_first(tmp_path):
     rows = [("bad name", "x", "y", "a1"), ("s_2", "", "y", "a3")]
     message = errors_for(make_dataset(tmp_path / "d", rows=rows, reverse=False, named=False))
     assert "3 problem(s)" in message
+
+
+# --------------------------------------------------------------------------- hostile files: loader and CLI agree
+
+SRC = Path(data.__file__).resolve().parents[1]  # the helpers package these tests import
+
+
+def check_cli(folder: Path) -> subprocess.CompletedProcess:
+    """``python -m helpers.data check FOLDER`` as a user runs it, on the same source tree."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-m", "helpers.data", "check", str(folder)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def refused_everywhere(folder: Path, *parts: str) -> str:
+    """The loader raises DataError and the command exits 1, both with every part, never a traceback."""
+    message = errors_for(folder)
+    for part in parts:
+        assert part in message, f"{part!r} not in the loader's message:\n{message}"
+    data._load_checked.cache_clear()
+    result = check_cli(folder)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr, "the command prints the loader's message"
+    assert "pairs:" not in result.stdout, "no summary of data that were refused"
+    return message
+
+
+def accepted_everywhere(folder: Path) -> pd.DataFrame:
+    pairs = data.load_pairs(data_dir=folder)
+    result = check_cli(folder)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert f"pairs: {len(pairs)}" in result.stdout
+    return pairs
+
+
+def write_raw(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+NORMAL = "preference_emoprefer.csv"
+
+
+def test_utf8_bom_header_is_accepted(tmp_path):
+    folder = make_dataset(tmp_path / "d")
+    for path in folder.iterdir():  # Excel's "CSV UTF-8" puts a byte-order mark before the header
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    pairs = accepted_everywhere(folder)
+    assert pairs["name"].tolist() == ["s_001", "s_002", "s_003"]
+    assert list(pairs.columns)[:4] == ["name", "a1", "a2", "preference"]
+
+
+def test_latin1_file_names_file_line_and_column(tmp_path):
+    text = "name,a1,a2,preference\ns_001,joy,calm,a1\ns_002,anger,un caf\u00e9 triste,a2\n"
+    write_raw(tmp_path / "d" / NORMAL, text, encoding="latin-1")
+    refused_everywhere(tmp_path / "d", f"{NORMAL}, line 3, column 'a2'", "not UTF-8", "0xE9")
+
+
+def test_invalid_byte_inside_a_multiline_description_names_its_physical_line(tmp_path):
+    folder = tmp_path / "d"
+    write_raw(folder / NORMAL, 'name,a1,a2,preference\ns_001,"joy\nand more",calm,a1\n')
+    path = folder / NORMAL
+    path.write_bytes(path.read_bytes().replace(b"and more", b"and \xff more"))
+    refused_everywhere(folder, f"{NORMAL}, line 3, column 'a1'", "not UTF-8", "0xFF")
+
+
+def test_description_of_200_kb_is_accepted_intact(tmp_path):
+    long = "joy " * 50_000  # 200,000 characters: over csv's default 131,072
+    pairs = accepted_everywhere(make_dataset(tmp_path / "d", rows=[(*PAIRS[0][:2], long, "a1")]))
+    assert pairs.loc[0, "a2"] == long
+    assert csv.field_size_limit() == 131_072, "csv's process-wide limit is put back"
+
+
+def test_description_at_the_cap_is_accepted_and_one_more_character_is_refused(tmp_path):
+    at_cap = "x" * data.MAX_FIELD_CHARS
+    assert len(data.load_pairs(data_dir=make_dataset(tmp_path / "ok", rows=[("s_1", at_cap, "y", "a1")]))) == 1
+    over = make_dataset(tmp_path / "over", rows=[("s_1", at_cap + "x", "y", "a1")], reverse=False, named=False)
+    refused_everywhere(over, f"{NORMAL}, line 2, column 'a1'", "1,048,577 characters", "1,048,576 accepted")
+
+
+def test_description_of_100_mb_is_refused_clearly(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    with open(folder / NORMAL, "w", encoding="utf-8") as handle:
+        handle.write("name,a1,a2,preference\ns_001,joy,calm,a1\ns_002,")
+        handle.write("x" * 100_000_000)
+        handle.write(",calm,a2\n")
+    refused_everywhere(folder, f"{NORMAL}, line 3, column 'a1'", "100,000,000 characters")
+
+
+def test_unclosed_quote_is_a_located_error(tmp_path):
+    write_raw(tmp_path / "d" / NORMAL, 'name,a1,a2,preference\ns_001,joy,calm,a1\ns_002,"anger,calm,a2\n')
+    refused_everywhere(tmp_path / "d", f"{NORMAL}, line 3", "not valid CSV")
+
+
+def test_duplicate_header_column_is_refused(tmp_path):
+    write_raw(tmp_path / "d" / NORMAL, "name,a1,a2,preference,a1\ns_001,joy,calm,a1,again\n")
+    refused_everywhere(tmp_path / "d", f"{NORMAL}, line 1, column 'a1'", "twice in the header")
+
+
+def test_header_only_files_are_refused_not_an_empty_study(tmp_path):
+    folder = make_dataset(tmp_path / "d", rows=[])
+    message = refused_everywhere(folder, f"{NORMAL}, line 1", "no pairs")
+    assert "3 problem(s)" in message, "each of the three header-only files is named"
+
+
+def test_header_only_file_after_blank_lines_names_the_header_line(tmp_path):
+    write_raw(tmp_path / "d" / NORMAL, "\n\nname,a1,a2,preference\n\n")
+    refused_everywhere(tmp_path / "d", f"{NORMAL}, line 3", "no pairs")
+
+
+def test_empty_file_is_refused(tmp_path):
+    write_raw(tmp_path / "d" / NORMAL, "")
+    refused_everywhere(tmp_path / "d", f"{NORMAL}, line 1", "file is empty")
+
+
+def test_dot_sample_name_is_rejected_like_dotdot(tmp_path):
+    for name in (".", ".."):
+        with pytest.raises(data.DataError, match="unsafe sample name"):
+            data.check_name(name)
+        with pytest.raises(data.DataError, match="unsafe"):
+            data.media_paths(name, tmp_path)
+    folder = make_dataset(tmp_path / "d", rows=[PAIRS[0], (".", "x", "y", "a1")], reverse=False, named=False)
+    refused_everywhere(folder, f"{NORMAL}, line 3, column 'name'", "not '.'")
+
+
+def test_an_edited_file_is_read_again_not_served_from_the_cache(tmp_path):
+    folder = make_dataset(tmp_path / "d", reverse=False, named=False)
+    assert data.load_pairs(data_dir=folder)["preference"].tolist() == ["a1", "a2", "same"]
+    relabelled = [(n, a1, a2, "same") for n, a1, a2, _ in PAIRS]
+    write_csv(folder / NORMAL, ["name", "a1", "a2", "preference"], relabelled)
+    assert data.load_pairs(data_dir=folder)["preference"].tolist() == ["same"] * 3
 
 
 # --------------------------------------------------------------------------- where the files come from

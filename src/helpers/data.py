@@ -4,12 +4,18 @@ Every rule that rejects data names the file, the 1-based CSV line, the column an
 because the people who hit these errors are holding a CSV in an editor. Sample names become
 media paths, so they are checked here once and trusted everywhere else.
 
+Files are UTF-8 (a byte-order mark is accepted); a field holds at most ``MAX_FIELD_CHARS``
+(2**20 = 1,048,576) characters; a file with a header but no pairs is an error, not an empty study.
+``python -m helpers.data check`` and :func:`load_pairs` run the same rules and report the same
+message (the loader raises it as :class:`DataError`, the command prints it and exits 1).
+
 Command line: ``python -m helpers.data check [DIR] [--dataset emoprefer]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import csv
 import hashlib
 import os
@@ -17,10 +23,12 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -35,6 +43,7 @@ ORDERS = ("normal", "reverse")
 DATA_ENV = "EMOPREFER_DATA"
 BASE_URL_ENV = "EMOPREFER_BASE_URL"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+NAME_RULE = "name must match ^[A-Za-z0-9_.-]+$, without '..' and not '.'"
 INPUT_TYPES = ("audio", "video", "audiovideo", "text")
 
 
@@ -189,34 +198,158 @@ def _fetch(url: str, dest: Path) -> None:
 
 # --------------------------------------------------------------------------- reading and rules
 
+MAX_FIELD_CHARS = 1 << 20
+"""Longest accepted field, in characters (1 MiB). EmoPrefer v1's longest description has 1,125
+characters; a field a thousand times that is no description but a broken file (an unclosed quote
+swallows the rest of it) or an accident, and every judge would have to read it. Python's csv module
+stops at 131,072 characters with a bare ``_csv.Error``; this module lifts that limit while it
+parses and applies its own cap with a located message instead."""
+
+_PARSER_LIMIT = 2**31 - 1  # csv's own limit while we parse: effectively none, the cap above rules
+_LIMIT_LOCK = threading.Lock()
+
+
+@contextmanager
+def _csv_field_limit(limit: int) -> Iterator[None]:
+    """Raise csv's process-wide field limit for one parse, then put the caller's value back."""
+    with _LIMIT_LOCK:
+        previous = csv.field_size_limit(limit)
+        try:
+            yield
+        finally:
+            csv.field_size_limit(previous)
+
+
+class _Unreadable(Exception):
+    """Internal: a problem that ends the reading of one file (bytes or syntax the parser cannot pass)."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+def _field_index(lines: list[str]) -> int | None:
+    """0-based index of the field in progress at the end of ``lines`` (a record's text so far)."""
+    try:
+        rows = list(csv.reader(lines))
+    except csv.Error:
+        return None
+    return len(rows[-1]) - 1 if rows else 0
+
+
+def _column_name(header: list[str] | None, index: int | None) -> str | None:
+    if header is None or index is None:
+        return None
+    return header[index] if index < len(header) else f"#{index + 1} (beyond the header)"
+
+
+class _Lines:
+    """The file's physical lines decoded one at a time, so a bad byte is located by line.
+
+    UTF-8 never uses the byte 0x0A inside a multi-byte character, so decoding line by line is
+    exact. A UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped from the first line.
+    ``pending`` holds the lines of the record the csv reader is assembling, to name its column.
+    """
+
+    def __init__(self, handle, file: str):
+        self.handle, self.file = handle, file
+        self.pending: list[str] = []
+        self.header: list[str] | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for number, raw in enumerate(self.handle, 1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _Unreadable(self._not_utf8(number, raw, exc)) from None
+            self.pending.append(text)
+            yield text
+
+    def _not_utf8(self, number: int, raw: bytes, exc: UnicodeDecodeError) -> Problem:
+        prefix = raw[: exc.start].decode("utf-8")
+        column = _column_name(self.header, _field_index([*self.pending, prefix])) if self.header else None
+        bad = raw[exc.start : exc.start + 1].hex().upper()
+        return Problem(
+            self.file, number, column, None,
+            f"is not UTF-8 text: byte 0x{bad} at character {len(prefix) + 1} of the line "
+            "(a Latin-1 or Windows-1252 file? save it again as UTF-8)",
+        )
+
 
 def read_csv(path: Path, required: Iterable[str]) -> tuple[pd.DataFrame, list[Problem]]:
-    """Read a pairs CSV as strings, with each record's 1-based starting line in ``csv_line``."""
-    problems: list[Problem] = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        try:
-            header = next(reader)
-        except StopIteration:
-            return pd.DataFrame(), [Problem(str(path), 1, None, None, "file is empty")]
-        rows, lines, start = [], [], reader.line_num + 1
+    """Read a pairs CSV as strings, with each record's 1-based starting line in ``csv_line``.
+
+    Never raises for bad content: undecodable bytes, CSV syntax errors, fields over
+    :data:`MAX_FIELD_CHARS`, a duplicate or missing header column and a file without pairs all
+    come back as located :class:`Problem` s (reading stops at the first two kinds)."""
+    try:
+        with open(path, "rb") as handle, _csv_field_limit(_PARSER_LIMIT):
+            return _parse(_Lines(handle, str(path)), required)
+    except _Unreadable as stop:
+        return pd.DataFrame(), [stop.problem]
+    except OSError as exc:
+        return pd.DataFrame(), [Problem(str(path), None, None, None, f"cannot be read ({exc.strerror or exc})")]
+
+
+def _parse(lines: _Lines, required: Iterable[str]) -> tuple[pd.DataFrame, list[Problem]]:
+    file, problems = lines.file, []
+    reader = csv.reader(lines, strict=True)
+    rows, starts, start = [], [], 1
+    try:
         for record in reader:
-            if record:
-                if len(record) != len(header):
-                    problems.append(
-                        Problem(str(path), start, None, None, f"has {len(record)} fields, header has {len(header)}")
-                    )
-                else:
+            lines.pending.clear()
+            if record and lines.header is None:
+                lines.header, header_line = record, start
+            elif record:
+                problem = _record_problem(file, start, record, lines.header)
+                if problem is None:
                     rows.append(record)
-                    lines.append(start)
+                    starts.append(start)
+                else:
+                    problems.append(problem)
             start = reader.line_num + 1
+    except csv.Error as exc:
+        raise _Unreadable(Problem(file, start, None, None, f"is not valid CSV from this line on ({exc})")) from None
+    if lines.header is None:
+        return pd.DataFrame(), [Problem(file, 1, None, None, "file is empty")]
+    header_problems = _header_problems(file, header_line, lines.header, required)
+    if not header_problems and not rows and not problems:
+        header_problems.append(Problem(file, header_line, None, None, "has a header but no pairs below it"))
+    if header_problems:
+        return pd.DataFrame(), header_problems + problems
+    frame = pd.DataFrame(rows, columns=lines.header)
+    frame["csv_line"] = starts
+    return frame, problems
+
+
+def _record_problem(file: str, line: int, record: list[str], header: list[str]) -> Problem | None:
+    """Why one record cannot be used (field count, an over-long field), or None."""
+    if len(record) != len(header):
+        return Problem(file, line, None, None, f"has {len(record)} fields, header has {len(header)}")
+    for column, value in zip(header, record, strict=True):
+        if len(value) > MAX_FIELD_CHARS:
+            return Problem(
+                file, line, column, None,
+                f"field has {len(value):,} characters, more than the {MAX_FIELD_CHARS:,} accepted "
+                "(an unclosed quote makes the rest of the file one field)",
+            )
+    return None
+
+
+def _header_problems(file: str, line: int, header: list[str], required: Iterable[str]) -> list[Problem]:
+    problems = []
+    first: dict[str, int] = {}
+    for index, column in enumerate(header, 1):
+        if column in first:
+            problems.append(Problem(file, line, column, None,
+                                    f"column appears twice in the header (columns {first[column]} and {index})"))
+        first.setdefault(column, index)
     missing = [col for col in required if col not in header]
     if missing:
-        problems.append(Problem(str(path), 1, None, None, f"missing required column(s) {', '.join(missing)}"))
-        return pd.DataFrame(), problems
-    frame = pd.DataFrame(rows, columns=header)
-    frame["csv_line"] = lines
-    return frame, problems
+        problems.append(Problem(file, line, None, None, f"missing required column(s) {', '.join(missing)}"))
+    return problems
 
 
 def check_pairs(frame: pd.DataFrame, file: str) -> list[Problem]:
@@ -226,10 +359,8 @@ def check_pairs(frame: pd.DataFrame, file: str) -> list[Problem]:
     for row in frame.itertuples(index=False):
         line = row.csv_line
         name = row.name
-        if not NAME_PATTERN.match(name) or ".." in name:
-            problems.append(
-                Problem(file, line, "name", name, "name must match ^[A-Za-z0-9_.-]+$ without '..' (it becomes a media path)")
-            )
+        if not safe_name(name):
+            problems.append(Problem(file, line, "name", name, f"{NAME_RULE} (it becomes a media path)"))
         elif name in seen:
             problems.append(Problem(file, line, "name", name, f"duplicate name (first on line {seen[name]})"))
         else:
@@ -324,7 +455,10 @@ def check_dataset(dataset: str = "emoprefer", data_dir: str | Path | None = None
             if role == "normal":
                 problems.append(Problem(str(path), None, None, None, "file not found"))
             continue
-        hashes[filename] = (sha256_file(path), spec.sha256.get(filename))
+        try:
+            hashes[filename] = (sha256_file(path), spec.sha256.get(filename))
+        except OSError:
+            pass  # unreadable: read_csv below reports it with the reason
         required = base_cols + (("model1", "model2") if role == "modelnames" else ())
         frame, found = read_csv(path, required)
         problems += found
@@ -355,13 +489,32 @@ def _warn_sha(checked: Checked) -> None:
             )
 
 
+def problem_report(checked: Checked, limit: int = 50) -> str:
+    """The one message for a dataset's problems, raised by the loader and printed by ``check``."""
+    problems = checked.problems
+    listing = "\n  ".join(str(p) for p in problems[:limit])
+    more = "" if len(problems) <= limit else f"\n  … and {len(problems) - limit} more"
+    return f"{len(problems)} problem(s) in dataset {checked.dataset!r}:\n  {listing}{more}"
+
+
+def _file_stamps(dataset: str, folder: str) -> tuple:
+    """Size and modification time of each file, so an edited file is read again, not served stale."""
+    stamps = []
+    for filename in dataset_spec(dataset).files.values():
+        try:
+            stat = os.stat(Path(folder) / filename)
+        except OSError:
+            stamps.append((filename, None))
+        else:
+            stamps.append((filename, stat.st_size, stat.st_mtime_ns))
+    return tuple(stamps)
+
+
 @cache
-def _load_checked(dataset: str, folder: str) -> Checked:
+def _load_checked(dataset: str, folder: str, stamps: tuple = ()) -> Checked:
     checked = check_dataset(dataset, folder)
     if checked.problems:
-        listing = "\n  ".join(str(p) for p in checked.problems[:50])
-        more = "" if len(checked.problems) <= 50 else f"\n  … and {len(checked.problems) - 50} more"
-        raise DataError(f"{len(checked.problems)} problem(s) in dataset {dataset!r}:\n  {listing}{more}")
+        raise DataError(problem_report(checked))
     _warn_sha(checked)
     return checked
 
@@ -375,7 +528,8 @@ def load_pairs(
     if order not in ORDERS:
         raise DataError(f"order must be one of {ORDERS}, got {order!r}")
     folder = resolve_data_dir(dataset, data_dir)
-    checked = _load_checked(dataset, str(folder.resolve()))
+    resolved = str(folder.resolve())
+    checked = _load_checked(dataset, resolved, _file_stamps(dataset, resolved))
     pairs = checked.normal
     if checked.named is not None:
         models = checked.named.set_index("name")[["model1", "model2"]]
@@ -406,10 +560,16 @@ class MediaPaths:
     audio: Path
 
 
+def safe_name(name: object) -> bool:
+    """Whether a sample name can become a file name inside the media folder: the safe characters,
+    no ``..`` anywhere, and not ``.`` (which names the folder itself)."""
+    return isinstance(name, str) and bool(NAME_PATTERN.match(name)) and ".." not in name and name != "."
+
+
 def check_name(name: str) -> str:
     """Refuse a sample name that could escape the media folder."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
-        raise DataError(f"unsafe sample name {name!r}: must match ^[A-Za-z0-9_.-]+$ without '..'")
+    if not safe_name(name):
+        raise DataError(f"unsafe sample name {name!r}: {NAME_RULE}")
     return name
 
 
@@ -479,12 +639,10 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(summary(checked))
-    if checked.problems:
-        print(f"\n{len(checked.problems)} problem(s):", file=sys.stderr)
-        for problem in checked.problems:
-            print(f"  {problem}", file=sys.stderr)
+    if checked.problems:  # no summary: "pairs: 0" of a file that could not be read reads like a result
+        print(f"error: {problem_report(checked)}", file=sys.stderr)
         return 1
+    print(summary(checked))
     if checked.sha_ok is False:
         print("warning: sha256 differs from the paper's files; results are not comparable with the paper")
     return 0
