@@ -295,13 +295,13 @@ def test_duplicate_header_column_is_refused(tmp_path):
 
 def test_header_only_files_are_refused_not_an_empty_study(tmp_path):
     folder = make_dataset(tmp_path / "d", rows=[])
-    message = refused_everywhere(folder, f"{NORMAL}, line 1", "no pairs")
+    message = refused_everywhere(folder, f"{NORMAL}, line 1", "no data rows")
     assert "3 problem(s)" in message, "each of the three header-only files is named"
 
 
 def test_header_only_file_after_blank_lines_names_the_header_line(tmp_path):
     write_raw(tmp_path / "d" / NORMAL, "\n\nname,a1,a2,preference\n\n")
-    refused_everywhere(tmp_path / "d", f"{NORMAL}, line 3", "no pairs")
+    refused_everywhere(tmp_path / "d", f"{NORMAL}, line 3", "no data rows")
 
 
 def test_empty_file_is_refused(tmp_path):

@@ -316,7 +316,7 @@ def _parse(lines: _Lines, required: Iterable[str]) -> tuple[pd.DataFrame, list[P
         return pd.DataFrame(), [Problem(file, 1, None, None, "file is empty")]
     header_problems = _header_problems(file, header_line, lines.header, required)
     if not header_problems and not rows and not problems:
-        header_problems.append(Problem(file, header_line, None, None, "has a header but no pairs below it"))
+        header_problems.append(Problem(file, header_line, None, None, "has a header but no data rows (0 pairs)"))
     if header_problems:
         return pd.DataFrame(), header_problems + problems
     frame = pd.DataFrame(rows, columns=lines.header)
