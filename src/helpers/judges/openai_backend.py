@@ -11,10 +11,13 @@ package is not installed in the CPU environment, and owning the retry loop lets 
 - Audio goes as ``input_audio`` (16 kHz mono WAV) only where the judge's YAML says the endpoint
   takes it (``options.audio_input: true``); otherwise an audio input type is refused rather
   than silently judged without sound.
-- Requests run ``spec.batch_size`` at a time (threads); 429, 5xx, connection errors and
-  timeouts are retried with exponential backoff (``options.max_retries``, default 5;
-  ``options.backoff_s``, default 1 s, doubling, capped at ``options.max_backoff_s``), waiting
-  what ``Retry-After`` asks where the server says so.
+- Requests run ``spec.batch_size`` at a time (threads); 429, 5xx, connection errors, timeouts
+  and transport failures of the reply itself (a connection closed or reset before or during the
+  response, a body shorter than its Content-Length, a body that is not UTF-8) are retried with
+  exponential backoff (``options.max_retries``, default 5; ``options.backoff_s``, default 1 s,
+  doubling, capped at ``options.max_backoff_s``), waiting what ``Retry-After`` asks where the
+  server says so. When the attempts are spent, :class:`OpenAIError` names the endpoint and the
+  last cause, so a flaky proxy ends a run with a sentence, not a traceback.
 - The key is read from the environment variable *named* by ``spec.api_key_env`` at call time
   and lives only in the request header: never in errors, logs, ``info`` or manifests.
 """
@@ -22,6 +25,7 @@ package is not installed in the CPU environment, and owning the retry loop lets 
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import os
 import platform
@@ -35,6 +39,9 @@ from helpers.judges import media as media_io
 from helpers.judges.base import Backend, JudgeSpec, Request, Response
 
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
+# Failures of the connection after the request went out (urllib wraps only those before it in
+# URLError): RemoteDisconnected, ConnectionResetError, IncompleteRead, BadStatusLine, other OSError.
+TRANSPORT_ERRORS = (http.client.HTTPException, OSError)
 GENERATION_KEYS = ("temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty")
 
 
@@ -163,16 +170,12 @@ class OpenAIBackend(Backend):
         last = ""
         for attempt in range(self.max_retries + 1):
             wait = min(self.max_backoff_s, self.backoff_s * 2**attempt)
-            http = urllib.request.Request(self.url, data=data, method="POST", headers={
-                "Content-Type": "application/json", "Authorization": f"Bearer {key}"})
             start = time.perf_counter()
             try:
-                with urllib.request.urlopen(http, timeout=self.timeout_s) as reply:
-                    payload = json.loads(reply.read().decode("utf-8"))
+                payload = self._post(data, key)
                 return response_text(payload), time.perf_counter() - start
             except urllib.error.HTTPError as exc:
-                detail = self._redact(exc.read().decode("utf-8", "replace")[:300], key)
-                last = f"HTTP {exc.code}: {detail}"
+                last = f"HTTP {exc.code}: {self._error_detail(exc, key)}"
                 if exc.code not in RETRY_STATUSES:
                     raise OpenAIError(f"{self.url} answered {last} (model {self.spec.checkpoint!r}; not retried)") from None
                 asked = retry_after_s(exc.headers.get("Retry-After"))
@@ -181,12 +184,30 @@ class OpenAIBackend(Backend):
                 last = f"timed out after {self.timeout_s:g} s"
             except urllib.error.URLError as exc:
                 last = f"connection failed: {self._redact(str(exc.reason), key)}"
+            except UnicodeDecodeError as exc:
+                last = f"reply body is not UTF-8 (byte 0x{exc.object[exc.start:exc.start + 1].hex().upper()} at {exc.start})"
+            except TRANSPORT_ERRORS as exc:
+                last = f"connection broke during the reply: {type(exc).__name__}: {self._redact(str(exc), key)}"
             except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
                 raise OpenAIError(f"{self.url} sent a reply that is not a chat completion ({type(exc).__name__})") from None
             if attempt < self.max_retries:
                 self.sleep(wait)
         raise OpenAIError(f"{self.url} failed after {self.max_retries + 1} attempts; last: {last} "
                           f"(model {self.spec.checkpoint!r})")
+
+    def _post(self, data: bytes, key: str) -> dict:
+        """One POST and its decoded JSON reply; every failure propagates for ``_complete`` to sort."""
+        http = urllib.request.Request(self.url, data=data, method="POST", headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(http, timeout=self.timeout_s) as reply:
+            return json.loads(reply.read().decode("utf-8"))
+
+    def _error_detail(self, exc: urllib.error.HTTPError, key: str) -> str:
+        """The start of an error reply's body, key redacted; empty where reading it fails too."""
+        try:
+            return self._redact(exc.read().decode("utf-8", "replace")[:300], key)
+        except TRANSPORT_ERRORS:
+            return ""
 
     @staticmethod
     def _redact(text: str, key: str) -> str:
