@@ -259,6 +259,16 @@ def test_invalid_byte_inside_a_multiline_description_names_its_physical_line(tmp
     refused_everywhere(folder, f"{NORMAL}, line 3, column 'a1'", "not UTF-8", "0xFF")
 
 
+@pytest.mark.parametrize("newline", ["\r\n", "\r"], ids=["windows_crlf", "old_mac_cr"])
+def test_crlf_and_cr_line_endings_keep_their_line_numbers(tmp_path, newline):
+    lines = ["name,a1,a2,preference", 's_001,"joy' + newline + 'and more",calm,a1', "s_002,anger,calm,maybe", ""]
+    write_raw(tmp_path / "bad" / NORMAL, newline.join(lines))
+    refused_everywhere(tmp_path / "bad", f"{NORMAL}, line 4, column 'preference'", "'maybe'")
+    write_raw(tmp_path / "ok" / NORMAL, newline.join(lines).replace("maybe", "a2"))
+    pairs = accepted_everywhere(tmp_path / "ok")
+    assert pairs["a1"].tolist() == ["joy" + newline + "and more", "anger"]
+
+
 def test_description_of_200_kb_is_accepted_intact(tmp_path):
     long = "joy " * 50_000  # 200,000 characters: over csv's default 131,072
     pairs = accepted_everywhere(make_dataset(tmp_path / "d", rows=[(*PAIRS[0][:2], long, "a1")]))

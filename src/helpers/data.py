@@ -246,8 +246,9 @@ def _column_name(header: list[str] | None, index: int | None) -> str | None:
 class _Lines:
     """The file's physical lines decoded one at a time, so a bad byte is located by line.
 
-    UTF-8 never uses the byte 0x0A inside a multi-byte character, so decoding line by line is
-    exact. A UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped from the first line.
+    UTF-8 never uses the bytes 0x0A or 0x0D inside a multi-byte character, so decoding line by
+    line is exact. Lines end at ``\n``, ``\r\n`` or a lone ``\r`` (old Excel for Mac), as with
+    ``open(newline="")``. A UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped from line 1.
     ``pending`` holds the lines of the record the csv reader is assembling, to name its column.
     """
 
@@ -257,7 +258,8 @@ class _Lines:
         self.header: list[str] | None = None
 
     def __iter__(self) -> Iterator[str]:
-        for number, raw in enumerate(self.handle, 1):
+        pieces = (piece for chunk in self.handle for piece in chunk.splitlines(keepends=True))
+        for number, raw in enumerate(pieces, 1):
             if number == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8):]
             try:
