@@ -329,6 +329,16 @@ def test_dot_sample_name_is_rejected_like_dotdot(tmp_path):
     refused_everywhere(folder, f"{NORMAL}, line 3, column 'name'", "not '.'")
 
 
+def test_project_without_dataset_list_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOPREFER_ROOT", str(tmp_path / "not_a_project"))
+    data.dataset_specs.cache_clear()
+    with pytest.raises(data.DataError, match="datasets.yaml: cannot read the dataset list"):
+        data.load_pairs(data_dir=make_dataset(tmp_path / "d"))
+    result = check_cli(tmp_path / "d")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "datasets.yaml: cannot read the dataset list" in result.stderr
+
+
 def test_an_edited_file_is_read_again_not_served_from_the_cache(tmp_path):
     folder = make_dataset(tmp_path / "d", reverse=False, named=False)
     assert data.load_pairs(data_dir=folder)["preference"].tolist() == ["a1", "a2", "same"]

@@ -88,7 +88,11 @@ def _short(value: str, width: int = 60) -> str:
 
 @cache
 def dataset_specs() -> dict[str, DatasetSpec]:
-    raw = yaml.safe_load((paths.params_dir() / "datasets.yaml").read_text())
+    path = paths.params_dir() / "datasets.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise DataError(f"{path}: cannot read the dataset list ({exc}); is EMOPREFER_ROOT the project folder?") from None
     return {
         key: DatasetSpec(
             key=key,
@@ -630,11 +634,16 @@ def summary(checked: Checked) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        known = sorted(dataset_specs())
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     parser = argparse.ArgumentParser(prog="python -m helpers.data", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="validate a dataset folder and print a summary")
     check.add_argument("dir", nargs="?", default=None, help=f"folder with the CSVs (default: ${DATA_ENV}, cache, download)")
-    check.add_argument("--dataset", default="emoprefer", choices=sorted(dataset_specs()))
+    check.add_argument("--dataset", default="emoprefer", choices=known)
     args = parser.parse_args(argv)
     try:
         checked = check_dataset(args.dataset, args.dir)
