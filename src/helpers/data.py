@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -516,7 +516,7 @@ def _file_stamps(dataset: str, folder: str) -> tuple:
     return tuple(stamps)
 
 
-@cache
+@lru_cache(maxsize=16)  # keyed by the files' stamps: an edit makes a new entry, old ones age out
 def _load_checked(dataset: str, folder: str, stamps: tuple = ()) -> Checked:
     checked = check_dataset(dataset, folder)
     if checked.problems:
