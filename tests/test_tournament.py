@@ -13,9 +13,9 @@ import statsmodels.api as sm
 
 from helpers import style_control as S
 from helpers import tournament as T
-from helpers import tournament_demo as D
 from helpers.data import DataError
 from helpers.ranking import bradley_terry
+from helpers.tournament import demo as D
 
 
 def long_table(n_samples: int = 6, systems=("alpha", "beta", "gamma", "delta"), seed: int = 0) -> pd.DataFrame:
