@@ -178,9 +178,10 @@ def workers_end_on_interrupt() -> Iterator[None]:
         yield
         return
     previous = signal.getsignal(signal.SIGINT)
+    others = set(multiprocessing.active_children())  # children that are not this judging's workers
 
     def stop(signum: int, frame: object) -> None:
-        for child in multiprocessing.active_children():
+        for child in set(multiprocessing.active_children()) - others:
             child.terminate()
         signal.signal(signal.SIGINT, previous)
         raise KeyboardInterrupt
