@@ -411,7 +411,7 @@ def test_judging_a_table_with_a_new_system_on_the_old_design_is_refused(tmp_path
     assert cli("judge", tmp_path / "t.csv", "--out", out, "--judge", "length") == 1
     err = capsys.readouterr().err
     assert "table changed" in err and "new system(s) delta" in err
-    assert f"design {tmp_path / 't.csv'} --out {out} --overwrite" in err and "new --out folder" in err
+    assert f"design {tmp_path / 't.csv'} --out {out} --seed 0 --overwrite" in err and "new --out folder" in err
     assert not (out / "predictions").exists()  # nothing judged on the stale design
     # the way out the message names: redraw, judge, and the new system is on the leaderboard
     assert cli("design", tmp_path / "t.csv", "--out", out, "--overwrite") == 0
@@ -441,7 +441,7 @@ def test_judging_with_another_budget_or_seed_than_the_stored_design_is_refused(t
     capsys.readouterr()
     assert cli("judge", tmp_path / "t.csv", "--out", out, "--judge", "length", "--budget", "3") == 1
     err = capsys.readouterr().err
-    assert "budget 2 in the design, 3 asked for" in err and "--budget 3 --overwrite" in err
+    assert "budget 2 in the design, 3 asked for" in err and "--budget 3 --seed 1 --overwrite" in err
     assert cli("judge", tmp_path / "t.csv", "--out", out, "--judge", "length", "--seed", "2") == 1
     assert "seed 1 in the design, 2 asked for" in capsys.readouterr().err
     assert cli("design", tmp_path / "t.csv", "--out", out) == 1  # redrawing otherwise needs --overwrite

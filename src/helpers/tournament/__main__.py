@@ -100,10 +100,11 @@ def _design(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> in
     """Draw and store the design; a stored design drawn otherwise is replaced only with --overwrite."""
     asked = {"budget": args.budget, "seed": args.seed}
     if has_design(folder) and not args.overwrite:
-        changed = design_differences(read_design(folder).manifest, entries, asked)
+        stored = read_design(folder).manifest
+        changed = design_differences(stored, entries, asked)
         if changed:
             raise DataError(f"{folder} already holds a design drawn otherwise: " + "; ".join(changed) + ". "
-                            + redraw_hint(args.table, folder, asked))
+                            + redraw_hint(args.table, folder, stored, asked))
     design = design_pairs(entries, args.budget, args.seed)
     write_design(design, folder)
     print(f"design: {len(design.pairs)} comparisons ({design.manifest.get('design')}) in {folder}")

@@ -133,9 +133,11 @@ def design_differences(manifest: dict, entries: pd.DataFrame, asked: dict | None
     return changed
 
 
-def redraw_hint(table: str | Path, folder: str | Path, asked: dict | None = None) -> str:
-    """The two ways out of a design mismatch, as commands the user can paste."""
-    flags = "".join(f" --{key} {value}" for key, value in (asked or {}).items() if value is not None)
+def redraw_hint(table: str | Path, folder: str | Path, manifest: dict, asked: dict | None = None) -> str:
+    """The two ways out of a design mismatch, as commands the user can paste: the redraw keeps
+    the stored design's budget and seed except where the user asked for others."""
+    settings = {"budget": manifest.get("budget"), "seed": manifest.get("seed"), **(asked or {})}
+    flags = "".join(f" --{key} {value}" for key, value in settings.items() if value is not None)
     return (f"Redraw it with 'python -m helpers.tournament design {table} --out {folder}{flags} --overwrite' "
             "(predictions of the old design stay in their own run folders), or use a new --out folder.")
 
@@ -147,7 +149,7 @@ def check_design(folder: str | Path, entries: pd.DataFrame, table: str | Path, a
     changed = design_differences(design.manifest, entries, asked)
     if changed:
         raise DataError(f"the design in {folder} does not match: " + "; ".join(changed) + ". "
-                        + redraw_hint(table, folder, asked))
+                        + redraw_hint(table, folder, design.manifest, asked))
     return design
 
 

@@ -28,15 +28,14 @@ from helpers.style_control import SCORE, WINNERS, ci_ranks, fit_bt
 from helpers.tournament.design import comparison_id
 from helpers.tournament.table import _problem, _where
 
+CELL = ["judge", "strategy", "input_type"]  # one judge cell: a leaderboard each
+
 
 def length_diff(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
     """Normalised character-length difference ``(len a - len b) / (len a + len b)`` in [-1, 1]."""
     la = np.array([len(t) for t in a], float)
     lb = np.array([len(t) for t in b], float)
     return (la - lb) / np.maximum(la + lb, 1.0)
-
-
-CELL = ["judge", "strategy", "input_type"]
 
 
 def comparisons_from_predictions(predictions: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
