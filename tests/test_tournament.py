@@ -3,6 +3,16 @@ that say how much of a system's place is only description length."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
 from itertools import combinations
 from pathlib import Path
 
@@ -13,9 +23,9 @@ import statsmodels.api as sm
 
 from helpers import style_control as S
 from helpers import tournament as T
-from helpers import tournament_demo as D
 from helpers.data import DataError
 from helpers.ranking import bradley_terry
+from helpers.tournament import demo as D
 
 
 def long_table(n_samples: int = 6, systems=("alpha", "beta", "gamma", "delta"), seed: int = 0) -> pd.DataFrame:
@@ -372,6 +382,171 @@ def test_the_command_line_validates_designs_judges_and_ranks(tmp_path, capsys):
     write_csv(tmp_path / "bad.csv", "name,system,description\ns1,alpha,\n")
     assert T.main(["validate", str(tmp_path / "bad.csv")]) == 1
     assert "description is empty" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- refused inputs (issue 11)
+
+
+def cli(*argv: object) -> int:
+    return T.main([str(a) for a in argv])
+
+
+def test_the_design_manifest_records_the_table_hash_budget_and_seed(tmp_path):
+    table = long_table(6, systems=("alpha", "beta", "gamma"))
+    table.to_csv(tmp_path / "t.csv", index=False)
+    assert cli("design", tmp_path / "t.csv", "--out", tmp_path / "tour", "--budget", "2", "--seed", "3") == 0
+    manifest = json.loads((tmp_path / "tour" / "manifest.json").read_text())
+    rows = sorted(zip(table["name"], table["system"], table["description"], strict=True))
+    assert manifest["entries_sha256"] == hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+    assert (manifest["budget"], manifest["seed"]) == (2, 3)
+
+
+def test_judging_a_table_with_a_new_system_on_the_old_design_is_refused(tmp_path, capsys):
+    table = long_table(6, systems=("alpha", "beta", "gamma"))
+    table.to_csv(tmp_path / "t.csv", index=False)
+    out = tmp_path / "tour"
+    assert cli("design", tmp_path / "t.csv", "--out", out) == 0
+    long_table(6, systems=("alpha", "beta", "gamma", "delta")).to_csv(tmp_path / "t.csv", index=False)
+    capsys.readouterr()
+    assert cli("judge", tmp_path / "t.csv", "--out", out, "--judge", "length") == 1
+    err = capsys.readouterr().err
+    assert "table changed" in err and "new system(s) delta" in err
+    assert f"design {tmp_path / 't.csv'} --out {out} --seed 0 --overwrite" in err and "new --out folder" in err
+    assert not (out / "predictions").exists()  # nothing judged on the stale design
+    # the way out the message names: redraw, judge, and the new system is on the leaderboard
+    assert cli("design", tmp_path / "t.csv", "--out", out, "--overwrite") == 0
+    assert cli("judge", tmp_path / "t.csv", "--out", out, "--judge", "length") == 0
+    assert cli("rank", tmp_path / "t.csv", "--out", out, "--n-boot", "0") == 0
+    assert set(pd.read_csv(out / "leaderboard.csv")["system"]) == {"alpha", "beta", "gamma", "delta"}
+
+
+def test_ranking_a_changed_table_on_the_old_design_is_refused(tmp_path, capsys):
+    long_table(6, systems=("alpha", "beta", "gamma")).to_csv(tmp_path / "t.csv", index=False)
+    out = tmp_path / "tour"
+    assert cli("judge", tmp_path / "t.csv", "--out", out, "--judge", "length") == 0
+    edited = long_table(6, systems=("alpha", "beta", "gamma"))
+    edited.loc[0, "description"] = "an edited text"
+    edited.to_csv(tmp_path / "t.csv", index=False)
+    capsys.readouterr()
+    assert cli("rank", tmp_path / "t.csv", "--out", out, "--n-boot", "0") == 1
+    err = capsys.readouterr().err
+    assert "same systems, but descriptions or samples differ" in err and "--overwrite" in err
+    assert not (out / "leaderboard.csv").exists()
+
+
+def test_judging_with_another_budget_or_seed_than_the_stored_design_is_refused(tmp_path, capsys):
+    long_table(6, systems=("alpha", "beta", "gamma", "delta")).to_csv(tmp_path / "t.csv", index=False)
+    out = tmp_path / "tour"
+    assert cli("design", tmp_path / "t.csv", "--out", out, "--budget", "2", "--seed", "1") == 0
+    capsys.readouterr()
+    assert cli("judge", tmp_path / "t.csv", "--out", out, "--judge", "length", "--budget", "3") == 1
+    err = capsys.readouterr().err
+    assert "budget 2 in the design, 3 asked for" in err and "--budget 3 --seed 1 --overwrite" in err
+    assert cli("judge", tmp_path / "t.csv", "--out", out, "--judge", "length", "--seed", "2") == 1
+    assert "seed 1 in the design, 2 asked for" in capsys.readouterr().err
+    assert cli("design", tmp_path / "t.csv", "--out", out) == 1  # redrawing otherwise needs --overwrite
+    assert "budget 2 in the design, none (round-robin) asked for" in capsys.readouterr().err
+    assert cli("judge", tmp_path / "t.csv", "--out", out, "--judge", "length", "--budget", "2", "--seed", "1") == 0
+    assert _rows_written(out) == 2 * 12  # the stored design (12 comparisons), both orders
+
+
+def test_rank_before_design_is_a_clear_error(tmp_path, capsys):
+    long_table(4, systems=("alpha", "beta")).to_csv(tmp_path / "t.csv", index=False)
+    assert cli("rank", tmp_path / "t.csv", "--out", tmp_path / "never") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no design.csv" in err and "design " in err and "Traceback" not in err
+
+
+def test_a_table_where_no_sample_holds_two_systems_is_refused(tmp_path, capsys):
+    path = write_csv(tmp_path / "t.csv", "name,system,description\ns1,alpha,one text\ns2,beta,another text\n")
+    for command in (("validate", path), ("design", path, "--out", tmp_path / "tour")):
+        assert cli(*command) == 1
+        err = capsys.readouterr().err
+        assert "no sample has descriptions from two systems" in err and "NaN" not in err
+    frame = pd.read_csv(path)
+    with pytest.raises(DataError, match="no sample of the table has descriptions from two systems"):
+        T.design_pairs(frame)
+
+
+SLOW_JUDGE = """
+import os, time
+from helpers.judges.cpu import LengthJudge
+
+class SlowJudge(LengthJudge):
+    \"\"\"The length judge, slowly: every batch first notes its process id.\"\"\"
+
+    def predict(self, pairs, *, seed=0):
+        with open(os.environ["SLOW_JUDGE_PIDS"], "a") as log:
+            log.write(f"{os.getpid()}\\n")
+        time.sleep(0.3)
+        return super().predict(pairs, seed=seed)
+"""
+
+
+def _processes_marked(marker: str) -> list[int]:
+    """Pids of live (not zombie) processes whose environment carries ``marker``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker.encode() in (proc / "environ").read_bytes() and (proc / "stat").read_text().split(") ")[1][0] != "Z":
+                found.append(int(proc.name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def _rows_written(folder: Path) -> int:
+    return sum(f.read_bytes().count(b"\n") for f in folder.glob("predictions/*/predictions.jsonl"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the workers")
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_killing_judge_with_two_workers_ends_the_workers_too(tmp_path, signum):
+    root = Path(__file__).resolve().parents[1]
+    project = tmp_path / "project"  # the repository's params plus a slow test-only CPU judge
+    shutil.copytree(root / "params", project / "params")
+    (project / "pyproject.toml").write_text("")
+    (project / "params" / "models" / "slow.yaml").write_text(
+        "name: slow\nfamily: cpu\nbackend: cpu\ninput_type: text\nstrategies: ['-']\n"
+        "options:\n  judge_class: slow_judge:SlowJudge\n")
+    (tmp_path / "slow_judge.py").write_text(SLOW_JUDGE)
+    long_table(6, systems=("alpha", "beta", "gamma")).to_csv(tmp_path / "t.csv", index=False)
+    marker = f"TOURNAMENT_KILL_TEST={uuid.uuid4().hex}"
+    env = {**os.environ, "EMOPREFER_ROOT": str(project), "SLOW_JUDGE_PIDS": str(tmp_path / "pids"),
+           "PYTHONPATH": os.pathsep.join([str(root / "src"), str(tmp_path)]), marker.split("=")[0]: marker.split("=")[1]}
+    out = tmp_path / "tour"
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "helpers.tournament", "judge", str(tmp_path / "t.csv"), "--out", str(out),
+         "--judge", "slow", "--workers", "2", "--shards", "2", "--rounds", "100"],
+        env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and parent.poll() is None:
+            pids = (tmp_path / "pids").read_text().split() if (tmp_path / "pids").is_file() else []
+            if len(set(pids)) >= 2 and _rows_written(out) > 0:
+                break
+            time.sleep(0.2)
+        assert parent.poll() is None, parent.stderr.read().decode()
+        assert len(set(pids)) == 2, "both workers should be judging before the kill"
+        parent.send_signal(signum)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while _processes_marked(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _processes_marked(marker) == [], "a worker outlived the killed judge"
+        rows = _rows_written(out)
+        time.sleep(1.5)  # five batches of the slow judge
+        assert _rows_written(out) == rows, "rows were written after the judge was killed"
+        assert rows < 2 * 2 * 100 * 9  # the kill came mid-run, not after it
+        if signum == signal.SIGINT:
+            assert parent.returncode == 130 and "Traceback" not in parent.stderr.read().decode()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)  # whatever failed above, leave nothing running
+        parent.wait(timeout=30)
 
 
 # --------------------------------------------------------------------------- the notebook

@@ -1,0 +1,165 @@
+"""Command line of a tournament: ``python -m helpers.tournament validate|design|judge|rank``.
+
+Every bad input ends with ``error: ...`` on stderr and exit status 1, never a traceback: a bad
+table, a folder without a design, a stored design drawn from another table, budget or seed, a
+judge that does not exist. An interrupted ``judge`` stops its worker processes and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from helpers.data import DataError
+from helpers.tournament.design import (
+    check_design,
+    design_differences,
+    design_pairs,
+    has_design,
+    read_design,
+    redraw_hint,
+    to_pairs,
+    write_design,
+)
+from helpers.tournament.judge import judge_tournament, tournament_predictions
+from helpers.tournament.rank import CELL, comparisons_from_predictions, human_report, leaderboard, load_human
+from helpers.tournament.table import coverage, load_entries, missing_report
+
+DESCRIPTION = "MER-style tournaments: rank many description systems with a judge instead of with humans."
+
+
+def _rank_outputs(folder: Path, entries: pd.DataFrame, table: str, human_path: str | None, n_boot: int, seed: int,
+                  reference: str | None, prior: float) -> dict[str, pd.DataFrame]:
+    design = check_design(folder, entries, table)
+    pairs = to_pairs(design.pairs, entries)
+    comparisons = comparisons_from_predictions(tournament_predictions(folder / "predictions", pairs), pairs)
+    board, coefs = leaderboard(comparisons, entries, n_boot=n_boot, seed=seed, reference=reference, prior=prior)
+    out = {"comparisons": comparisons, "leaderboard": board, "length_effect": coefs}
+    if human_path:
+        out["human_agreement"] = human_report(board, comparisons, load_human(human_path), n_boot=n_boot, seed=seed, prior=prior)
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
+    """The four sub-commands and their flags (the README's tournament section shows them in use)."""
+    top = argparse.ArgumentParser(prog="python -m helpers.tournament", description=DESCRIPTION)
+    sub = top.add_subparsers(dest="command", required=True)
+    cmd = {name: sub.add_parser(name, help=text) for name, text in (
+        ("validate", "check a long table (name, system, description) and report missing systems"),
+        ("design", "draw the seeded pair design into OUT/design.csv + OUT/manifest.json"),
+        ("judge", "judge the design's comparisons (both orders) into OUT/predictions/"),
+        ("rank", "plain and style-controlled Bradley-Terry leaderboards into OUT/*.csv"),
+    )}
+    for name, p in cmd.items():
+        p.add_argument("table", help="CSV or Parquet with columns name, system, description")
+        if name != "validate":
+            p.add_argument("--out", required=True, help="the tournament's folder")
+    d = cmd["design"]
+    d.add_argument("--budget", type=int, default=None, help="comparisons per sample (default: full round-robin)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--overwrite", action="store_true", help="replace a stored design drawn otherwise")
+    j = cmd["judge"]
+    # Not given: the stored design as drawn (or, with none, a round-robin drawn with seed 0).
+    # Given: they must match the stored design, else judging is refused.
+    j.add_argument("--budget", type=int, default=argparse.SUPPRESS,
+                   help="comparisons per sample; must match a stored design (default: the stored design's, else round-robin)")
+    j.add_argument("--seed", type=int, default=argparse.SUPPRESS,
+                   help="design seed (must match a stored design) and judging seed (default 0)")
+    j.add_argument("--judge", action="append", required=True, help="judge name from params/models (repeatable)")
+    j.add_argument("--executor", choices=("local", "ray"), default="local")
+    j.add_argument("--address", default=None, help="Ray cluster address ('auto', 'ray://host:10001'); default: local Ray")
+    j.add_argument("--shards", type=int, default=1, help="shards per judge")
+    j.add_argument("--workers", type=int, default=1, help="local CPU processes (GPU machines: one per GPU)")
+    j.add_argument("--rounds", type=int, default=1)
+    j.add_argument("--strategy", default="all")
+    j.add_argument("--input-type", default=None)
+    j.add_argument("--judge-llm", default="qwen25")
+    j.add_argument("--backend", default="auto")
+    j.add_argument("--media-dir", default=None)
+    r = cmd["rank"]
+    r.add_argument("--human", default=None, help="CSV with name, system_a, system_b, winner (a/b/tie)")
+    r.add_argument("--n-boot", type=int, default=1000)
+    r.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    r.add_argument("--reference", default=None)
+    r.add_argument("--prior", type=float, default=1.0, help="virtual ties per pair of systems")
+    return top
+
+
+def _validate(args: argparse.Namespace, entries: pd.DataFrame) -> int:
+    print(f"{args.table}: {entries['name'].nunique()} samples, {entries['system'].nunique()} systems, "
+          f"{len(entries)} descriptions")
+    print(coverage(entries).to_string(index=False))
+    print(missing_report(entries) or "every system describes every sample")
+    return 0
+
+
+def _design(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int:
+    """Draw and store the design; a stored design drawn otherwise is replaced only with --overwrite."""
+    asked = {"budget": args.budget, "seed": args.seed}
+    if has_design(folder) and not args.overwrite:
+        stored = read_design(folder).manifest
+        changed = design_differences(stored, entries, asked)
+        if changed:
+            raise DataError(f"{folder} already holds a design drawn otherwise: " + "; ".join(changed) + ". "
+                            + redraw_hint(args.table, folder, stored, asked))
+    design = design_pairs(entries, args.budget, args.seed)
+    write_design(design, folder)
+    print(f"design: {len(design.pairs)} comparisons ({design.manifest.get('design')}) in {folder}")
+    return 0
+
+
+def _judge(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int:
+    """Judge the stored design (drawing one first when there is none), refusing a design that
+    was drawn from another table or with another --budget/--seed than given."""
+    asked = {key: getattr(args, key) for key in ("budget", "seed") if hasattr(args, key)}
+    if not has_design(folder):
+        write_design(design_pairs(entries, asked.get("budget"), asked.get("seed", 0)), folder)
+    design = check_design(folder, entries, args.table, asked)
+    print(f"design: {len(design.pairs)} comparisons ({design.manifest.get('design')}) in {folder}")
+    summary = judge_tournament(
+        to_pairs(design.pairs, entries), args.judge, folder / "predictions", tag=folder.name,
+        executor=args.executor, shards=args.shards, workers=args.workers, address=args.address,
+        rounds=args.rounds, seed=asked.get("seed", 0), strategy=args.strategy, input_type=args.input_type,
+        judge_llm=args.judge_llm, backend=args.backend, media_dir=args.media_dir,
+    )
+    print(summary.to_string(index=False))
+    return 0
+
+
+def _rank(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int:
+    outputs = _rank_outputs(folder, entries, args.table, args.human, args.n_boot, args.seed, args.reference, args.prior)
+    for name, table in outputs.items():
+        table.to_csv(folder / f"{name}.csv", index=False)
+    shown = outputs["leaderboard"][[*CELL, "method", "rank", "system", "rating", "rating_lo", "rating_hi"]]
+    print(shown.round(1).to_string(index=False))
+    print(f"wrote {', '.join(f'{n}.csv' for n in outputs)} to {folder}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command; 0 on success, 1 with ``error: ...`` on stderr for every bad input,
+    130 when interrupted."""
+    from helpers.executors import ExecutorError
+    from helpers.judges.registry import RegistryError
+    from helpers.store import StoreError
+
+    args = parser().parse_args(argv)
+    try:
+        entries = load_entries(args.table)
+        if args.command == "validate":
+            return _validate(args, entries)
+        step = {"design": _design, "judge": _judge, "rank": _rank}[args.command]
+        return step(args, entries, Path(args.out))
+    except (DataError, RegistryError, ExecutorError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: worker processes stopped; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Judging a tournament: its comparisons through the study's engine, in shards, on an executor.
+
+Every comparison is judged in both orders by the same engine, registry and resumable store as the
+benchmark, so a killed run resumes without losing or duplicating rows. Shards are deterministic
+chunks of the comparison ids; each writes its own run folder, named with a digest of the texts so
+that edited descriptions start fresh folders instead of resuming stale predictions.
+
+Local worker processes (``workers > 1``) end with the process that started them: each worker
+asks the kernel to kill it when its parent dies (Linux ``PR_SET_PDEATHSIG``; elsewhere a thread
+polls the parent's pid), so a ``kill -9`` of ``python -m helpers.tournament judge`` leaves no
+orphan writing into the store; an interrupt (SIGINT) of the parent terminates them first.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers.data import DataError
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_POLL_S = 0.5
+
+
+def shard_names(pairs: pd.DataFrame, n_shards: int) -> list[list[str]]:
+    """Contiguous, deterministic chunks of the comparison ids: the same command always makes the
+    same shards, so a re-run resumes each shard's own run folder."""
+    names = sorted(pairs["name"])
+    return [list(chunk) for chunk in np.array_split(np.array(names, dtype=object), max(1, min(n_shards, len(names))))]
+
+
+def pairs_digest(pairs: pd.DataFrame) -> str:
+    """Short content hash of the comparisons and their texts. It is part of every run folder's
+    name, so editing a description (or the emotion-word list) starts fresh run folders instead of
+    resuming predictions made on the old texts."""
+    rows = sorted(zip(pairs["name"], pairs["a1"], pairs["a2"], strict=True))
+    return hashlib.sha256(json.dumps(rows).encode("utf-8")).hexdigest()[:10]
+
+
+def judge_shard(*, judge: str, pairs: pd.DataFrame, names: list[str], dataset: str, store_root: str,
+                rounds: int, seed: int, strategy: str, input_type: str | None, judge_llm: str | None,
+                backend: str, media_dir: str | None) -> list[dict]:
+    """One shard through the study's engine: both orders, into its own run folder of the store.
+    The whole pairs table goes along so cross-fitted CPU judges fit exactly as in a full run."""
+    from helpers import engine
+
+    end_with_parent()
+    summary = engine.run(
+        judge, strategy=strategy, order="both", rounds=rounds, dataset=dataset, input_type=input_type,
+        judge_llm=judge_llm, backend=backend, media_dir=media_dir, output_dir=store_root, seed=seed,
+        pairs=pairs, names=names, progress=False,
+    )
+    return summary.to_dict("records")
+
+
+def judge_tournament(
+    pairs: pd.DataFrame,
+    judges: Sequence[str],
+    store_root: str | Path,
+    *,
+    tag: str = "tournament",
+    executor: str = "local",
+    shards: int = 1,
+    workers: int = 1,
+    address: str | None = None,
+    rounds: int = 1,
+    seed: int = 0,
+    strategy: str = "all",
+    input_type: str | None = None,
+    judge_llm: str | None = "qwen25",
+    backend: str = "auto",
+    media_dir: str | Path | None = None,
+) -> pd.DataFrame:
+    """Judge every comparison with every judge, ``shards`` shards per judge, on ``executor``.
+    Shard ``i`` of ``n`` writes run folders named with dataset ``<tag>-<digest>.s<i>of<n>``
+    (:func:`pairs_digest`); re-running the same call resumes them. Returns the engine's summary
+    rows (one per run folder)."""
+    from helpers.executors import Shard, gpus_for, run_shards
+    from helpers.judges.registry import load_spec
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", tag):
+        raise DataError(f"tournament tag {tag!r} must match [A-Za-z0-9_.-]+ (it names run folders)")
+    chunks = shard_names(pairs, shards)
+    prefix = f"{tag}-{pairs_digest(pairs)}"
+    work = [
+        Shard(
+            key=f"{tag}-{judge}-s{i}of{len(chunks)}", fn=judge_shard, num_gpus=gpus_for(load_spec(judge)),
+            kwargs={"judge": judge, "pairs": pairs, "names": chunk, "dataset": f"{prefix}.s{i}of{len(chunks)}",
+                    "store_root": str(store_root), "rounds": rounds, "seed": seed, "strategy": strategy,
+                    "input_type": input_type, "judge_llm": judge_llm, "backend": backend,
+                    "media_dir": str(media_dir) if media_dir else None},
+        )
+        for judge in judges for i, chunk in enumerate(chunks)
+    ]
+    if executor == "local" and workers > 1:
+        with workers_end_on_interrupt():
+            results = run_shards(work, executor, workers=workers, address=address)
+    else:
+        results = run_shards(work, executor, workers=workers, address=address)
+    return pd.DataFrame([row for rows in results for row in rows])
+
+
+def tournament_predictions(store_root: str | Path, pairs: pd.DataFrame) -> pd.DataFrame:
+    """The store's rows for exactly these comparisons and texts (the same reader as the
+    benchmark; run folders of other texts under the same root are ignored)."""
+    from helpers.store import load_predictions
+
+    table = load_predictions(store_root)
+    if table.empty:
+        return table
+    digest = pairs_digest(pairs)
+    keep = table["name"].isin(set(pairs["name"])) & table["dataset"].astype(str).str.contains(f"-{digest}.s", regex=False)
+    return table[keep].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- worker lifetime
+
+
+_guarded = False
+
+
+def end_with_parent() -> None:
+    """In a worker process started by ``multiprocessing`` (the local executor's pool): die as soon
+    as the parent dies, and leave interrupts to the parent. Without this, killing the parent
+    leaves its workers orphaned to PID 1, still judging and writing rows. A no-op in the main
+    process and in processes not started by ``multiprocessing`` (Ray workers, which Ray owns)."""
+    global _guarded
+    parent = multiprocessing.parent_process()
+    if parent is None or _guarded:
+        return
+    _guarded = True
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the parent stops the workers
+    watched = _set_parent_death_signal()
+    if os.getppid() != parent.pid:  # the parent died before the signal was armed
+        os._exit(1)
+    if not watched:
+        threading.Thread(target=_watch_parent, args=(parent.pid,), daemon=True, name="end-with-parent").start()
+
+
+def _set_parent_death_signal() -> bool:
+    """Linux: the kernel sends SIGKILL to this process when its parent exits (True when armed)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(pid: int) -> None:
+    """Elsewhere: exit once the parent is gone (this process is re-parented, so its ppid changes)."""
+    while os.getppid() == pid:
+        threading.Event().wait(PARENT_POLL_S)
+    os._exit(1)
+
+
+@contextmanager
+def workers_end_on_interrupt() -> Iterator[None]:
+    """While judging with local worker processes: a SIGINT of this process (Ctrl-C, ``kill -INT``)
+    terminates the workers first, then raises KeyboardInterrupt as usual; otherwise the process
+    pool would wait for every running shard to finish before the interrupt got through."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    others = set(multiprocessing.active_children())  # children that are not this judging's workers
+
+    def stop(signum: int, frame: object) -> None:
+        for child in set(multiprocessing.active_children()) - others:
+            child.terminate()
+        signal.signal(signal.SIGINT, previous)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,191 @@
+"""From judged predictions to leaderboards: comparisons, plain and style-controlled Bradley–Terry,
+and agreement with human labels.
+
+Ranking decisions, each for a reason:
+- an order-inconsistent comparison (the verdict flips when the two texts swap places) counts as a
+  tie: the judge did not prefer either system, it preferred a position;
+- rounds of one comparison are pooled by their mean score (win 1, tie 0.5, loss 0), so a
+  deterministic judge judged twice does not count as two comparisons;
+- ranks are CI-aware, as Chatbot Arena reports them: rank = 1 + the number of systems whose lower
+  bound is above this system's upper bound, so systems the data cannot separate share a rank;
+- style control (:func:`helpers.style_control.fit_bt` with ``covariates=("length_diff",)``) adds
+  the normalised length difference ``(len_a - len_b) / (len_a + len_b)`` as a regressor beside the
+  system strengths, so the leaderboard can say how much of a system's rank is only length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.metrics import cohen_kappa_score
+
+from helpers.data import DataError, read_csv, swap_label
+from helpers.style_control import SCORE, WINNERS, ci_ranks, fit_bt
+from helpers.tournament.design import comparison_id
+from helpers.tournament.table import _problem, _where
+
+CELL = ["judge", "strategy", "input_type"]  # one judge cell: a leaderboard each
+
+
+def length_diff(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+    """Normalised character-length difference ``(len a - len b) / (len a + len b)`` in [-1, 1]."""
+    la = np.array([len(t) for t in a], float)
+    lb = np.array([len(t) for t in b], float)
+    return (la - lb) / np.maximum(la + lb, 1.0)
+
+
+def comparisons_from_predictions(predictions: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    """One comparison per judge cell × design comparison, from the store's predictions.
+
+    Per round, the normal verdict and the reverse verdict mapped back to the normal frame must
+    agree, else the comparison is a tie (``consistent`` False); rounds are then pooled by their
+    mean score (a 1, tie 0.5, b 0). ``pairs`` is :func:`to_pairs`'s table (for systems and lengths).
+    """
+    keys = [*CELL, "round", "name"]
+    preds = predictions[predictions["name"].isin(pairs["name"])]
+    if preds.empty:
+        raise DataError("no predictions for this tournament's comparisons (judge it first)")
+    wide = preds.drop_duplicates([*keys, "order"], keep="last").pivot(index=keys, columns="order", values="pred")
+    for order in ("normal", "reverse"):
+        if order not in wide.columns or wide[order].isna().any():
+            lacking = wide.index[wide[order].isna()] if order in wide.columns else wide.index
+            raise DataError(
+                f"{len(lacking)} comparison(s) lack their {order!r} verdict (e.g. {lacking[0]}); a tournament "
+                "judges both orders so that an order-inconsistent verdict can count as a tie"
+            )
+    normal, mapped = wide["normal"], wide["reverse"].map(swap_label)
+    consistent = normal == mapped
+    winner = np.where(consistent, normal.map({"a1": "a", "a2": "b", "same": "tie"}), "tie")
+    per_round = pd.DataFrame({"score": pd.Series(winner, index=wide.index).map(SCORE), "consistent": consistent})
+    pooled = per_round.groupby([*CELL, "name"]).agg(
+        score=("score", "mean"), consistency=("consistent", "mean"), n_rounds=("score", "size")
+    ).reset_index()
+    pooled["winner"] = np.where(pooled["score"] > 0.5, "a", np.where(pooled["score"] < 0.5, "b", "tie"))
+    info = pairs.set_index("name")
+    out = pooled.rename(columns={"name": "comparison"})
+    out["name"] = out["comparison"].map(info["media_name"])
+    out["system_a"] = out["comparison"].map(info["system_a"])
+    out["system_b"] = out["comparison"].map(info["system_b"])
+    out["length_diff"] = out["comparison"].map(pd.Series(length_diff(info["a1"], info["a2"]), index=info.index))
+    return out[[*CELL, "comparison", "name", "system_a", "system_b", "winner", "consistency", "n_rounds", "length_diff"]]
+
+
+# --------------------------------------------------------------------------- leaderboards
+
+
+def plain_bt(comparisons: pd.DataFrame, *, n_boot: int, seed: int, reference: str | None, prior: float) -> pd.DataFrame:
+    """Plain Bradley–Terry from the analysis module (``helpers.ranking``), with the CI-aware rank."""
+    from helpers.ranking import bradley_terry
+
+    board = bradley_terry(comparisons[["system_a", "system_b", "winner"]], n_boot=n_boot, seed=seed,
+                          reference=reference, prior=prior)
+    board["rank"] = ci_ranks(board["log_strength_lo"], board["log_strength_hi"])
+    return board
+
+
+def leaderboard(
+    comparisons: pd.DataFrame,
+    entries: pd.DataFrame | None = None,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    reference: str | None = None,
+    prior: float = 1.0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Plain and style-controlled BT for every judge cell, long format (``method`` column:
+    ``plain`` / ``style_control``), and the length coefficient per cell. ``entries`` adds each
+    system's mean description length. ``prior`` (one virtual tie per pair of systems by default)
+    keeps a judge that always prefers one system finite; it is negligible beside hundreds of
+    comparisons per pair."""
+    boards, coefs = [], []
+    for cell, group in comparisons.groupby(CELL, sort=True):
+        plain = plain_bt(group, n_boot=n_boot, seed=seed, reference=reference, prior=prior)
+        style = fit_bt(group, ("length_diff",), n_boot=n_boot, seed=seed, reference=reference, prior=prior)
+        for method, board in (("plain", plain), ("style_control", style.ratings)):
+            board = board.assign(method=method, swap_consistency=group["consistency"].mean())
+            board[CELL] = list(cell)
+            boards.append(board)
+        coefs.append(style.coefficients.assign(**dict(zip(CELL, cell, strict=True))))
+    out = pd.concat(boards, ignore_index=True)
+    if entries is not None:
+        lengths = entries.assign(length=entries["description"].str.len()).groupby("system")["length"].mean()
+        out["mean_length"] = out["system"].map(lengths)
+    first = [*CELL, "method", "rank", "system"]
+    return out[first + [c for c in out.columns if c not in first]], pd.concat(coefs, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- human labels
+
+
+def load_human(path: str | Path) -> pd.DataFrame:
+    """Human verdicts on some comparisons: CSV/Parquet with ``name, system_a, system_b, winner``
+    (winner in a/b/tie relative to the columns as written), turned to the design's canonical
+    orientation (system_a < system_b) with its ``comparison`` id."""
+    path = Path(path)
+    frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else None
+    problems: list[str] = []
+    if frame is None:
+        frame, found = read_csv(path, ("name", "system_a", "system_b", "winner"))
+        problems += [str(p) for p in found]
+    if not problems:
+        for i, row in enumerate(frame.itertuples(index=False)):
+            if row.winner not in WINNERS:
+                problems.append(_problem(str(path), _where(frame, i), "winner", row.winner, "winner must be one of a, b, tie"))
+            if row.system_a == row.system_b:
+                problems.append(_problem(str(path), _where(frame, i), "system_b", row.system_b, "a system compared with itself"))
+    if problems:
+        raise DataError(f"{len(problems)} problem(s) in human labels {path}:\n  " + "\n  ".join(problems[:50]))
+    flip = (frame["system_a"] > frame["system_b"]).to_numpy()
+    out = pd.DataFrame({
+        "name": frame["name"].to_numpy(),
+        "system_a": np.where(flip, frame["system_b"], frame["system_a"]),
+        "system_b": np.where(flip, frame["system_a"], frame["system_b"]),
+        "winner": np.where(flip, frame["winner"].map({"a": "b", "b": "a", "tie": "tie"}), frame["winner"]),
+    })
+    out.insert(0, "comparison", [comparison_id(*r) for r in out[["name", "system_a", "system_b"]].itertuples(index=False)])
+    return out
+
+
+def human_report(board: pd.DataFrame, comparisons: pd.DataFrame, human: pd.DataFrame, *, n_boot: int, seed: int,
+                 prior: float = 1.0) -> pd.DataFrame:
+    """Per judge cell: agreement with the humans on the labelled comparisons, and the rank
+    correlation between the humans' plain-BT leaderboard and the judge's."""
+    agreement = human_agreement(comparisons, human)
+    human_board = plain_bt(human, n_boot=0, seed=seed, reference=None, prior=prior)
+    plain = board[board["method"] == "plain"]
+    corr = [
+        {**dict(zip(CELL, cell, strict=True)), **rank_correlation(human_board, group)}
+        for cell, group in plain.groupby(CELL, sort=True)
+    ]
+    return agreement.merge(pd.DataFrame(corr), on=CELL, how="outer") if len(agreement) else pd.DataFrame(corr)
+
+
+def human_agreement(comparisons: pd.DataFrame, human: pd.DataFrame) -> pd.DataFrame:
+    """Per judge cell, on the comparisons humans labelled (``comparison, winner``): raw agreement
+    over all of them, agreement where the human decided (no tie), and Cohen's kappa."""
+    labelled = comparisons.merge(human[["comparison", "winner"]].rename(columns={"winner": "human"}), on="comparison")
+    rows = []
+    for cell, group in labelled.groupby(CELL, sort=True):
+        decided = group[group["human"] != "tie"]
+        rows.append({
+            **dict(zip(CELL, cell, strict=True)), "n_labelled": len(group),
+            "agreement": float((group["winner"] == group["human"]).mean()),
+            "agreement_decided": float((decided["winner"] == decided["human"]).mean()) if len(decided) else np.nan,
+            "kappa": float(cohen_kappa_score(group["human"], group["winner"], labels=list(WINNERS))),
+        })
+    return pd.DataFrame(rows)
+
+
+def rank_correlation(left: pd.DataFrame, right: pd.DataFrame) -> dict[str, float]:
+    """Kendall's tau and Spearman's rho between two leaderboards' ratings on their common systems
+    (NaN with fewer than three common systems: two systems give ±1 by construction)."""
+    common = left.set_index("system")["log_strength"].rename("l").to_frame().join(
+        right.set_index("system")["log_strength"].rename("r"), how="inner")
+    if len(common) < 3:
+        return {"n_systems": len(common), "kendall_tau": np.nan, "spearman_rho": np.nan}
+    return {"n_systems": len(common), "kendall_tau": float(stats.kendalltau(common["l"], common["r"]).statistic),
+            "spearman_rho": float(stats.spearmanr(common["l"], common["r"]).statistic)}

@@ -1,0 +1,131 @@
+"""The systems table of a tournament: one description per (sample, system), validated.
+
+A tournament starts from a long table ``name, system, description`` (CSV or Parquet). Its names
+and systems become comparison ids and media paths, so this module refuses every row that would
+make an unsafe path, an ambiguous id, an empty text or a second description of the same system,
+and lists every problem with file, line (CSV) or row (Parquet), column and value at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from helpers.data import NAME_PATTERN, DataError, read_csv
+
+COLUMNS = ("name", "system", "description")
+SEPARATOR = "__"
+LINE_COLUMNS = ("csv_line", "_line")  # where helpers.data.read_csv keeps each record's line
+
+
+def _where(frame: pd.DataFrame, i: int) -> str:
+    """``line N`` of a CSV (as ``helpers.data.read_csv`` numbered it) or ``row N`` of a Parquet table."""
+    for column in LINE_COLUMNS:
+        if column in frame.columns:
+            return f"line {frame[column].iat[i]}"
+    return f"row {i + 1}"
+
+
+def _problem(file: str, where: str, column: str | None, value: object, message: str) -> str:
+    text = f"{file}, {where}"
+    if column:
+        text += f", column '{column}'"
+    text += f": {message}"
+    if value is not None:
+        shown = str(value)
+        text += f" (value {shown if len(shown) <= 60 else shown[:57] + '...'!r})"
+    return text
+
+
+def read_entries(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """Read a CSV (with 1-based line numbers) or Parquet (rows numbered from 1) long table."""
+    path = Path(path)
+    if not path.is_file():
+        return pd.DataFrame(), [f"{path}: file not found"]
+    if path.suffix.lower() in (".parquet", ".pq"):
+        frame = pd.read_parquet(path)
+        missing = [c for c in COLUMNS if c not in frame.columns]
+        if missing:
+            return pd.DataFrame(), [f"{path}: missing required column(s) {', '.join(missing)}"]
+        return frame.reset_index(drop=True), []
+    frame, problems = read_csv(path, COLUMNS)
+    return frame, [str(p) for p in problems]
+
+
+def check_entries(frame: pd.DataFrame, file: str) -> list[str]:
+    """Every rule a tournament table obeys, as messages naming file, line/row, column, value.
+
+    Names and systems become comparison ids (and, for names, media paths), so both must be safe
+    for paths; systems may not contain the id separator ``__``. Each (name, system) has exactly one
+    non-empty description, and a tournament needs at least two systems and at least one sample
+    that two of them describe (else no comparison can be drawn).
+    """
+    problems: list[str] = []
+    seen: dict[tuple[str, str], str] = {}
+    for i, (name, system, text) in enumerate(zip(frame["name"], frame["system"], frame["description"], strict=True)):
+        where = _where(frame, i)
+        for column, value in (("name", name), ("system", system)):
+            if not isinstance(value, str) or not NAME_PATTERN.match(value) or ".." in value:
+                problems.append(_problem(file, where, column, value, "must match ^[A-Za-z0-9_.-]+$ without '..' (it becomes a path and an id)"))
+        if isinstance(system, str) and SEPARATOR in system:
+            problems.append(_problem(file, where, "system", system, f"must not contain {SEPARATOR!r} (the comparison id separator)"))
+        if not isinstance(text, str) or not text.strip():
+            problems.append(_problem(file, where, "description", text, "description is empty"))
+        key = (name, system)
+        if key in seen:
+            problems.append(_problem(file, where, "system", system, f"second description of system {system!r} for sample {name!r} (first on {seen[key]})"))
+        else:
+            seen[key] = where
+    if frame["system"].nunique() < 2:
+        problems.append(f"{file}: a tournament needs at least 2 systems, found {frame['system'].nunique()}")
+    elif not (frame.groupby("name")["system"].nunique() >= 2).any():
+        problems.append(f"{file}: no sample has descriptions from two systems, so no comparison can be drawn "
+                        f"({frame['name'].nunique()} samples, each described by one system only)")
+    return problems
+
+
+def coverage(entries: pd.DataFrame) -> pd.DataFrame:
+    """Per system: on how many samples it has a description and which samples it lacks."""
+    names = sorted(entries["name"].unique())
+    rows = []
+    for system, group in entries.groupby("system", sort=True):
+        lacking = sorted(set(names) - set(group["name"]))
+        rows.append({"system": system, "n_samples": group["name"].nunique(), "n_missing": len(lacking),
+                     "missing_examples": ", ".join(lacking[:5]) + (" ..." if len(lacking) > 5 else "")})
+    return pd.DataFrame(rows)
+
+
+def missing_report(entries: pd.DataFrame) -> str:
+    """One line per system that lacks some samples; empty when every system covers every sample.
+    Missing descriptions are not an error (those comparisons are simply not drawn), but a system
+    judged on fewer samples gets wider intervals, and the user should know which samples."""
+    cov = coverage(entries)
+    lacking = cov[cov["n_missing"] > 0]
+    total = entries["name"].nunique()
+    return "\n".join(
+        f"system {r.system!r} has no description for {r.n_missing} of {total} samples (e.g. {r.missing_examples})"
+        for r in lacking.itertuples()
+    )
+
+
+def load_entries(path: str | Path) -> pd.DataFrame:
+    """The validated long table ``name, system, description``; raises DataError listing every problem."""
+    frame, problems = read_entries(path)
+    if not problems:
+        problems = check_entries(frame, str(path))
+    if problems:
+        listing = "\n  ".join(problems[:50])
+        more = "" if len(problems) <= 50 else f"\n  ... and {len(problems) - 50} more"
+        raise DataError(f"{len(problems)} problem(s) in tournament table {path}:\n  {listing}{more}")
+    return frame[list(COLUMNS)].astype(str).reset_index(drop=True)
+
+
+def entries_sha256(entries: pd.DataFrame) -> str:
+    """Content hash of the table (order-independent): a design records it, so judging or ranking
+    with a changed table (a new system, an edited text) is refused instead of silently using a
+    design drawn from the old one."""
+    rows = sorted(zip(entries["name"], entries["system"], entries["description"], strict=True))
+    return hashlib.sha256(json.dumps(rows).encode("utf-8")).hexdigest()
