@@ -54,6 +54,9 @@ PACKAGES = ("pandas", "numpy", "scikit-learn", "torch", "torchvision", "transfor
             "sentence-transformers", "papermill", "qwen-omni-utils", "av")
 BackendChoice = str | Callable[[JudgeSpec], Backend]
 ROLE_NAMES = {"mllm": "judge", "llm": "llm"}  # pipeline roles as the manifest's ``backends`` names them
+# Names of run()/notebook parameters that change predictions and so enter the run identity
+# (helpers.identity); run() passes their values as prepare_run(identity_parameters=...), the grid likewise.
+IDENTITY_PARAMETERS: tuple[str, ...] = ()
 UNPARSED_WARN_PCT = 50.0  # a run with more answers than this (percent) matching no parser rule ends with a warning
 
 
@@ -221,10 +224,13 @@ def _llm_backend_choice(backend: BackendChoice, llm_spec: JudgeSpec) -> BackendC
 def prepare_run(spec: JudgeSpec, *, strategy: str = "all", order: str = "both", rounds: int = 2,
                 dataset: str = "emoprefer", input_type: str | None = None, judge_llm: str | JudgeSpec | None = "qwen25",
                 limit: int | None = None, names: Sequence[str] | None = None, seed: int = 0, data_dir=None,
-                pairs: pd.DataFrame | None = None, output_dir=None) -> tuple[dict, dict, pd.DataFrame, dict]:
+                pairs: pd.DataFrame | None = None, output_dir=None, identity_parameters: dict | None = None
+                ) -> tuple[dict, dict, pd.DataFrame, dict]:
     """Everything a run is before any model loads: ``(context, full tables, chosen pairs,
     chosen tables per order)``. Shared by :func:`run` and :func:`planned_runs`, so a grid
-    computes a cell's identity exactly as the run would."""
+    computes a cell's identity exactly as the run would. ``identity_parameters``: run
+    parameters that change predictions beyond the judge, prompts and data (their names are
+    listed in ``IDENTITY_PARAMETERS``); they enter the identity's ``parameters``."""
     if order not in ORDER_CHOICES:
         raise ValueError(f"order must be one of {tuple(ORDER_CHOICES)}, got {order!r}")
     if int(rounds) < 1:
@@ -243,7 +249,7 @@ def prepare_run(spec: JudgeSpec, *, strategy: str = "all", order: str = "both", 
         "root": Path(output_dir) if output_dir is not None else paths.predictions_dir(),
         "data_sha256": hashes, "identity_data": label_files(hashes, files), "strategies": strategies,
         "input_type": "text" if spec.backend == "cpu" else (input_type or spec.input_type), "llm_spec": llm_spec,
-        "identity_parameters": {},  # run parameters that change predictions (see helpers.identity)
+        "identity_parameters": dict(identity_parameters or {}),  # see helpers.identity
     }
     return context, full, chosen, tables
 
@@ -275,14 +281,15 @@ def planned_runs(model: str | JudgeSpec, strategy: str = "all", order: str = "bo
                  dataset: str = "emoprefer", input_type: str | None = None,
                  judge_llm: str | JudgeSpec | None = "qwen25", limit: int | None = None,
                  names: Sequence[str] | None = None, seed: int = 0, data_dir=None, output_dir=None,
-                 run_id: str | None = None, pairs: pd.DataFrame | None = None) -> list[dict]:
+                 run_id: str | None = None, pairs: pd.DataFrame | None = None,
+                 identity_parameters: dict | None = None) -> list[dict]:
     """The run folders ``run`` with these arguments writes, each with its identity and the row
     keys it must hold (what ``helpers.grid`` compares before it calls a cell finished)."""
     spec = model if isinstance(model, JudgeSpec) else load_spec(model)
     context, _, _, tables = prepare_run(
         spec, strategy=strategy, order=order, rounds=rounds, dataset=dataset, input_type=input_type,
         judge_llm=judge_llm, limit=limit, names=names, seed=seed, data_dir=data_dir, pairs=pairs,
-        output_dir=output_dir)
+        output_dir=output_dir, identity_parameters=identity_parameters)
     return run_plans(context, tables, run_id)
 
 
@@ -645,4 +652,4 @@ def _on_dataset_files(folder: Path) -> bool:
 
 
 __all__ = ["run", "planned_run_ids", "planned_runs", "run_state", "prepare_run", "run_plans", "parse_report",
-           "UnparsedAnswersWarning", "UNPARSED_WARN_PCT", "from_root", "run_metrics", "load_run", "select_pairs", "prepare_pairs", "check_media"]
+           "UnparsedAnswersWarning", "UNPARSED_WARN_PCT", "IDENTITY_PARAMETERS", "from_root", "run_metrics", "load_run", "select_pairs", "prepare_pairs", "check_media"]

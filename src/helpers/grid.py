@@ -125,8 +125,9 @@ def run_statuses(parameters: dict) -> dict[str, str]:
     other identity, failed, running, interrupted, incomplete)."""
     args = {k: parameters[k] for k in RUN_ARGUMENTS if k in parameters}
     root = engine.from_root(parameters.get("output_dir")) or paths.predictions_dir()
+    identity = {k: parameters[k] for k in engine.IDENTITY_PARAMETERS if k in parameters}
     plans = engine.planned_runs(parameters["model"], **args, data_dir=engine.from_root(parameters.get("data_dir")),
-                                output_dir=root)
+                                output_dir=root, identity_parameters=identity)
     return {plan["run_id"]: engine.run_state(plan, root) for plan in plans}
 
 
