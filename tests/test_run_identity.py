@@ -355,3 +355,16 @@ def test_an_endpoint_echoing_the_api_key_leaves_no_trace_of_it_on_disk(tmp_path,
     assert table["raw"].str.contains(r"Bearer \[redacted:EMOPREFER_TEST_API_KEY\]").all()
     steps = [s for f in tmp_path.glob("*/steps.jsonl") for s in read_jsonl(f)]
     assert steps and all("[redacted:EMOPREFER_TEST_API_KEY]" in s["text"] for s in steps)
+
+
+def test_a_folder_with_rows_but_no_recorded_identity_is_refused_then_replaced_on_request(tmp_path):
+    """A folder written before identities were recorded (or whose manifest was deleted) cannot
+    be checked, so it is not silently resumed."""
+    fake_run(tmp_path, rounds=1)
+    folder = tmp_path / "fake_mllm__S1__text__toy"
+    (folder / "manifest.json").unlink()
+    with pytest.raises(IdentityError, match="records no run identity"):
+        fake_run(tmp_path, rounds=1)
+    summary = fake_run(tmp_path, rounds=1, overwrite=True)
+    assert summary.loc[0, "rows_new"] == 6 * 2 and len(list((tmp_path / ".replaced").iterdir())) == 1
+    assert load_predictions(tmp_path)["run_id"].tolist() == ["fake_mllm__S1__text__toy"] * 12  # old rows unseen

@@ -504,7 +504,7 @@ def _close_manifest(store: RunStore, manifest: dict, written: int, calls: Counte
                     status="complete" if not missing else "incomplete", updated=now())
     store.write_manifest(manifest)
     if warning:
-        warnings.warn(store.redact(warning), UnparsedAnswersWarning, stacklevel=3)
+        warnings.warn(store.redact(warning), UnparsedAnswersWarning, stacklevel=4)
     return {"run_id": store.run_id, "strategy": manifest["strategy"], "dataset": manifest["dataset"],
             "status": manifest["status"], "rows": len(store.done), "rows_new": written, "missing": missing,
             "calls": dict(calls), "unparsed_pct": report["unparsed_pct"], "folder": str(store.folder)}

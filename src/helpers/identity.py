@@ -139,7 +139,14 @@ def check_identity(folder: object, manifest: dict, identity: dict, has_rows: boo
     before = manifest.get("identity")
     if before is None and not has_rows:
         return  # a new folder, or one whose run failed before writing anything
-    changes = identity_changes(before, identity) if before is not None else [("identity", None, "recorded")]
+    if before is None:
+        raise IdentityError(
+            f"run folder {folder} holds rows but its manifest records no run identity (it was written before "
+            "identities were recorded, or the manifest was removed), so whether its rows were made with the same "
+            "judge, prompts and data cannot be checked. Write to a new run folder (another output_dir or run_id), "
+            "or pass overwrite=True (papermill: -p overwrite True; grid: --overwrite) to move it aside "
+            "(into <output_dir>/.replaced/) and run afresh.")
+    changes = identity_changes(before, identity)
     if not changes:
         return
     names = [name.removeprefix("judge.") for name, _, _ in changes]
