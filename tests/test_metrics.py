@@ -192,3 +192,20 @@ def test_load_predictions_reads_the_store_layout(tmp_path):
     loaded = metrics.load_predictions(tmp_path)
     assert len(loaded) == len(preds)
     assert metrics.metrics_table(loaded, n_boot=10).equals(metrics.metrics_table(preds, n_boot=10))
+
+
+def test_unparsed_pct_is_the_share_of_answers_that_fell_back_to_same_per_cell():
+    """Issue 11: an answer matching no parser rule is still scored `same` (the paper's rule), but
+    every such fallback is counted, per judge x strategy x input type, over both orders and rounds."""
+    preds = synthetic_predictions(n_pairs=40, judges={"a": 0.7, "b": 0.6}, seed=1)
+    rules = pd.Series("prefix", index=preds.index, dtype=object)
+    rows_a = preds.index[preds["judge"] == "a"]
+    rules[rows_a[:10]] = "default_same"
+    table = metrics.metrics_table(preds.assign(parse_rule=rules), n_boot=10).set_index("judge")
+    assert table.loc["a", "unparsed_pct"] == round(100 * 10 / len(rows_a), 2) == 6.25
+    assert table.loc["b", "unparsed_pct"] == 0.0
+    flags = metrics.unparsed_flags(table.reset_index()).tolist()
+    assert flags == ["⚠ 6.2% unparsed", ""]  # above 5 %: flagged beside the numbers
+    assert "a - text: 6.2%" in metrics.unparsed_note(table.reset_index())
+    assert metrics.unparsed_note(table.reset_index().iloc[[1]]) == ""
+    assert np.isnan(metrics.metrics_table(preds.drop(columns="parse_rule"), n_boot=10)["unparsed_pct"]).all()

@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.metadata
+import json
 import platform
 import subprocess
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,10 +24,29 @@ import pandas as pd
 from tqdm import tqdm
 
 from helpers import metrics, paths, prompts
-from helpers.data import DataError, check_name, data_sha256, load_pairs, missing_media, swap_pairs
+from helpers.data import (
+    DataError,
+    check_name,
+    data_sha256,
+    dataset_spec,
+    dataset_specs,
+    load_pairs,
+    missing_media,
+    swap_pairs,
+)
+from helpers.identity import IdentityError, build_identity, check_identity, identity_sha256, label_files
 from helpers.judges.base import Backend, JudgeSpec
 from helpers.judges.registry import load_spec, make_backend, make_pair_judge, resolve_backend
-from helpers.store import RunStore, StoreError, load_predictions, load_steps, make_run_id, now
+from helpers.store import (
+    RunStore,
+    StoreError,
+    load_predictions,
+    load_steps,
+    make_run_id,
+    now,
+    read_jsonl,
+    secrets_from_env,
+)
 from helpers.strategies import STRATEGIES, Item, Pipeline, row_key
 
 ORDER_CHOICES = {"normal": ("normal",), "reverse": ("reverse",), "both": ("normal", "reverse")}
@@ -33,6 +54,14 @@ PACKAGES = ("pandas", "numpy", "scikit-learn", "torch", "torchvision", "transfor
             "sentence-transformers", "papermill", "qwen-omni-utils", "av")
 BackendChoice = str | Callable[[JudgeSpec], Backend]
 ROLE_NAMES = {"mllm": "judge", "llm": "llm"}  # pipeline roles as the manifest's ``backends`` names them
+# Names of run()/notebook parameters that change predictions and so enter the run identity
+# (helpers.identity); run() passes their values as prepare_run(identity_parameters=...), the grid likewise.
+IDENTITY_PARAMETERS: tuple[str, ...] = ()
+UNPARSED_WARN_PCT = 50.0  # a run with more answers than this (percent) matching no parser rule ends with a warning
+
+
+class UnparsedAnswersWarning(UserWarning):
+    """Most of a run's answers matched no parser rule and were scored ``same`` by default."""
 
 
 # --------------------------------------------------------------------------- inputs
@@ -159,8 +188,10 @@ def package_versions() -> dict[str, str | None]:
 
 
 def pairs_sha256(tables: dict[str, pd.DataFrame]) -> str:
-    """Content hash of caller-supplied pairs (no files to hash)."""
-    text = tables["normal"][["name", "media_name", "a1", "a2"]].to_csv(index=False)
+    """Content hash of ALL caller-supplied pairs, labels included (no files to hash): a subset
+    run and the full run of the same pairs share it; a relabelled or edited pair changes it."""
+    columns = [c for c in ("name", "media_name", "a1", "a2", "preference") if c in tables["normal"].columns]
+    text = tables["normal"][columns].to_csv(index=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -190,6 +221,117 @@ def _llm_backend_choice(backend: BackendChoice, llm_spec: JudgeSpec) -> BackendC
     return backend
 
 
+def prepare_run(spec: JudgeSpec, *, strategy: str = "all", order: str = "both", rounds: int = 2,
+                dataset: str = "emoprefer", input_type: str | None = None, judge_llm: str | JudgeSpec | None = "qwen25",
+                limit: int | None = None, names: Sequence[str] | None = None, seed: int = 0, data_dir=None,
+                pairs: pd.DataFrame | None = None, output_dir=None, identity_parameters: dict | None = None
+                ) -> tuple[dict, dict, pd.DataFrame, dict]:
+    """Everything a run is before any model loads: ``(context, full tables, chosen pairs,
+    chosen tables per order)``. Shared by :func:`run` and :func:`planned_runs`, so a grid
+    computes a cell's identity exactly as the run would. ``identity_parameters``: run
+    parameters that change predictions beyond the judge, prompts and data (their names are
+    listed in ``IDENTITY_PARAMETERS``); they enter the identity's ``parameters``."""
+    if order not in ORDER_CHOICES:
+        raise ValueError(f"order must be one of {tuple(ORDER_CHOICES)}, got {order!r}")
+    if int(rounds) < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    full = order_tables(dataset, pairs, data_dir)
+    chosen = select_pairs(full["normal"], names, limit)
+    tables = {o: t.set_index("name").loc[chosen["name"]].reset_index() for o, t in full.items()}
+    strategies = resolve_strategies(spec, strategy)
+    llm_spec = None
+    if spec.backend != "cpu" and {"S3", "S4"} & set(strategies):
+        llm_spec = judge_llm if isinstance(judge_llm, JudgeSpec) else load_spec(judge_llm or "qwen25")
+    hashes = data_sha256(dataset, data_dir) if pairs is None else {"pairs": pairs_sha256(full)}
+    files = dataset_spec(dataset).files if pairs is None else None
+    context = {
+        "spec": spec, "dataset": dataset, "rounds": int(rounds), "seed": int(seed), "orders": ORDER_CHOICES[order],
+        "root": Path(output_dir) if output_dir is not None else paths.predictions_dir(),
+        "data_sha256": hashes, "identity_data": label_files(hashes, files), "strategies": strategies,
+        "input_type": "text" if spec.backend == "cpu" else (input_type or spec.input_type), "llm_spec": llm_spec,
+        "identity_parameters": dict(identity_parameters or {}),  # see helpers.identity
+    }
+    return context, full, chosen, tables
+
+
+def run_plans(context: dict, tables: dict, run_id: str | None = None) -> list[dict]:
+    """One plan per run folder: its id, identity (and digest), scope and the row keys it must hold."""
+    spec, plans = context["spec"], []
+    for strategy in context["strategies"]:
+        llm = context["llm_spec"] if strategy in ("S3", "S4") else None
+        rid = make_run_id(spec.name, strategy, context["input_type"], context["dataset"], llm.name if llm else None,
+                          context["seed"])
+        if run_id:
+            rid = run_id if len(context["strategies"]) == 1 else f"{run_id}__{strategy}"
+        identity = build_identity(
+            spec=spec, strategy=strategy, input_type=context["input_type"], dataset=context["dataset"],
+            seed=context["seed"], data_sha256=context["identity_data"], llm_spec=llm,
+            parameters=context["identity_parameters"])
+        names = sorted(tables["normal"]["name"])
+        scope = {"samples": len(names), "samples_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
+                 "orders": list(context["orders"]), "rounds": context["rounds"]}
+        expected = {row_key(strategy, o, r, n) for o in context["orders"] for r in range(context["rounds"])
+                    for n in tables[o]["name"]}
+        plans.append({"run_id": rid, "strategy": strategy, "llm": llm, "identity": identity,
+                      "identity_sha256": identity_sha256(identity), "scope": scope, "expected": expected})
+    return plans
+
+
+def planned_runs(model: str | JudgeSpec, strategy: str = "all", order: str = "both", rounds: int = 2,
+                 dataset: str = "emoprefer", input_type: str | None = None,
+                 judge_llm: str | JudgeSpec | None = "qwen25", limit: int | None = None,
+                 names: Sequence[str] | None = None, seed: int = 0, data_dir=None, output_dir=None,
+                 run_id: str | None = None, pairs: pd.DataFrame | None = None,
+                 identity_parameters: dict | None = None) -> list[dict]:
+    """The run folders ``run`` with these arguments writes, each with its identity and the row
+    keys it must hold (what ``helpers.grid`` compares before it calls a cell finished)."""
+    spec = model if isinstance(model, JudgeSpec) else load_spec(model)
+    context, _, _, tables = prepare_run(
+        spec, strategy=strategy, order=order, rounds=rounds, dataset=dataset, input_type=input_type,
+        judge_llm=judge_llm, limit=limit, names=names, seed=seed, data_dir=data_dir, pairs=pairs,
+        output_dir=output_dir, identity_parameters=identity_parameters)
+    return run_plans(context, tables, run_id)
+
+
+def run_state(plan: dict, root: str | Path | None = None) -> str:
+    """``complete`` only when the folder records this very identity and holds every row of the
+    plan; otherwise ``missing``, ``other identity``, or the folder's own status (``failed``,
+    ``running``, ``interrupted``, ``incomplete``)."""
+    folder = (Path(root) if root is not None else paths.predictions_dir()) / plan["run_id"]
+    manifest = _read_manifest(folder)
+    if manifest is None:
+        return "missing"
+    if manifest.get("identity_sha256") != plan["identity_sha256"]:
+        return "other identity"
+    held = {r["key"] for r in read_jsonl(folder / "predictions.jsonl")}
+    if plan["expected"] <= held:
+        return "complete"
+    status = manifest.get("status")
+    return status if status in ("failed", "running", "interrupted") else "incomplete"
+
+
+def _read_manifest(folder: Path) -> dict | None:
+    path = folder / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StoreError(f"{path}: not readable JSON ({exc})") from exc
+
+
+def _precheck(plans: list[dict], context: dict) -> None:
+    """Refuse before any model loads (and before S1 of an ``all`` run writes anything) when a
+    folder of this run holds a run of another identity; the locked check in each folder repeats it."""
+    if context["overwrite"]:
+        return
+    for plan in plans:
+        folder = context["root"] / plan["run_id"]
+        predictions = folder / "predictions.jsonl"
+        has_rows = predictions.is_file() and predictions.stat().st_size > 0
+        check_identity(folder, _read_manifest(folder) or {}, plan["identity"], has_rows)
+
+
 def run(
     model: str | JudgeSpec,
     strategy: str = "all",
@@ -211,6 +353,8 @@ def run(
     run_id: str | None = None,
     llm_backend: BackendChoice | None = None,
     progress: bool = True,
+    overwrite: bool = False,
+    unparsed_warn_pct: float = UNPARSED_WARN_PCT,
 ) -> pd.DataFrame:
     """Judge the pairs with ``model``; returns one summary row per run folder written.
 
@@ -218,40 +362,38 @@ def run(
     the strategy). ``backend``: auto / transformers / vllm / openai, or a callable
     ``spec -> Backend`` (tests, custom servers). ``pairs`` replaces the dataset files (a
     ``media_name`` column names each pair's media when several pairs share a video).
+    A run folder is resumed only by a run of the same identity (``helpers.identity``);
+    ``overwrite=True`` moves a folder of another identity aside instead of refusing.
+    ``unparsed_warn_pct``: warn (and record in the manifest) when more than this share of a
+    run's answers matched no parser rule.
     """
     spec = model if isinstance(model, JudgeSpec) else load_spec(model)
     if batch_size:  # backends chunk by their spec's batch size, so the override must reach the spec
         spec = dataclasses.replace(spec, batch_size=int(batch_size))
-    if order not in ORDER_CHOICES:
-        raise ValueError(f"order must be one of {tuple(ORDER_CHOICES)}, got {order!r}")
-    if int(rounds) < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
-    rounds, seed = int(rounds), int(seed)
-    full = order_tables(dataset, pairs, data_dir)
-    chosen = select_pairs(full["normal"], names, limit)
-    tables = {o: t.set_index("name").loc[chosen["name"]].reset_index() for o, t in full.items()}
-    context = {
-        "spec": spec, "dataset": dataset, "rounds": rounds, "seed": seed, "orders": ORDER_CHOICES[order],
-        "root": Path(output_dir) if output_dir is not None else paths.predictions_dir(),
-        "data_sha256": data_sha256(dataset, data_dir) if pairs is None else {"pairs": pairs_sha256(tables)},
-        "parameters": {
-            "model": spec.name, "strategy": strategy, "order": order, "rounds": rounds, "dataset": dataset,
+    context, full, chosen, tables = prepare_run(
+        spec, strategy=strategy, order=order, rounds=rounds, dataset=dataset, input_type=input_type,
+        judge_llm=judge_llm, limit=limit, names=names, seed=seed, data_dir=data_dir, pairs=pairs,
+        output_dir=output_dir)
+    llm_spec = context["llm_spec"]
+    context.update(
+        overwrite=bool(overwrite), unparsed_warn_pct=float(unparsed_warn_pct),
+        secrets=secrets_from_env([spec.api_key_env, getattr(llm_spec, "api_key_env", None)]),
+        parameters={
+            "model": spec.name, "strategy": strategy, "order": order, "rounds": int(rounds), "dataset": dataset,
             "input_type": input_type, "judge_llm": getattr(judge_llm, "name", judge_llm), "batch_size": batch_size,
-            "limit": limit, "names": list(names) if names is not None else None, "seed": seed,
+            "limit": limit, "names": list(names) if names is not None else None, "seed": int(seed),
             "media_dir": str(media_dir) if media_dir else None, "data_dir": str(data_dir) if data_dir else None,
-            "pairs_given": pairs is not None,
+            "pairs_given": pairs is not None, "overwrite": bool(overwrite), "unparsed_warn_pct": unparsed_warn_pct,
         },
-    }
-    strategies = resolve_strategies(spec, strategy)
+    )
+    plans = run_plans(context, tables, run_id)
+    _precheck(plans, context)
     if spec.backend == "cpu":
         if strategy not in ("all", "-"):
             print(f"note: {spec.name!r} is a CPU judge that reads the texts itself; strategy {strategy!r} is recorded as '-'")
-        return pd.DataFrame([run_cpu(full, set(chosen["name"]), context, run_id, progress)])
-    input_type = input_type or spec.input_type
+        return pd.DataFrame([run_cpu(full, set(chosen["name"]), context, plans[0], progress)])
+    input_type = context["input_type"]
     check_media(chosen["media_name"], media_dir, input_type)
-    llm_spec = None
-    if {"S3", "S4"} & set(strategies):
-        llm_spec = judge_llm if isinstance(judge_llm, JudgeSpec) else load_spec(judge_llm or "qwen25")
     mllm_factory, mllm_kind = _backend_factory(spec, backend)
     llm_factory, llm_kind = (None, None) if llm_spec is None else _backend_factory(
         llm_spec, llm_backend or _llm_backend_choice(backend, llm_spec))
@@ -260,85 +402,121 @@ def run(
         if s.get("judge") == spec.name and s.get("input_type") == input_type
     }
     pipeline = Pipeline(
-        spec, mllm_factory, input_type=input_type, dataset=dataset, media_dir=media_dir, seed=seed,
+        spec, mllm_factory, input_type=input_type, dataset=dataset, media_dir=media_dir, seed=context["seed"],
         llm_spec=llm_spec, llm=llm_factory, steps=cached, batch_size=batch_size, progress=progress,
     )
-    context.update(input_type=input_type, llm_spec=llm_spec, backends={"judge": mllm_kind, "llm": llm_kind},
-                   strategies=strategies)
+    context["backends"] = {"judge": mllm_kind, "llm": llm_kind}
     summaries = []
     try:
-        for name in strategies:
-            summaries.append(run_strategy(pipeline, name, tables, context, run_id))
+        for plan in plans:
+            summaries.append(run_strategy(pipeline, plan, tables, context))
     finally:
         pipeline.close()
     return pd.DataFrame(summaries)
 
 
-# What makes a judge's answers what they are: a run folder made with other values must not be
-# resumed, or old and new answers would mix in one table under one judge name.
-IDENTITY_FIELDS = ("family", "checkpoint", "generation")
-
-
-def _check_same_judge(store: RunStore, manifest: dict, spec: JudgeSpec, llm: JudgeSpec | None) -> None:
-    for role, now_spec in (("judge_spec", spec), ("llm_spec", llm)):
-        before = manifest.get(role)
-        if not before or now_spec is None:
-            continue
-        current = spec_record(now_spec)
-        changed = [f for f in IDENTITY_FIELDS if before.get(f) != current.get(f)]
-        if changed:
-            raise StoreError(
-                f"run folder {store.folder} holds answers of {now_spec.name!r} made with other "
-                f"{', '.join(changed)} ({', '.join(f'{f}={before.get(f)!r}' for f in changed)}); "
-                "resuming would mix two models under one name. Give the judge a new name, "
-                "pass another output_dir, or move that folder away."
-            )
-
-
-def _open_manifest(store: RunStore, context: dict, strategy: str, llm: JudgeSpec | None, backends: dict) -> dict:
+def _open_run(store: RunStore, context: dict, plan: dict, backends: dict) -> dict:
+    """Check the folder's identity (moving it aside under ``overwrite``), then start a session."""
     manifest = store.read_manifest()
-    _check_same_judge(store, manifest, context["spec"], llm)
+    try:
+        check_identity(store.folder, manifest, plan["identity"], bool(store.done))
+    except IdentityError:
+        if not context["overwrite"]:
+            raise
+        moved = store.replace()
+        print(f"note: overwrite=True: the run folder {store.folder} held another run; moved it to {moved}")
+        manifest = {"replaced": [*manifest.get("replaced", []), {"folder": str(moved), "at": now()}]}
+    manifest.pop("error", None)  # a past session's error stays in that session's record
     manifest.update({
-        "run_id": store.run_id, "judge": context["spec"].name, "strategy": strategy,
+        "run_id": store.run_id, "judge": context["spec"].name, "strategy": plan["strategy"],
         "input_type": context["input_type"], "dataset": context["dataset"], "parameters": context["parameters"],
         "rounds": context["rounds"], "orders": list(context["orders"]), "seed": context["seed"],
-        "judge_spec": spec_record(context["spec"]), "llm_spec": spec_record(llm), "backends": backends,
+        "identity": plan["identity"], "identity_sha256": plan["identity_sha256"], "scope": plan["scope"],
+        "judge_spec": spec_record(context["spec"]), "llm_spec": spec_record(plan["llm"]), "backends": backends,
         "prompt_hashes": prompts.prompt_hashes(), "data_sha256": context["data_sha256"],
         "git_revision": git_revision(), "packages": package_versions(), "platform": platform.platform(),
         "python_executable": sys.executable, "status": "running",
     })
-    manifest.setdefault("sessions", []).append({"started": now(), "ended": None, "rows_written": 0, "calls": {}})
+    manifest.setdefault("sessions", []).append({"started": now(), "ended": None, "rows_written": 0, "calls": {},
+                                                "scope": plan["scope"]})
     manifest.setdefault("created", now())
     store.write_manifest(manifest)
     return manifest
 
 
-def _close_manifest(store: RunStore, manifest: dict, written: int, calls: Counter, expected: set[str]) -> dict:
-    session = manifest["sessions"][-1]
-    session.update(ended=now(), rows_written=written, calls=dict(calls), repaired_bytes=store.repaired_bytes)
+def _calls_total(manifest: dict) -> dict:
     total: Counter[str] = Counter()
     for past in manifest["sessions"]:
         total.update(past.get("calls", {}))
-    missing = len(expected - store.done)
-    manifest.update(calls_total=dict(total), rows=len(store.done), status="complete" if not missing else "incomplete",
-                    updated=now())
+    return dict(total)
+
+
+def _checkpoint(store: RunStore, manifest: dict, calls: Counter, written: int) -> None:
+    """Keep the session's call and row counts on disk after every batch, so a killed session
+    (whose ``finally`` never runs) still adds its cost to ``calls_total`` on resume."""
+    manifest["sessions"][-1].update(calls=dict(calls), rows_written=written)
+    manifest["calls_total"] = _calls_total(manifest)
     store.write_manifest(manifest)
-    return {"run_id": store.run_id, "strategy": manifest["strategy"], "rows": len(store.done), "rows_new": written,
-            "missing": missing, "calls": dict(calls), "folder": str(store.folder)}
 
 
-def run_strategy(pipeline: Pipeline, strategy: str, tables: dict, context: dict, run_id: str | None) -> dict:
+def _fail_manifest(store: RunStore, manifest: dict, exc: BaseException, written: int, calls: Counter) -> None:
+    """Mark the run ``failed`` (``interrupted`` for Ctrl-C) with the error's type and message."""
+    if not store.locked:  # the lock was taken over: the folder's manifest belongs to the new owner
+        return
+    error = {"type": type(exc).__name__, "message": str(exc)[:2000], "at": now()}
+    manifest["sessions"][-1].update(ended=now(), rows_written=written, calls=dict(calls), error=error)
+    manifest.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=error,
+                    calls_total=_calls_total(manifest), rows=len(store.done), updated=now())
+    try:
+        store.write_manifest(manifest)
+    except OSError:
+        pass  # the original error matters more than its record
+
+
+def parse_report(rows: list[dict], examples: int = 3) -> dict:
+    """How many stored answers matched no parser rule (scored ``same`` by the paper's rule)."""
+    fallback = [r for r in rows if r.get("parse_rule") == prompts.FALLBACK_RULE]
+    share = prompts.fallback_share([r.get("parse_rule") for r in rows])
+    shown = [str(r.get("raw", ""))[:80] for r in fallback[:examples]]
+    return {"rows": len(rows), "unparsed": len(fallback),
+            "unparsed_pct": round(100 * share, 2) if rows else None, "examples": shown}
+
+
+def _parse_warning(run_id: str, report: dict, threshold: float) -> str | None:
+    pct = report["unparsed_pct"]
+    if pct is None or pct <= threshold:
+        return None
+    return (f"warning: {pct:.1f}% of the {report['rows']} answers of run {run_id} matched no rule of the parser "
+            f"and were scored as 'same' (threshold {threshold:g}%): the judge is not answering with a1/a2/same, "
+            f"so its metrics mean little. First raw answers: {report['examples']!r}. Check the model or endpoint, "
+            "the prompt and the generation settings (e.g. max_tokens).")
+
+
+def _close_manifest(store: RunStore, manifest: dict, written: int, calls: Counter, expected: set[str],
+                    context: dict) -> dict:
+    session = manifest["sessions"][-1]
+    session.update(ended=now(), rows_written=written, calls=dict(calls), repaired_bytes=store.repaired_bytes)
+    missing = len(expected - store.done)
+    report = parse_report(store.rows())
+    warning = _parse_warning(store.run_id, report, context["unparsed_warn_pct"])
+    manifest.update(calls_total=_calls_total(manifest), rows=len(store.done), parse=report,
+                    warnings=[warning] if warning else [],
+                    status="complete" if not missing else "incomplete", updated=now())
+    store.write_manifest(manifest)
+    if warning:
+        warnings.warn(store.redact(warning), UnparsedAnswersWarning, stacklevel=4)
+    return {"run_id": store.run_id, "strategy": manifest["strategy"], "dataset": manifest["dataset"],
+            "status": manifest["status"], "rows": len(store.done), "rows_new": written, "missing": missing,
+            "calls": dict(calls), "unparsed_pct": report["unparsed_pct"], "folder": str(store.folder)}
+
+
+def run_strategy(pipeline: Pipeline, plan: dict, tables: dict, context: dict) -> dict:
     """One strategy into its own run folder, skipping rows already stored."""
-    llm = context["llm_spec"] if strategy in ("S3", "S4") else None
-    rid = make_run_id(context["spec"].name, strategy, context["input_type"], context["dataset"],
-                      llm.name if llm else None, context["seed"])
-    if run_id:
-        rid = run_id if len(context["strategies"]) == 1 else f"{run_id}__{strategy}"
-    with RunStore(rid, context["root"]) as store:
+    strategy, llm, rid = plan["strategy"], plan["llm"], plan["run_id"]
+    with RunStore(rid, context["root"], secrets=context["secrets"]) as store:
         backends = {"judge": context["backends"]["judge"]} | ({"llm": context["backends"]["llm"]} if llm else {})
-        manifest = _open_manifest(store, context, strategy, llm, backends)
+        manifest = _open_run(store, context, plan, backends)
         items = [it for o in context["orders"] for it in items_for(tables[o], o, context["rounds"])]
-        expected = {row_key(strategy, it.order, it.round, it.name) for it in items}
         todo = [it for it in items if row_key(strategy, it.order, it.round, it.name) not in store.done]
         before = Counter(pipeline.calls)
         written = 0
@@ -347,12 +525,11 @@ def run_strategy(pipeline: Pipeline, strategy: str, tables: dict, context: dict,
         def checkpoint() -> None:
             """Keep the manifest's call counts current, so a killed session still tells its cost,
             and record each backend's own description once it has been built and used."""
-            manifest["sessions"][-1].update(calls=dict(Counter(pipeline.calls) - before), rows_written=written)
             if pipeline.backend_info:
                 info = {ROLE_NAMES[role]: value for role, value in pipeline.backend_info.items()}
                 manifest["sessions"][-1]["backend_info"] = info
                 manifest["backend_info"] = {**manifest.get("backend_info", {}), **info}
-            store.write_manifest(manifest)
+            _checkpoint(store, manifest, Counter(pipeline.calls) - before, written)
 
         def keep_steps(records: list[dict]) -> None:
             store.append_steps(records)
@@ -364,45 +541,56 @@ def run_strategy(pipeline: Pipeline, strategy: str, tables: dict, context: dict,
             checkpoint()
 
         pipeline.on_steps = keep_steps
+        try:
+            pipeline.predict(strategy, todo, keep)
+        except BaseException as exc:
+            _fail_manifest(store, manifest, exc, written, Counter(pipeline.calls) - before)
+            raise
+        return _close_manifest(store, manifest, written, Counter(pipeline.calls) - before, plan["expected"], context)
 
-        pipeline.predict(strategy, todo, keep)
-        return _close_manifest(store, manifest, written, Counter(pipeline.calls) - before, expected)
 
-
-def run_cpu(full: dict, chosen: set[str], context: dict, run_id: str | None, progress: bool) -> dict:
+def run_cpu(full: dict, chosen: set[str], context: dict, plan: dict, progress: bool) -> dict:
     """A CPU judge reads each order's whole table (cross-fitted judges fit on the other folds,
     so a subset run gives the same labels as a full one) and keeps the chosen pairs; one batch
-    per order and round."""
-    spec = context["spec"]
-    context = {**context, "input_type": "text", "llm_spec": None}
+    per order and round, each followed by a manifest checkpoint."""
+    spec, rid = context["spec"], plan["run_id"]
     judge = make_pair_judge(spec)
-    rid = run_id or make_run_id(spec.name, "-", "text", context["dataset"], None, context["seed"])
-    with RunStore(rid, context["root"]) as store:
-        manifest = _open_manifest(store, context, "-", None, {"judge": "cpu"})
+    with RunStore(rid, context["root"], secrets=context["secrets"]) as store:
+        manifest = _open_run(store, context, plan, {"judge": "cpu"})
         manifest["backend_info"] = {"judge": {"backend": "cpu", "judge_class": spec.options.get("judge_class")}}
         calls: Counter[str] = Counter()
-        expected, written = set(), 0
+        written = 0
         jobs = [(o, r) for o in context["orders"] for r in range(context["rounds"])]
-        for order, rnd in tqdm(jobs, desc=f"{spec.name}", disable=not progress):
-            table = full[order]
-            keep = table["name"].isin(chosen).to_numpy()
-            keys = [row_key("-", order, rnd, n) for n in table["name"]]
-            expected.update(k for k, kept in zip(keys, keep, strict=True) if kept)
-            if expected <= store.done:
-                continue
-            started = now()
-            labels = judge.predict(table.drop(columns="media_name"), seed=context["seed"] + rnd)
-            if not labels.index.equals(table.index):
-                raise ValueError(f"CPU judge {spec.name!r} returned labels not indexed like the pairs it was given")
-            calls["cpu"] += int(keep.sum())
-            rows = [
-                cpu_row(spec.name, key, order, rnd, row, gt, str(label), context, rid, started)
-                for key, row, gt, label, kept in zip(keys, table.itertuples(index=False), labels_of(table), labels,
-                                                     keep, strict=True)
-                if kept
-            ]
-            written += store.append_predictions(rows)
-        return _close_manifest(store, manifest, written, calls, expected)
+        try:
+            for order, rnd in tqdm(jobs, desc=f"{spec.name}", disable=not progress):
+                written += _cpu_job(judge, full[order], chosen, order, rnd, context, store, rid, calls)
+                _checkpoint(store, manifest, calls, written)
+        except BaseException as exc:
+            _fail_manifest(store, manifest, exc, written, calls)
+            raise
+        return _close_manifest(store, manifest, written, calls, plan["expected"], context)
+
+
+def _cpu_job(judge, table: pd.DataFrame, chosen: set[str], order: str, rnd: int, context: dict, store: RunStore,
+             rid: str, calls: Counter) -> int:
+    """One order and round of a CPU judge; returns the rows written (0 when all were stored)."""
+    spec = context["spec"]
+    keep = table["name"].isin(chosen).to_numpy()
+    keys = [row_key("-", order, rnd, n) for n in table["name"]]
+    if all(k in store.done for k, kept in zip(keys, keep, strict=True) if kept):
+        return 0
+    started = now()
+    labels = judge.predict(table.drop(columns="media_name"), seed=context["seed"] + rnd)
+    if not labels.index.equals(table.index):
+        raise ValueError(f"CPU judge {spec.name!r} returned labels not indexed like the pairs it was given")
+    calls["cpu"] += int(keep.sum())
+    rows = [
+        cpu_row(spec.name, key, order, rnd, row, gt, str(label), context, rid, started)
+        for key, row, gt, label, kept in zip(keys, table.itertuples(index=False), labels_of(table), labels,
+                                             keep, strict=True)
+        if kept
+    ]
+    return store.append_predictions(rows)
 
 
 def cpu_row(judge: str, key: str, order: str, rnd: int, row, gt: str | None, label: str, context: dict, rid: str,
@@ -416,13 +604,13 @@ def cpu_row(judge: str, key: str, order: str, rnd: int, row, gt: str | None, lab
         "llm": None, "media_name": row.media_name, "seed": context["seed"] + rnd, "steps": {},
     }
 
-
 # --------------------------------------------------------------------------- summary
 
 
 def run_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Two-class WAF per order (mean over rounds, x100) and swap consistency (x100) per
-    judge cell: the paper's definitions, via ``helpers.metrics``."""
+    """Two-class WAF per order (mean over rounds, x100), swap consistency (x100) and the share
+    of answers that matched no parser rule (``unparsed_pct``, scored ``same``) per judge cell:
+    the paper's definitions, via ``helpers.metrics``."""
     rows = []
     for (judge, strategy, input_type), cell in predictions.groupby(["judge", "strategy", "input_type"]):
         row = {"judge": judge, "strategy": strategy, "input_type": input_type}
@@ -432,16 +620,36 @@ def run_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
             row[f"two_class_waf_{order}"] = 100 * pd.Series(scores, dtype=float).mean()
         swap = metrics.swap_consistency_rounds(cell) if set(cell["order"]) == {"normal", "reverse"} else pd.Series()
         row["swap_consistency"] = 100 * swap.mean() if len(swap) else float("nan")
+        row["unparsed_pct"] = metrics.unparsed_pct(cell)
         row["rounds"] = cell["round"].nunique()
         row["pairs"] = cell["name"].nunique()
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def load_run(summary: pd.DataFrame, output_dir: str | Path | None = None) -> pd.DataFrame:
-    """The predictions of the runs listed in a ``run`` summary."""
-    table = load_predictions(output_dir)
-    return table[table["run_id"].isin(set(summary["run_id"]))].reset_index(drop=True)
+def load_run(summary: pd.DataFrame, output_dir: str | Path | None = None, data_dir: str | Path | None = None
+             ) -> pd.DataFrame:
+    """The predictions of the runs listed in a ``run`` summary. Runs on a dataset's files are
+    scored against those files as they are now (``metrics.score_against_data``: labels joined
+    from the data, refused when the run was made on other data); runs on caller-given pairs
+    keep the labels of those pairs, which their identity pinned."""
+    root = Path(output_dir) if output_dir is not None else paths.predictions_dir()
+    table = load_predictions(root)
+    table = table[table["run_id"].isin(set(summary["run_id"]))].reset_index(drop=True)
+    by_data = [rid for rid in summary["run_id"] if _on_dataset_files(root / rid)]
+    if not by_data:
+        return table
+    scored = []
+    for dataset, part in table[table["run_id"].isin(by_data)].groupby("dataset"):
+        scored.append(metrics.score_against_data(part, root, str(dataset), data_dir))
+    rest = table[~table["run_id"].isin(by_data)]
+    return pd.concat([*scored, rest], ignore_index=True) if len(rest) else pd.concat(scored, ignore_index=True)
 
 
-__all__ = ["run", "planned_run_ids", "from_root", "run_metrics", "load_run", "select_pairs", "prepare_pairs", "check_media"]
+def _on_dataset_files(folder: Path) -> bool:
+    manifest = _read_manifest(folder) or {}
+    return manifest.get("dataset") in dataset_specs() and not (manifest.get("parameters") or {}).get("pairs_given")
+
+
+__all__ = ["run", "planned_run_ids", "planned_runs", "run_state", "prepare_run", "run_plans", "parse_report",
+           "UnparsedAnswersWarning", "UNPARSED_WARN_PCT", "IDENTITY_PARAMETERS", "from_root", "run_metrics", "load_run", "select_pairs", "prepare_pairs", "check_media"]

@@ -92,9 +92,14 @@ def load_grid(file: str | Path, overrides: dict | None = None) -> Grid:
     return Grid(file.stem, notebook, executed, cells, gpus)
 
 
+RUNTIME_PARAMETERS = ("overwrite",)  # passed to a cell's run, but not what the cell is
+
+
 def finished(cell: Cell) -> bool:
     """Finished = the executed copy ran these very parameters without error AND every run
-    folder it writes says ``complete`` (deleting the predictions makes the cell run again)."""
+    folder the cell writes records the cell's identity (judge, prompts, data hashes, seed...)
+    and holds every row the cell asks for (``engine.run_state``): a relabelled data file or an
+    edited prompt makes the cell run again; deleting the predictions does too."""
     if not cell.output.is_file():
         return False
     try:
@@ -103,20 +108,27 @@ def finished(cell: Cell) -> bool:
         return False
     if meta.get("exception") or meta.get("end_time") is None:
         return False
-    if meta.get("parameters") != json.loads(json.dumps(cell.parameters)):
+    ran = {k: v for k, v in (meta.get("parameters") or {}).items() if k not in RUNTIME_PARAMETERS}
+    if ran != json.loads(json.dumps(cell.parameters)):
         return False
-    return all(status == "complete" for status in run_statuses(cell.parameters).values())
+    try:
+        return all(state == "complete" for state in run_statuses(cell.parameters).values())
+    except Exception:  # noqa: BLE001 -- a cell whose identity cannot be computed is not finished; its run says why
+        return False
 
 
-def run_statuses(parameters: dict) -> dict[str, str | None]:
-    """Manifest status of each run folder a cell writes (None: no manifest)."""
-    args = {k: parameters[k] for k in ("strategy", "input_type", "dataset", "judge_llm", "seed") if k in parameters}
+RUN_ARGUMENTS = ("strategy", "order", "rounds", "dataset", "input_type", "judge_llm", "limit", "names", "seed")
+
+
+def run_statuses(parameters: dict) -> dict[str, str]:
+    """State of each run folder a cell writes (``engine.run_state``: complete, missing,
+    other identity, failed, running, interrupted, incomplete)."""
+    args = {k: parameters[k] for k in RUN_ARGUMENTS if k in parameters}
     root = engine.from_root(parameters.get("output_dir")) or paths.predictions_dir()
-    statuses = {}
-    for run_id in engine.planned_run_ids(parameters["model"], **args):
-        manifest = root / run_id / "manifest.json"
-        statuses[run_id] = json.loads(manifest.read_text()).get("status") if manifest.is_file() else None
-    return statuses
+    identity = {k: parameters[k] for k in engine.IDENTITY_PARAMETERS if k in parameters}
+    plans = engine.planned_runs(parameters["model"], **args, data_dir=engine.from_root(parameters.get("data_dir")),
+                                output_dir=root, identity_parameters=identity)
+    return {plan["run_id"]: engine.run_state(plan, root) for plan in plans}
 
 
 def detect_gpus() -> list[str]:
@@ -131,15 +143,17 @@ def detect_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
-def run_cell(grid: Grid, cell: Cell, gpu: str | None) -> dict:
-    """One papermill process (its own kernel), pinned to ``gpu`` when given."""
+def run_cell(grid: Grid, cell: Cell, gpu: str | None, overwrite: bool = False) -> dict:
+    """One papermill process (its own kernel), pinned to ``gpu`` when given; ``overwrite``
+    lets the run move aside a folder of another identity instead of refusing."""
     cell.output.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     command = [
         sys.executable, "-m", "papermill", str(grid.notebook), str(cell.output),
-        "-y", yaml.safe_dump(cell.parameters), "--cwd", str(grid.notebook.parent),
+        "-y", yaml.safe_dump(cell.parameters | ({"overwrite": True} if overwrite else {})),
+        "--cwd", str(grid.notebook.parent),
     ]
     started = time.time()
     with open(cell.output.with_suffix(".log"), "w") as log:
@@ -165,7 +179,7 @@ def plan(grid: Grid, force: bool = False) -> tuple[list[list[Cell]], list[dict]]
 
 
 def run_local(grid: Grid, lanes: list[list[Cell]], gpus: list[str], workers: int,
-              log: Callable[[str], None]) -> list[dict]:
+              log: Callable[[str], None], overwrite: bool = False) -> list[dict]:
     """One worker per GPU (or ``workers`` CPU workers); each worker runs whole lanes."""
     slots: queue.Queue = queue.Queue()
     for slot in gpus or [None] * max(1, workers):
@@ -177,7 +191,7 @@ def run_local(grid: Grid, lanes: list[list[Cell]], gpus: list[str], workers: int
             results = []
             for cell in lane:
                 log(f"start {cell.cell_id}" + (f" on GPU {slot}" if slot is not None else ""))
-                results.append(run_cell(grid, cell, slot))
+                results.append(run_cell(grid, cell, slot, overwrite))
                 log(f"{results[-1]['status']} {cell.cell_id} ({results[-1]['seconds']} s)")
             return results
         finally:
@@ -187,11 +201,14 @@ def run_local(grid: Grid, lanes: list[list[Cell]], gpus: list[str], workers: int
         return [r for results in pool.map(lane_job, lanes) for r in results]
 
 
-def run_ray(grid: Grid, lanes: list[list[Cell]], gpus: list[str], workers: int, log: Callable[[str], None]) -> list[dict]:
+def run_ray(grid: Grid, lanes: list[list[Cell]], gpus: list[str], workers: int, log: Callable[[str], None],
+            overwrite: bool = False) -> list[dict]:
     """Each lane as one Ray task on the cluster at ``$RAY_ADDRESS`` (or a local instance);
     imported lazily so that Ray stays optional."""
     from helpers import executors
 
+    if overwrite:
+        raise GridError("--overwrite is supported by the local executor only")
     return executors.grid_on_ray(grid, lanes, gpus, workers, log)
 
 
@@ -200,8 +217,10 @@ EXECUTORS: dict[str, Callable[..., list[dict]]] = {"local": run_local, "ray": ru
 
 def run_grid(file: str | Path, overrides: dict | None = None, gpus: list[str] | None = None, workers: int = 1,
              executor: str = "local", force: bool = False, dry_run: bool = False,
-             log: Callable[[str], None] = print) -> pd.DataFrame:
-    """Run every unfinished cell of a grid; one row per cell with its status."""
+             log: Callable[[str], None] = print, overwrite: bool = False) -> pd.DataFrame:
+    """Run every unfinished cell of a grid; one row per cell with its status. ``overwrite``:
+    a cell whose run folder holds a run of another identity moves it aside and runs afresh
+    (without it, such a cell fails with a message naming what changed)."""
     if executor not in EXECUTORS:
         raise GridError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     grid = load_grid(file, overrides)
@@ -212,7 +231,8 @@ def run_grid(file: str | Path, overrides: dict | None = None, gpus: list[str] | 
     if dry_run:
         planned = [{"cell": c.cell_id, "status": "planned"} for lane in lanes for c in lane]
         return pd.DataFrame(skipped + planned)
-    results = EXECUTORS[executor](grid, lanes, gpus, workers, log) if lanes else []
+    extra = {"overwrite": True} if overwrite else {}
+    results = EXECUTORS[executor](grid, lanes, gpus, workers, log, **extra) if lanes else []
     return pd.DataFrame(skipped + results)
 
 
@@ -230,11 +250,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor", default="local", help=f"one of {', '.join(EXECUTORS)}")
     parser.add_argument("--force", action="store_true", help="re-run cells that finished before")
     parser.add_argument("--dry-run", action="store_true", help="print the plan only")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="move aside run folders made with another identity (changed data, prompt, judge) "
+                             "and run those cells afresh")
     args = parser.parse_args(argv)
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     try:
         table = run_grid(args.grid, _overrides(args.parameter), gpus, args.workers, args.executor,
-                         args.force, args.dry_run)
+                         args.force, args.dry_run, overwrite=args.overwrite)
     except GridError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -31,8 +31,13 @@ def prompts_file() -> Path:
     return paths.params_dir() / "prompts.yaml"
 
 
+FALLBACK_RULE = "default_same"  # the parse branch of an answer that names no label
+
+
 @cache
-def _load(path: str) -> dict[str, str]:
+def _load(path: str, stamp: tuple[int, int] | None = None) -> dict[str, str]:
+    """Parsed templates, cached per file version (``stamp``: mtime and size), so an edited
+    prompts file is read again: run identities hash what the file says now."""
     raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     missing = [key for key in PROMPT_KEYS if key not in raw]
     if missing:
@@ -45,7 +50,13 @@ def _load(path: str) -> dict[str, str]:
 
 def load_prompts(path: str | Path | None = None) -> dict[str, str]:
     """All prompt templates by key (a copy: callers cannot alter the cached texts)."""
-    return dict(_load(str(path or prompts_file())))
+    path = Path(path or prompts_file())
+    try:
+        info = path.stat()
+        stamp = (info.st_mtime_ns, info.st_size)
+    except OSError:
+        stamp = None
+    return dict(_load(str(path), stamp))
 
 
 def prompt(key: str) -> str:
@@ -116,7 +127,14 @@ def parse_label(response: str, *, text_llm: bool = False) -> tuple[str, str]:
     positions = {label: text.find(label) for label in LABELS if label in text}
     if positions:
         return min(positions, key=positions.get), "first_occurrence"
-    return "same", "default_same"
+    return "same", FALLBACK_RULE
+
+
+def fallback_share(rules) -> float:
+    """Share (0..1) of answers that matched no rule and became ``same`` by default: the paper
+    scores them as ``same``, so the metrics count them to say when a number means nothing."""
+    rules = list(rules)
+    return sum(r == FALLBACK_RULE for r in rules) / len(rules) if rules else float("nan")
 
 
 def prompt_hashes(path: str | Path | None = None) -> dict[str, str]:

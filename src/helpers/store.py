@@ -37,6 +37,9 @@ COLUMNS = [
     "raw", "latency_s", "created_at", "run_id",
 ]
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.=-]+$")
+RUN_ID_MAX = 200  # a folder name, far below the 255 bytes file systems allow
+REPLACED_DIR = ".replaced"  # where overwrite=True moves a run folder of another identity
+MIN_SECRET_LEN = 8  # shorter "secrets" would redact ordinary words out of the answers
 LOCK_TIMEOUT_ENV = "EMOPREFER_LOCK_TIMEOUT_S"
 DEFAULT_LOCK_TIMEOUT_S = 15 * 60.0
 
@@ -57,10 +60,46 @@ def make_run_id(judge: str, strategy: str, input_type: str, dataset: str, llm: s
         parts.append(f"llm={llm}")
     if seed:
         parts.append(f"seed={seed}")
-    run_id = "__".join(parts)
-    if not RUN_ID_PATTERN.match(run_id):
-        raise StoreError(f"run id {run_id!r} has characters outside [A-Za-z0-9_.=-]")
+    return check_run_id("__".join(parts))
+
+
+def check_run_id(run_id: object) -> str:
+    """Refuse a run id that could leave the store root or hide: like sample names, only
+    ``[A-Za-z0-9_.=-]``, no ``..`` anywhere, no leading dot (``.``, ``.replaced``)."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
+        raise StoreError(f"run id {run_id!r} has characters outside [A-Za-z0-9_.=-] (or is empty)")
+    if ".." in run_id or run_id.startswith("."):
+        raise StoreError(f"unsafe run id {run_id!r}: it may not contain '..' or start with '.'")
+    if len(run_id) > RUN_ID_MAX:
+        raise StoreError(f"run id {run_id[:40]!r}... is {len(run_id)} characters long; at most {RUN_ID_MAX}")
     return run_id
+
+
+def redact(value, secrets: dict[str, str]):
+    """``value`` with every secret replaced by ``[redacted:<VARIABLE>]``, in every string of
+    nested dicts and lists: an endpoint that echoes the Authorization header must not put the
+    key into ``predictions.jsonl``. ``secrets`` maps the variable's NAME to its value."""
+    if not secrets:
+        return value
+    if isinstance(value, dict):
+        return {k: redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v, secrets) for v in value]
+    if isinstance(value, str):
+        for name, secret in secrets.items():
+            if secret in value:
+                value = value.replace(secret, f"[redacted:{name}]")
+    return value
+
+
+def secrets_from_env(names) -> dict[str, str]:
+    """The values of the named key variables that are set and long enough to be keys."""
+    found = {}
+    for name in dict.fromkeys(n for n in names if n):
+        value = os.environ.get(name, "")
+        if len(value.strip()) >= MIN_SECRET_LEN:
+            found[name] = value.strip()
+    return found
 
 
 def repair_jsonl(path: Path) -> int:
@@ -155,10 +194,10 @@ def _pid_alive(pid: int) -> bool:
 class RunStore:
     """One run folder, held under a lock while open (use as a context manager)."""
 
-    def __init__(self, run_id: str, root: str | Path | None = None, lock_timeout_s: float | None = None):
-        if not RUN_ID_PATTERN.match(run_id):
-            raise StoreError(f"run id {run_id!r} has characters outside [A-Za-z0-9_.=-]")
-        self.run_id = run_id
+    def __init__(self, run_id: str, root: str | Path | None = None, lock_timeout_s: float | None = None,
+                 secrets: dict[str, str] | None = None):
+        self.run_id = check_run_id(run_id)
+        self.secrets = dict(secrets or {})  # redacted from every row, step and manifest written
         self.root = Path(root) if root is not None else paths.predictions_dir()
         self.folder = self.root / run_id
         self.predictions_path = self.folder / "predictions.jsonl"
@@ -260,7 +299,7 @@ class RunStore:
 
     def append_predictions(self, rows: list[dict]) -> int:
         """Append rows whose key is new (a key already stored is never written twice)."""
-        fresh = [row for row in rows if row["key"] not in self.done]
+        fresh = [redact(row, self.secrets) for row in rows if row["key"] not in self.done]
         self.heartbeat()
         append_jsonl(self.predictions_path, fresh)
         self.done.update(row["key"] for row in fresh)
@@ -268,7 +307,7 @@ class RunStore:
 
     def append_steps(self, rows: list[dict]) -> int:
         self.heartbeat()
-        return append_jsonl(self.steps_path, rows)
+        return append_jsonl(self.steps_path, [redact(row, self.secrets) for row in rows])
 
     def read_manifest(self) -> dict:
         if not self.manifest_path.exists():
@@ -278,8 +317,38 @@ class RunStore:
     def write_manifest(self, manifest: dict) -> None:
         """Write to a temporary file then rename, so a kill never leaves half a manifest."""
         tmp = self.manifest_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=str))
+        text = json.dumps(redact(json.loads(json.dumps(manifest, default=str)), self.secrets), indent=2,
+                          ensure_ascii=False)
+        tmp.write_text(text)
         os.replace(tmp, self.manifest_path)
+
+    @property
+    def locked(self) -> bool:
+        """Whether this process still holds the folder's lock."""
+        return self._locked
+
+    def redact(self, text: str) -> str:
+        """``text`` with this store's secrets redacted (for messages that quote stored answers)."""
+        return redact(text, self.secrets)
+
+    def rows(self) -> list[dict]:
+        """The rows stored so far (read back, so they are what is on disk)."""
+        return read_jsonl(self.predictions_path)
+
+    def replace(self) -> Path:
+        """Move this (open, locked) folder aside to ``<root>/.replaced/<run_id>__<time>`` and
+        start an empty one under a fresh lock: ``overwrite=True`` keeps the old rows on disk
+        (nothing is deleted) but out of every reader's sight (readers look one level down)."""
+        if not self._locked:
+            raise StoreError(f"run folder {self.folder} is not open (use RunStore as a context manager)")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        target = self.root / REPLACED_DIR / f"{self.run_id}__{stamp}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.folder, target)  # the lock travels with it: nobody can slip in meanwhile
+        (target / "lock").unlink(missing_ok=True)
+        self._locked = False
+        self.open()
+        return target
 
 
 def load_steps(root: str | Path | None = None) -> list[dict]:

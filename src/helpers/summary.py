@@ -440,12 +440,17 @@ def runs_table(context: Context) -> pd.DataFrame:
     for run in context.manifests:
         m = run["manifest"]
         calls = m.get("calls_total")
+        status = _field(m, "status")
+        if isinstance(m.get("error"), dict):  # a crashed run says how (engine: type and message)
+            status = f"{status}: {m['error'].get('type')}"
+        unparsed = (m.get("parse") or {}).get("unparsed_pct")
         rows.append({
             "run": run["run_id"], "rows": run["stored_rows"], "rounds": _field(m, "rounds"),
-            "status": _field(m, "status"), "model calls": sum(calls.values()) if isinstance(calls, dict) else "—",
+            "status": status, "model calls": sum(calls.values()) if isinstance(calls, dict) else "—",
+            "unparsed %": unparsed if unparsed is not None else "—",
             "created": str(_field(m, "created"))[:19], "git": str(_field(m, "git_revision"))[:10],
         })
-    columns = ["run", "rows", "rounds", "status", "model calls", "created", "git"]
+    columns = ["run", "rows", "rounds", "status", "model calls", "unparsed %", "created", "git"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -1,0 +1,165 @@
+"""A run's identity: everything that changes one of its predictions or how it is scored.
+
+A run folder of the store is resumed only when the command that opens it has the same
+identity as the one that filled it, because resuming otherwise mixes two experiments under
+one name (old- and new-prompt answers in one table, predictions scored with the labels of
+data that has since been relabelled). The identity is a plain JSON-able dict kept in the
+run's manifest (``manifest["identity"]`` and its digest ``manifest["identity_sha256"]``):
+
+``version``       of this scheme (a later scheme never matches an older one by accident)
+``judge``         the judge's name, family, checkpoint, generation settings and options
+``llm``           the same for the text LLM of S3/S4 (None otherwise)
+``strategy``, ``input_type``, ``dataset``, ``seed``
+``prompts``       sha256 of each prompt template the strategy sends (and the system prompt)
+``data_sha256``   sha256 of the files the texts and labels come from (or of the caller's pairs)
+``parameters``    any further run parameter that changes predictions (empty today; add yours)
+
+What is deliberately NOT in it: batch size, backend kind, endpoint, media folder (they change
+how answers are produced, not which), and the *scope* -- samples, orders, rounds. A row is
+keyed by strategy|order|round|sample and its content is fixed by the identity alone (round r
+uses seed + r; a sample's texts and label are fixed by the data hash), so a run may grow or
+shrink its scope between sessions (``limit=10`` first, the full set later, one more round)
+without mixing anything. The scope of each session is recorded in ``manifest["scope"]``;
+``helpers.grid`` checks that a folder holds every row a cell asks for.
+
+To add a run parameter that changes predictions (say a description-sharing switch), pass it
+in ``parameters`` of :func:`build_identity` -- in ``helpers.engine`` that is
+``context["identity_parameters"]``; a changed value then refuses resumption by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from helpers import prompts
+from helpers.judges.base import JudgeSpec
+from helpers.store import StoreError
+
+IDENTITY_VERSION = 1
+SPEC_FIELDS = ("name", "family", "checkpoint", "generation", "options")
+# Prompt templates each strategy sends, besides the judge's own describe/system prompts.
+STRATEGY_PROMPTS = {"S1": ("S1",), "S2": ("S2_judge",), "S3": ("S2_judge",), "S4": ("S4_reason", "S4_extract"),
+                    "-": ()}
+DESCRIBING = ("S2", "S3", "S4")
+LABEL_FILE_ROLES = ("normal", "reverse")  # the files a prediction's texts and labels come from
+
+
+class IdentityError(StoreError):
+    """A run folder holds a run of another identity; the message names every changed field."""
+
+
+def spec_identity(spec: JudgeSpec | dict | None) -> dict | None:
+    """What of a judge's YAML shapes its answers (a label can point at new weights, so the
+    name is kept too: two judges never share a folder)."""
+    if spec is None:
+        return None
+    record = spec if isinstance(spec, dict) else spec.__dict__
+    return {f: record.get(f) for f in SPEC_FIELDS}
+
+
+def prompt_keys(spec: JudgeSpec, strategy: str) -> list[str]:
+    """The prompt templates (keys of ``params/prompts.yaml``) a strategy sends for this judge."""
+    if strategy == "-":
+        return []
+    keys = list(STRATEGY_PROMPTS[strategy])
+    if strategy in DESCRIBING:
+        keys.insert(0, spec.options.get("describe_prompt", "describe_input"))
+    system = spec.options.get("system_prompt")
+    if system:
+        keys.append(system)
+    return keys
+
+
+def prompt_identity(spec: JudgeSpec, strategy: str) -> dict[str, str]:
+    """sha256 (16 hex digits) of each template the strategy sends, read from the file now."""
+    hashes = prompts.prompt_hashes()
+    return {key: hashes[key] for key in prompt_keys(spec, strategy)}
+
+
+def label_files(data_sha256: dict[str, str], dataset_files: dict[str, str] | None) -> dict[str, str]:
+    """The part of a run's data hashes that fixes its predictions: the normal and reverse files
+    (a writers file beside them changes no prediction), or the caller's pairs."""
+    if not dataset_files:
+        return dict(data_sha256)
+    wanted = {dataset_files[r] for r in LABEL_FILE_ROLES if r in dataset_files}
+    return {f: h for f, h in data_sha256.items() if f in wanted}
+
+
+def build_identity(*, spec: JudgeSpec, strategy: str, input_type: str, dataset: str, seed: int,
+                   data_sha256: dict[str, str], llm_spec: JudgeSpec | None = None,
+                   parameters: dict | None = None) -> dict:
+    """The identity of one run folder (see the module docstring for each field)."""
+    return {
+        "version": IDENTITY_VERSION, "judge": spec_identity(spec),
+        "llm": spec_identity(llm_spec) if strategy in ("S3", "S4") else None,
+        "strategy": strategy, "input_type": input_type, "dataset": dataset, "seed": int(seed),
+        "prompts": prompt_identity(spec, strategy), "data_sha256": dict(sorted(data_sha256.items())),
+        "parameters": dict(sorted((parameters or {}).items())),
+    }
+
+
+def identity_sha256(identity: dict) -> str:
+    """Digest of an identity (JSON with sorted keys): equal digests, same run."""
+    text = json.dumps(identity, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _flatten(value: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(value, dict) and value:
+        out: dict[str, object] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def identity_changes(before: dict | None, now: dict) -> list[tuple[str, object, object]]:
+    """``(field, before, now)`` for every leaf that differs (dotted paths such as
+    ``prompts.S1`` or ``data_sha256.preference_emoprefer.csv``)."""
+    old, new = _flatten(json.loads(json.dumps(before or {}, default=str))), _flatten(
+        json.loads(json.dumps(now, default=str)))
+    return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def describe_changes(changes: list[tuple[str, object, object]], limit: int = 12) -> str:
+    """One line per changed field, ``field: before -> now`` (values shortened)."""
+    def short(value: object) -> str:
+        text = "(absent)" if value is None else repr(value)
+        return text if len(text) <= 70 else text[:67] + "..."
+    lines = [f"  {name}: {short(a)} -> {short(b)}" for name, a, b in changes[:limit]]
+    if len(changes) > limit:
+        lines.append(f"  ... and {len(changes) - limit} more")
+    return "\n".join(lines)
+
+
+def check_identity(folder: object, manifest: dict, identity: dict, has_rows: bool) -> None:
+    """Refuse to resume ``folder`` when its manifest records another identity (or, holding rows,
+    none at all: it was written before identities were recorded, so it cannot be checked)."""
+    before = manifest.get("identity")
+    if before is None and not has_rows:
+        return  # a new folder, or one whose run failed before writing anything
+    if before is None:
+        raise IdentityError(
+            f"run folder {folder} holds rows but its manifest records no run identity (it was written before "
+            "identities were recorded, or the manifest was removed), so whether its rows were made with the same "
+            "judge, prompts and data cannot be checked. Write to a new run folder (another output_dir or run_id), "
+            "or pass overwrite=True (papermill: -p overwrite True; grid: --overwrite) to move it aside "
+            "(into <output_dir>/.replaced/) and run afresh.")
+    changes = identity_changes(before, identity)
+    if not changes:
+        return
+    names = [name.removeprefix("judge.") for name, _, _ in changes]
+    was = ", ".join(f"{n}={b!r}" if len(repr(b)) <= 40 else f"{n}={repr(b)[:37]}..."
+                    for n, (_, b, _) in zip(names, changes, strict=True))
+    raise IdentityError(
+        f"run folder {folder} holds a run made with other {', '.join(dict.fromkeys(names))} ({was}); resuming "
+        "would mix old and new rows under one name. Give the judge a new name or write to a new run folder "
+        "(another output_dir or run_id), or pass overwrite=True (papermill: -p overwrite True; grid: --overwrite) "
+        "to move the old folder aside (into <output_dir>/.replaced/) and start this run afresh.\n"
+        f"Changed (before -> now):\n{describe_changes(changes)}"
+    )
+
+
+__all__ = ["IDENTITY_VERSION", "IdentityError", "build_identity", "identity_sha256", "identity_changes",
+           "check_identity", "prompt_keys", "spec_identity", "label_files"]
