@@ -304,3 +304,44 @@ def test_paper_check_flags_differences_above_a_hundredth_of_a_point():
     assert check.loc["swap_consistency", "difference"] == pytest.approx(0.03)
     text = imports.paper_check_markdown(check.reset_index())
     assert "1 number(s) differ" in text and "79.12 computed here vs 79.09 reported" in text
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_imported_judge_appears_in_the_analysis_chapters_with_its_length_balanced_accuracy(tmp_path, judged, pairs):
+    """Official files for one judge (S1-S4 x both orders x 2 rounds) -> one import -> the metrics,
+    consistency, voting and confound notebooks show it, labelled by its source."""
+    import papermill as pm
+
+    from helpers import bias
+    from helpers.simulate import write_predictions
+
+    store, reports = tmp_path / "store", tmp_path / "reports"
+    write_official(tmp_path / "output-matching", judged)
+    assert imports.main(["official", str(tmp_path / "output-matching"), "--output-dir", str(store)]) == 0
+    length = synthetic_predictions(pairs, judges={"length": 0.7}, strategies=("-",), rounds=1, seed=1)
+    write_predictions(length, store, "length_judged_here")
+    (reports / "executed").mkdir(parents=True)
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    for name in ("02_metrics", "03_consistency", "04_voting", "06_confound"):
+        pm.execute_notebook(str(notebooks / f"{name}.ipynb"), str(reports / "executed" / f"{name}.ipynb"),
+                            cwd=str(notebooks), parameters={"predictions_dir": str(store), "reports_dir": str(reports),
+                                                            "n_boot": 20}, progress_bar=False, kernel_name="python3")
+    tables = reports / "tables"
+    table = pd.read_csv(tables / "metrics.csv").set_index(["judge", "strategy"])
+    assert set(table.loc["qwen25omni", "source_label"]) == {"computed here from the authors' released outputs"}
+    assert table.loc[("length", "-"), "source_label"] == "this study"
+    want = bias.length_report(judged, pairs).set_index("strategy")["len_balanced_acc"]
+    assert table.loc["qwen25omni", "len_balanced_acc"].sort_index().tolist() == pytest.approx(
+        want.sort_index().round(2).tolist(), abs=0.006)
+    check = pd.read_csv(tables / "metrics_official_check.csv")
+    assert set(check["strategy"]) == {"S2"} and set(check["paper judge"]) == {"Qwen2.5-Omni"}
+    s2 = table.loc[("qwen25omni", "S2")]
+    assert check.set_index("metric").loc["two_class_waf", "computed here"] == pytest.approx(s2["two_class_waf"])
+    confound = pd.read_csv(tables / "confound_length.csv")
+    assert (confound.loc[confound["judge"] == "qwen25omni", "source"] == imports.OFFICIAL).sum() == 4
+    assert "qwen25omni" in (tables / "metrics_main.csv").read_text()
+    assert "qwen25omni" in (tables / "metrics_vote.csv").read_text()
+    assert (reports / "figures" / "confound_plane.png").is_file()

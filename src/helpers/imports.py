@@ -230,7 +230,7 @@ def check_alignment(path: Path, gt: list[str], pred: list[str], rows: pd.DataFra
     if differ:
         i = differ[0]
         raise ImportsError(
-            f"{path}: gt_labels differ from {csv} at row {i} (sample {rows['name'].iloc[i]!r}, CSV line {i + 2}): "
+            f"{path}: gt_labels differ from {csv} at row {i} (sample {rows['name'].iloc[i]!r}, data record {i + 1}): "
             f"the file says {gt[i]!r}, the dataset {expected[i]!r}; {len(differ)} of {common} rows differ. "
             "A file of another dataset or order, or with reordered rows: refused, as its labels cannot be "
             "matched to pairs."
