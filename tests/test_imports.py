@@ -345,3 +345,15 @@ def test_imported_judge_appears_in_the_analysis_chapters_with_its_length_balance
     assert "qwen25omni" in (tables / "metrics_main.csv").read_text()
     assert "qwen25omni" in (tables / "metrics_vote.csv").read_text()
     assert (reports / "figures" / "confound_plane.png").is_file()
+
+
+def test_an_import_that_would_double_a_cell_judged_here_is_refused(released, tmp_path, judged):
+    """The analyses key a cell by judge, strategy and input type: two run folders for one cell
+    would give every pair two answers."""
+    from helpers.simulate import write_predictions
+
+    write_predictions(judged[judged["strategy"] == "S2"], tmp_path / "store", "qwen25omni_run_here")
+    with pytest.raises(imports.ImportsError, match=r"qwen25omni_run_here already holds qwen25omni S2 audiovideo "
+                       r"predictions \(judged here\).*nothing imported"):
+        _import(released, tmp_path / "store")
+    assert [p.name for p in (tmp_path / "store").iterdir()] == ["qwen25omni_run_here"]

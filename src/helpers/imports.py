@@ -265,6 +265,32 @@ def identity_changes(before: dict | None, current: dict) -> list[str]:
     return [key for key in current if before.get(key) != current[key]]
 
 
+def _stored_cells(folder: Path) -> tuple[set[tuple], str]:
+    """The judge cells a run folder holds (from its manifest, else its rows) and its source."""
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    if manifest.get("judge"):
+        return {(manifest.get("judge"), manifest.get("strategy"), manifest.get("input_type"))}, \
+            manifest.get("source") or "judged here"
+    rows = read_jsonl(folder / "predictions.jsonl")
+    return {(r.get("judge"), r.get("strategy"), r.get("input_type")) for r in rows}, "judged here"
+
+
+def check_no_clash(root: Path, cells: list[tuple[str, str, str, str]]) -> None:
+    """Refuse an import whose judge cell (judge, strategy, input type) another run folder of the
+    store already holds: the analyses key cells that way, so both would answer every row."""
+    wanted = {cell[1:]: cell[0] for cell in cells}  # (judge, strategy, input_type) -> run id
+    for predictions in sorted(Path(root).glob("*/predictions.jsonl")):
+        folder = predictions.parent
+        held, source = _stored_cells(folder)
+        for cell in sorted(c for c in held if c in wanted and wanted[c] != folder.name):
+            raise ImportsError(
+                f"{folder} already holds {' '.join(cell)} predictions ({source}); the analyses would see "
+                "two answers for every pair. Import into another store (--output-dir) or move that folder "
+                "away; nothing imported."
+            )
+
+
 def write_run(run_id: str, rows: list[dict], manifest: dict, root: Path, overwrite: bool = False) -> str:
     """One run folder from ``rows``: ``unchanged`` when the same import is already there,
     ``written`` for a new one, ``overwritten`` (only with ``overwrite``) for a changed one."""
@@ -406,6 +432,7 @@ def import_official(folder: str | Path, dataset: str = "emoprefer", output_dir: 
     groups: dict[tuple, list[OfficialFile]] = {}
     for file in found.answers:
         groups.setdefault(_group_key(file, mapping), []).append(file)
+    check_no_clash(root, [(official_run_id(j, st, it, dataset, llm), j, st, it) for j, st, it, llm in groups])
     summaries = []
     for (judge, strategy, input_type, llm), files in sorted(groups.items(), key=lambda kv: str(kv[0])):
         seen: dict[tuple, Path] = {}
@@ -546,6 +573,11 @@ def _table_input_type(table: pd.DataFrame, judge: str, input_type: str | None, p
     return input_type
 
 
+def table_run_id(judge: str, strategy: str, input_type: str, dataset: str) -> str:
+    """The run folder of a table import: the engine's id plus ``__imported``."""
+    return make_run_id(judge, strategy, input_type, dataset) + "__imported"
+
+
 def import_table(path: str | Path, judge: str, dataset: str = "emoprefer", input_type: str | None = None,
                  output_dir: str | Path | None = None, data_dir: str | Path | None = None,
                  overwrite: bool = False) -> pd.DataFrame:
@@ -563,9 +595,11 @@ def import_table(path: str | Path, judge: str, dataset: str = "emoprefer", input
     hashes = data_sha256(dataset, data_dir)
     sha = sha256_file(path)
     created = now()
+    check_no_clash(root, [(table_run_id(judge, st, input_type, dataset), judge, st, input_type)
+                          for st in sorted(table["strategy"].unique())])
     summaries = []
     for strategy, part in table.groupby("strategy", sort=True):
-        run_id = make_run_id(judge, strategy, input_type, dataset) + "__imported"
+        run_id = table_run_id(judge, strategy, input_type, dataset)
         raws = part["raw"] if "raw" in part.columns else [None] * len(part)
         rows = [_row(judge, strategy, input_type, r.order, _as_round(r.round), str(r.name), gts[r.order][str(r.name)],
                      r.pred, run_id, dataset, None, "imported", None if raw is None or pd.isna(raw) else str(raw), created)
