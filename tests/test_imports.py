@@ -357,3 +357,13 @@ def test_an_import_that_would_double_a_cell_judged_here_is_refused(released, tmp
                        r"predictions \(judged here\).*nothing imported"):
         _import(released, tmp_path / "store")
     assert [p.name for p in (tmp_path / "store").iterdir()] == ["qwen25omni_run_here"]
+
+
+def test_the_judges_table_of_the_summary_names_the_source(released, tmp_path, pairs):
+    from helpers import summary
+
+    _import(released, tmp_path / "store")
+    context = summary.collect(tmp_path / "store", tmp_path / "reports")
+    table = summary.judges_table(context).set_index("judge")
+    assert table.loc["qwen25omni", "status"] == (
+        "ran: S1, S2, S3, S4; 2 round(s), 574 pairs (computed here from the authors' released outputs)")
