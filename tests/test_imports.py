@@ -367,3 +367,12 @@ def test_the_judges_table_of_the_summary_names_the_source(released, tmp_path, pa
     table = summary.judges_table(context).set_index("judge")
     assert table.loc["qwen25omni", "status"] == (
         "ran: S1, S2, S3, S4; 2 round(s), 574 pairs (computed here from the authors' released outputs)")
+
+
+def test_answers_of_two_text_llms_for_one_cell_are_refused(released, tmp_path):
+    """S3 judged by qwen25 and by qwen3_8b share the cell (judge, S3, input type)."""
+    source = released / official_name("qwen25omni_7b", "audiovideo", "S3", "normal", 0)
+    (released / source.name.replace("-qwen25-", "-qwen3_8b-")).write_bytes(source.read_bytes())
+    with pytest.raises(imports.ImportsError, match=r"llm=qwen25__official and .*llm=qwen3_8b__official would both "
+                       r"hold qwen25omni S3 audiovideo"):
+        _import(released, tmp_path / "store")

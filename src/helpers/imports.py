@@ -279,7 +279,12 @@ def _stored_cells(folder: Path) -> tuple[set[tuple], str]:
 def check_no_clash(root: Path, cells: list[tuple[str, str, str, str]]) -> None:
     """Refuse an import whose judge cell (judge, strategy, input type) another run folder of the
     store already holds: the analyses key cells that way, so both would answer every row."""
-    wanted = {cell[1:]: cell[0] for cell in cells}  # (judge, strategy, input_type) -> run id
+    wanted: dict[tuple, str] = {}  # (judge, strategy, input_type) -> run id
+    for run_id, *cell in cells:
+        if tuple(cell) in wanted:
+            raise ImportsError(f"{wanted[tuple(cell)]} and {run_id} would both hold {' '.join(cell)} (answers of two "
+                               "text LLMs?); import them into separate stores (--output-dir); nothing imported.")
+        wanted[tuple(cell)] = run_id
     for predictions in sorted(Path(root).glob("*/predictions.jsonl")):
         folder = predictions.parent
         held, source = _stored_cells(folder)
