@@ -10,6 +10,8 @@ PAPERMILL := $(PY) -m papermill --cwd notebooks --log-level WARNING
 DATASET ?= emoprefer
 EXECUTED := reports/executed
 GRID ?= params/grid_cpu.yaml
+# OFFICIAL_OUTPUTS=DIR: the authors' output-matching/*.npz, imported (python -m helpers.imports) before the analyses
+OFFICIAL_OUTPUTS ?=
 ANALYSIS_NOTEBOOKS := $(sort $(wildcard notebooks/0[2-8]_*.ipynb))
 SUMMARY_NOTEBOOKS := $(sort $(wildcard notebooks/09_*.ipynb))
 
@@ -21,6 +23,7 @@ export PYTHONUNBUFFERED := 1
 
 help:
 	@echo "make report   build reports/index.html (set EMOPREFER_DATA=/folder/with/csvs when offline)"
+	@echo "              OFFICIAL_OUTPUTS=DIR also imports the authors' released output-matching/*.npz"
 	@echo "make test     ruff + pytest"
 
 check-python:
@@ -49,6 +52,8 @@ report: data
 	@echo "==> 00_data: data audit"
 	@$(PAPERMILL) notebooks/00_data.ipynb $(EXECUTED)/00_data.ipynb -p dataset $(DATASET)
 	@if [ -f $(GRID) ]; then echo "==> judging with the CPU judges ($(GRID))"; $(PY) -m helpers.grid $(GRID); fi
+	@if [ -n "$(OFFICIAL_OUTPUTS)" ]; then echo "==> importing the authors' released outputs ($(OFFICIAL_OUTPUTS))"; \
+	  $(PY) -m helpers.imports official "$(OFFICIAL_OUTPUTS)" --dataset $(DATASET) || exit 1; fi
 	@for nb in $(ANALYSIS_NOTEBOOKS) $(SUMMARY_NOTEBOOKS); do \
 	  echo "==> $$(basename $$nb .ipynb)"; \
 	  $(PAPERMILL) $$nb $(EXECUTED)/$$(basename $$nb) -p dataset $(DATASET) || exit 1; \

@@ -68,14 +68,19 @@ def preference_curve_figure(pairs: pd.DataFrame, bins: int = 8, path=None) -> pl
 def plane_figure(report: pd.DataFrame, reported: pd.DataFrame, human_bound: float | None = None,
                  path=None) -> plt.Figure:
     """Two-class WAF (x) vs length-balanced accuracy (y, with 95% CI) for every judge cell run
-    here; the paper's judges, whose length-balanced accuracy is unknown, as ticks along the x
+    here or imported (a ``source_label`` column, from ``helpers.imports.with_source``, gives
+    imported judges their own marker and legend entry); the paper's judges, whose length-balanced accuracy is unknown, as ticks along the x
     axis. Judges at the same spot share one label."""
     fig, ax = plt.subplots(figsize=(8, 5))
     data = report.dropna(subset=["two_class_waf", "len_balanced_acc"]).copy()
     data["label"] = [j if s == "-" else f"{j} ({s}, {i})" for j, s, i in
                      zip(data["judge"], data["strategy"], data["input_type"], strict=True)]
     baseline = data["judge"].isin(BASELINES)
-    for mask, kind, marker in ((baseline, "text-only baseline (this study)", "o"), (~baseline, "MLLM judge (this study)", "s")):
+    source = data["source_label"] if "source_label" in data.columns else pd.Series(OURS, index=data.index)
+    ours = source == OURS
+    groups = [(baseline & ours, "text-only baseline (this study)", "o"), (~baseline & ours, "MLLM judge (this study)", "s")]
+    groups += [(source == label, f"judge {label}", "D") for label in sorted(set(source[~ours]))]
+    for mask, kind, marker in groups:
         part = data[mask]
         if len(part):
             ax.errorbar(part["two_class_waf"], part["len_balanced_acc"], ls="none", marker=marker, capsize=3,

@@ -270,12 +270,14 @@ def judges_table(context: Context) -> pd.DataFrame:
         strategies=("strategy", lambda s: ", ".join(sorted(set(s)))),
         rounds=("rounds", "max"), pairs=("pairs", "max"),
     )
+    imported = {m["manifest"]["judge"]: f" ({m['manifest'].get('source_label') or m['manifest']['source']})"
+                for m in context.manifests if m["manifest"].get("source") and m["manifest"].get("judge")}
     rows = []
     for spec in context.registry.itertuples(index=False):
         where = "CPU (here)" if spec.backend == "cpu" else ("API" if spec.backend == "openai" else "GPU")
         if spec.judge in ran.index:
             got = ran.loc[spec.judge]
-            status = _ran(got)
+            status = _ran(got) + imported.get(spec.judge, "")
         else:
             status = "not run in this build"
         rows.append({"judge": spec.judge, "runs on": where, "input": spec.input_type,
@@ -283,7 +285,7 @@ def judges_table(context: Context) -> pd.DataFrame:
     for judge in sorted(set(ran.index) - set(context.registry["judge"])):
         got = ran.loc[judge]
         rows.append({"judge": judge, "runs on": "?", "input": "?", "model": "not in params/models/",
-                     "status": _ran(got)})
+                     "status": _ran(got) + imported.get(judge, "")})
     return pd.DataFrame(rows, columns=["judge", "runs on", "input", "model", "status"])
 
 
