@@ -56,6 +56,7 @@ from helpers.data import (
     resolve_data_dir,
     sha256_file,
 )
+from helpers.identity import identity_changes, identity_sha256
 from helpers.judges.registry import RegistryError, list_judges, load_spec
 from helpers.store import RunStore, make_run_id, now, read_jsonl
 from helpers.strategies import row_key
@@ -254,15 +255,9 @@ def check_alignment(path: Path, gt: list[str], pred: list[str], rows: pd.DataFra
 def run_identity(source: str, data_hashes: dict, judge: str, strategy: str, input_type: str,
                  files_sha256: dict[str, str]) -> dict:
     """What makes an imported run what it is: the same identity means the same rows. Kept in
-    one place so it can join the engine's run-identity check."""
+    one place; compared with :func:`helpers.identity.identity_changes`, as judged runs are."""
     return {"source": source, "data_sha256": dict(sorted(data_hashes.items())), "judge": judge,
             "strategy": strategy, "input_type": input_type, "files_sha256": dict(sorted(files_sha256.items()))}
-
-
-def identity_changes(before: dict | None, current: dict) -> list[str]:
-    """The identity fields that differ (empty: the same import)."""
-    before = before or {}
-    return [key for key in current if before.get(key) != current[key]]
 
 
 def _stored_cells(folder: Path) -> tuple[set[tuple], str]:
@@ -304,7 +299,8 @@ def write_run(run_id: str, rows: list[dict], manifest: dict, root: Path, overwri
         before = store.read_manifest()
         stored, status = set(store.done), "written"
         if before or stored:
-            changes = identity_changes(before.get("identity"), identity)
+            changes = list(dict.fromkeys(field.split(".")[0] for field, _, _ in
+                                         identity_changes(before.get("identity"), identity)))
             if not changes and stored == keys:
                 return "unchanged"
             if changes or stored - keys:
@@ -325,7 +321,7 @@ def write_run(run_id: str, rows: list[dict], manifest: dict, root: Path, overwri
         if steps and status != "resumed":
             store.append_steps(steps)
         stamp = now()
-        store.write_manifest({**manifest, "run_id": run_id, "rows": len(store.done), "status": "complete",
+        store.write_manifest({**manifest, "identity_sha256": identity_sha256(identity), "run_id": run_id, "rows": len(store.done), "status": "complete",
                               "created": before.get("created", stamp), "updated": stamp})
         return status
 
