@@ -316,6 +316,20 @@ def test_show_keeps_a_named_index_as_columns_and_escapes_html():
     assert rows[2] == ["merrfine", "768.4", "—"]
 
 
+def test_show_with_intervals_sets_each_estimate_over_its_bounds_in_one_column():
+    frame = pd.DataFrame({"judge": ["length", "random"], "two_class_waf_std": [0.5, 0.25],
+                          "two_class_waf_lo": [75.941, 46.7], "two_class_waf_hi": [82.96, 52.56],
+                          "len_balanced_acc": [50.0, 47.62], "len_balanced_lo": [49.14, None],
+                          "len_balanced_hi": [50.86, None]})
+    rows = cells_text(report.show(frame, intervals=True).to_html())
+    # a std column is not an estimate: its neighbours stay separate columns
+    assert rows[0] == ["judge", "two_<wbr>class_<wbr>waf_<wbr>std", "two_<wbr>class_<wbr>waf_<wbr>lo",
+                       "two_<wbr>class_<wbr>waf_<wbr>hi", "len_<wbr>balanced_<wbr>acc"]
+    assert rows[1][1:4] == ["0.50", "75.94", "82.96"]
+    assert rows[1][4] == '50.00<br><span class="ci">[49.14, 50.86]</span>'
+    assert rows[2][4] == "47.62"  # no bounds: the estimate alone
+
+
 @pytest.fixture
 def tables_site(tmp_path: Path) -> Path:
     """A chapter with two figures and two tables (one shown with report.show), referenced

@@ -14,8 +14,9 @@ CSS and template):
 - The embeds' ``report-figure``/``report-table``/``report-text`` divs become ``<figure>`` and
   ``<div>`` elements, their caption divs ``<figcaption>`` / ``<p class="table-caption">``.
 
-Known differences from Quarto: stderr streams of embedded cells are left out (as Quarto does),
-TeX math is pandoc's plain HTML (no MathJax offline), callouts have no icons.
+Known differences from Quarto: TeX math is pandoc's plain HTML (no MathJax offline), callouts
+have no icons, and only embedded cells are numbered figures and tables (a Markdown image with
+``{#fig-x}`` is not; the chapters use none).
 
 Command line: ``python -m helpers.report [--index reports/index.qmd] [--out reports/index.html]
 [--strict] [--chapters-only]``.
@@ -96,9 +97,11 @@ def element(div: dict) -> list[dict] | None:
         return None
     (ident, classes, attrs), blocks = div["c"]
     caption = next((CAPTIONS[c] for c in classes if c in CAPTIONS), None)
-    if caption:
+    if caption and all(b["t"] in ("Para", "Plain") for b in blocks):  # a caption is a line of text
         inlines = [x for i, b in enumerate(blocks) for x in ([{"t": "LineBreak"}] if i else []) + b["c"]]
         return [{"t": "Plain", "c": [_raw_inline(caption[0]), *inlines, _raw_inline(caption[1])]}]
+    if caption:
+        return [_raw_block(caption[0]), *blocks, _raw_block(caption[1])]
     kind = next((c.removeprefix("callout-") for c in classes if c.startswith("callout-")), None)
     if kind:
         title = dict(attrs).get("title", kind.capitalize())
