@@ -286,3 +286,153 @@ def test_every_chapter_embeds_labels_that_exist_in_its_notebook_source():
             if source.is_file() and label not in notebook_labels(source):
                 problems.append(f"{chapter.name}: {notebook}#{label}")
     assert not problems, "embeds of labels that no cell defines: " + ", ".join(problems)
+
+
+# --------------------------------------------------------------------------- pandoc renders the rest
+
+
+def cells_text(styled_html: str) -> list[list[str]]:
+    """The rows of an HTML table as lists of cell HTML (header row first)."""
+    rows = re.findall(r"<tr>(.*?)</tr>", styled_html, flags=re.S)
+    return [[c.strip() for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, flags=re.S)] for row in rows]
+
+
+def test_show_hides_the_index_shows_missing_values_as_a_dash_and_renders_subscripts():
+    frame = pd.DataFrame({"judge": ["length", "len~a~ − len~b~", None], "two_class_waf": [61.254, float("nan"), 50.0],
+                          "pairs": [574, 563, 11]}, index=[7, 3, 9])
+    rows = cells_text(report.show(frame).to_html())
+    assert rows[0] == ["judge", "two_<wbr>class_<wbr>waf", "pairs"]  # no index column; headers may wrap
+    assert rows[1] == ["length", "61.25", "574"]
+    assert rows[2] == ["len<sub>a</sub> − len<sub>b</sub>", "—", "563"]
+    assert rows[3] == ["—", "50.00", "11"]
+
+
+def test_show_keeps_a_named_index_as_columns_and_escapes_html():
+    frame = pd.DataFrame({"rating": [1000.0, 768.4], "comparisons": [574.0, float("nan")]},
+                         index=pd.Index(["<mask>", "merrfine"], name="system"))
+    rows = cells_text(report.show(frame, digits={"rating": 1}).to_html())
+    assert rows[0] == ["system", "rating", "comparisons"]
+    assert rows[1] == ["&lt;mask&gt;", "1000.0", "574"]  # whole-number floats shown as counts
+    assert rows[2] == ["merrfine", "768.4", "—"]
+
+
+def test_show_with_intervals_sets_each_estimate_over_its_bounds_in_one_column():
+    frame = pd.DataFrame({"judge": ["length", "random"], "two_class_waf_std": [0.5, 0.25],
+                          "two_class_waf_lo": [75.941, 46.7], "two_class_waf_hi": [82.96, 52.56],
+                          "len_balanced_acc": [50.0, 47.62], "len_balanced_lo": [49.14, None],
+                          "len_balanced_hi": [50.86, None]})
+    rows = cells_text(report.show(frame, intervals=True).to_html())
+    # a std column is not an estimate: its neighbours stay separate columns
+    assert rows[0] == ["judge", "two_<wbr>class_<wbr>waf_<wbr>std", "two_<wbr>class_<wbr>waf_<wbr>lo",
+                       "two_<wbr>class_<wbr>waf_<wbr>hi", "len_<wbr>balanced_<wbr>acc"]
+    assert rows[1][1:4] == ["0.50", "75.94", "82.96"]
+    assert rows[1][4] == '50.00<br><span class="ci">[49.14, 50.86]</span>'
+    assert rows[2][4] == "47.62"  # no bounds: the estimate alone
+
+
+@pytest.fixture
+def tables_site(tmp_path: Path) -> Path:
+    """A chapter with two figures and two tables (one shown with report.show), referenced
+    before and after they appear, a section reference forward and back, and a subscript."""
+    shown = report.show(pd.DataFrame({"judge": ["length", "random"], "len~a~ coefficient": [1.4123, None]}))
+    write_notebook(tmp_path / "executed/06_confound.ipynb", [
+        code_cell('#| label: fig-a\n#| fig-cap: "First."', [figure_output(png_bytes())]),
+        code_cell('#| label: tbl-a\n#| tbl-cap: "First table, as in @fig-b."',
+                  [nbformat.v4.new_output("execute_result", execution_count=1,
+                                          data={"text/html": shown.to_html(), "text/plain": "<Styler>"})]),
+        code_cell('#| label: fig-b\n#| fig-cap: "Second."', [figure_output(png_bytes((0, 90, 0)))]),
+        code_cell('#| label: tbl-b\n#| tbl-cap: "Second table."', [table_output(pd.DataFrame({"x": [1]}))]),
+    ])
+    write(tmp_path / "index.qmd", """
+        ---
+        title: T
+        ---
+
+        ## Abstract {.unnumbered}
+
+        See @sec-results for @fig-b and @tbl-b, and [-@tbl-a] for len~a~.
+
+        ## Data {#sec-data}
+
+        {{< embed executed/06_confound.ipynb#fig-a >}}
+
+        {{< embed executed/06_confound.ipynb#tbl-a >}}
+
+        ### Detail {#sec-detail}
+
+        ::: {.callout-note}
+        A note without a title.
+        :::
+
+        ## Results {#sec-results}
+
+        {{< embed executed/06_confound.ipynb#fig-b >}}
+
+        {{< embed executed/06_confound.ipynb#tbl-b >}}
+
+        Back to @sec-data and @sec-detail.
+    """)
+    return tmp_path
+
+
+def test_cross_references_are_numbered_in_document_order_as_quarto_numbers_them(tables_site):
+    rendered = report.render(tables_site / "index.qmd")
+    page = rendered.html
+    assert rendered.warnings == []
+    link = '<a class="xref" href="#{}">{}</a>'
+    assert link.format("fig-b", "Figure\u00a02") in page and link.format("tbl-b", "Table\u00a02") in page
+    assert link.format("tbl-a", "1") in page  # [-@tbl-a]: the number alone
+    assert "Figure 1: First." in page and "Figure 2: Second." in page
+    assert "Table 1: First table, as in " + link.format("fig-b", "Figure\u00a02") in page  # refs in captions
+    assert page.index('id="fig-a"') < page.index('id="tbl-a"') < page.index('id="fig-b"')
+
+
+def test_section_references_carry_the_numbers_pandoc_gives_the_headings(tables_site):
+    page = report.render(tables_site / "index.qmd").html
+    numbers = dict(re.findall(r'<h\d data-number="([\d.]+)" id="(sec-[\w-]+)"', page))
+    numbers = {label: number for number, label in numbers.items()}
+    assert numbers == {"sec-data": "1", "sec-detail": "1.1", "sec-results": "2"}  # the abstract is unnumbered
+    for label, number in numbers.items():
+        assert f'<a class="xref" href="#{label}">Section\u00a0{number}</a>' in page
+
+
+def test_embedded_show_tables_have_no_index_a_dash_for_missing_and_subscripts(tables_site):
+    page = report.render(tables_site / "index.qmd").html
+    table = page.split('id="tbl-a"', 1)[1].split("</table>", 1)[0]
+    rows = cells_text(table)
+    assert rows[0] == ["judge", "len<sub>a</sub> coefficient"]
+    assert rows[1:] == [["length", "1.41"], ["random", "—"]]
+    assert "len<sub>a</sub>" in page.split('id="abstract"', 1)[1].split("</p>", 1)[0]  # prose subscript by pandoc
+
+
+def test_callouts_get_quartos_default_title_and_a_visible_style(tables_site):
+    page = report.render(tables_site / "index.qmd").html
+    callout = page.split('<div class="callout callout-note">', 1)[1].split("</div>", 1)[0]
+    assert "<strong>Note</strong>" in callout and "A note without a title." in callout
+    assert re.search(r"\.callout\s*\{[^}]*border-left", page), "the callout box style is not in the page"
+
+
+def test_the_page_is_self_contained(tables_site):
+    page = report.render(tables_site / "index.qmd").html
+    assert "<link" not in page and 'rel="stylesheet"' not in page  # the CSS is inlined
+    sources = re.findall(r'<img[^>]* src="([^"]+)"', page)
+    assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
+
+
+def test_without_pandoc_the_error_says_how_to_get_it(site, monkeypatch, capsys):
+    def no_pandoc():
+        raise OSError("No pandoc was found")
+
+    monkeypatch.setattr(report.render.__globals__["pypandoc"], "get_pandoc_path", no_pandoc)
+    assert report.main(["--index", str(site / "index.qmd"), "--out", str(site / "out.html")]) == 1
+    assert "pip install pypandoc-binary" in capsys.readouterr().err
+
+
+def test_python_dash_m_helpers_report_runs_the_cli(site):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "helpers.report", "--index", str(site / "index.qmd"),
+                           "--chapters-only"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "{{< include sections/20_results.qmd >}}" in (site / "index.qmd").read_text()
