@@ -89,7 +89,8 @@ def test_omni_audio_in_video_sends_frames_and_the_mp4_sound_behind_one_video_pla
     wave, rate = prompt["multi_modal_data"]["audio"]
     assert rate == 16_000 and wave.ndim == 1 and len(wave) == pytest.approx(32_000, rel=0.05)
     assert prompt["mm_processor_kwargs"] == {"use_audio_in_video": True}
-    assert sampling == [{"max_tokens": 1024, "seed": 5}]
+    # greedy stated explicitly: vLLM's own temperature 1.0 must never apply (issue 12)
+    assert sampling == [{"max_tokens": 1024, "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0, "seed": 5}]
     assert "vllm" not in sys.modules
 
 

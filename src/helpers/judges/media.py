@@ -49,6 +49,17 @@ class VideoFrames:
                 "duration": self.duration_s}
 
 
+VIDEO_MIN_PIXELS = 128 * 28 * 28
+VIDEO_MAX_PIXELS = 768 * 28 * 28
+
+
+def pixel_bounds(options: dict) -> dict[str, int]:
+    """A judge's per-frame pixel bounds (``video_min_pixels``/``video_max_pixels``, Qwen's
+    defaults where unset) in the processors' ``size`` spelling, the same for every backend."""
+    return {"shortest_edge": int(options.get("video_min_pixels", VIDEO_MIN_PIXELS)),
+            "longest_edge": int(options.get("video_max_pixels", VIDEO_MAX_PIXELS))}
+
+
 def _open(path: Path):
     import av
 

@@ -32,32 +32,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from helpers.judges import decoding
 from helpers.judges import media as media_io
 from helpers.judges.base import Backend, JudgeSpec, Request, Response
 from helpers.judges.hf_backend import BackendError, build_messages, check_input, family_of, local_path
 
-PAPER_TEXT_SAMPLING = {"temperature": 0.7, "top_p": 0.8, "repetition_penalty": 1.05, "max_tokens": 512}
+PAPER_TEXT_SAMPLING = decoding.PAPER_TEXT_SAMPLING
 """The paper's vLLM settings for the S3/S4 text LLM (Qwen2.5-7B-Instruct)."""
-MLLM_MAX_TOKENS = 1024  # vLLM's own default is 16 tokens: far too few for a description
-SAMPLING_KEYS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "min_p", "presence_penalty",
-                 "frequency_penalty")
+MLLM_MAX_TOKENS = decoding.MLLM_MAX_TOKENS  # vLLM's own default is 16 tokens: far too few for a description
 ENGINE_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "max_num_seqs", "dtype",
                   "revision", "enforce_eager")
+CHUNK = 512
+"""Requests handed to ``LLM.generate`` at once: enough for continuous batching and the prefix/
+encoder caches to work, few enough that a killed run loses little (results are stored per chunk)."""
 
 
 def sampling_kwargs(spec: JudgeSpec, seed: int) -> dict:
-    """``SamplingParams`` keyword arguments for one request of this judge."""
-    family = family_of(spec)
-    settings: dict[str, Any] = dict(PAPER_TEXT_SAMPLING) if not family.processor else {"max_tokens": MLLM_MAX_TOKENS}
-    generation = dict(spec.generation)
-    if "max_new_tokens" in generation:
-        generation.setdefault("max_tokens", generation.pop("max_new_tokens"))
-    if generation.pop("do_sample", True) is False:
-        generation["temperature"] = 0.0
-    unknown = set(generation) - set(SAMPLING_KEYS)
-    if unknown:
-        raise BackendError(f"judge {spec.name!r}: unknown generation settings {sorted(unknown)} for vLLM")
-    settings.update(generation)
+    """``SamplingParams`` keyword arguments for one request of this judge: its complete protocol
+    (:func:`decoding.protocol`, the same dict the transformers backend translates), never
+    vLLM's defaults, and the request's seed."""
+    settings = decoding.translate(decoding.protocol(spec), "vllm", who=f"judge {spec.name!r}")
     settings["seed"] = int(seed)
     return settings
 
@@ -109,6 +103,9 @@ def multi_modal_inputs(
             processor_kwargs["do_sample_frames"] = False
         else:
             data["video"] = video.frames
+        if "video_min_pixels" in options or "video_max_pixels" in options:
+            # the per-frame pixel bounds of the judge's protocol, as the transformers backend sends them
+            processor_kwargs["size"] = media_io.pixel_bounds(options)
     if input_type == "audio":
         data["audio"] = (load_audio(request.media.audio), media_io.SAMPLE_RATE)
     if input_type == "audiovideo":
