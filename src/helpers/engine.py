@@ -211,6 +211,8 @@ def run(
     run_id: str | None = None,
     llm_backend: BackendChoice | None = None,
     progress: bool = True,
+    share_descriptions: str | bool = "auto",
+    device: str | None = None,
 ) -> pd.DataFrame:
     """Judge the pairs with ``model``; returns one summary row per run folder written.
 
@@ -218,10 +220,15 @@ def run(
     the strategy). ``backend``: auto / transformers / vllm / openai, or a callable
     ``spec -> Backend`` (tests, custom servers). ``pairs`` replaces the dataset files (a
     ``media_name`` column names each pair's media when several pairs share a video).
+    ``share_descriptions``: ``auto`` (the paper: one description for both orders only where
+    decoding is deterministic), True or False; part of the run's identity. ``device``: e.g.
+    ``cpu`` to run a local model on the CPU on purpose (otherwise a >= 1 B model that finds no
+    GPU stops with what to install).
     """
     spec = model if isinstance(model, JudgeSpec) else load_spec(model)
     if batch_size:  # backends chunk by their spec's batch size, so the override must reach the spec
         spec = dataclasses.replace(spec, batch_size=int(batch_size))
+    spec = with_device(spec, device)
     if order not in ORDER_CHOICES:
         raise ValueError(f"order must be one of {tuple(ORDER_CHOICES)}, got {order!r}")
     if int(rounds) < 1:
@@ -239,7 +246,7 @@ def run(
             "input_type": input_type, "judge_llm": getattr(judge_llm, "name", judge_llm), "batch_size": batch_size,
             "limit": limit, "names": list(names) if names is not None else None, "seed": seed,
             "media_dir": str(media_dir) if media_dir else None, "data_dir": str(data_dir) if data_dir else None,
-            "pairs_given": pairs is not None,
+            "pairs_given": pairs is not None, "share_descriptions": share_descriptions, "device": device,
         },
     }
     strategies = resolve_strategies(spec, strategy)
@@ -251,7 +258,8 @@ def run(
     check_media(chosen["media_name"], media_dir, input_type)
     llm_spec = None
     if {"S3", "S4"} & set(strategies):
-        llm_spec = judge_llm if isinstance(judge_llm, JudgeSpec) else load_spec(judge_llm or "qwen25")
+        llm_spec = with_device(judge_llm if isinstance(judge_llm, JudgeSpec) else load_spec(judge_llm or "qwen25"),
+                               device)
     mllm_factory, mllm_kind = _backend_factory(spec, backend)
     llm_factory, llm_kind = (None, None) if llm_spec is None else _backend_factory(
         llm_spec, llm_backend or _llm_backend_choice(backend, llm_spec))
@@ -262,7 +270,9 @@ def run(
     pipeline = Pipeline(
         spec, mllm_factory, input_type=input_type, dataset=dataset, media_dir=media_dir, seed=seed,
         llm_spec=llm_spec, llm=llm_factory, steps=cached, batch_size=batch_size, progress=progress,
+        share_descriptions=share_descriptions,
     )
+    context["parameters"]["descriptions_shared"] = pipeline.share_descriptions
     context.update(input_type=input_type, llm_spec=llm_spec, backends={"judge": mllm_kind, "llm": llm_kind},
                    strategies=strategies)
     summaries = []
@@ -272,6 +282,13 @@ def run(
     finally:
         pipeline.close()
     return pd.DataFrame(summaries)
+
+
+def with_device(spec: JudgeSpec, device: str | None) -> JudgeSpec:
+    """A local judge placed on ``device`` (the backends' ``options.device``); others unchanged."""
+    if not device or spec.backend != "local":
+        return spec
+    return dataclasses.replace(spec, options={**spec.options, "device": device})
 
 
 # What makes a judge's answers what they are: a run folder made with other values must not be

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers.judges import media as media_io
 from helpers.judges import decoding
+from helpers.judges import media as media_io
 from helpers.judges.base import Backend, BackendError, JudgeSpec, Request, Response
 
 GENERATION_KEYS = decoding.KNOBS
