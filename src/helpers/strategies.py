@@ -209,6 +209,8 @@ class Pipeline:
             return
         backend = self.backend(role)
         size = self.batch_size or backend.spec.batch_size or 1
+        # an engine that batches continuously (vLLM) gets large chunks; each is stored on return
+        size = max(size, int(getattr(backend, "chunk_size", 0) or 0))
         bar = tqdm(total=len(requests), desc=f"{self.judge.name} {step}", unit="req", disable=not self.progress)
         for start in range(0, len(requests), size):
             batch = requests[start:start + size]

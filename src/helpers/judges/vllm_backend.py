@@ -192,6 +192,8 @@ def _engine_facts(llm) -> dict[str, Any]:
 class VLLMBackend(Backend):
     """A judge served in-process by vLLM (GPU only; see the module docstring)."""
 
+    chunk_size = CHUNK  # the pipeline hands over this many pending requests per call
+
     def __init__(self, spec: JudgeSpec):
         super().__init__(spec)
         family_of(spec)  # fail early on an unknown family ...
@@ -232,10 +234,50 @@ class VLLMBackend(Backend):
         return responses  # type: ignore[return-value]
 
     def close(self) -> None:
-        """Drop the engine so the next model fits on the GPU (vLLM frees memory on collection)."""
+        """Shut the engine down and hand its GPU memory back before the next model loads
+        (S3/S4's text LLM follows the MLLM in one process): vLLM's engine core runs in its own
+        process and holds its memory until told to stop; garbage collection alone is not enough."""
         if self._llm is None:
             return
         import gc
 
-        self._llm = None
+        llm, self._llm = self._llm, None
+        shutdown_engine(llm)
+        del llm
         gc.collect()
+        release_cuda()
+        self.info["closed"] = True
+
+
+def shutdown_engine(llm) -> list[str]:
+    """Call whichever shutdown the installed vLLM offers (its API moved between releases), then
+    tear down its distributed state; returns what was called (for tests and logs)."""
+    called = []
+    engine = getattr(llm, "llm_engine", None)
+    for owner, name in ((llm, "shutdown"), (engine, "shutdown"), (getattr(engine, "engine_core", None), "shutdown")):
+        method = getattr(owner, name, None) if owner is not None else None
+        if callable(method):
+            method()
+            called.append(f"{type(owner).__name__}.{name}")
+            break
+    try:
+        from vllm.distributed import parallel_state
+    except ImportError:
+        return called
+    for name in ("destroy_model_parallel", "destroy_distributed_environment"):
+        function = getattr(parallel_state, name, None)
+        if callable(function):
+            function()
+            called.append(name)
+    return called
+
+
+def release_cuda() -> None:
+    """Empty torch's CUDA cache (where torch and a GPU are present)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
