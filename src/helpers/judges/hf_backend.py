@@ -11,8 +11,12 @@ Why the choices:
 - Requests are grouped by (seed, input type) and each group is generated in batches of
   ``spec.batch_size`` with left padding, after ``torch.manual_seed(seed)``: the same requests
   with the same seed give the same text. Only the newly generated tokens are decoded.
-- Generation settings come from ``spec.generation``; an empty mapping means the checkpoint's
-  own generation config (the paper's Qwen2.5-Omni setting).
+- Decoding follows the judge's complete protocol (:func:`helpers.judges.decoding.protocol`:
+  the YAML's ``generation:`` with every unstated knob made explicit), passed to ``generate`` in
+  full, so neither the checkpoint's ``generation_config.json`` nor transformers' 20-token
+  default decides anything; ``info`` records the checkpoint's own values beside it.
+- A >= 1 B-parameter model that lands on the CPU only because CUDA is unusable stops with what
+  to install (:func:`check_cpu_fallback`), unless ``options.device`` is ``cpu``.
 
 ``spec.options`` understood here: ``system`` (default system prompt), ``dtype`` (GPU; default
 ``auto``), ``device`` (default ``cuda`` when available), ``device_map``,

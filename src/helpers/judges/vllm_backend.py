@@ -13,11 +13,13 @@ correctly. Qwen2.5-Omni audio-in-video follows vLLM's thinker example: the promp
 placeholder, ``multi_modal_data`` holds the frames and the mp4's 16 kHz audio, and
 ``mm_processor_kwargs={"use_audio_in_video": True}``.
 
-Sampling: text LLMs default to the paper's settings (temperature 0.7, top_p 0.8,
-repetition_penalty 1.05, max_tokens 512); ``spec.generation`` overrides them. Every request
-carries its own seed, so a round is reproducible regardless of how vLLM schedules it.
-Requests sharing a video are sent next to each other so vLLM's prefix and encoder caches can
-reuse the video's tokens; responses come back in the caller's order.
+Sampling: the judge's complete protocol (:func:`helpers.judges.decoding.protocol`, the same dict
+the transformers backend translates), greedy as temperature 0, so vLLM's defaults (temperature
+1.0, 16 tokens) never apply. Every request carries its own seed, so a round is reproducible
+regardless of how vLLM schedules it. The pipeline hands over the pending requests in chunks of
+:data:`CHUNK`; requests sharing a video are sent next to each other so vLLM's prefix and encoder
+caches can reuse the video's tokens; responses come back in the caller's order. ``close()``
+shuts the engine down and frees its GPU memory before the next model loads.
 
 ``spec.options`` understood here (besides the media ones of the transformers backend: ``fps``,
 ``max_frames``, ``num_frames``, ``system``): ``tensor_parallel_size``, ``gpu_memory_utilization``,
