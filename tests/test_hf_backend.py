@@ -248,3 +248,48 @@ def test_other_families_answer_a_padded_batch_like_single_requests(family, sampl
     if family == "llavanextvideo":
         inputs, _ = backend._encode(requests[:1])
         assert inputs["pixel_values_videos"].shape[1] == 8, "LLaVA-NeXT-Video sees 8 uniformly sampled frames"
+
+
+# -- issue 12 case 7: no silent CPU fallback for real-sized models ------------------------------
+
+def test_a_7b_checkpoint_without_a_usable_gpu_stops_with_what_to_install(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    folder = tmp_path / "big"
+    folder.mkdir()
+    with open(folder / "model.safetensors", "wb") as f:  # sparse: 15 GB on paper, nothing on disk
+        f.truncate(15 * 1024**3)
+    spec = JudgeSpec(name="big", family="text", backend="local", checkpoint=str(folder),
+                     generation={"max_new_tokens": 4})
+    with pytest.raises(BackendError) as error:
+        TransformersBackend(spec).load()
+    message = str(error.value)
+    assert "~8.1 B-parameter" in message and "torch.cuda.is_available() = False" in message
+    assert "driver >= 580" in message and "-p device cpu" in message
+    chosen = JudgeSpec(name="big", family="text", backend="local", checkpoint=str(folder),
+                       generation={"max_new_tokens": 4}, options={"device": "cpu"})
+    with pytest.raises(Exception) as loading:  # the user's choice passes the check (the fake file then fails)
+        TransformersBackend(chosen).load()
+    assert "-p device cpu" not in str(loading.value)
+
+
+def test_tiny_models_still_run_on_the_cpu_without_being_asked(text_lm):
+    backend = text_backend(text_lm)
+    assert len(backend.generate([Request("k", "p")])) == 1 and backend.info["device"] == "cpu"
+
+
+def test_gpu_check_says_there_is_no_cuda_and_exits_0(tmp_path):
+    import importlib.util
+    import json
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: run benchmarks/gpu_check.py itself")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    module_spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gpu_check = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(gpu_check)
+    assert gpu_check.main(["--out", str(tmp_path / "g.json")]) == 0
+    assert json.loads((tmp_path / "g.json").read_text())["status"] == "skipped: no CUDA"

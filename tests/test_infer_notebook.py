@@ -122,7 +122,7 @@ def test_notebook_runs_all_strategies_through_the_real_transformers_backend(tmp_
     checkpoint = build_text_lm(tmp_path / "tiny_lm")
     (root / "params" / "models" / "tiny_text.yaml").write_text(yaml.safe_dump({
         "family": "text", "backend": "local", "checkpoint": str(checkpoint), "input_type": "text",
-        "batch_size": 4, "generation": {"max_tokens": 6},
+        "batch_size": 4, "generation": {"max_tokens": 6, "do_sample": False},  # greedy: one description per sample
     }))
     monkeypatch.setenv("EMOPREFER_ROOT", str(root))
     store = tmp_path / "store"

@@ -204,3 +204,51 @@ def test_retry_after_accepts_seconds_and_http_dates():
     assert retry_after_s("3") == 3.0
     assert retry_after_s(None) is None and retry_after_s("soon") is None
     assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: no wait
+
+
+# -- issue 12: the paper's request shape for the closed models ----------------------------------
+
+def test_emoprefer_gpt_frame_rule_copies_the_official_extract_base64_frames():
+    from helpers.judges.media import emoprefer_gpt_indices
+
+    # <= 3 s: one frame per second, int(i * fps); the official code gives 2 frames for 2.5 s
+    assert emoprefer_gpt_indices(25, 10.0) == [0, 10]
+    assert emoprefer_gpt_indices(30, 10.0) == [0, 10, 20]
+    # > 3 s: three evenly spaced, int(i * total / 3)
+    assert emoprefer_gpt_indices(100, 25.0) == [0, 33, 66]
+    assert emoprefer_gpt_indices(5, 10.0) == [0], "under 1 s the official rule gives none: the first frame"
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    return write_mp4(tmp_path_factory.mktemp("api_long") / "long.mp4", seconds=5.0, fps=10)
+
+
+@pytest.mark.parametrize("name", ["gpt4o", "gpt41"])
+def test_gpt_judges_send_the_text_first_then_the_papers_three_frames_at_full_size(name, clip, long_clip):
+    """Issue 12 case 4: 8 frames after the text was not the paper's request."""
+    from helpers.judges.registry import load_spec
+
+    spec = load_spec(name)
+    short = request_body(Request("k", "p", media=Media("video", video=clip["video"]), seed=1), spec)
+    parts = short["messages"][0]["content"]
+    assert [p["type"] for p in parts] == ["text", "image_url", "image_url"], "2 s clip: 1 frame per second"
+    assert parts[0]["text"] == "p"
+    longer = request_body(Request("k", "p", media=Media("video", video=long_clip)), spec)["messages"][0]["content"]
+    assert [p["type"] for p in longer] == ["text"] + ["image_url"] * 3
+    from PIL import Image
+
+    jpeg = base64.b64decode(parts[1]["image_url"]["url"].split(",", 1)[1])
+    assert Image.open(io.BytesIO(jpeg)).size == (56, 56), "full-size frames, not shrunk"
+    assert short["model"] == spec.checkpoint and short["seed"] == 1
+
+
+def test_the_gemini_stand_in_sends_no_seed_and_frames_at_one_per_second_with_the_soundtrack(long_clip):
+    from helpers.judges.registry import load_spec
+
+    spec = load_spec("gemini15flash")
+    body = request_body(Request("k", "p", media=Media("audiovideo", video=long_clip), seed=3), spec)
+    assert "seed" not in body, "Gemini's OpenAI-compatible endpoint answers 400 to a seed"
+    kinds = [p["type"] for p in body["messages"][0]["content"]]
+    assert kinds == ["image_url"] * 5 + ["input_audio", "text"], "5 s at 1 fps, media before text as utils/gemini.py"
+    assert spec.checkpoint != "gemini-1.5-flash"

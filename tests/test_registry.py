@@ -17,9 +17,10 @@ PAPER_JUDGES = {
     "qwen2audio": ("Qwen/Qwen2-Audio-7B-Instruct", "audio"),
     "llavanextvideo": ("llava-hf/LLaVA-NeXT-Video-7B-hf", "video"),
     "qwen25": ("Qwen/Qwen2.5-7B-Instruct", "text"),
-    "gpt4o": ("gpt-4o", "video"),
-    "gpt41": ("gpt-4.1", "video"),
-    "gemini15flash": ("gemini-1.5-flash", "audiovideo"),
+    # issue 12: pinned dated snapshots, and a served stand-in for the retired gemini-1.5-flash
+    "gpt4o": ("gpt-4o-2024-08-06", "video"),
+    "gpt41": ("gpt-4.1-2025-04-14", "video"),
+    "gemini15flash": ("gemini-3.5-flash-lite", "audiovideo"),
 }
 
 

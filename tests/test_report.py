@@ -260,7 +260,7 @@ def test_quarto_renders_the_article_into_reports_without_executing_notebooks():
     assert "helpers.report --chapters-only" in config["project"]["pre-render"]
     meta, body = report.split_front_matter((paths.reports_dir() / "index.qmd").read_text())
     assert [Path(c).stem for c in meta["chapters"]] == [
-        "00_abstract", "10_data", "15_judges", "20_results", "25_confound", "30_consistency", "40_voting",
+        "00_abstract", "10_data", "15_judges", "17_protocol", "20_results", "25_confound", "30_consistency", "40_voting",
         "50_ranking", "60_tournament", "90_limitations", "95_reproducibility"]
     assert report.CHAPTERS_BEGIN in body and report.CHAPTERS_END in body
 

@@ -219,6 +219,19 @@ def test_an_all_run_refuses_before_writing_when_a_later_strategy_folder_differs(
     assert not (tmp_path / "fake_mllm__S1__text__toy").exists()  # S1 did not run first
 
 
+def test_resuming_s2_with_the_other_description_sharing_is_refused_by_name(tmp_path):
+    """Shared and per-order descriptions are two experiments (under sampling they change swap
+    consistency): a folder of one is never resumed by the other; S1 never describes, so the
+    switch is not part of its identity."""
+    fake_run(tmp_path, "S2", rounds=1, share_descriptions=True)
+    with pytest.raises(IdentityError, match="descriptions_shared"):
+        fake_run(tmp_path, "S2", rounds=1, share_descriptions=False)
+    fake_run(tmp_path, "S1", rounds=1, share_descriptions=True)
+    again = fake_run(tmp_path, "S1", rounds=1, share_descriptions=False)
+    assert again.loc[0, "rows_new"] == 0
+    assert manifest_in(tmp_path / "fake_mllm__S2__text__toy")["identity"]["parameters"] == {"descriptions_shared": True}
+
+
 # --------------------------------------------------------------------------- the grid
 
 

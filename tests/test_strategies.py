@@ -326,3 +326,64 @@ def test_a_given_run_id_is_suffixed_per_strategy(tmp_path):
     assert summary["run_id"].tolist() == ["shard0__S1", "shard0__S2", "shard0__S3", "shard0__S4"]
     single = run(tmp_path, Recorder(), strategy="S1", run_id="shard1", rounds=1)
     assert single["run_id"].tolist() == ["shard1"]
+
+
+def test_s4_step2_post_processes_the_reasoning_as_the_official_code():
+    """Issue 12 case 5: utils/qwen25.py's func_postprocess_qwen runs on every text-LLM answer, so
+    the reasoning reaches the extraction prompt without its leading 'Output:' and with its
+    newlines removed (not turned into spaces)."""
+    from helpers.strategies import extract_prompt
+
+    reason = "Output: a2 is better.\nReasoning: 1. a2 names the sadness.\n2. a1 misses it."
+    expected = prompts.prompt("S4_extract").format(
+        reason="a2 is better.Reasoning: 1. a2 names the sadness.2. a1 misses it.")
+    assert extract_prompt(reason) == expected
+    assert extract_prompt("输出：a1\n理由") == prompts.prompt("S4_extract").format(reason="a1理由")
+
+
+def test_s4_extraction_requests_carry_the_post_processed_reasoning(tmp_path):
+    from helpers.strategies import extract_prompt
+
+    recorder = Recorder()
+    run(tmp_path, recorder, strategy="S4", rounds=1, order="normal")
+    steps = {s["key"]: s["text"] for s in load_steps(tmp_path) if s["step"] == "S4_reason"}
+    extracts = [r for r in recorder.requests("fake_llm") if r.key.startswith("S4|")]
+    assert {r.prompt for r in extracts} == {extract_prompt(t) for t in steps.values()}
+    assert all("Reasoning" in r.prompt and ":\n" not in r.prompt for r in extracts)
+
+
+SAMPLING_MLLM = dataclasses.replace(FAKE_MLLM, name="fake_sampler",
+                                    generation={"max_new_tokens": 64, "do_sample": True, "temperature": 0.7})
+
+
+def test_a_sampling_judge_describes_each_order_afresh_by_default_as_the_paper(tmp_path):
+    """Issue 12 case 6: sharing one description across orders is only the paper's protocol under
+    deterministic decoding; under sampling it would inflate S2-S4 swap consistency."""
+    recorder = Recorder()
+    summary = engine.run(SAMPLING_MLLM, "all", pairs=toy_pairs(), rounds=R, output_dir=tmp_path, progress=False,
+                         judge_llm=FAKE_LLM, backend=recorder, dataset="toy")
+    calls = total_calls(summary)
+    assert calls == expected_calls(N, R, 2, ["S1", "S2", "S3", "S4"], shared_descriptions=False)
+    assert calls["describe"] == N * R * 2
+    described = [r for r in recorder.requests("fake_sampler") if r.key.startswith("describe|")]
+    by_order = {}
+    for r in described:
+        by_order.setdefault(r.key.split("|")[4], set()).add(r.seed)
+    assert by_order == {"normal": {0, 1}, "reverse": {1_000_003, 1_000_004}}, "the reversed order is a fresh sample"
+    table = load_predictions(tmp_path)
+    s2 = table[table["strategy"] == "S2"]
+    assert s2.groupby(["name", "round"])["steps"].apply(lambda s: len({x["describe"] for x in s})).eq(2).all()
+    manifest = json.loads((Path(summary.loc[1, "folder"]) / "manifest.json").read_text())
+    assert manifest["parameters"]["share_descriptions"] == "auto"
+    assert manifest["parameters"]["descriptions_shared"] is False
+
+
+def test_share_descriptions_can_be_forced_either_way(tmp_path):
+    shared = total_calls(engine.run(SAMPLING_MLLM, "S2", pairs=toy_pairs(), rounds=R, output_dir=tmp_path / "a",
+                                    progress=False, backend=Recorder(), dataset="toy", share_descriptions=True))
+    assert shared == expected_calls(N, R, 2, ["S2"], shared_descriptions=True)
+    fresh = total_calls(run(tmp_path / "b", Recorder(), strategy="S2", share_descriptions=False))
+    assert fresh == expected_calls(N, R, 2, ["S2"], shared_descriptions=False) == Counter(
+        {"describe": N * R * 2, "S2": N * R * 2})
+    with pytest.raises(ValueError, match="share_descriptions must be"):
+        run(tmp_path / "c", Recorder(), strategy="S2", share_descriptions="sometimes")

@@ -89,7 +89,8 @@ def test_omni_audio_in_video_sends_frames_and_the_mp4_sound_behind_one_video_pla
     wave, rate = prompt["multi_modal_data"]["audio"]
     assert rate == 16_000 and wave.ndim == 1 and len(wave) == pytest.approx(32_000, rel=0.05)
     assert prompt["mm_processor_kwargs"] == {"use_audio_in_video": True}
-    assert sampling == [{"max_tokens": 1024, "seed": 5}]
+    # greedy stated explicitly: vLLM's own temperature 1.0 must never apply (issue 12)
+    assert sampling == [{"max_tokens": 1024, "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0, "seed": 5}]
     assert "vllm" not in sys.modules
 
 
@@ -171,3 +172,111 @@ def test_a_family_that_cannot_hear_refuses_audio(folders):
     request = Request("k", "p", media=Media("audiovideo", video=folders["video"]))
     with pytest.raises(BackendError, match="audio inside video"):
         build_inputs([request], judge, lambda messages: "")
+
+
+# -- issue 12 case 8: vLLM gets large chunks, and close() really frees the GPU --------------------
+
+class FakeEngine:
+    def __init__(self):
+        self.shut = False
+
+    def shutdown(self):
+        self.shut = True
+
+
+class FakeVLLM:
+    """A stand-in ``vllm`` module: an ``LLM`` that answers 'a1', records each generate call and
+    can fail on a given call (a killed run), and the distributed teardown functions."""
+
+    def __init__(self, fail_on_call: int | None = None):
+        import types
+
+        self.calls: list[int] = []
+        self.engines: list[FakeEngine] = []
+        self.torn_down: list[str] = []
+        owner = self
+
+        class LLM:
+            def __init__(self, **kwargs):
+                self.kwargs = kwargs
+                self.llm_engine = FakeEngine()
+                owner.engines.append(self.llm_engine)
+
+            def generate(self, prompts, params, use_tqdm=False):
+                owner.calls.append(len(prompts))
+                if fail_on_call is not None and len(owner.calls) == fail_on_call:
+                    raise KeyboardInterrupt("killed")
+
+                @dataclass
+                class Completion:
+                    text: str
+
+                @dataclass
+                class Output:
+                    outputs: list
+
+                return [Output([Completion("a1")]) for _ in prompts]
+
+        self.module = types.ModuleType("vllm")
+        self.module.LLM, self.module.SamplingParams, self.module.__version__ = LLM, dict, "0-fake"
+        distributed = types.ModuleType("vllm.distributed")
+        state = types.ModuleType("vllm.distributed.parallel_state")
+        state.destroy_model_parallel = lambda: owner.torn_down.append("destroy_model_parallel")
+        state.destroy_distributed_environment = lambda: owner.torn_down.append("destroy_distributed_environment")
+        distributed.parallel_state = state
+        self.modules = {"vllm": self.module, "vllm.distributed": distributed, "vllm.distributed.parallel_state": state}
+
+    def install(self, monkeypatch):
+        for name, module in self.modules.items():
+            monkeypatch.setitem(sys.modules, name, module)
+        return self
+
+
+def text_pairs(n: int):
+    import pandas as pd
+
+    return pd.DataFrame({"name": [f"p{i:02d}" for i in range(n)], "a1": ["happy"] * n, "a2": ["sad"] * n,
+                         "preference": ["a1"] * n})
+
+
+def run_vllm(judge, tmp_path, **kwargs):
+    from helpers import engine
+
+    return engine.run(judge, "S1", pairs=text_pairs(20), rounds=1, output_dir=tmp_path, dataset="toy",
+                      backend="vllm", progress=False, **kwargs)
+
+
+def test_vllm_receives_all_pending_requests_of_a_shard_in_one_chunk_not_batch_size(folders, tmp_path, monkeypatch):
+    fake = FakeVLLM().install(monkeypatch)
+    judge = spec("qwen25", folders["text"], batch_size=4, input_type="text")
+    run_vllm(judge, tmp_path)
+    assert fake.calls == [40], "20 pairs x 2 orders in one call (batch_size 4 would have made 10)"
+
+
+def test_vllm_chunks_are_stored_as_they_finish_so_a_killed_run_resumes(folders, tmp_path, monkeypatch):
+    from helpers.judges import vllm_backend
+    from helpers.store import load_predictions
+
+    monkeypatch.setattr(vllm_backend.VLLMBackend, "chunk_size", 16)
+    judge = spec("qwen25", folders["text"], batch_size=4, input_type="text")
+    killed = FakeVLLM(fail_on_call=3).install(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run_vllm(judge, tmp_path)
+    assert killed.calls == [16, 16, 8] and len(load_predictions(tmp_path)) == 32
+    again = FakeVLLM().install(monkeypatch)
+    run_vllm(judge, tmp_path)
+    assert again.calls == [8], "only the chunk that never came back is asked again"
+    table = load_predictions(tmp_path)
+    assert len(table) == 40 and not table.duplicated("key").any()
+
+
+def test_close_shuts_the_engine_down_and_tears_down_vllms_distributed_state(folders, tmp_path, monkeypatch):
+    fake = FakeVLLM().install(monkeypatch)
+    backend = VLLMBackend(spec("qwen25", folders["text"]))
+    backend.generate([Request("k", "a1 or a2?")])
+    backend.close()
+    assert fake.engines[0].shut, "the engine core is told to stop: collection alone keeps its GPU memory"
+    assert fake.torn_down == ["destroy_model_parallel", "destroy_distributed_environment"]
+    assert backend._llm is None and backend.info["closed"] is True
+    backend.generate([Request("k", "again")])
+    assert len(fake.engines) == 2, "a later call starts a fresh engine"

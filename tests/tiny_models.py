@@ -101,22 +101,34 @@ AUDIO = {
 }
 
 
-def _save(model, tokenizer, folder: Path, processor=None) -> Path:
-    """Random weights, a short greedy generation config, and the processor, into ``folder``."""
+HUB_LIKE_GENERATION = {"do_sample": True, "temperature": 0.7, "top_p": 0.5, "top_k": 20, "repetition_penalty": 1.1}
+"""A released checkpoint's generation_config.json in shape (Qwen2-Audio-7B-Instruct's knobs): it
+samples and sets NO length, so transformers alone would stop after 20 new tokens."""
+
+
+def _save(model, tokenizer, folder: Path, processor=None, hub_like: bool = False) -> Path:
+    """Random weights, a generation config, and the processor, into ``folder``: a short greedy
+    config for fast tests, or with ``hub_like`` one shaped like the hub's (sampling, no length)."""
     from transformers import GenerationConfig
 
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tokenizer.pad_token_id,
-        max_new_tokens=8,
-    )
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if hub_like:
+        model.generation_config = GenerationConfig(
+            bos_token_id=tokenizer.pad_token_id, eos_token_id=[eos, tokenizer.pad_token_id],
+            pad_token_id=tokenizer.pad_token_id, **HUB_LIKE_GENERATION,
+        )
+    else:
+        model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
+                                                   max_new_tokens=8)
     model.save_pretrained(folder)
     if processor is not None:
         processor.save_pretrained(folder)
     return Path(folder)
 
 
-def build_text_lm(folder: Path) -> Path:
-    """A 2-layer Qwen2ForCausalLM (hidden 64) with the local tokenizer, saved to ``folder``."""
+def build_text_lm(folder: Path, hub_like: bool = False) -> Path:
+    """A 2-layer Qwen2ForCausalLM (hidden 64) with the local tokenizer, saved to ``folder``
+    (``hub_like``: with a hub-shaped generation config that sets no length)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -124,7 +136,7 @@ def build_text_lm(folder: Path) -> Path:
     tokenizer = build_tokenizer(folder)
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(Qwen2Config(**text_config(tokenizer), tie_word_embeddings=True))
-    return _save(model, tokenizer, folder)
+    return _save(model, tokenizer, folder, hub_like=hub_like)
 
 
 def build_omni_thinker(folder: Path) -> Path:

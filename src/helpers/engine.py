@@ -47,7 +47,7 @@ from helpers.store import (
     read_jsonl,
     secrets_from_env,
 )
-from helpers.strategies import STRATEGIES, Item, Pipeline, row_key
+from helpers.strategies import STRATEGIES, Item, Pipeline, resolve_sharing, row_key
 
 ORDER_CHOICES = {"normal": ("normal",), "reverse": ("reverse",), "both": ("normal", "reverse")}
 PACKAGES = ("pandas", "numpy", "scikit-learn", "torch", "torchvision", "transformers", "vllm", "openai",
@@ -56,7 +56,7 @@ BackendChoice = str | Callable[[JudgeSpec], Backend]
 ROLE_NAMES = {"mllm": "judge", "llm": "llm"}  # pipeline roles as the manifest's ``backends`` names them
 # Names of run()/notebook parameters that change predictions and so enter the run identity
 # (helpers.identity); run() passes their values as prepare_run(identity_parameters=...), the grid likewise.
-IDENTITY_PARAMETERS: tuple[str, ...] = ()
+IDENTITY_PARAMETERS: tuple[str, ...] = ("share_descriptions",)
 UNPARSED_WARN_PCT = 50.0  # a run with more answers than this (percent) matching no parser rule ends with a warning
 
 
@@ -224,13 +224,16 @@ def _llm_backend_choice(backend: BackendChoice, llm_spec: JudgeSpec) -> BackendC
 def prepare_run(spec: JudgeSpec, *, strategy: str = "all", order: str = "both", rounds: int = 2,
                 dataset: str = "emoprefer", input_type: str | None = None, judge_llm: str | JudgeSpec | None = "qwen25",
                 limit: int | None = None, names: Sequence[str] | None = None, seed: int = 0, data_dir=None,
-                pairs: pd.DataFrame | None = None, output_dir=None, identity_parameters: dict | None = None
-                ) -> tuple[dict, dict, pd.DataFrame, dict]:
+                pairs: pd.DataFrame | None = None, output_dir=None, identity_parameters: dict | None = None,
+                device: str | None = None) -> tuple[dict, dict, pd.DataFrame, dict]:
     """Everything a run is before any model loads: ``(context, full tables, chosen pairs,
     chosen tables per order)``. Shared by :func:`run` and :func:`planned_runs`, so a grid
     computes a cell's identity exactly as the run would. ``identity_parameters``: run
     parameters that change predictions beyond the judge, prompts and data (their names are
-    listed in ``IDENTITY_PARAMETERS``); they enter the identity's ``parameters``."""
+    listed in ``IDENTITY_PARAMETERS``); they enter the identity's ``parameters``. The
+    description-sharing choice enters resolved (``descriptions_shared``), and only for the
+    strategies that describe (S2-S4). ``device`` places local judges (``with_device``)."""
+    spec = with_device(spec, device)
     if order not in ORDER_CHOICES:
         raise ValueError(f"order must be one of {tuple(ORDER_CHOICES)}, got {order!r}")
     if int(rounds) < 1:
@@ -241,7 +244,10 @@ def prepare_run(spec: JudgeSpec, *, strategy: str = "all", order: str = "both", 
     strategies = resolve_strategies(spec, strategy)
     llm_spec = None
     if spec.backend != "cpu" and {"S3", "S4"} & set(strategies):
-        llm_spec = judge_llm if isinstance(judge_llm, JudgeSpec) else load_spec(judge_llm or "qwen25")
+        llm_spec = with_device(judge_llm if isinstance(judge_llm, JudgeSpec) else load_spec(judge_llm or "qwen25"),
+                               device)
+    parameters = dict(identity_parameters or {})
+    share = parameters.pop("share_descriptions", "auto")
     hashes = data_sha256(dataset, data_dir) if pairs is None else {"pairs": pairs_sha256(full)}
     files = dataset_spec(dataset).files if pairs is None else None
     context = {
@@ -249,7 +255,8 @@ def prepare_run(spec: JudgeSpec, *, strategy: str = "all", order: str = "both", 
         "root": Path(output_dir) if output_dir is not None else paths.predictions_dir(),
         "data_sha256": hashes, "identity_data": label_files(hashes, files), "strategies": strategies,
         "input_type": "text" if spec.backend == "cpu" else (input_type or spec.input_type), "llm_spec": llm_spec,
-        "identity_parameters": dict(identity_parameters or {}),  # see helpers.identity
+        "identity_parameters": parameters,  # see helpers.identity
+        "descriptions_shared": None if spec.backend == "cpu" else resolve_sharing(share, spec),
     }
     return context, full, chosen, tables
 
@@ -266,7 +273,7 @@ def run_plans(context: dict, tables: dict, run_id: str | None = None) -> list[di
         identity = build_identity(
             spec=spec, strategy=strategy, input_type=context["input_type"], dataset=context["dataset"],
             seed=context["seed"], data_sha256=context["identity_data"], llm_spec=llm,
-            parameters=context["identity_parameters"])
+            parameters=_identity_parameters(context, strategy))
         names = sorted(tables["normal"]["name"])
         scope = {"samples": len(names), "samples_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
                  "orders": list(context["orders"]), "rounds": context["rounds"]}
@@ -277,19 +284,28 @@ def run_plans(context: dict, tables: dict, run_id: str | None = None) -> list[di
     return plans
 
 
+def _identity_parameters(context: dict, strategy: str) -> dict:
+    """The run parameters that shape this strategy's answers: whether S2-S4 describe once for
+    both orders or per order changes their descriptions (and so their verdicts)."""
+    parameters = dict(context["identity_parameters"])
+    if strategy in ("S2", "S3", "S4"):
+        parameters["descriptions_shared"] = context["descriptions_shared"]
+    return parameters
+
+
 def planned_runs(model: str | JudgeSpec, strategy: str = "all", order: str = "both", rounds: int = 2,
                  dataset: str = "emoprefer", input_type: str | None = None,
                  judge_llm: str | JudgeSpec | None = "qwen25", limit: int | None = None,
                  names: Sequence[str] | None = None, seed: int = 0, data_dir=None, output_dir=None,
                  run_id: str | None = None, pairs: pd.DataFrame | None = None,
-                 identity_parameters: dict | None = None) -> list[dict]:
+                 identity_parameters: dict | None = None, device: str | None = None) -> list[dict]:
     """The run folders ``run`` with these arguments writes, each with its identity and the row
     keys it must hold (what ``helpers.grid`` compares before it calls a cell finished)."""
     spec = model if isinstance(model, JudgeSpec) else load_spec(model)
     context, _, _, tables = prepare_run(
         spec, strategy=strategy, order=order, rounds=rounds, dataset=dataset, input_type=input_type,
         judge_llm=judge_llm, limit=limit, names=names, seed=seed, data_dir=data_dir, pairs=pairs,
-        output_dir=output_dir, identity_parameters=identity_parameters)
+        output_dir=output_dir, identity_parameters=identity_parameters, device=device)
     return run_plans(context, tables, run_id)
 
 
@@ -355,6 +371,8 @@ def run(
     progress: bool = True,
     overwrite: bool = False,
     unparsed_warn_pct: float = UNPARSED_WARN_PCT,
+    share_descriptions: str | bool = "auto",
+    device: str | None = None,
 ) -> pd.DataFrame:
     """Judge the pairs with ``model``; returns one summary row per run folder written.
 
@@ -366,6 +384,10 @@ def run(
     ``overwrite=True`` moves a folder of another identity aside instead of refusing.
     ``unparsed_warn_pct``: warn (and record in the manifest) when more than this share of a
     run's answers matched no parser rule.
+    ``share_descriptions``: ``auto`` (the paper: one description for both orders only where
+    decoding is deterministic), True or False; part of the run's identity. ``device``: e.g.
+    ``cpu`` to run a local model on the CPU on purpose (otherwise a >= 1 B model that finds no
+    GPU stops with what to install).
     """
     spec = model if isinstance(model, JudgeSpec) else load_spec(model)
     if batch_size:  # backends chunk by their spec's batch size, so the override must reach the spec
@@ -373,8 +395,8 @@ def run(
     context, full, chosen, tables = prepare_run(
         spec, strategy=strategy, order=order, rounds=rounds, dataset=dataset, input_type=input_type,
         judge_llm=judge_llm, limit=limit, names=names, seed=seed, data_dir=data_dir, pairs=pairs,
-        output_dir=output_dir)
-    llm_spec = context["llm_spec"]
+        output_dir=output_dir, identity_parameters={"share_descriptions": share_descriptions}, device=device)
+    spec, llm_spec = context["spec"], context["llm_spec"]
     context.update(
         overwrite=bool(overwrite), unparsed_warn_pct=float(unparsed_warn_pct),
         secrets=secrets_from_env([spec.api_key_env, getattr(llm_spec, "api_key_env", None)]),
@@ -384,6 +406,8 @@ def run(
             "limit": limit, "names": list(names) if names is not None else None, "seed": int(seed),
             "media_dir": str(media_dir) if media_dir else None, "data_dir": str(data_dir) if data_dir else None,
             "pairs_given": pairs is not None, "overwrite": bool(overwrite), "unparsed_warn_pct": unparsed_warn_pct,
+            "share_descriptions": share_descriptions, "descriptions_shared": context["descriptions_shared"],
+            "device": device,
         },
     )
     plans = run_plans(context, tables, run_id)
@@ -404,6 +428,7 @@ def run(
     pipeline = Pipeline(
         spec, mllm_factory, input_type=input_type, dataset=dataset, media_dir=media_dir, seed=context["seed"],
         llm_spec=llm_spec, llm=llm_factory, steps=cached, batch_size=batch_size, progress=progress,
+        share_descriptions=context["descriptions_shared"],
     )
     context["backends"] = {"judge": mllm_kind, "llm": llm_kind}
     summaries = []
@@ -413,6 +438,13 @@ def run(
     finally:
         pipeline.close()
     return pd.DataFrame(summaries)
+
+
+def with_device(spec: JudgeSpec, device: str | None) -> JudgeSpec:
+    """A local judge placed on ``device`` (the backends' ``options.device``); others unchanged."""
+    if not device or spec.backend != "local":
+        return spec
+    return dataclasses.replace(spec, options={**spec.options, "device": device})
 
 
 def _open_run(store: RunStore, context: dict, plan: dict, backends: dict) -> dict:

@@ -127,7 +127,7 @@ def run_statuses(parameters: dict) -> dict[str, str]:
     root = engine.from_root(parameters.get("output_dir")) or paths.predictions_dir()
     identity = {k: parameters[k] for k in engine.IDENTITY_PARAMETERS if k in parameters}
     plans = engine.planned_runs(parameters["model"], **args, data_dir=engine.from_root(parameters.get("data_dir")),
-                                output_dir=root, identity_parameters=identity)
+                                output_dir=root, identity_parameters=identity, device=parameters.get("device"))
     return {plan["run_id"]: engine.run_state(plan, root) for plan in plans}
 
 

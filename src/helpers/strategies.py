@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from helpers import prompts
 from helpers.data import media_paths
+from helpers.judges import decoding
 from helpers.judges.base import Backend, JudgeSpec, Media, Request, Response
 from helpers.judges.registry import backend_info
 from helpers.store import now
@@ -58,8 +59,28 @@ def row_key(strategy: str, order: str, rnd: int, name: str) -> str:
     return f"{strategy}|{order}|r{rnd}|{name}"
 
 
-def describe_key(judge: str, input_type: str, media_name: str, rnd: int, seed: int, identity: str) -> str:
-    return f"describe|{judge}|{input_type}|{media_name}|r{rnd}|seed={seed}|id={identity}"
+def describe_key(judge: str, input_type: str, media_name: str, rnd: int, seed: int, identity: str,
+                 order: str | None = None) -> str:
+    """A description's identity; ``order`` only when descriptions are made per order."""
+    where = media_name if order is None else f"{media_name}|{order}"
+    return f"describe|{judge}|{input_type}|{where}|r{rnd}|seed={seed}|id={identity}"
+
+
+SHARE_CHOICES = ("auto", True, False)
+ORDER_SEED_OFFSET = {"normal": 0, "reverse": 1_000_003}
+"""Added to a per-order description's seed: the reversed order's description is a fresh sample
+(same prompt and media, so the same seed would repeat the normal order's text)."""
+
+
+def resolve_sharing(choice: str | bool, judge: JudgeSpec) -> bool:
+    """Whether one description serves both orders. ``auto`` (the default) follows the paper:
+    its code describes each order afresh, which equals sharing only when decoding is
+    deterministic (greedy local models); a sampling or API judge describes per order."""
+    if isinstance(choice, str) and choice.lower() in ("true", "false", "yes", "no"):
+        choice = choice.lower() in ("true", "yes")
+    if choice not in SHARE_CHOICES:
+        raise ValueError(f"share_descriptions must be 'auto', True or False, got {choice!r}")
+    return decoding.is_deterministic(judge) if choice == "auto" else bool(choice)
 
 
 def reason_key(judge: str, input_type: str, llm: str, dataset: str, name: str, order: str, rnd: int,
@@ -84,6 +105,13 @@ def step_identity(**parts: object) -> str:
     """A short, stable digest of ``parts`` (JSON with sorted keys): equal digests, same inputs."""
     text = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def extract_prompt(reason: str) -> str:
+    """S4 step 2 as the official code builds it: the reasoning went through the text LLM's
+    post-processing (``func_postprocess_qwen``: a leading ``Output:``-like word dropped, newlines
+    removed, not replaced) before step 2 cleaned it and filled the extraction prompt."""
+    return prompts.build_extract(prompts.strip_text_llm_prefix(reason))
 
 
 def by_video(items: Iterable[Item]) -> list[Item]:
@@ -116,6 +144,7 @@ class Pipeline:
         on_steps: Callable[[list[dict]], object] | None = None,
         batch_size: int | None = None,
         progress: bool = True,
+        share_descriptions: str | bool = "auto",
     ):
         self.judge, self.llm_spec = judge, llm_spec
         self._factories = {"mllm": mllm, "llm": llm}
@@ -124,6 +153,7 @@ class Pipeline:
         self.steps = steps if steps is not None else {}
         self.on_steps = on_steps or (lambda rows: None)
         self.batch_size, self.progress = batch_size, progress
+        self.share_descriptions = resolve_sharing(share_descriptions, judge)
         self.calls: Counter[str] = Counter()
         system_key = judge.options.get("system_prompt")
         self.system = prompts.prompt(system_key) if system_key else None
@@ -163,8 +193,11 @@ class Pipeline:
             return Media("audio", audio=found.audio)
         return Media(self.input_type, video=found.video)
 
-    def mllm_request(self, key: str, text: str, item: Item) -> Request:
-        return Request(key, text, self.media(item.media_name), self.system, self.seed + item.round)
+    def mllm_request(self, key: str, text: str, item: Item, offset: int = 0) -> Request:
+        return Request(key, text, self.media(item.media_name), self.system, self.seed + item.round + offset)
+
+    def describe_seed_offset(self, item: Item) -> int:
+        return 0 if self.share_descriptions else ORDER_SEED_OFFSET[item.order]
 
     def llm_request(self, key: str, text: str, item: Item) -> Request:
         return Request(key, text, None, None, self.seed + item.round)
@@ -176,6 +209,8 @@ class Pipeline:
             return
         backend = self.backend(role)
         size = self.batch_size or backend.spec.batch_size or 1
+        # an engine that batches continuously (vLLM) gets large chunks; each is stored on return
+        size = max(size, int(getattr(backend, "chunk_size", 0) or 0))
         bar = tqdm(total=len(requests), desc=f"{self.judge.name} {step}", unit="req", disable=not self.progress)
         for start in range(0, len(requests), size):
             batch = requests[start:start + size]
@@ -192,7 +227,7 @@ class Pipeline:
 
     def describe_key(self, item: Item) -> str:
         return describe_key(self.judge.name, self.input_type, item.media_name, item.round, self.seed,
-                            self.describe_id)
+                            self.describe_id, order=None if self.share_descriptions else item.order)
 
     def reason_key(self, item: Item) -> str:
         return reason_key(self.judge.name, self.input_type, self.llm_spec.name, self.dataset, item.name,
@@ -205,14 +240,16 @@ class Pipeline:
             key = self.describe_key(item)
             if key not in self.steps and key not in wanted:
                 wanted[key] = item
-        requests = [self.mllm_request(key, self.describe_prompt, item) for key, item in wanted.items()]
+        requests = [self.mllm_request(key, self.describe_prompt, item, self.describe_seed_offset(item))
+                    for key, item in wanted.items()]
 
         def keep(batch: list[Request], responses: list[Response]) -> None:
             records = []
             for response in responses:
                 item = wanted[response.key]
                 self.steps[response.key] = response.text
-                records.append(self._step_record("describe", response, item, order=None, llm=None))
+                records.append(self._step_record("describe", response, item, llm=None,
+                                                 order=None if self.share_descriptions else item.order))
             self.on_steps(records)
 
         self.generate("mllm", "describe", requests, keep)
@@ -245,7 +282,8 @@ class Pipeline:
                                                        if reason else {})},
             "input_type": self.input_type, "dataset": self.dataset,
             "name": item.media_name if step == "describe" else item.name,
-            "round": item.round, "order": order, "seed": self.seed + item.round,
+            "round": item.round, "order": order,
+            "seed": self.seed + item.round + (self.describe_seed_offset(item) if step == "describe" else 0),
             "text": response.text, "latency_s": response.latency_s, "created_at": now(),
         }
 
@@ -270,7 +308,7 @@ class Pipeline:
             "S1": lambda it: self.mllm_request(key(it), prompts.build_s1(it.a1, it.a2), it),
             "S2": lambda it: self.mllm_request(key(it), prompts.build_judge(self.desc(it), it.a1, it.a2), it),
             "S3": lambda it: self.llm_request(key(it), prompts.build_judge(self.desc(it), it.a1, it.a2), it),
-            "S4": lambda it: self.llm_request(key(it), prompts.build_extract(self.steps[self.reason_key(it)]), it),
+            "S4": lambda it: self.llm_request(key(it), extract_prompt(self.steps[self.reason_key(it)]), it),
         }[strategy]
         by_key = {key(it): it for it in items}
         role, step = ("mllm", strategy) if strategy in ("S1", "S2") else ("llm", "S4_extract" if strategy == "S4" else "S3")
@@ -299,15 +337,17 @@ class Pipeline:
         }
 
 
-def expected_calls(n_pairs: int, rounds: int, orders: int, strategies: Iterable[str]) -> Counter:
-    """Model calls the sharing rules imply for a fresh run (what the tests hold us to)."""
+def expected_calls(n_pairs: int, rounds: int, orders: int, strategies: Iterable[str],
+                   shared_descriptions: bool = True) -> Counter:
+    """Model calls the sharing rules imply for a fresh run (what the tests hold us to): one
+    description per (sample, round), or per (sample, round, order) when not shared."""
     strategies = set(strategies)
     per_order = n_pairs * rounds * orders
     calls: Counter[str] = Counter()
     for strategy in strategies:
         calls[{"S1": "S1", "S2": "S2", "S3": "S3", "S4": "S4_extract"}[strategy]] += per_order
     if strategies & {"S2", "S3", "S4"}:
-        calls["describe"] = n_pairs * rounds
+        calls["describe"] = n_pairs * rounds * (1 if shared_descriptions else orders)
     if "S4" in strategies:
         calls["S4_reason"] = per_order
     return calls

@@ -15,6 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 
+class BackendError(RuntimeError):
+    """A judge cannot run as configured; the message names the judge and what to change."""
+
+
 @dataclass(frozen=True)
 class Media:
     """The media of one sample, as the judge's input type asks for it."""

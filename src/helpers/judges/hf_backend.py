@@ -11,8 +11,12 @@ Why the choices:
 - Requests are grouped by (seed, input type) and each group is generated in batches of
   ``spec.batch_size`` with left padding, after ``torch.manual_seed(seed)``: the same requests
   with the same seed give the same text. Only the newly generated tokens are decoded.
-- Generation settings come from ``spec.generation``; an empty mapping means the checkpoint's
-  own generation config (the paper's Qwen2.5-Omni setting).
+- Decoding follows the judge's complete protocol (:func:`helpers.judges.decoding.protocol`:
+  the YAML's ``generation:`` with every unstated knob made explicit), passed to ``generate`` in
+  full, so neither the checkpoint's ``generation_config.json`` nor transformers' 20-token
+  default decides anything; ``info`` records the checkpoint's own values beside it.
+- A >= 1 B-parameter model that lands on the CPU only because CUDA is unusable stops with what
+  to install (:func:`check_cpu_fallback`), unless ``options.device`` is ``cpu``.
 
 ``spec.options`` understood here: ``system`` (default system prompt), ``dtype`` (GPU; default
 ``auto``), ``device`` (default ``cuda`` when available), ``device_map``,
@@ -31,10 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpers.judges import decoding
 from helpers.judges import media as media_io
-from helpers.judges.base import Backend, JudgeSpec, Request, Response
+from helpers.judges.base import Backend, BackendError, JudgeSpec, Request, Response
 
-GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "do_sample")
+GENERATION_KEYS = decoding.KNOBS
 
 
 @dataclass(frozen=True)
@@ -56,10 +61,6 @@ FAMILIES: dict[str, Family] = {
     "text": Family("AutoModelForCausalLM", processor=False),
     "qwen25": Family("AutoModelForCausalLM", processor=False),
 }
-
-
-class BackendError(RuntimeError):
-    """A judge cannot run as configured; the message names the judge and what to change."""
 
 
 def family_of(spec: JudgeSpec) -> Family:
@@ -106,24 +107,14 @@ def build_messages(request: Request, family: Family, system: str | None) -> list
 
 
 def generation_kwargs(generation: dict) -> dict:
-    """transformers ``generate`` kwargs from a judge's generation settings.
+    """transformers ``generate`` kwargs from a judge's generation settings (what is stated;
+    :func:`helpers.judges.decoding.translate`, shared with the vLLM backend).
 
     Sampling is on exactly when the temperature is positive; greedy decoding drops the sampling
     knobs (transformers warns about them otherwise). ``max_tokens`` (vLLM/OpenAI spelling) is
     accepted for ``max_new_tokens``.
     """
-    settings = dict(generation)
-    if "max_tokens" in settings:
-        settings.setdefault("max_new_tokens", settings.pop("max_tokens"))
-    unknown = set(settings) - set(GENERATION_KEYS)
-    if unknown:
-        raise BackendError(f"unknown generation settings {sorted(unknown)} (known: {', '.join(GENERATION_KEYS)})")
-    if "temperature" in settings:
-        settings["do_sample"] = settings["temperature"] > 0
-    if settings.get("do_sample") is False:
-        for key in ("temperature", "top_p", "top_k"):
-            settings.pop(key, None)
-    return settings
+    return decoding.translate(generation, "transformers")
 
 
 def seed_batches(requests: list[Request], batch_size: int, key=lambda r: r.seed) -> Iterator[list[int]]:
@@ -151,6 +142,64 @@ def local_path(checkpoint: str | None, revision: str | None = None) -> str | Non
     except (ImportError, ValueError):  # no hub client, or not a valid repo id
         return None
     return str(Path(found).parent) if isinstance(found, str) else None
+
+
+def checkpoint_generation(model) -> dict:
+    """The decoding knobs a checkpoint's own ``generation_config.json`` sets (for manifests: a
+    YAML protocol that differs from them is visible, never silently overridden or inherited)."""
+    config = getattr(model, "generation_config", None)
+    if config is None:
+        return {}
+    stated = config.to_diff_dict() if hasattr(config, "to_diff_dict") else config.to_dict()
+    return {k: stated[k] for k in (*decoding.KNOBS, "max_length") if k in stated}
+
+
+CPU_PARAMS_LIMIT = 1_000_000_000
+"""From this size on, a model that lands on the CPU because no GPU was found stops the run."""
+
+
+def weight_bytes(folder: str | None) -> int:
+    """Bytes of weight files in a checkpoint folder (0 when unknown), to size a model unloaded."""
+    if not folder or not Path(folder).is_dir():
+        return 0
+    return sum(f.stat().st_size for f in Path(folder).iterdir() if f.suffix in (".safetensors", ".bin", ".pt")
+               and f.name != "spk_dict.pt")
+
+
+def cuda_report() -> str:
+    """What this machine says about CUDA: torch's build, whether a GPU is usable, the driver."""
+    import shutil
+    import subprocess
+
+    import torch
+
+    parts = [f"torch {torch.__version__} (CUDA build {torch.version.cuda or 'none'})",
+             f"torch.cuda.is_available() = {torch.cuda.is_available()}"]
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        parts.append(f"nvidia-smi: {out or 'no GPU listed'}")
+    else:
+        parts.append("no nvidia-smi on PATH (no NVIDIA driver found)")
+    return "; ".join(parts)
+
+
+def check_cpu_fallback(spec: JudgeSpec, n_bytes: int) -> None:
+    """Stop before a >= 1 B-parameter model runs on the CPU only because CUDA is unusable (a
+    driver older than the CUDA build of torch looks exactly like a machine without a GPU)."""
+    n_params = n_bytes / 2  # bf16/fp16 checkpoints: 2 bytes per parameter
+    if n_params < CPU_PARAMS_LIMIT:
+        return
+    raise BackendError(
+        f"judge {spec.name!r}: no usable CUDA GPU, so its ~{n_params / 1e9:.1f} B-parameter checkpoint "
+        f"{spec.checkpoint!r} would run on the CPU in float32 (hours per round). Found: {cuda_report()}. "
+        "Install a CUDA build of torch that your driver supports (CUDA 13 builds need NVIDIA driver >= 580; "
+        "CUDA 12.x builds need >= 525), e.g. `conda env create -f environment.yml`; or pass `-p device cpu` "
+        "(engine.run(device='cpu')) to run on the CPU anyway."
+    )
 
 
 def _offline() -> bool:
@@ -184,6 +233,8 @@ class TransformersBackend(Backend):
 
         options = self.spec.options
         device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device == "cpu" and options.get("device") != "cpu":  # a fallback, not the user's choice
+            check_cpu_fallback(self.spec, weight_bytes(self.info.get("local_path")))
         load_kwargs: dict[str, Any] = {"local_files_only": _offline()}
         if options.get("revision"):
             load_kwargs["revision"] = options["revision"]
@@ -210,6 +261,11 @@ class TransformersBackend(Backend):
             raise BackendError(f"judge {self.spec.name!r}: cannot load checkpoint {checkpoint!r}{hint}: {exc}") from exc
         if device == "cpu":
             self.model.to("cpu")
+            if options.get("device") != "cpu":
+                n_params = sum(p.numel() for p in self.model.parameters())
+                if n_params >= CPU_PARAMS_LIMIT:
+                    self.model = None
+                    check_cpu_fallback(self.spec, 2 * n_params)
         self.model.eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -226,6 +282,9 @@ class TransformersBackend(Backend):
             "transformers": transformers.__version__,
             "torch": torch.__version__,
             "loaded": True,
+            # what decodes (the YAML's protocol) beside what the checkpoint would have used
+            "generation": {k: v for k, v in self.generation_settings().items() if k in decoding.KNOBS},
+            "checkpoint_generation": checkpoint_generation(self.model),
         }
 
     def _load_model(self, transformers, checkpoint: str, model_kwargs: dict):
@@ -273,14 +332,28 @@ class TransformersBackend(Backend):
         inputs = inputs.to(self.device)
         if self.family.processor:  # pixel values and audio features in the model's dtype (bf16 on GPU)
             inputs = inputs.to(self.model.dtype)
-        settings = {**self._default_generation, **generation_kwargs(self.spec.generation), **extra}
-        settings.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        settings = {**self.generation_settings(), **extra}
         torch.manual_seed(batch[0].seed)
         with torch.inference_mode():
             output = self.model.generate(**inputs, **settings)
         sequences = output.sequences if hasattr(output, "sequences") else output
         new_tokens = sequences[:, inputs["input_ids"].shape[1] :]
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def generation_settings(self) -> dict:
+        """The ``generate`` kwargs of every batch: the judge's complete protocol
+        (:func:`decoding.protocol`), so no knob falls back to the checkpoint's
+        ``generation_config.json`` (or to transformers' 20-token default)."""
+        protocol = decoding.complete(self.spec.generation, {**decoding.defaults_for(self.spec),
+                                                             **self._default_generation_knobs()},
+                                     who=f"judge {self.spec.name!r}")
+        settings = {**self._default_generation, **decoding.translate(protocol, "transformers")}
+        if self.tokenizer is not None:
+            settings.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        return settings
+
+    def _default_generation_knobs(self) -> dict:
+        return {k: v for k, v in self._default_generation.items() if k in decoding.KNOBS}
 
     def _system(self, request: Request) -> str | None:
         return request.system if request.system is not None else self.spec.options.get("system")
@@ -330,10 +403,7 @@ class TransformersBackend(Backend):
         if self.family.num_frames is None:
             kwargs["fps"] = float(options.get("fps", media_io.DEFAULT_FPS))
         if "video_min_pixels" in options or "video_max_pixels" in options:
-            kwargs["size"] = {
-                "shortest_edge": int(options.get("video_min_pixels", 128 * 28 * 28)),
-                "longest_edge": int(options.get("video_max_pixels", 768 * 28 * 28)),
-            }
+            kwargs["size"] = media_io.pixel_bounds(options)
         return kwargs
 
     def _audio_in_video_kwargs(self, videos: list[Path]) -> dict:

@@ -49,6 +49,17 @@ class VideoFrames:
                 "duration": self.duration_s}
 
 
+VIDEO_MIN_PIXELS = 128 * 28 * 28
+VIDEO_MAX_PIXELS = 768 * 28 * 28
+
+
+def pixel_bounds(options: dict) -> dict[str, int]:
+    """A judge's per-frame pixel bounds (``video_min_pixels``/``video_max_pixels``, Qwen's
+    defaults where unset) in the processors' ``size`` spelling, the same for every backend."""
+    return {"shortest_edge": int(options.get("video_min_pixels", VIDEO_MIN_PIXELS)),
+            "longest_edge": int(options.get("video_max_pixels", VIDEO_MAX_PIXELS))}
+
+
 def _open(path: Path):
     import av
 
@@ -126,7 +137,50 @@ def load_video(
         n = frame_count(total, rate, fps=fps, min_frames=min_frames, max_frames=max_frames)
     else:
         n = max(1, min(num_frames, total))
-    wanted = np.linspace(0, total - 1, n).round().astype(int)
+    return load_frames(path, np.linspace(0, total - 1, n).round().astype(int), total, rate)
+
+
+def emoprefer_gpt_indices(total_frames: int, video_fps: float, max_frames: int = 3) -> list[int]:
+    """The frames EmoPrefer's ``utils/gpt.py`` (``extract_base64_frames``) sends: one per second
+    for a clip of at most ``max_frames`` seconds, else ``max_frames`` evenly spaced ones.
+
+    Copied rule for rule (``int(i * fps)`` / ``int(i * total / max_frames)``); where it would give
+    no frame at all (a clip shorter than one second) the first frame is sent, so the judge
+    still sees the video.
+    """
+    duration = total_frames / max(video_fps, 1e-6)
+    if duration <= max_frames:
+        indices = [int(i * video_fps) for i in range(int(duration))]
+    else:
+        indices = [int(i * total_frames / max_frames) for i in range(max_frames)]
+    return [i for i in indices if i < total_frames] or [0]
+
+
+def fps_indices(total_frames: int, video_fps: float, fps: float = 1.0) -> list[int]:
+    """One frame every ``1 / fps`` seconds from the start (how Gemini samples a video sent with
+    ``VideoMetadata(fps=1)``), at least one."""
+    duration = total_frames / max(video_fps, 1e-6)
+    n = max(1, int(np.ceil(duration * fps - 1e-9)))
+    return sorted({min(total_frames - 1, int(i * video_fps / fps)) for i in range(n)})
+
+
+def load_video_frames(path: str | Path, rule: str, *, max_frames: int = 3, fps: float = 1.0) -> VideoFrames:
+    """Frames picked by a named rule: ``emoprefer_gpt`` (:func:`emoprefer_gpt_indices`) or
+    ``fps`` (:func:`fps_indices`)."""
+    path = Path(path)
+    total, rate = _count_frames(path)
+    if rule == "emoprefer_gpt":
+        indices = emoprefer_gpt_indices(total, rate, max_frames)
+    elif rule == "fps":
+        indices = fps_indices(total, rate, fps)
+    else:
+        raise MediaError(f"unknown frame rule {rule!r} (known: emoprefer_gpt, fps)")
+    return load_frames(path, np.asarray(indices, dtype=int), total, rate)
+
+
+def load_frames(path: Path, wanted: np.ndarray, total: int, rate: float) -> VideoFrames:
+    """Decode ``path`` once, keeping the frames at the sorted indices ``wanted``."""
+    n = len(wanted)
     frames: list[np.ndarray] = []
     with _open(path) as container:
         stream = _video_stream(container, path)

@@ -5,9 +5,10 @@ Why plain HTTP (urllib) and not the ``openai`` package: the request is one JSON 
 package is not installed in the CPU environment, and owning the retry loop lets it honour
 ``Retry-After`` and name the endpoint and status in the final error.
 
-- Video goes as JPEG frames (data URLs) sampled uniformly — ``options.num_frames`` (default 8),
-  longer side at most ``options.frame_max_side`` (default 768) — because chat-completions
-  endpoints take images, not video files.
+- Video goes as JPEG frames (data URLs), because chat-completions endpoints take images, not
+  video files: by default ``options.num_frames`` (8) uniformly; the paper's GPT rule
+  (``frames: emoprefer_gpt``: 1 fps for clips up to 3 s, else 3 frames) or Gemini's 1 fps
+  (``frames: fps``) where the judge's YAML says so (see :func:`video_frames`).
 - Audio goes as ``input_audio`` (16 kHz mono WAV) only where the judge's YAML says the endpoint
   takes it (``options.audio_input: true``); otherwise an audio input type is refused rather
   than silently judged without sound.
@@ -59,17 +60,14 @@ def request_body(
     load_video=media_io.load_video,
     load_audio=media_io.load_audio,
 ) -> dict:
-    """The chat-completions JSON for one request: system, then media parts, then the prompt."""
+    """The chat-completions JSON for one request: system, then the user turn of media parts
+    and the prompt (prompt first where ``options.text_first``, as the paper sent GPT-4o/4.1),
+    then the generation fields and, unless ``options.send_seed`` is false, the seed."""
     options = spec.options
     input_type = request.media.input_type if request.media is not None else "text"
     parts: list[dict] = []
     if input_type in ("video", "audiovideo"):
-        frames = load_video(request.media.video, num_frames=int(options.get("num_frames", 8))).frames
-        for frame in frames:
-            image: dict[str, Any] = {"url": media_io.jpeg_data_url(frame, max_side=int(options.get("frame_max_side", 768)))}
-            if options.get("detail"):
-                image["detail"] = options["detail"]
-            parts.append({"type": "image_url", "image_url": image})
+        parts += [image_part(frame, options) for frame in video_frames(request.media.video, options, load_video)]
     if input_type in ("audio", "audiovideo"):
         if not options.get("audio_input"):
             raise OpenAIError(
@@ -82,10 +80,38 @@ def request_body(
     system = request.system if request.system is not None else options.get("system")
     if system:
         messages.append({"role": "system", "content": system})
-    content: str | list[dict] = request.prompt if not parts else [*parts, {"type": "text", "text": request.prompt}]
+    text = {"type": "text", "text": request.prompt}
+    content: str | list[dict] = request.prompt if not parts else (
+        [text, *parts] if options.get("text_first") else [*parts, text])
     messages.append({"role": "user", "content": content})
-    body: dict[str, Any] = {"model": spec.checkpoint, "messages": messages, **generation_fields(spec), "seed": request.seed}
+    body: dict[str, Any] = {"model": spec.checkpoint, "messages": messages, **generation_fields(spec)}
+    if options.get("send_seed", True):  # Gemini's compatible endpoint answers 400 to a seed
+        body["seed"] = request.seed
     return body
+
+
+def video_frames(path, options: dict, load_video=media_io.load_video) -> list:
+    """The frames a judge's YAML asks for: ``frames: emoprefer_gpt`` (the official GPT wrapper's
+    rule, ``max_frames`` default 3), ``frames: fps`` (one every ``1/fps`` s, as Gemini samples
+    an uploaded video), else ``num_frames`` (default 8) uniformly."""
+    rule = options.get("frames", "uniform")
+    if rule == "uniform":
+        return list(load_video(path, num_frames=int(options.get("num_frames", 8))).frames)
+    return list(media_io.load_video_frames(path, rule, max_frames=int(options.get("max_frames", 3)),
+                                           fps=float(options.get("fps", 1.0))).frames)
+
+
+def image_part(frame, options: dict) -> dict:
+    """One frame as an ``image_url`` part: JPEG at ``jpeg_quality`` (default 85; the paper's
+    cv2.imencode uses 95), longer side at most ``frame_max_side`` (default 768; null keeps the
+    full frame, as the paper sent it)."""
+    max_side = options.get("frame_max_side", 768)
+    url = media_io.jpeg_data_url(frame, quality=int(options.get("jpeg_quality", 85)),
+                                 max_side=None if max_side is None else int(max_side))
+    image: dict[str, Any] = {"url": url}
+    if options.get("detail"):
+        image["detail"] = options["detail"]
+    return {"type": "image_url", "image_url": image}
 
 
 def generation_fields(spec: JudgeSpec) -> dict:

@@ -18,6 +18,7 @@ import yaml
 from helpers import paths
 from helpers.data import INPUT_TYPES
 from helpers.judges.base import Backend, JudgeSpec, PairJudge
+from helpers.judges.decoding import DecodingError, check_yaml_generation
 
 SPEC_BACKENDS = ("local", "openai", "cpu")
 STRATEGIES = ("S1", "S2", "S3", "S4", "-")
@@ -88,6 +89,11 @@ def _spec_from_mapping(raw: dict, file: Path) -> JudgeSpec:
     if raw["backend"] == "openai" and not raw.get("api_key_env"):
         raise RegistryError(f"{file}: field 'api_key_env' (the NAME of the env variable with the key) is required")
     raw["generation"] = dict(raw.get("generation") or {})
+    if raw["backend"] == "local":
+        try:
+            check_yaml_generation(raw["generation"], str(file))
+        except DecodingError as exc:
+            raise RegistryError(str(exc)) from None
     raw["options"] = dict(raw.get("options") or {})
     if "strategies" in raw:
         raw["strategies"] = tuple(raw["strategies"])

@@ -13,11 +13,13 @@ correctly. Qwen2.5-Omni audio-in-video follows vLLM's thinker example: the promp
 placeholder, ``multi_modal_data`` holds the frames and the mp4's 16 kHz audio, and
 ``mm_processor_kwargs={"use_audio_in_video": True}``.
 
-Sampling: text LLMs default to the paper's settings (temperature 0.7, top_p 0.8,
-repetition_penalty 1.05, max_tokens 512); ``spec.generation`` overrides them. Every request
-carries its own seed, so a round is reproducible regardless of how vLLM schedules it.
-Requests sharing a video are sent next to each other so vLLM's prefix and encoder caches can
-reuse the video's tokens; responses come back in the caller's order.
+Sampling: the judge's complete protocol (:func:`helpers.judges.decoding.protocol`, the same dict
+the transformers backend translates), greedy as temperature 0, so vLLM's defaults (temperature
+1.0, 16 tokens) never apply. Every request carries its own seed, so a round is reproducible
+regardless of how vLLM schedules it. The pipeline hands over the pending requests in chunks of
+:data:`CHUNK`; requests sharing a video are sent next to each other so vLLM's prefix and encoder
+caches can reuse the video's tokens; responses come back in the caller's order. ``close()``
+shuts the engine down and frees its GPU memory before the next model loads.
 
 ``spec.options`` understood here (besides the media ones of the transformers backend: ``fps``,
 ``max_frames``, ``num_frames``, ``system``): ``tensor_parallel_size``, ``gpu_memory_utilization``,
@@ -32,32 +34,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from helpers.judges import decoding
 from helpers.judges import media as media_io
 from helpers.judges.base import Backend, JudgeSpec, Request, Response
 from helpers.judges.hf_backend import BackendError, build_messages, check_input, family_of, local_path
 
-PAPER_TEXT_SAMPLING = {"temperature": 0.7, "top_p": 0.8, "repetition_penalty": 1.05, "max_tokens": 512}
+PAPER_TEXT_SAMPLING = decoding.PAPER_TEXT_SAMPLING
 """The paper's vLLM settings for the S3/S4 text LLM (Qwen2.5-7B-Instruct)."""
-MLLM_MAX_TOKENS = 1024  # vLLM's own default is 16 tokens: far too few for a description
-SAMPLING_KEYS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "min_p", "presence_penalty",
-                 "frequency_penalty")
+MLLM_MAX_TOKENS = decoding.MLLM_MAX_TOKENS  # vLLM's own default is 16 tokens: far too few for a description
 ENGINE_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "max_num_seqs", "dtype",
                   "revision", "enforce_eager")
+CHUNK = 512
+"""Requests handed to ``LLM.generate`` at once: enough for continuous batching and the prefix/
+encoder caches to work, few enough that a killed run loses little (results are stored per chunk)."""
 
 
 def sampling_kwargs(spec: JudgeSpec, seed: int) -> dict:
-    """``SamplingParams`` keyword arguments for one request of this judge."""
-    family = family_of(spec)
-    settings: dict[str, Any] = dict(PAPER_TEXT_SAMPLING) if not family.processor else {"max_tokens": MLLM_MAX_TOKENS}
-    generation = dict(spec.generation)
-    if "max_new_tokens" in generation:
-        generation.setdefault("max_tokens", generation.pop("max_new_tokens"))
-    if generation.pop("do_sample", True) is False:
-        generation["temperature"] = 0.0
-    unknown = set(generation) - set(SAMPLING_KEYS)
-    if unknown:
-        raise BackendError(f"judge {spec.name!r}: unknown generation settings {sorted(unknown)} for vLLM")
-    settings.update(generation)
+    """``SamplingParams`` keyword arguments for one request of this judge: its complete protocol
+    (:func:`decoding.protocol`, the same dict the transformers backend translates), never
+    vLLM's defaults, and the request's seed."""
+    settings = decoding.translate(decoding.protocol(spec), "vllm", who=f"judge {spec.name!r}")
     settings["seed"] = int(seed)
     return settings
 
@@ -109,6 +105,9 @@ def multi_modal_inputs(
             processor_kwargs["do_sample_frames"] = False
         else:
             data["video"] = video.frames
+        if "video_min_pixels" in options or "video_max_pixels" in options:
+            # the per-frame pixel bounds of the judge's protocol, as the transformers backend sends them
+            processor_kwargs["size"] = media_io.pixel_bounds(options)
     if input_type == "audio":
         data["audio"] = (load_audio(request.media.audio), media_io.SAMPLE_RATE)
     if input_type == "audiovideo":
@@ -195,6 +194,8 @@ def _engine_facts(llm) -> dict[str, Any]:
 class VLLMBackend(Backend):
     """A judge served in-process by vLLM (GPU only; see the module docstring)."""
 
+    chunk_size = CHUNK  # the pipeline hands over this many pending requests per call
+
     def __init__(self, spec: JudgeSpec):
         super().__init__(spec)
         family_of(spec)  # fail early on an unknown family ...
@@ -235,10 +236,50 @@ class VLLMBackend(Backend):
         return responses  # type: ignore[return-value]
 
     def close(self) -> None:
-        """Drop the engine so the next model fits on the GPU (vLLM frees memory on collection)."""
+        """Shut the engine down and hand its GPU memory back before the next model loads
+        (S3/S4's text LLM follows the MLLM in one process): vLLM's engine core runs in its own
+        process and holds its memory until told to stop; garbage collection alone is not enough."""
         if self._llm is None:
             return
         import gc
 
-        self._llm = None
+        llm, self._llm = self._llm, None
+        shutdown_engine(llm)
+        del llm
         gc.collect()
+        release_cuda()
+        self.info["closed"] = True
+
+
+def shutdown_engine(llm) -> list[str]:
+    """Call whichever shutdown the installed vLLM offers (its API moved between releases), then
+    tear down its distributed state; returns what was called (for tests and logs)."""
+    called = []
+    engine = getattr(llm, "llm_engine", None)
+    for owner, name in ((llm, "shutdown"), (engine, "shutdown"), (getattr(engine, "engine_core", None), "shutdown")):
+        method = getattr(owner, name, None) if owner is not None else None
+        if callable(method):
+            method()
+            called.append(f"{type(owner).__name__}.{name}")
+            break
+    try:
+        from vllm.distributed import parallel_state
+    except ImportError:
+        return called
+    for name in ("destroy_model_parallel", "destroy_distributed_environment"):
+        function = getattr(parallel_state, name, None)
+        if callable(function):
+            function()
+            called.append(name)
+    return called
+
+
+def release_cuda() -> None:
+    """Empty torch's CUDA cache (where torch and a GPU are present)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()

@@ -1,0 +1,117 @@
+"""The protocol card: every model judge's decoding, media and prompt settings as its YAML states
+them, beside the settings of the paper's released code, with each difference named.
+
+Why: a reproduction that decodes or samples frames differently runs a different experiment, and
+such differences hide in library defaults. The card is computed from ``params/models/*.yaml``
+(through the same :mod:`helpers.judges.decoding` the backends use) and
+``params/paper_protocol.yaml``, so it cannot drift from what a run sends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from helpers import paths
+from helpers.judges import decoding
+from helpers.judges.base import JudgeSpec
+from helpers.judges.registry import list_judges, load_spec
+
+COMPARED = ("model", "max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty",
+            "fps", "num_frames", "max_frames", "max_pixels", "frames", "text_first", "seed", "describe_prompt")
+MEDIA_DEFAULTS = {"qwen25omni": {"fps": 2.0}, "qwen25vl": {"fps": 2.0}, "llavanextvideo": {"num_frames": 8}}
+
+
+def paper_protocol(file: str | Path | None = None) -> dict[str, dict]:
+    """The paper's settings per judge (``params/paper_protocol.yaml``)."""
+    path = Path(file) if file else paths.params_dir() / "paper_protocol.yaml"
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("judges", {})
+
+
+def judge_settings(spec: JudgeSpec) -> dict:
+    """What this judge sends, in the card's field names."""
+    options = spec.options
+    out: dict = {"model": spec.checkpoint, "describe_prompt": options.get("describe_prompt", "describe_input"),
+                 "system_prompt": options.get("system_prompt")}
+    if spec.backend == "openai":
+        out.update({k: v for k, v in decoding.normalise(spec.generation).items()})
+        out.update(frames=options.get("frames", "uniform"), text_first=bool(options.get("text_first", False)),
+                   seed=bool(options.get("send_seed", True)))
+        if out["frames"] == "uniform":
+            out["num_frames"] = int(options.get("num_frames", 8))
+        elif out["frames"] == "emoprefer_gpt":
+            out["max_frames"] = int(options.get("max_frames", 3))
+        else:
+            out["fps"] = float(options.get("fps", 1.0))
+        return out
+    out.update(decoding.protocol(spec))
+    media = {**MEDIA_DEFAULTS.get(spec.family, {}), **{k: options[k] for k in ("fps", "num_frames") if k in options}}
+    if spec.input_type in ("video", "audiovideo"):
+        out.update(media)
+        if "video_max_pixels" in options:
+            out["max_pixels"] = int(options["video_max_pixels"])
+    return out
+
+
+def describe_decoding(s: dict, backend: str) -> str:
+    if backend == "openai" and "temperature" not in s:
+        return "vendor defaults"
+    if not s.get("do_sample"):
+        return f"greedy, rep {s.get('repetition_penalty', 1.0):g}, {s.get('max_new_tokens', '?')} tokens"
+    top_k = s.get("top_k", 0) or "all"
+    return (f"sample T={s.get('temperature'):g} top_p={s.get('top_p', 1.0):g} top_k={top_k} "
+            f"rep {s.get('repetition_penalty', 1.0):g}, {s.get('max_new_tokens', '?')} tokens")
+
+
+def describe_media(s: dict) -> str:
+    parts = []
+    if s.get("frames") == "emoprefer_gpt":
+        parts.append(f"{s.get('max_frames', 3)} frames (1 fps for clips <= {s.get('max_frames', 3)} s)")
+    elif s.get("frames") not in (None, "uniform", "emoprefer_gpt", "fps"):
+        parts.append(str(s["frames"]))
+    if "num_frames" in s:
+        parts.append(f"{s['num_frames']} frames")
+    if "fps" in s and s.get("frames") in (None, "fps"):
+        parts.append(f"frames at fps {s['fps']:g}")
+    if "max_pixels" in s:
+        parts.append(f"<= {s['max_pixels']} px/frame")
+    if "text_first" in s:
+        parts.append("text first" if s["text_first"] else "media first")
+    return ", ".join(parts) or "-"
+
+
+def differences(ours: dict, paper: dict) -> list[str]:
+    """Each compared field the paper set that this judge sends otherwise."""
+    out = []
+    for field in COMPARED:
+        if field in paper and ours.get(field) != paper[field]:
+            if field == "temperature" and not ours.get("do_sample") and not paper.get("do_sample"):
+                continue
+            out.append(f"{field}: {ours.get(field)!r} (paper {paper[field]!r})")
+    return out
+
+
+def protocol_card(models_dir: str | Path | None = None, paper_file: str | Path | None = None) -> pd.DataFrame:
+    """One row per model judge (local and API): backend, checkpoint, decoding, media, prompts,
+    the paper's settings, and the differences between the two ("none" where they agree)."""
+    paper = paper_protocol(paper_file)
+    rows = []
+    for name in list_judges(models_dir):
+        spec = load_spec(name, models_dir)
+        if spec.backend == "cpu":
+            continue
+        ours = judge_settings(spec)
+        theirs = paper.get(name)
+        backend = "vLLM on a GPU, else transformers" if spec.backend == "local" else f"OpenAI-compatible ({spec.api_base})"
+        rows.append({
+            "judge": name, "backend": backend, "checkpoint": spec.checkpoint, "input_type": spec.input_type,
+            "decoding": describe_decoding(ours, spec.backend), "media": describe_media(ours),
+            "prompt": ours["describe_prompt"] + (f" + system {ours['system_prompt']}" if ours["system_prompt"] else ""),
+            "paper_decoding": describe_decoding(theirs, spec.backend) if theirs else "not in the paper",
+            "paper_media": describe_media(theirs) if theirs else "not in the paper",
+            "paper_source": theirs.get("source", "") if theirs else "",
+            "differences": ("; ".join(differences(ours, theirs)) or "none") if theirs else "not in the paper",
+        })
+    return pd.DataFrame(rows)
