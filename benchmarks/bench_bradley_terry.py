@@ -15,14 +15,14 @@ import time
 
 import numpy as np
 
-from helpers.ranking import (
+from helpers.stats.ranking import (
     aggregate_wins,
     bradley_terry,
     encode_comparisons,
     fit_win_matrices,
     statsmodels_strengths,
 )
-from helpers.simulate import synthetic_comparisons
+from helpers.stats.simulate import synthetic_comparisons
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Tournament benchmark (not a timed test): how long ranking and judging take at challenge scale.
 
 1. Bradley–Terry with 1,000 bootstrap replicates on 50 systems × 100,000 comparisons: plain BT
-   (``helpers.ranking.bradley_terry``), the tournament's own fitter without covariates (same
+   (``helpers.stats.ranking.bradley_terry``), the tournament's own fitter without covariates (same
    model; the two must agree), and style control (the length covariate, which makes nearly every
    comparison its own cell, so this is the expensive one).
 2. The tournament pipeline's overhead per comparison with a CPU judge (``length``): design,
@@ -25,9 +25,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from helpers import style_control as S
 from helpers import tournament as T
-from helpers.ranking import bradley_terry
+from helpers.stats import style_control as S
+from helpers.stats.ranking import bradley_terry
 
 
 def planted(n_systems: int, n: int, seed: int = 0) -> pd.DataFrame:
@@ -76,7 +76,7 @@ def synthetic_table(n_samples: int, n_systems: int, seed: int = 0) -> pd.DataFra
 
 
 def bench_pipeline(n_samples: int, n_systems: int) -> dict:
-    import helpers.engine  # noqa: F401 - one-time import, reported separately from per-comparison costs
+    import helpers.run.engine  # noqa: F401 - one-time import, reported separately from per-comparison costs
 
     entries = synthetic_table(n_samples, n_systems)
     design, t_design = timed(lambda: T.design_pairs(entries, seed=0))
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--pipeline-systems", type=int, default=6)
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     args = parser.parse_args()
-    _, t_import = timed(lambda: __import__("helpers.engine"))
+    _, t_import = timed(lambda: __import__("helpers.run.engine"))
     results = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0]},
         "engine_import_s": round(t_import, 2),

@@ -8,7 +8,7 @@
 2. checks that a bf16 batch of greedy requests answers exactly as the requests one by one;
 3. checks that GPU memory returns to ~0 after ``close()`` and that a second model then loads;
 4. measures peak memory and pairs/s of randomly initialised 7B-shaped models through the real
-   request path of :class:`helpers.judges.hf_backend.TransformersBackend`: the Qwen2.5-Omni
+   request path of :class:`helpers.judges.hf.TransformersBackend`: the Qwen2.5-Omni
    thinker at batch 4 on 720p audio-video clips, and Qwen2.5-7B at batch 8 x 512 new tokens.
 
 Everything is built here (tokenizer, processor, random weights, synthetic clips); nothing is
@@ -38,7 +38,7 @@ def cuda_ready() -> tuple[bool, str]:
         import torch
     except ImportError:
         return False, "torch is not installed"
-    from helpers.judges.hf_backend import cuda_report
+    from helpers.judges.hf import cuda_report
 
     return bool(torch.cuda.is_available()), cuda_report()
 
@@ -70,7 +70,7 @@ def tiny_batch_matches_single(folder: Path) -> dict:
     from tiny_models import build_text_lm
 
     from helpers.judges.base import JudgeSpec, Request
-    from helpers.judges.hf_backend import TransformersBackend
+    from helpers.judges.hf import TransformersBackend
 
     spec = JudgeSpec(name="tiny", family="text", backend="local", checkpoint=str(build_text_lm(folder)),
                      batch_size=4, generation={"max_new_tokens": 16, "do_sample": False, "repetition_penalty": 1.0},
@@ -145,7 +145,7 @@ def text_llm_throughput(folder: Path) -> tuple[dict, float]:
     from tiny_models import build_tokenizer
 
     from helpers.judges.base import JudgeSpec, Request
-    from helpers.judges.hf_backend import TransformersBackend
+    from helpers.judges.hf import TransformersBackend
 
     tokenizer = build_tokenizer(folder / "tok")
     spec = JudgeSpec(name="qwen25_7b_shape", family="text", backend="local", checkpoint=str(folder / "tok"),
@@ -171,7 +171,7 @@ def omni_throughput(folder: Path) -> dict:
     )
 
     from helpers.judges.base import JudgeSpec, Media, Request
-    from helpers.judges.hf_backend import TransformersBackend
+    from helpers.judges.hf import TransformersBackend
 
     tokenizer = build_tokenizer(folder / "omni_tok")
     processor = Qwen2_5OmniProcessor(image_processor=Qwen2VLImageProcessor(), video_processor=Qwen2VLVideoProcessor(),

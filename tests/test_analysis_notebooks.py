@@ -10,8 +10,9 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from helpers import data, metrics
-from helpers.simulate import synthetic_predictions, write_predictions
+from helpers import data
+from helpers.stats import metrics
+from helpers.stats.simulate import synthetic_predictions, write_predictions
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 pytestmark = [

@@ -9,10 +9,10 @@ import sys
 import pytest
 
 from helpers.judges.base import JudgeSpec, Media, Request
-from helpers.judges.hf_backend import FAMILIES, check_input, family_of, generation_kwargs
-from helpers.judges.openai_backend import OpenAIBackend, generation_fields
+from helpers.judges.hf import FAMILIES, check_input, family_of, generation_kwargs
+from helpers.judges.openai import OpenAIBackend, generation_fields
 from helpers.judges.registry import list_judges, load_spec, make_backend
-from helpers.judges.vllm_backend import engine_kwargs, sampling_kwargs
+from helpers.judges.vllm import engine_kwargs, sampling_kwargs
 
 SPECS = [load_spec(name) for name in list_judges()]
 LOCAL = [s for s in SPECS if s.backend == "local"]
@@ -153,7 +153,7 @@ def test_a_local_judge_yaml_without_max_new_tokens_is_refused(tmp_path):
 
 
 def test_the_transformers_backend_sends_the_yaml_length_to_a_real_hub_like_checkpoint(hub_like_lm):
-    from helpers.judges.hf_backend import TransformersBackend
+    from helpers.judges.hf import TransformersBackend
 
     spec = JudgeSpec(name="hub_like", family="text", backend="local", checkpoint=str(hub_like_lm),
                      generation={"max_new_tokens": 24, "do_sample": False, "repetition_penalty": 1.0})

@@ -16,10 +16,11 @@ import pytest
 import yaml
 from tiny_models import VIDEO_PIXELS, build_omni_thinker, build_text_lm, write_mp4, write_wav
 
-from helpers import engine, paths
+from helpers import paths
 from helpers.judges.base import JudgeSpec
-from helpers.store import load_predictions
-from helpers.strategies import expected_calls
+from helpers.run import engine
+from helpers.run.store import load_predictions
+from helpers.run.strategies import expected_calls
 
 pytestmark = pytest.mark.slow
 

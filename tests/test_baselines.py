@@ -8,16 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.baselines import MiniLMRewardJudge, MiniLMRewardNoLenJudge, SourceJudge, pair_folds
 from helpers.data import DataError, swap_pairs
-from helpers.embeddings import TextEmbedder
 from helpers.judges.base import JudgeSpec
+from helpers.judges.embeddings import TextEmbedder
+from helpers.judges.learned import MiniLMRewardJudge, MiniLMRewardNoLenJudge, SourceJudge, pair_folds
 from helpers.judges.registry import load_spec, make_pair_judge
 
 
 def spec(cls: type, **options) -> JudgeSpec:
     return JudgeSpec(name=cls.__name__.lower(), family="cpu", backend="cpu", strategies=("-",),
-                     options={"judge_class": f"helpers.baselines:{cls.__name__}", **options})
+                     options={"judge_class": f"helpers.judges.learned:{cls.__name__}", **options})
 
 
 def source_pairs(n: int = 60, a_wins: float = 0.5, seed: int = 0) -> pd.DataFrame:

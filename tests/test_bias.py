@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from helpers import bias
 from helpers.data import DataError
+from helpers.stats import bias
 
 
 def text(n: int) -> str:

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import bias, paths
+from helpers import paths
 from helpers.data import dataset_spec, swap_pairs
-from helpers.simulate import write_predictions
+from helpers.stats import bias
+from helpers.stats.simulate import write_predictions
 
 pytestmark = pytest.mark.slow
 

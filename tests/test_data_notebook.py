@@ -38,7 +38,8 @@ def test_data_audit_notebook_on_v1(tmp_path):
 def test_longer_text_share_matches_an_independent_count():
     if not (REAL / "preference_emoprefer.csv").is_file():
         pytest.skip(f"v1 files not found in {REAL}")
-    from helpers import audit, data
+    from helpers import data
+    from helpers.stats import audit
 
     raw = pd.read_csv(REAL / "preference_emoprefer.csv", keep_default_na=False)
     decided = raw[raw["preference"] != "same"]

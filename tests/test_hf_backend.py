@@ -23,7 +23,7 @@ from tiny_models import (
 )
 
 from helpers.judges.base import JudgeSpec, Media, Request
-from helpers.judges.hf_backend import (
+from helpers.judges.hf import (
     BackendError,
     TransformersBackend,
     build_messages,

@@ -14,8 +14,9 @@ import pytest
 import yaml
 from sklearn.metrics import f1_score
 
-from helpers import grid, paths
-from helpers.store import load_predictions
+from helpers import paths
+from helpers.run import grid
+from helpers.run.store import load_predictions
 
 DATA = os.environ.get("EMOPREFER_DATA")
 NOTEBOOK = paths.project_root() / "notebooks" / "01_infer.ipynb"
@@ -149,8 +150,8 @@ def test_notebook_runs_all_strategies_through_the_real_transformers_backend(tmp_
 
 
 def test_limit_and_names_select_pairs_and_a_model_judge_without_media_lists_all_missing(tmp_path):
-    from helpers import engine
     from helpers.data import DataError
+    from helpers.run import engine
 
     summary = engine.run("length", limit=10, rounds=1, output_dir=tmp_path / "store", progress=False)
     table = load_predictions(tmp_path / "store")

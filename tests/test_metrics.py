@@ -8,9 +8,9 @@ import pytest
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score
 
-from helpers import metrics
 from helpers.data import DataError
-from helpers.simulate import synthetic_predictions, write_predictions
+from helpers.stats import metrics
+from helpers.stats.simulate import synthetic_predictions, write_predictions
 
 
 def table(rows: list[tuple], judge: str = "j", strategy: str = "S1") -> pd.DataFrame:

@@ -18,7 +18,7 @@ import soundfile as sf
 from tiny_models import write_mp4, write_wav
 
 from helpers.judges.base import JudgeSpec, Media, Request
-from helpers.judges.openai_backend import OpenAIBackend, OpenAIError, request_body, retry_after_s
+from helpers.judges.openai import OpenAIBackend, OpenAIError, request_body, retry_after_s
 
 KEY = "sk-test-SECRET-0123456789"
 KEY_ENV = "EMOPREFER_TEST_API_KEY"

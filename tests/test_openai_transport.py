@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from helpers.judges.base import JudgeSpec, Request
-from helpers.judges.openai_backend import OpenAIBackend, OpenAIError
+from helpers.judges.openai import OpenAIBackend, OpenAIError
 
 KEY = "sk-test-SECRET-transport-42"
 KEY_ENV = "EMOPREFER_TEST_TRANSPORT_KEY"

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from helpers import paths
-from helpers.protocol import protocol_card
+from helpers.report.protocol import protocol_card
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "08_protocol.ipynb"
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from helpers import ranking
-from helpers.simulate import synthetic_comparisons
+from helpers.stats import ranking
+from helpers.stats.simulate import synthetic_comparisons
 
 
 def comps(rows: list[tuple[str, str, str]]) -> pd.DataFrame:

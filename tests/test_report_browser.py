@@ -26,7 +26,8 @@ import pytest
 from PIL import Image
 from sklearn.metrics import f1_score
 
-from helpers import paths, report, simulate
+from helpers import paths, report
+from helpers.stats import simulate
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

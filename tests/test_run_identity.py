@@ -22,11 +22,13 @@ from crash_judges import CrashingBackend, EchoingBackend, GarbageBackend
 from fake_backend import FAKE_LLM, FAKE_MLLM, FakeBackend
 from sklearn.metrics import f1_score
 
-from helpers import engine, grid, metrics, paths
+from helpers import paths
 from helpers.data import DataError, swap_label
-from helpers.identity import IdentityError, build_identity, identity_changes
 from helpers.judges.base import JudgeSpec
-from helpers.store import RunStore, StoreError, load_predictions, read_jsonl
+from helpers.run import engine, grid
+from helpers.run.identity import IdentityError, build_identity, identity_changes
+from helpers.run.store import RunStore, StoreError, load_predictions, read_jsonl
+from helpers.stats import metrics
 
 TESTS = Path(__file__).parent
 DATA = os.environ.get("EMOPREFER_DATA")
@@ -276,7 +278,7 @@ def test_a_crashing_run_is_marked_failed_with_the_error_and_resumes_to_complete(
 
 KILL_SCRIPT = textwrap.dedent("""
     import sys
-    from helpers import engine
+    from helpers.run import engine
     from helpers.judges.base import JudgeSpec
     spec = JudgeSpec(name="length", family="cpu", backend="cpu", input_type="text", strategies=("-",),
                      options={"judge_class": "crash_judges:KilledLengthJudge"})

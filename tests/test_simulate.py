@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import metrics
-from helpers.simulate import content_accuracy, synthetic_comparisons, synthetic_predictions
-from helpers.store import COLUMNS
+from helpers.run.store import COLUMNS
+from helpers.stats import metrics
+from helpers.stats.simulate import content_accuracy, synthetic_comparisons, synthetic_predictions
 
 
 def test_simulated_judge_has_its_accuracy_and_swap_consistency():

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers.store import (
+from helpers.run.store import (
     COLUMNS,
     RunStore,
     StoreError,
@@ -172,7 +172,7 @@ SCRIPT = textwrap.dedent("""
     import sys
     import pandas as pd
     from fake_backend import FAKE_LLM, FAKE_MLLM, FakeBackend
-    from helpers import engine
+    from helpers.run import engine
 
     out, delay = sys.argv[1], float(sys.argv[2])
     pairs = pd.DataFrame({

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 from fake_backend import FAKE_LLM, FAKE_MLLM, FakeBackend
 
-from helpers import engine, paths, prompts
+from helpers import paths, prompts
 from helpers.data import DataError
 from helpers.judges.base import JudgeSpec
-from helpers.store import StoreError, load_predictions, load_steps
-from helpers.strategies import expected_calls
+from helpers.run import engine
+from helpers.run.store import StoreError, load_predictions, load_steps
+from helpers.run.strategies import expected_calls
 
 N, R = 5, 2
 
@@ -332,7 +333,7 @@ def test_s4_step2_post_processes_the_reasoning_as_the_official_code():
     """Issue 12 case 5: utils/qwen25.py's func_postprocess_qwen runs on every text-LLM answer, so
     the reasoning reaches the extraction prompt without its leading 'Output:' and with its
     newlines removed (not turned into spaces)."""
-    from helpers.strategies import extract_prompt
+    from helpers.run.strategies import extract_prompt
 
     reason = "Output: a2 is better.\nReasoning: 1. a2 names the sadness.\n2. a1 misses it."
     expected = prompts.prompt("S4_extract").format(
@@ -342,7 +343,7 @@ def test_s4_step2_post_processes_the_reasoning_as_the_official_code():
 
 
 def test_s4_extraction_requests_carry_the_post_processed_reasoning(tmp_path):
-    from helpers.strategies import extract_prompt
+    from helpers.run.strategies import extract_prompt
 
     recorder = Recorder()
     run(tmp_path, recorder, strategy="S4", rounds=1, order="normal")

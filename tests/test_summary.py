@@ -1,4 +1,4 @@
-"""What the report's framing chapters say (helpers.summary): computed numbers, judges run or not,
+"""What the report's framing chapters say (helpers.report.summary): computed numbers, judges run or not,
 limitations derived from what is missing, provenance."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import paths, simulate, summary
+from helpers import paths
+from helpers.report import summary
+from helpers.stats import simulate
 
 REGISTRY = pd.DataFrame([
     {"judge": "length", "family": "cpu", "backend": "cpu", "checkpoint": "", "input_type": "text", "api_key_env": ""},

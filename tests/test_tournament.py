@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from helpers import style_control as S
 from helpers import tournament as T
 from helpers.data import DataError
-from helpers.ranking import bradley_terry
+from helpers.stats import style_control as S
+from helpers.stats.ranking import bradley_terry
 from helpers.tournament import demo as D
 
 

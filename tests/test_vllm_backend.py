@@ -16,8 +16,8 @@ import pytest
 from tiny_models import build_omni_thinker, build_text_lm, write_mp4, write_wav
 
 from helpers.judges.base import JudgeSpec, Media, Request
-from helpers.judges.hf_backend import BackendError
-from helpers.judges.vllm_backend import (
+from helpers.judges.hf import BackendError
+from helpers.judges.vllm import (
     PAPER_TEXT_SAMPLING,
     VLLMBackend,
     build_inputs,
@@ -240,7 +240,7 @@ def text_pairs(n: int):
 
 
 def run_vllm(judge, tmp_path, **kwargs):
-    from helpers import engine
+    from helpers.run import engine
 
     return engine.run(judge, "S1", pairs=text_pairs(20), rounds=1, output_dir=tmp_path, dataset="toy",
                       backend="vllm", progress=False, **kwargs)
@@ -254,8 +254,8 @@ def test_vllm_receives_all_pending_requests_of_a_shard_in_one_chunk_not_batch_si
 
 
 def test_vllm_chunks_are_stored_as_they_finish_so_a_killed_run_resumes(folders, tmp_path, monkeypatch):
-    from helpers.judges import vllm_backend
-    from helpers.store import load_predictions
+    from helpers.judges import vllm as vllm_backend
+    from helpers.run.store import load_predictions
 
     monkeypatch.setattr(vllm_backend.VLLMBackend, "chunk_size", 16)
     judge = spec("qwen25", folders["text"], batch_size=4, input_type="text")

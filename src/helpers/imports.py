@@ -56,10 +56,10 @@ from helpers.data import (
     resolve_data_dir,
     sha256_file,
 )
-from helpers.identity import identity_changes, identity_sha256
 from helpers.judges.registry import RegistryError, list_judges, load_spec
-from helpers.store import RunStore, make_run_id, now, read_jsonl
-from helpers.strategies import row_key
+from helpers.run.identity import identity_changes, identity_sha256
+from helpers.run.store import RunStore, make_run_id, now, read_jsonl
+from helpers.run.strategies import row_key
 
 OFFICIAL = "official-release"
 TABLE = "imported-table"
@@ -255,7 +255,7 @@ def check_alignment(path: Path, gt: list[str], pred: list[str], rows: pd.DataFra
 def run_identity(source: str, data_hashes: dict, judge: str, strategy: str, input_type: str,
                  files_sha256: dict[str, str]) -> dict:
     """What makes an imported run what it is: the same identity means the same rows. Kept in
-    one place; compared with :func:`helpers.identity.identity_changes`, as judged runs are."""
+    one place; compared with :func:`helpers.run.identity.identity_changes`, as judged runs are."""
     return {"source": source, "data_sha256": dict(sorted(data_hashes.items())), "judge": judge,
             "strategy": strategy, "input_type": input_type, "files_sha256": dict(sorted(files_sha256.items()))}
 
@@ -338,7 +338,7 @@ def _row(judge: str, strategy: str, input_type: str, order: str, rnd: int, name:
 
 
 def _git_revision() -> str | None:
-    from helpers.engine import git_revision  # late: the engine imports the model stack
+    from helpers.run.engine import git_revision  # late: the engine imports the model stack
 
     return git_revision()
 

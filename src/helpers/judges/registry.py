@@ -23,9 +23,9 @@ from helpers.judges.decoding import DecodingError, check_yaml_generation
 SPEC_BACKENDS = ("local", "openai", "cpu")
 STRATEGIES = ("S1", "S2", "S3", "S4", "-")
 BACKEND_CLASSES = {
-    "transformers": "helpers.judges.hf_backend:TransformersBackend",
-    "vllm": "helpers.judges.vllm_backend:VLLMBackend",
-    "openai": "helpers.judges.openai_backend:OpenAIBackend",
+    "transformers": "helpers.judges.hf:TransformersBackend",
+    "vllm": "helpers.judges.vllm:VLLMBackend",
+    "openai": "helpers.judges.openai:OpenAIBackend",
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(JudgeSpec)}
 

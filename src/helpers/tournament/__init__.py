@@ -16,7 +16,7 @@ of pairs for the study's engine. The package follows the data:
   by construction), the logic of ``notebooks/07_tournament.ipynb``;
 - ``python -m helpers.tournament validate|design|judge|rank`` is the command line (``__main__``).
 
-The fitter for style control lives in ``helpers.style_control``.
+The fitter for style control lives in ``helpers.stats.style_control``.
 """
 
 from __future__ import annotations

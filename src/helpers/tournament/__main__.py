@@ -142,9 +142,9 @@ def _rank(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run one sub-command; 0 on success, 1 with ``error: ...`` on stderr for every bad input,
     130 when interrupted."""
-    from helpers.executors import ExecutorError
     from helpers.judges.registry import RegistryError
-    from helpers.store import StoreError
+    from helpers.run.executors import ExecutorError
+    from helpers.run.store import StoreError
 
     args = parser().parse_args(argv)
     try:

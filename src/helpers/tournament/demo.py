@@ -219,7 +219,7 @@ def judge_each(pairs: pd.DataFrame, judge_names: Sequence[str], folder: str | Pa
     """Every judge on every comparison (both orders), one after another; a judge that cannot run
     here (it needs labels this table lacks) is listed as ``not run`` with the reason, not hidden.
     Returns the status table and the total seconds."""
-    from helpers import executors
+    from helpers.run import executors
     from helpers.tournament.judge import judge_tournament
 
     status, started = [], time.perf_counter()

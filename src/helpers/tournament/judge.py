@@ -55,7 +55,7 @@ def judge_shard(*, judge: str, pairs: pd.DataFrame, names: list[str], dataset: s
                 backend: str, media_dir: str | None) -> list[dict]:
     """One shard through the study's engine: both orders, into its own run folder of the store.
     The whole pairs table goes along so cross-fitted CPU judges fit exactly as in a full run."""
-    from helpers import engine
+    from helpers.run import engine
 
     end_with_parent()
     summary = engine.run(
@@ -88,8 +88,8 @@ def judge_tournament(
     Shard ``i`` of ``n`` writes run folders named with dataset ``<tag>-<digest>.s<i>of<n>``
     (:func:`pairs_digest`); re-running the same call resumes them. Returns the engine's summary
     rows (one per run folder)."""
-    from helpers.executors import Shard, gpus_for, run_shards
     from helpers.judges.registry import load_spec
+    from helpers.run.executors import Shard, gpus_for, run_shards
 
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", tag):
         raise DataError(f"tournament tag {tag!r} must match [A-Za-z0-9_.-]+ (it names run folders)")
@@ -116,7 +116,7 @@ def judge_tournament(
 def tournament_predictions(store_root: str | Path, pairs: pd.DataFrame) -> pd.DataFrame:
     """The store's rows for exactly these comparisons and texts (the same reader as the
     benchmark; run folders of other texts under the same root are ignored)."""
-    from helpers.store import load_predictions
+    from helpers.run.store import load_predictions
 
     table = load_predictions(store_root)
     if table.empty:

@@ -1,4 +1,4 @@
-"""Run ``notebooks/01_infer.ipynb`` for every cell of a grid: ``python -m helpers.grid params/grid_<name>.yaml``.
+"""Run ``notebooks/01_infer.ipynb`` for every cell of a grid: ``python -m helpers.run.grid params/grid_<name>.yaml``.
 
 A grid YAML names a notebook, a ``matrix`` (every combination of its lists is one cell) and
 fixed ``parameters``. Each cell is one papermill run whose executed copy lands in
@@ -29,8 +29,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from helpers import engine, paths
+from helpers import paths
 from helpers.judges.registry import list_judges
+from helpers.run import engine
 
 
 class GridError(ValueError):
@@ -205,7 +206,7 @@ def run_ray(grid: Grid, lanes: list[list[Cell]], gpus: list[str], workers: int, 
             overwrite: bool = False) -> list[dict]:
     """Each lane as one Ray task on the cluster at ``$RAY_ADDRESS`` (or a local instance);
     imported lazily so that Ray stays optional."""
-    from helpers import executors
+    from helpers.run import executors
 
     if overwrite:
         raise GridError("--overwrite is supported by the local executor only")
@@ -241,7 +242,7 @@ def _overrides(pairs: list[list[str]] | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.grid", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m helpers.run.grid", description=__doc__.splitlines()[0])
     parser.add_argument("grid", help="a grid YAML, e.g. params/grid_cpu.yaml")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                         help="override a notebook parameter in every cell (value read as YAML)")

@@ -4,7 +4,7 @@ Judges are ranked by two-class WAF, each with its best strategy (the main table)
 votes of the k best judges are pooled: every normal round of each judge (normal-only), or every
 normal round then every mapped reverse round of each judge (normal+reverse). Votes are ordered
 judge by judge from the best down, so a tie goes to the best-ranked judge's earliest vote, and
-k = 1 with reverse rounds is exactly that judge's normal-reverse vote (:mod:`helpers.metrics`).
+k = 1 with reverse rounds is exactly that judge's normal-reverse vote (:mod:`helpers.stats.metrics`).
 
 All k are scored on the samples every ranked judge answered, so the curve compares like with
 like; the cost of each point is the number of predictions (judge calls) its votes used.
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.data import LABELS
-from helpers.metrics import (
+from helpers.stats.metrics import (
     CELL,
     best_strategy,
     bootstrap_weights,

@@ -1,6 +1,6 @@
 """Figures, tables and prose of the confound chapter ("What does EmoPrefer v1 measure?").
 
-The numbers come from ``helpers.bias`` (length metrics) and ``helpers.metrics`` (the paper's
+The numbers come from ``helpers.stats.bias`` (length metrics) and ``helpers.stats.metrics`` (the paper's
 metrics); this module only arranges them, so that ``notebooks/06_confound.ipynb`` stays a
 sequence of calls. The paper's judges enter only as rows and marks labelled "reported by the
 paper": it gives their two-class WAF, not their length-balanced accuracy.
@@ -16,8 +16,8 @@ import pandas as pd
 import seaborn as sns
 import yaml
 
-from helpers import bias, metrics
-from helpers.plots import save
+from helpers.report.plots import save
+from helpers.stats import bias, metrics
 
 BASELINES = ("length", "source", "minilm_rm", "minilm_rm_nolen", "random", "always_a1")
 REPORTED = "reported by the paper"

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from helpers import metrics, paths, prompts
+from helpers import paths, prompts
 from helpers.data import (
     DataError,
     check_name,
@@ -34,10 +34,10 @@ from helpers.data import (
     missing_media,
     swap_pairs,
 )
-from helpers.identity import IdentityError, build_identity, check_identity, identity_sha256, label_files
 from helpers.judges.base import Backend, JudgeSpec
 from helpers.judges.registry import load_spec, make_backend, make_pair_judge, resolve_backend
-from helpers.store import (
+from helpers.run.identity import IdentityError, build_identity, check_identity, identity_sha256, label_files
+from helpers.run.store import (
     RunStore,
     StoreError,
     load_predictions,
@@ -47,7 +47,8 @@ from helpers.store import (
     read_jsonl,
     secrets_from_env,
 )
-from helpers.strategies import STRATEGIES, Item, Pipeline, resolve_sharing, row_key
+from helpers.run.strategies import STRATEGIES, Item, Pipeline, resolve_sharing, row_key
+from helpers.stats import metrics
 
 ORDER_CHOICES = {"normal": ("normal",), "reverse": ("reverse",), "both": ("normal", "reverse")}
 PACKAGES = ("pandas", "numpy", "scikit-learn", "torch", "torchvision", "transformers", "vllm", "openai",
@@ -55,7 +56,7 @@ PACKAGES = ("pandas", "numpy", "scikit-learn", "torch", "torchvision", "transfor
 BackendChoice = str | Callable[[JudgeSpec], Backend]
 ROLE_NAMES = {"mllm": "judge", "llm": "llm"}  # pipeline roles as the manifest's ``backends`` names them
 # Names of run()/notebook parameters that change predictions and so enter the run identity
-# (helpers.identity); run() passes their values as prepare_run(identity_parameters=...), the grid likewise.
+# (helpers.run.identity); run() passes their values as prepare_run(identity_parameters=...), the grid likewise.
 IDENTITY_PARAMETERS: tuple[str, ...] = ("share_descriptions",)
 UNPARSED_WARN_PCT = 50.0  # a run with more answers than this (percent) matching no parser rule ends with a warning
 
@@ -255,7 +256,7 @@ def prepare_run(spec: JudgeSpec, *, strategy: str = "all", order: str = "both", 
         "root": Path(output_dir) if output_dir is not None else paths.predictions_dir(),
         "data_sha256": hashes, "identity_data": label_files(hashes, files), "strategies": strategies,
         "input_type": "text" if spec.backend == "cpu" else (input_type or spec.input_type), "llm_spec": llm_spec,
-        "identity_parameters": parameters,  # see helpers.identity
+        "identity_parameters": parameters,  # see helpers.run.identity
         "descriptions_shared": None if spec.backend == "cpu" else resolve_sharing(share, spec),
     }
     return context, full, chosen, tables
@@ -300,7 +301,7 @@ def planned_runs(model: str | JudgeSpec, strategy: str = "all", order: str = "bo
                  run_id: str | None = None, pairs: pd.DataFrame | None = None,
                  identity_parameters: dict | None = None, device: str | None = None) -> list[dict]:
     """The run folders ``run`` with these arguments writes, each with its identity and the row
-    keys it must hold (what ``helpers.grid`` compares before it calls a cell finished)."""
+    keys it must hold (what ``helpers.run.grid`` compares before it calls a cell finished)."""
     spec = model if isinstance(model, JudgeSpec) else load_spec(model)
     context, _, _, tables = prepare_run(
         spec, strategy=strategy, order=order, rounds=rounds, dataset=dataset, input_type=input_type,
@@ -380,7 +381,7 @@ def run(
     the strategy). ``backend``: auto / transformers / vllm / openai, or a callable
     ``spec -> Backend`` (tests, custom servers). ``pairs`` replaces the dataset files (a
     ``media_name`` column names each pair's media when several pairs share a video).
-    A run folder is resumed only by a run of the same identity (``helpers.identity``);
+    A run folder is resumed only by a run of the same identity (``helpers.run.identity``);
     ``overwrite=True`` moves a folder of another identity aside instead of refusing.
     ``unparsed_warn_pct``: warn (and record in the manifest) when more than this share of a
     run's answers matched no parser rule.
@@ -642,7 +643,7 @@ def cpu_row(judge: str, key: str, order: str, rnd: int, row, gt: str | None, lab
 def run_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
     """Two-class WAF per order (mean over rounds, x100), swap consistency (x100) and the share
     of answers that matched no parser rule (``unparsed_pct``, scored ``same``) per judge cell:
-    the paper's definitions, via ``helpers.metrics``."""
+    the paper's definitions, via ``helpers.stats.metrics``."""
     rows = []
     for (judge, strategy, input_type), cell in predictions.groupby(["judge", "strategy", "input_type"]):
         row = {"judge": judge, "strategy": strategy, "input_type": input_type}

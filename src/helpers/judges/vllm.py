@@ -37,7 +37,7 @@ from typing import Any
 from helpers.judges import decoding
 from helpers.judges import media as media_io
 from helpers.judges.base import Backend, JudgeSpec, Request, Response
-from helpers.judges.hf_backend import BackendError, build_messages, check_input, family_of, local_path
+from helpers.judges.hf import BackendError, build_messages, check_input, family_of, local_path
 
 PAPER_TEXT_SAMPLING = decoding.PAPER_TEXT_SAMPLING
 """The paper's vLLM settings for the S3/S4 text LLM (Qwen2.5-7B-Instruct)."""

@@ -3,7 +3,7 @@
 A *shard* is one call of a module-level function (``"package.module:function"`` or the function
 itself) with keyword arguments — for a tournament, "judge these comparisons with this judge into
 this run folder of the store". Shards are independent and idempotent: each writes into its own
-run folder of the resumable store (``helpers.store``), which skips keys already present, so a
+run folder of the resumable store (``helpers.run.store``), which skips keys already present, so a
 shard that is re-run after its worker was lost — by Ray's task retries, or by re-running the
 same command — finishes the missing rows and never duplicates one. That is the only fault
 tolerance needed, and it is the store's, not the executor's.
@@ -28,7 +28,7 @@ tolerance needed, and it is the store's, not the executor's.
     simple path that keeps the study's engine unchanged and suits CPU judges, API judges and
     one-model-per-GPU transformers judges.
 
-How ``helpers.grid`` uses it: the grid's executors take ``(grid, lanes, gpus, workers, log)``;
+How ``helpers.run.grid`` uses it: the grid's executors take ``(grid, lanes, gpus, workers, log)``;
 :func:`grid_on_ray` has that signature and runs each lane (the cells of one judge, in order, so
 S3/S4 reuse S2's descriptions) as one Ray task with its judge's GPUs. Registering it is one line
 in ``helpers/grid.py``: ``EXECUTORS["ray"] = executors.grid_on_ray``. The cluster address comes
@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
 
-from helpers.grid import detect_gpus
 from helpers.judges.base import JudgeSpec
+from helpers.run.grid import detect_gpus
 
 EXECUTORS = ("local", "ray")
 
@@ -199,18 +199,18 @@ def run_ray(shards: Sequence[Shard], *, address: str | None = None, max_retries:
             ray.shutdown()
 
 
-# --------------------------------------------------------------------------- helpers.grid on Ray
+# --------------------------------------------------------------------------- helpers.run.grid on Ray
 
 
 def run_lane(grid: Any, lane: list) -> list[dict]:
     """The cells of one lane, in order, in this worker (Ray has set ``CUDA_VISIBLE_DEVICES``)."""
-    from helpers.grid import run_cell
+    from helpers.run.grid import run_cell
 
     return [run_cell(grid, cell, None) for cell in lane]
 
 
 def grid_shards(grid: Any, lanes: list[list]) -> list[Shard]:
-    """One shard per lane of a ``helpers.grid`` plan, asking for its judge's GPUs."""
+    """One shard per lane of a ``helpers.run.grid`` plan, asking for its judge's GPUs."""
     from helpers.judges.registry import load_spec
 
     return [
@@ -221,7 +221,7 @@ def grid_shards(grid: Any, lanes: list[list]) -> list[Shard]:
 
 
 def grid_on_ray(grid: Any, lanes: list[list], gpus: list[str], workers: int, log: Callable[[str], None]) -> list[dict]:
-    """A ``helpers.grid`` executor: every lane as a Ray task (``gpus``/``workers`` are Ray's to
+    """A ``helpers.run.grid`` executor: every lane as a Ray task (``gpus``/``workers`` are Ray's to
     manage on a cluster and are ignored)."""
     log(f"submitting {len(lanes)} lane(s) to Ray at {os.environ.get('RAY_ADDRESS') or 'a local instance'}")
     results = run_ray(grid_shards(grid, lanes))

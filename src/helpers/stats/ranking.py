@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse, stats
 
-from helpers.simulate import content_accuracy, random_matchups
+from helpers.stats.simulate import content_accuracy, random_matchups
 
 ELO_SCALE = 400 / math.log(10)
 WINNERS = ("a", "b", "tie")
@@ -260,7 +260,7 @@ def judged_win_matrices(
     strengths: np.ndarray, n_comparisons: int, accuracy: float, swap_consistency: float = 1.0,
     both_orders: bool = False, n_reps: int = 100, rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    """``(n_reps, M, M)`` win matrices from a simulated judge (see :mod:`helpers.simulate`).
+    """``(n_reps, M, M)`` win matrices from a simulated judge (see :mod:`helpers.stats.simulate`).
 
     Each comparison: two random systems; the true preference drawn from Bradley-Terry with
     ``strengths``; shown to the judge with a random side first. With probability

@@ -20,10 +20,10 @@ keyed by strategy|order|round|sample and its content is fixed by the identity al
 uses seed + r; a sample's texts and label are fixed by the data hash), so a run may grow or
 shrink its scope between sessions (``limit=10`` first, the full set later, one more round)
 without mixing anything. The scope of each session is recorded in ``manifest["scope"]``;
-``helpers.grid`` checks that a folder holds every row a cell asks for.
+``helpers.run.grid`` checks that a folder holds every row a cell asks for.
 
 To add a run parameter that changes predictions (say a description-sharing switch), pass it
-in ``parameters`` of :func:`build_identity` -- in ``helpers.engine`` that is
+in ``parameters`` of :func:`build_identity` -- in ``helpers.run.engine`` that is
 ``context["identity_parameters"]``; a changed value then refuses resumption by name.
 """
 
@@ -34,7 +34,7 @@ import json
 
 from helpers import prompts
 from helpers.judges.base import JudgeSpec
-from helpers.store import StoreError
+from helpers.run.store import StoreError
 
 IDENTITY_VERSION = 1
 SPEC_FIELDS = ("name", "family", "checkpoint", "generation", "options")

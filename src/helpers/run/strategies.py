@@ -34,7 +34,7 @@ from helpers.data import media_paths
 from helpers.judges import decoding
 from helpers.judges.base import Backend, JudgeSpec, Media, Request, Response
 from helpers.judges.registry import backend_info
-from helpers.store import now
+from helpers.run.store import now
 
 STRATEGIES = ("S1", "S2", "S3", "S4")
 MLLM_STEPS = ("S1", "describe", "S2")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from helpers.bias import length_strata, longer_label
 from helpers.data import LABELS
+from helpers.stats.bias import length_strata, longer_label
 
 MODEL_NAMES = {"mercaptionplus": "MER-Caption+", "merrfine": "MERR-Fine"}
 

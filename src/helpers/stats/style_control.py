@@ -9,10 +9,10 @@ control, as Chatbot Arena does it, fits both at once:
 with ``x`` the covariates of the comparison (here the normalised length difference
 ``(len_a - len_b) / (len_a + len_b)``). ``theta`` is then what a system wins beyond what its
 length buys, and ``gamma`` says how much the judge rewards length. Without covariates this is
-plain Bradley–Terry and gives exactly ``helpers.ranking.bradley_terry``'s strengths (tested).
+plain Bradley–Terry and gives exactly ``helpers.stats.ranking.bradley_terry``'s strengths (tested).
 
 Why a hand-written fitter: a covariate makes nearly every comparison its own cell, so the win
-matrix trick of ``helpers.ranking`` does not apply; refitting a statsmodels ``Logit`` a thousand
+matrix trick of ``helpers.stats.ranking`` does not apply; refitting a statsmodels ``Logit`` a thousand
 times is slow. Here Newton's method runs on a whole batch of bootstrap replicates at once, with
 gradient and information accumulated by ``bincount`` (no indicator matrix is ever built).
 ``benchmarks/bench_tournament.py`` times it on 50 systems × 100,000 comparisons.
@@ -31,7 +31,7 @@ from scipy import sparse
 from scipy.special import expit
 
 from helpers.data import DataError
-from helpers.ranking import clipped_newton_step
+from helpers.stats.ranking import clipped_newton_step
 
 WINNERS = ("a", "b", "tie")
 SCORE = {"a": 1.0, "b": 0.0, "tie": 0.5}
@@ -98,7 +98,7 @@ def _newton(a, b, y, z, weights, n_sys: int, ref: int, l2: float, start: np.ndar
     sparse-dense products (:func:`_design`) and a batched ``solve``; no indicator matrix per
     replicate is built. ``theta[ref]`` is fixed at 0 (identifiability). A ridge ``l2`` on
     ``gamma`` keeps it finite when a covariate separates the outcomes (a judge that only follows
-    length does exactly that); steps are clipped to ±3 as in ``helpers.ranking``, which leaves
+    length does exactly that); steps are clipped to ±3 as in ``helpers.stats.ranking``, which leaves
     the fixed point unchanged. ``start`` (e.g. the point estimate for bootstrap replicates)
     saves most iterations.
     """
@@ -152,7 +152,7 @@ def _batches(n_boot: int, n_cells: int, budget: int = 4_000_000) -> Iterable[int
 
 def _virtual_ties(n_sys: int, p: int, prior: float) -> tuple[np.ndarray, ...]:
     """``prior`` virtual ties between every two systems at covariates 0: the same gauge-free
-    regulariser as ``helpers.ranking``'s ``prior`` (finite strengths when a system wins or loses
+    regulariser as ``helpers.stats.ranking``'s ``prior`` (finite strengths when a system wins or loses
     everything), so with no covariates both fitters agree."""
     pairs = np.array(list(combinations(range(n_sys), 2)), dtype=int).reshape(-1, 2)
     n = len(pairs) if prior > 0 else 0
@@ -175,7 +175,7 @@ def fit_bt(
 
     ``P(a beats b) = sigmoid(theta_a - theta_b + sum_j gamma_j x_j)``; with
     ``covariates=("length_diff",)`` this is style control: ``theta`` is what a system wins beyond
-    what its descriptions' length buys. Columns follow ``helpers.ranking.bradley_terry``
+    what its descriptions' length buys. Columns follow ``helpers.stats.ranking.bradley_terry``
     (``log_strength`` theta, ``rating`` on the Elo-like scale, ``anchor`` at ``reference``), plus
     the CI-aware ``rank``. CIs are percentile bootstrap over comparisons, drawn as multinomial
     counts of identical rows (the same distribution as drawing rows). ``prior``: virtual ties per

@@ -22,8 +22,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from helpers import data, paths, store
+from helpers import data, paths
 from helpers.report import split_front_matter
+from helpers.run import store
 
 PAPER_ROUNDS = 2
 ANALYSIS_NOTEBOOKS = ("02_metrics", "03_consistency", "04_voting", "05_ranking", "06_confound", "07_tournament")

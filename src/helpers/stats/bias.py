@@ -37,8 +37,8 @@ from sklearn.metrics import f1_score
 from statsmodels.stats.proportion import proportion_confint
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
-from helpers import metrics
 from helpers.data import DataError
+from helpers.stats import metrics
 
 KEYS = ["judge", "strategy", "input_type"]
 LENGTH_COLUMNS = ["len_concordant_acc", "len_discordant_acc", "len_balanced_acc", "len_coef", "len_coef_lo", "len_coef_hi"]

@@ -31,9 +31,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
 
-from helpers import paths, prompts, store
+from helpers import paths, prompts
 from helpers.data import LABELS, DataError, data_sha256, dataset_spec, load_pairs, swap_label
-from helpers.identity import label_files
+from helpers.run import store
+from helpers.run.identity import label_files
 
 CELL = ["judge", "strategy", "input_type"]
 REQUIRED = ["judge", "strategy", "input_type", "order", "round", "name", "gt", "pred"]
@@ -82,7 +83,7 @@ def check_predictions(predictions: pd.DataFrame, source: str = "predictions tabl
 
 def load_predictions(root: str | Path | None = None, dataset: str | None = None,
                      data_dir: str | Path | None = None) -> pd.DataFrame:
-    """All runs of the predictions store (read by ``helpers.store``), checked for analysis.
+    """All runs of the predictions store (read by ``helpers.run.store``), checked for analysis.
 
     With ``dataset``: only that dataset's rows, scored against its files as they are now
     (:func:`score_against_data`), so a label is never taken from a stale store."""
