@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from sklearn.metrics import f1_score
 
 from helpers.data import DataError
-from helpers.stats import bias
+from helpers.stats import confound
 
 
 def text(n: int) -> str:
@@ -42,7 +43,7 @@ def hand_pairs() -> pd.DataFrame:
 
 
 def test_length_strata_follow_the_human_choice_relative_to_length(hand_pairs):
-    strata = bias.length_strata(hand_pairs)
+    strata = confound.length_strata(hand_pairs)
     assert strata.tolist()[:6] == ["concordant"] * 3 + ["discordant"] * 3
     assert strata[6:].isna().all()
 
@@ -51,7 +52,7 @@ def test_stratified_accuracy_matches_hand_counts(hand_pairs):
     # judge: right on p0, p1 (concordant 2/3); right on p3 via 'same' read as a1, wrong p4, p5 (1/3)
     pred = pd.Series(["a1", "a1", "a1", "same", "a1", "a2", "a1", "a1"])
     decided = hand_pairs["preference"] != "same"
-    got = bias.stratified_accuracy(hand_pairs["preference"][decided], pred[decided], bias.length_strata(hand_pairs)[decided])
+    got = confound.stratified_accuracy(hand_pairs["preference"][decided], pred[decided], confound.length_strata(hand_pairs)[decided])
     assert got.loc["concordant", ["n", "correct"]].tolist() == [3, 2]
     assert got.loc["discordant", ["n", "correct"]].tolist() == [3, 1]
     # Wilson interval for 2/3 by hand: (p + z²/2n ± z sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)
@@ -62,14 +63,14 @@ def test_stratified_accuracy_matches_hand_counts(hand_pairs):
 
 
 def test_length_columns_for_length_judge_oracle_and_hand_judge(hand_pairs):
-    longer = bias.longer_label(hand_pairs).tolist()
+    longer = confound.longer_label(hand_pairs).tolist()
     preds = {
         "length": longer,
         "oracle": hand_pairs["preference"].replace({"same": "a1"}).tolist(),
         "hand": ["a1", "a1", "a1", "same", "a1", "a2", "a1", "a1"],
     }
-    cols = bias.length_columns(table(hand_pairs, preds, reverse=True), hand_pairs).set_index("judge")
-    assert list(cols.columns) == ["strategy", "input_type", *bias.LENGTH_COLUMNS]
+    cols = confound.length_columns(table(hand_pairs, preds, reverse=True), hand_pairs).set_index("judge")
+    assert list(cols.columns) == ["strategy", "input_type", *confound.LENGTH_COLUMNS]
     assert cols.loc["length", ["len_concordant_acc", "len_discordant_acc", "len_balanced_acc"]].tolist() == [100, 0, 50]
     assert cols.loc["oracle", "len_balanced_acc"] == 100
     assert cols.loc["hand", "len_concordant_acc"] == pytest.approx(200 / 3, abs=0.005)
@@ -82,7 +83,7 @@ def test_length_columns_for_length_judge_oracle_and_hand_judge(hand_pairs):
 def test_rounds_are_averaged(hand_pairs):
     rows = table(hand_pairs, {"j": ["a1"] * 8}, rounds=2)
     rows.loc[(rows["round"] == 1), "pred"] = hand_pairs["preference"].replace({"same": "a1"}).to_numpy()
-    report = bias.length_report(rows, hand_pairs).iloc[0]
+    report = confound.length_report(rows, hand_pairs).iloc[0]
     # round 0 (always a1): concordant 2/3, discordant 2/3; round 1 (oracle): 1, 1
     assert report["rounds"] == 2
     assert report["len_concordant_acc"] == pytest.approx(100 * (2 / 3 + 1) / 2)
@@ -95,14 +96,14 @@ def test_predictions_for_unknown_pairs_are_refused(hand_pairs):
     rows = table(hand_pairs, {"j": ["a1"] * 8})
     rows.loc[0, "name"] = "ghost"
     with pytest.raises(DataError, match="ghost"):
-        bias.length_report(rows, hand_pairs)
+        confound.length_report(rows, hand_pairs)
 
 
 def test_unknown_verdicts_are_refused_with_their_row(hand_pairs):
     rows = table(hand_pairs, {"j": ["a1"] * 8})
     rows.loc[2, "pred"] = "A"
     with pytest.raises(DataError, match="row 2, column 'pred'"):
-        bias.length_report(rows, hand_pairs)
+        confound.length_report(rows, hand_pairs)
 
 
 # --------------------------------------------------------------------------- GLMs on simulated data
@@ -124,26 +125,26 @@ def simulated_pairs(n: int, human_length_coef: float, seed: int) -> pd.DataFrame
 
 def test_human_glm_recovers_a_planted_length_effect():
     pairs = simulated_pairs(4000, human_length_coef=1.2, seed=0)
-    fit = bias.human_length_glm(pairs)
+    fit = confound.human_length_glm(pairs)
     assert fit["lo"] < 1.2 < fit["hi"]
     assert fit["hi"] - fit["lo"] < 0.3
     assert 0.05 < fit["pseudo_r2"] < 0.5
-    null = bias.human_length_glm(simulated_pairs(4000, human_length_coef=0.0, seed=5))
+    null = confound.human_length_glm(simulated_pairs(4000, human_length_coef=0.0, seed=5))
     assert null["lo"] < 0 < null["hi"] and null["pseudo_r2"] < 0.01
 
 
 def test_judge_glm_recovers_a_planted_length_effect_beyond_the_human_label():
     pairs = simulated_pairs(4000, human_length_coef=0.0, seed=3)
     rng = np.random.default_rng(4)
-    z = bias.log_length_ratio(pairs) / bias.length_scale(pairs)
+    z = confound.log_length_ratio(pairs) / confound.length_scale(pairs)
     human = (pairs["preference"] == "a1").astype(float)
     chooses_a1 = rng.random(len(pairs)) < 1 / (1 + np.exp(-(-1.0 + 2.0 * human + 0.8 * z)))
     preds = {"biased": np.where(chooses_a1, "a1", "a2").tolist()}
-    cols = bias.length_columns(table(pairs, preds), pairs).iloc[0]
+    cols = confound.length_columns(table(pairs, preds), pairs).iloc[0]
     assert cols["len_coef_lo"] < 0.8 < cols["len_coef_hi"]
     assert cols["len_coef_hi"] - cols["len_coef_lo"] < 0.3
     # at zero length difference the judge is right with P = sigmoid(1) for both labels
-    report = bias.length_report(table(pairs, preds), pairs).iloc[0]
+    report = confound.length_report(table(pairs, preds), pairs).iloc[0]
     assert report["lc_waf"] == pytest.approx(100 / (1 + np.exp(-1.0)), abs=3)
 
 
@@ -151,7 +152,7 @@ def test_expected_waf_of_hard_verdicts_is_sklearns_weighted_f1():
     gt = pd.Series(["a1", "a1", "a2", "a2", "a1"])
     hard = np.array([1.0, 0.0, 0.0, 1.0, 1.0])
     expected = f1_score(gt, np.where(hard == 1, "a1", "a2"), average="weighted")
-    assert bias.expected_waf(gt, hard) == pytest.approx(expected)
+    assert confound.expected_waf(gt, hard) == pytest.approx(expected)
 
 
 def test_reported_judges_reads_nested_yaml(tmp_path):
@@ -161,9 +162,9 @@ def test_reported_judges_reads_nested_yaml(tmp_path):
         "judges:\n  Qwen2.5-Omni: {strategy: S2, two_class_waf: 67.21}\n"
         "listed:\n  - {judge: GPT-4o, strategy: S1, two_class_waf: 59.28}\n"
     )
-    got = bias.reported_judges(file)
+    got = confound.reported_judges(yaml.safe_load(file.read_text()))
     assert got.to_dict("records") == [
         {"judge": "Qwen2.5-Omni", "strategy": "S2", "two_class_waf": 67.21},
         {"judge": "GPT-4o", "strategy": "S1", "two_class_waf": 59.28},
     ]
-    assert bias.reported_judges(tmp_path / "absent.yaml").empty
+    assert confound.reported_judges(None).empty  # no paper table (params/paper_results.yaml absent)

@@ -10,7 +10,7 @@ import pytest
 
 from helpers import paths
 from helpers.data import dataset_spec, swap_pairs
-from helpers.stats import bias
+from helpers.stats import confound
 from helpers.stats.simulate import write_predictions
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ def write_dataset(folder, n: int = 60, seed: int = 0) -> pd.DataFrame:
 def predictions_for(pairs: pd.DataFrame) -> pd.DataFrame:
     rng = np.random.default_rng(1)
     judges = {
-        "length": bias.longer_label(pairs).to_numpy(),
+        "length": confound.longer_label(pairs).to_numpy(),
         "random": rng.choice(["a1", "a2"], len(pairs)),
         "toy_mllm": np.where(rng.random(len(pairs)) < 0.7, pairs["preference"].replace({"same": "a1"}), "a2"),
     }
@@ -86,5 +86,5 @@ def test_confound_notebook_runs_and_writes_its_outputs(tmp_path):
                       "tbl-confound-judges", "fig-confound-plane", "tbl-confound-baselines", "txt-confound-conclusion"]
     conclusion = next(c for c in cells if "#| label: txt-confound-conclusion" in "".join(c["source"]))
     text = "".join(conclusion["outputs"][0]["data"]["text/markdown"])
-    share = (bias.length_strata(pairs) == "concordant").sum() / bias.length_strata(pairs).notna().sum()
+    share = (confound.length_strata(pairs) == "concordant").sum() / confound.length_strata(pairs).notna().sum()
     assert f"{100 * share:.1f}%" in text

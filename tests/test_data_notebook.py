@@ -39,13 +39,13 @@ def test_longer_text_share_matches_an_independent_count():
     if not (REAL / "preference_emoprefer.csv").is_file():
         pytest.skip(f"v1 files not found in {REAL}")
     from helpers import data
-    from helpers.stats import audit
+    from helpers.stats import confound
 
     raw = pd.read_csv(REAL / "preference_emoprefer.csv", keep_default_na=False)
     decided = raw[raw["preference"] != "same"]
     l1, l2 = decided["a1"].str.len(), decided["a2"].str.len()
     longer = ((decided["preference"] == "a1") & (l1 > l2)) | ((decided["preference"] == "a2") & (l2 > l1))
     expected = 100 * longer.sum() / (l1 != l2).sum()
-    got = audit.preference_rates(data.load_pairs(data_dir=REAL), n_boot=100).set_index("quantity")
+    got = confound.preference_rates(data.load_pairs(data_dir=REAL), n_boot=100).set_index("quantity")
     assert got.loc["longer description preferred", "percent"] == pytest.approx(expected)
     assert 79 < expected < 80.5

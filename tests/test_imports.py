@@ -316,7 +316,7 @@ def test_imported_judge_appears_in_the_analysis_chapters_with_its_length_balance
     consistency, voting and confound notebooks show it, labelled by its source."""
     import papermill as pm
 
-    from helpers.stats import bias
+    from helpers.stats import confound
     from helpers.stats.simulate import write_predictions
 
     store, reports = tmp_path / "store", tmp_path / "reports"
@@ -334,7 +334,7 @@ def test_imported_judge_appears_in_the_analysis_chapters_with_its_length_balance
     table = pd.read_csv(tables / "metrics.csv").set_index(["judge", "strategy"])
     assert set(table.loc["qwen25omni", "source_label"]) == {"computed here from the authors' released outputs"}
     assert table.loc[("length", "-"), "source_label"] == "this study"
-    want = bias.length_report(judged, pairs).set_index("strategy")["len_balanced_acc"]
+    want = confound.length_report(judged, pairs).set_index("strategy")["len_balanced_acc"]
     assert table.loc["qwen25omni", "len_balanced_acc"].sort_index().tolist() == pytest.approx(
         want.sort_index().round(2).tolist(), abs=0.006)
     check = pd.read_csv(tables / "metrics_official_check.csv")

@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 from helpers.data import LABELS, DataError
 from helpers.judges.base import JudgeSpec, PairJudge
 from helpers.judges.embeddings import TextEmbedder, text_key
-from helpers.stats.bias import log_length_ratio
+from helpers.stats.confound import log_length_ratio
 
 DECIDED = ("a1", "a2")
 # plain L2 in the spelling of scikit-learn >= 1.8 (older versions default to it and lack these)

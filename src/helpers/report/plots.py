@@ -123,3 +123,91 @@ def show(fig: plt.Figure) -> None:
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     display(Image(data=buffer.getvalue(), format="png"))
+
+
+# --------------------------------------------------------------------------- the length confound (helpers.stats.confound)
+
+
+def length_distribution_figure(pairs: pd.DataFrame, path=None) -> plt.Figure:
+    """Character lengths of the descriptions, one histogram per writing model (the confound chapter)."""
+    from helpers.stats.confound import description_lengths
+
+    lengths = description_lengths(pairs, model_names={})
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    sns.histplot(lengths, x="characters", hue="model", element="step", stat="count", bins=40, ax=ax)
+    ax.set_xlabel("description length (characters)")
+    ax.set_ylabel("descriptions")
+    return save(fig, path)
+
+
+def preference_curve_figure(pairs: pd.DataFrame, bins: int = 8, path=None) -> plt.Figure:
+    """Share of pairs where humans preferred a1 vs the log-length ratio: quantile bins with
+    Wilson 95% CIs, and the fitted human length GLM."""
+    from helpers.stats import confound
+
+    curve = confound.preference_curve(pairs, bins)
+    human = confound.human_length_glm(pairs)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.errorbar(curve["log_ratio"], curve["p_a1"], yerr=[curve["p_a1"] - curve["lo"], curve["hi"] - curve["p_a1"]],
+                fmt="o", capsize=3, label="humans (binned, 95% CI)")
+    if np.isfinite(human["coef"]):
+        scale = confound.length_scale(pairs)
+        grid = np.linspace(curve["log_ratio"].min() - 0.1, curve["log_ratio"].max() + 0.1, 200)
+        fitted = 1 / (1 + np.exp(-(human["intercept"] + human["coef"] * grid / scale)))
+        ax.plot(grid, fitted, label=f"logistic fit (pseudo-R² {human['pseudo_r2']:.2f})")
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.axvline(0.0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("log(len a1 / len a2)   (right: a1 longer)")
+    ax.set_ylabel("P(humans prefer a1)")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left")
+    return save(fig, path)
+
+
+def plane_figure(report: pd.DataFrame, reported: pd.DataFrame, human_bound: float | None = None,
+                 path=None) -> plt.Figure:
+    """Two-class WAF (x) vs length-balanced accuracy (y, with 95% CI) for every judge cell run
+    here or imported (a ``source_label`` column, from ``helpers.imports.with_source``, gives
+    imported judges their own marker and legend entry); the paper's judges, whose length-balanced accuracy is unknown, as ticks along the x
+    axis. Judges at the same spot share one label."""
+    from helpers.stats.confound import BASELINES, OURS, REPORTED
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    data = report.dropna(subset=["two_class_waf", "len_balanced_acc"]).copy()
+    data["label"] = [j if s == "-" else f"{j} ({s}, {i})" for j, s, i in
+                     zip(data["judge"], data["strategy"], data["input_type"], strict=True)]
+    baseline = data["judge"].isin(BASELINES)
+    source = data["source_label"] if "source_label" in data.columns else pd.Series(OURS, index=data.index)
+    ours = source == OURS
+    groups = [(baseline & ours, "text-only baseline (this study)", "o"), (~baseline & ours, "MLLM judge (this study)", "s")]
+    groups += [(source == label, f"judge {label}", "D") for label in sorted(set(source[~ours]))]
+    for mask, kind, marker in groups:
+        part = data[mask]
+        if len(part):
+            ax.errorbar(part["two_class_waf"], part["len_balanced_acc"], ls="none", marker=marker, capsize=3,
+                        yerr=[part["len_balanced_acc"] - part["len_balanced_lo"], part["len_balanced_hi"] - part["len_balanced_acc"]],
+                        label=kind)
+    spots = data.groupby([data["two_class_waf"].round(0), data["len_balanced_acc"].round(0)], sort=False)
+    for _, group in spots:
+        ax.annotate(", ".join(group["label"]), (group["two_class_waf"].iloc[0], group["len_balanced_acc"].iloc[0]),
+                    xytext=(5, 6), textcoords="offset points", fontsize=8)
+    ax.set_ylim(0, 102)
+    for level, text in ((50, "length alone"), (100, "oracle")):
+        ax.axhline(level, color="grey", lw=0.8, ls="--")
+        ax.annotate(text, (0.72, level), xycoords=("axes fraction", "data"), xytext=(0, -10),
+                    textcoords="offset points", fontsize=8, color="grey", ha="right")
+    if len(reported):
+        ax.plot(reported["two_class_waf"], [2.0] * len(reported), marker="|", ls="none", ms=14, color="black",
+                label=f"{REPORTED} (two-class WAF only)")
+        last_x: list[float] = []  # per label level, the x of its rightmost label so far
+        for row in reported.sort_values("two_class_waf").itertuples():
+            level = next((k for k, x in enumerate(last_x) if row.two_class_waf - x > 1.3), len(last_x))
+            last_x[level:level + 1] = [row.two_class_waf]
+            ax.annotate(row.judge, (row.two_class_waf, 4.0 + 24.0 * level), rotation=90, fontsize=7,
+                        va="bottom", ha="center")
+    if human_bound is not None:
+        ax.axvline(human_bound, color="tab:red", lw=0.8, ls=":", label=f"human consistency bound ({REPORTED})")
+    ax.set_xlabel("two-class WAF (%)")
+    ax.set_ylabel("length-balanced accuracy (%)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return save(fig, path)

@@ -231,6 +231,16 @@ def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float
     return float(lo), float(hi)
 
 
+def bootstrap_share(flags: Sequence[bool], n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float, float]:
+    """Share of True (fraction) with its percentile bootstrap CI, resampling the items
+    (:func:`bootstrap_weights`); NaNs for no items."""
+    flags = np.asarray(flags, dtype=float)
+    if flags.size == 0:
+        return (np.nan, np.nan, np.nan)
+    shares = bootstrap_weights(flags.size, n_boot, seed) @ flags / flags.size
+    return (float(flags.mean()), *percentile_ci(shares, level))
+
+
 def task_codes(gt: np.ndarray, pred: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray, int]:
     """Codes for one task; two_class marks gt == same as missing and maps pred same -> a1."""
     if task == "three_class":
