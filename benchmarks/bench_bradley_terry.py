@@ -11,18 +11,17 @@ Run: ``.venv/bin/python benchmarks/bench_bradley_terry.py [--sm-replicates 20]``
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from helpers.stats.ranking import (
-    aggregate_wins,
-    bradley_terry,
-    encode_comparisons,
-    fit_win_matrices,
-    statsmodels_strengths,
-)
+from helpers.stats.bt import aggregate_wins, bradley_terry, encode_comparisons, fit_win_matrices
 from helpers.stats.simulate import synthetic_comparisons
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from synthetic import statsmodels_strengths  # noqa: E402 - the tests' reference fit, one definition
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Tournament benchmark (not a timed test): how long ranking and judging take at challenge scale.
 
 1. Bradley–Terry with 1,000 bootstrap replicates on 50 systems × 100,000 comparisons: plain BT
-   (``helpers.stats.ranking.bradley_terry``), the tournament's own fitter without covariates (same
+   (``helpers.stats.bt.bradley_terry``, on win matrices), the cell fitter without covariates (same
    model; the two must agree), and style control (the length covariate, which makes nearly every
    comparison its own cell, so this is the expensive one).
 2. The tournament pipeline's overhead per comparison with a CPU judge (``length``): design,
@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from helpers import tournament as T
-from helpers.stats import style_control as S
-from helpers.stats.ranking import bradley_terry
+from helpers.stats import bt as S
+from helpers.stats.bt import bradley_terry
 
 
 def planted(n_systems: int, n: int, seed: int = 0) -> pd.DataFrame:

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from synthetic import statsmodels_strengths
 
-from helpers.stats import ranking
+from helpers.stats import bt, simulate
 from helpers.stats.simulate import synthetic_comparisons
 
 
@@ -20,7 +21,7 @@ def comps(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
 def test_two_systems_by_hand_with_ties_as_half_wins():
     # A: 2 wins + 2 ties = 3 wins, B: 1 win + 2 ties... -> A 3, B 1 out of 4 -> odds 3
     table = comps([("A", "B", "a"), ("B", "A", "b"), ("A", "B", "tie"), ("B", "A", "tie")])
-    out = ranking.bradley_terry(table, n_boot=0, reference="B").set_index("system")
+    out = bt.bradley_terry(table, n_boot=0, reference="B").set_index("system")
     assert out.loc["A", "log_strength"] == pytest.approx(math.log(3))
     assert out.loc["B", "rating"] == 1000.0
     assert out.loc["A", "rating"] - 1000.0 == pytest.approx(400 / math.log(10) * math.log(3))
@@ -29,23 +30,23 @@ def test_two_systems_by_hand_with_ties_as_half_wins():
 
 def test_weights_act_like_repeated_comparisons():
     base = comps([("A", "B", "a"), ("B", "C", "a"), ("C", "A", "a"), ("A", "C", "a"), ("B", "A", "tie")])
-    weighted = ranking.bradley_terry(base, weights=[3, 1, 1, 2, 1], n_boot=0)
-    repeated = ranking.bradley_terry(base.loc[[0, 0, 0, 1, 2, 3, 3, 4]], n_boot=0)
+    weighted = bt.bradley_terry(base, weights=[3, 1, 1, 2, 1], n_boot=0)
+    repeated = bt.bradley_terry(base.loc[[0, 0, 0, 1, 2, 3, 3, 4]], n_boot=0)
     assert np.allclose(weighted["log_strength"], repeated["log_strength"])
 
 
 def test_matches_a_statsmodels_logit_fit():
     table = synthetic_comparisons(np.linspace(-1, 1, 6), 1500, tie_rate=0.15, seed=3)
     systems = sorted(set(table["system_a"]) | set(table["system_b"]))
-    ours = ranking.bradley_terry(table, n_boot=0, reference="s02").set_index("system").loc[systems, "log_strength"]
-    reference = ranking.statsmodels_strengths(table, systems, "s02")
+    ours = bt.bradley_terry(table, n_boot=0, reference="s02").set_index("system").loc[systems, "log_strength"]
+    reference = statsmodels_strengths(table, systems, "s02")
     assert np.abs(ours.to_numpy() - reference).max() < 1e-6
 
 
 def test_recovers_known_strengths_with_ample_comparisons():
     truth = np.linspace(-1.5, 1.5, 8)
     table = synthetic_comparisons(truth, 20000, seed=1)
-    out = ranking.bradley_terry(table, n_boot=200, seed=0, reference="s00").set_index("system").sort_index()
+    out = bt.bradley_terry(table, n_boot=200, seed=0, reference="s00").set_index("system").sort_index()
     assert stats.spearmanr(out["log_strength"], truth).statistic >= 0.95
     assert stats.kendalltau(out["log_strength"], truth).statistic >= 0.95
     assert np.abs(out["log_strength"].to_numpy() - (truth - truth[0])).max() < 0.15
@@ -55,23 +56,23 @@ def test_recovers_known_strengths_with_ample_comparisons():
 
 def test_bootstrap_is_reproducible_and_the_reference_has_no_spread():
     table = synthetic_comparisons([0.0, 0.5, 1.0], 300, tie_rate=0.1, seed=0)
-    first = ranking.bradley_terry(table, n_boot=300, seed=4, reference="s00")
-    again = ranking.bradley_terry(table, n_boot=300, seed=4, reference="s00")
+    first = bt.bradley_terry(table, n_boot=300, seed=4, reference="s00")
+    again = bt.bradley_terry(table, n_boot=300, seed=4, reference="s00")
     pd.testing.assert_frame_equal(first, again)
     ref = first.set_index("system").loc["s00"]
     assert ref["rating_lo"] == ref["rating_hi"] == 1000.0
-    board = ranking.leaderboard(first)
+    board = bt.leaderboard(first)
     assert board.index.tolist() == [1, 2, 3] and board["system"].iloc[0] == first["system"].iloc[0]
 
 
 def test_bad_tables_are_refused():
     with pytest.raises(ValueError, match="do not connect"):
-        ranking.bradley_terry(comps([("A", "B", "a"), ("B", "A", "a"), ("C", "D", "a"), ("D", "C", "a")]), n_boot=0)
+        bt.bradley_terry(comps([("A", "B", "a"), ("B", "A", "a"), ("C", "D", "a"), ("D", "C", "a")]), n_boot=0)
     with pytest.raises(ValueError, match="winner 'x'"):
-        ranking.bradley_terry(comps([("A", "B", "x")]), n_boot=0)
+        bt.bradley_terry(comps([("A", "B", "x")]), n_boot=0)
     with pytest.raises(ValueError, match="wins or loses all"):
-        ranking.bradley_terry(comps([("A", "B", "a"), ("A", "B", "a")]), n_boot=0)
-    assert ranking.bradley_terry(comps([("A", "B", "a"), ("A", "B", "a")]), n_boot=0, prior=1.0)["system"][0] == "A"
+        bt.bradley_terry(comps([("A", "B", "a"), ("A", "B", "a")]), n_boot=0)
+    assert bt.bradley_terry(comps([("A", "B", "a"), ("A", "B", "a")]), n_boot=0, prior=1.0)["system"][0] == "A"
 
 
 def test_batched_kendall_tau_equals_scipy():
@@ -79,31 +80,31 @@ def test_batched_kendall_tau_equals_scipy():
     truth = rng.normal(size=7)
     estimates = rng.normal(size=(20, 7))
     expected = [stats.kendalltau(row, truth).statistic for row in estimates]
-    assert np.allclose(ranking.kendall_tau_rows(estimates, truth), expected)
+    assert np.allclose(simulate.kendall_tau_rows(estimates, truth), expected)
 
 
 def test_fidelity_improves_with_more_comparisons_and_better_judges():
-    curve = ranking.fidelity_curve(n_systems=6, n_comparisons=[30, 3000], accuracies=[0.6, 1.0], n_reps=60, seed=0)
+    curve = simulate.fidelity_curve(n_systems=6, n_comparisons=[30, 3000], accuracies=[0.6, 1.0], n_reps=60, seed=0)
     tau = curve.set_index(["accuracy", "n_comparisons"])["tau_mean"]
     assert tau[(1.0, 3000)] > tau[(1.0, 30)] and tau[(0.6, 3000)] > tau[(0.6, 30)]
     assert tau[(1.0, 30)] > tau[(0.6, 30)]
     assert tau[(1.0, 3000)] > 0.9
-    needed = ranking.comparisons_needed(curve, target=0.9).set_index("accuracy")
+    needed = simulate.comparisons_needed(curve, target=0.9).set_index("accuracy")
     assert needed.loc[1.0, "n_comparisons"] == 3000
 
 
 def test_both_orders_turn_disagreements_into_ties_and_cost_double():
     rng = np.random.default_rng(0)
-    wins = ranking.judged_win_matrices(np.zeros(3), 1000, 0.5, swap_consistency=0.2, both_orders=True, n_reps=2, rng=rng)
+    wins = simulate.judged_win_matrices(np.zeros(3), 1000, 0.5, swap_consistency=0.2, both_orders=True, n_reps=2, rng=rng)
     assert wins.sum(axis=(1, 2)).tolist() == [1000.0, 1000.0]
-    curve = ranking.fidelity_curve(4, [100], [0.7], swap_consistency=0.8, both_orders=True, n_reps=5)
+    curve = simulate.fidelity_curve(4, [100], [0.7], swap_consistency=0.8, both_orders=True, n_reps=5)
     assert curve["calls"].tolist() == [200]
 
 
 def test_pairs_become_comparisons_between_their_writers():
     pairs = pd.DataFrame({"name": ["x", "y", "z"], "model1": ["m", "n", "m"], "model2": ["n", "m", "n"],
                           "preference": ["a1", "a2", "same"]})
-    human = ranking.label_comparisons(pairs)
+    human = bt.label_comparisons(pairs)
     assert human[["system_a", "system_b", "winner"]].values.tolist() == [["m", "n", "a"], ["n", "m", "b"], ["m", "n", "tie"]]
-    judge = ranking.label_comparisons(pairs, pd.Series({"x": "a2", "y": "a2", "z": "a1"}))
+    judge = bt.label_comparisons(pairs, pd.Series({"x": "a2", "y": "a2", "z": "a1"}))
     assert judge["winner"].tolist() == ["b", "b", "a"]

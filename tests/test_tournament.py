@@ -23,8 +23,8 @@ import statsmodels.api as sm
 
 from helpers import tournament as T
 from helpers.data import DataError
-from helpers.stats import style_control as S
-from helpers.stats.ranking import bradley_terry
+from helpers.stats import bt as S
+from helpers.stats.bt import bradley_terry
 from helpers.tournament import demo as D
 
 

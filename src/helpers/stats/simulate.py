@@ -16,12 +16,14 @@ independent draws, so round consistency falls below 1 as a real sampled judge's 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from helpers.data import swap_label
+from helpers.stats.bt import fit_win_matrices
 
 CREATED_AT = "2026-01-01T00:00:00+00:00"
 
@@ -158,3 +160,93 @@ def synthetic_comparisons(
     winner = np.where(a_wins, "a", "b").astype(object)
     winner[rng.random(n_comparisons) < tie_rate] = "tie"
     return pd.DataFrame({"system_a": names[i], "system_b": names[j], "winner": winner})
+
+
+# --------------------------------------------------------------------------- ranking fidelity
+
+
+def kendall_tau_rows(estimates: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Kendall's tau between each row of ``estimates (R, M)`` and ``truth (M,)`` (no ties in
+    truth), vectorised: (concordant - discordant) / pairs; tied estimates count zero."""
+    upper = np.triu_indices(len(truth), k=1)
+    true_sign = np.sign(truth[upper[1]] - truth[upper[0]])
+    est_sign = np.sign(estimates[:, upper[1]] - estimates[:, upper[0]])
+    return (est_sign * true_sign).sum(axis=1) / len(true_sign)
+
+
+def judged_win_matrices(
+    strengths: np.ndarray, n_comparisons: int, accuracy: float, swap_consistency: float = 1.0,
+    both_orders: bool = False, n_reps: int = 100, rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """``(n_reps, M, M)`` win matrices from a simulated judge (the judge model of this module's docstring).
+
+    Each comparison: two random systems; the true preference drawn from Bradley-Terry with
+    ``strengths``; shown to the judge with a random side first. With probability
+    ``1 - swap_consistency`` the judge is position-biased and names the first-shown system,
+    otherwise it reads the content and is right with the accuracy that makes its overall
+    accuracy ``accuracy``. ``both_orders``: the judge sees both orders (2 calls) and a
+    disagreement between them becomes a tie, as normal-reverse voting with two votes does.
+    """
+    rng = rng or np.random.default_rng(0)
+    m = len(strengths)
+    p_content = content_accuracy(accuracy, swap_consistency)
+    i, j = random_matchups(m, n_comparisons, rng, size=(n_reps,))
+    truth_i = rng.random(i.shape) < 1.0 / (1.0 + np.exp(strengths[j] - strengths[i]))
+    content_i = np.where(rng.random(i.shape) < p_content, truth_i, ~truth_i)
+    biased = rng.random(i.shape) >= swap_consistency
+    if both_orders:
+        i_share = np.where(biased, 0.5, content_i.astype(float))
+    else:
+        first_is_i = rng.random(i.shape) < 0.5
+        i_share = np.where(biased, first_is_i, content_i).astype(float)
+    offset = (np.arange(n_reps) * m * m)[:, None]
+    flat = np.bincount((offset + i * m + j).ravel(), weights=i_share.ravel(), minlength=n_reps * m * m)
+    flat += np.bincount((offset + j * m + i).ravel(), weights=(1 - i_share).ravel(), minlength=n_reps * m * m)
+    return flat.reshape(n_reps, m, m)
+
+
+def fidelity_curve(
+    n_systems: int = 10,
+    n_comparisons: Sequence[int] = (50, 100, 200, 400, 800, 1600, 3200, 6400),
+    accuracies: Sequence[float] = (0.6, 0.67, 0.75, 0.9, 1.0),
+    swap_consistency: float = 1.0,
+    both_orders: bool = False,
+    spread: float = math.log(10),
+    n_reps: int = 100,
+    seed: int = 0,
+    prior: float = 0.1,
+) -> pd.DataFrame:
+    """Kendall tau between fitted and true strengths vs number of comparisons, per accuracy.
+
+    True log-strengths are evenly spaced over ``spread`` (ln 10: the best system beats the worst
+    10:1, i.e. 400 Elo points). ``prior`` virtual ties per system pair keep fits finite when few
+    comparisons leave a system undefeated. Returns mean tau, its 2.5/97.5% quantiles over
+    replicates, the share of replicates with tau >= 0.9, and the judge calls spent.
+    """
+    strengths = np.linspace(-spread / 2, spread / 2, n_systems)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for accuracy in accuracies:
+        for n in n_comparisons:
+            wins = judged_win_matrices(strengths, n, accuracy, swap_consistency, both_orders, n_reps, rng)
+            tau = kendall_tau_rows(fit_win_matrices(wins, 0, prior), strengths)
+            rows.append({
+                "accuracy": accuracy, "swap_consistency": swap_consistency, "both_orders": both_orders,
+                "n_comparisons": n, "calls": n * (2 if both_orders else 1),
+                "tau_mean": float(np.nanmean(tau)), "tau_lo": float(np.nanquantile(tau, 0.025)),
+                "tau_hi": float(np.nanquantile(tau, 0.975)), "share_tau_ge_0_9": float(np.nanmean(tau >= 0.9)),
+            })
+    return pd.DataFrame(rows)
+
+
+def comparisons_needed(curve: pd.DataFrame, target: float = 0.9, column: str = "tau_mean") -> pd.DataFrame:
+    """Per simulated judge, the fewest comparisons on the grid whose ``column`` reaches
+    ``target`` (NaN when none does), with the judge calls that costs."""
+    keys = ["accuracy", "swap_consistency", "both_orders"]
+    rows = []
+    for key, group in curve.groupby(keys, sort=True):
+        ok = group[group[column] >= target].sort_values("n_comparisons")
+        rows.append({**dict(zip(keys, key, strict=True)), "target": target,
+                     "n_comparisons": ok["n_comparisons"].iloc[0] if len(ok) else np.nan,
+                     "calls": ok["calls"].iloc[0] if len(ok) else np.nan})
+    return pd.DataFrame(rows)

@@ -16,7 +16,7 @@ of pairs for the study's engine. The package follows the data:
   by construction), the logic of ``notebooks/07_tournament.ipynb``;
 - ``python -m helpers.tournament validate|design|judge|rank`` is the command line (``__main__``).
 
-The fitter for style control lives in ``helpers.stats.style_control``.
+The Bradley–Terry fitter (plain and style-controlled) lives in ``helpers.stats.bt``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Ranking decisions, each for a reason:
   deterministic judge judged twice does not count as two comparisons;
 - ranks are CI-aware, as Chatbot Arena reports them: rank = 1 + the number of systems whose lower
   bound is above this system's upper bound, so systems the data cannot separate share a rank;
-- style control (:func:`helpers.stats.style_control.fit_bt` with ``covariates=("length_diff",)``) adds
+- style control (:func:`helpers.stats.bt.fit_bt` with ``covariates=("length_diff",)``) adds
   the normalised length difference ``(len_a - len_b) / (len_a + len_b)`` as a regressor beside the
   system strengths, so the leaderboard can say how much of a system's rank is only length.
 """
@@ -24,11 +24,10 @@ from scipy import stats
 from sklearn.metrics import cohen_kappa_score
 
 from helpers.data import DataError, read_csv, swap_label
-from helpers.stats.style_control import SCORE, WINNERS, ci_ranks, fit_bt
+from helpers.stats.bt import SCORE, WINNERS, bradley_terry, ci_ranks, fit_bt
+from helpers.stats.metrics import CELL
 from helpers.tournament.design import comparison_id
 from helpers.tournament.table import _problem, _where
-
-CELL = ["judge", "strategy", "input_type"]  # one judge cell: a leaderboard each
 
 
 def length_diff(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
@@ -78,9 +77,7 @@ def comparisons_from_predictions(predictions: pd.DataFrame, pairs: pd.DataFrame)
 
 
 def plain_bt(comparisons: pd.DataFrame, *, n_boot: int, seed: int, reference: str | None, prior: float) -> pd.DataFrame:
-    """Plain Bradley–Terry from the analysis module (``helpers.stats.ranking``), with the CI-aware rank."""
-    from helpers.stats.ranking import bradley_terry
-
+    """Plain Bradley–Terry (``helpers.stats.bt.bradley_terry``), with the CI-aware rank."""
     board = bradley_terry(comparisons[["system_a", "system_b", "winner"]], n_boot=n_boot, seed=seed,
                           reference=reference, prior=prior)
     board["rank"] = ci_ranks(board["log_strength_lo"], board["log_strength_hi"])
