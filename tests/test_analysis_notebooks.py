@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import papermill as pm
 import pytest
+from synthetic import synthetic_predictions, write_predictions
 
 from helpers import data
 from helpers.stats import metrics
-from helpers.stats.simulate import synthetic_predictions, write_predictions
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 pytestmark = [

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from synthetic import write_predictions
 
 from helpers import paths
 from helpers.data import dataset_spec, swap_pairs
 from helpers.stats import confound
-from helpers.stats.simulate import write_predictions
 
 pytestmark = pytest.mark.slow
 

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
+from synthetic import synthetic_predictions, write_predictions
 
 from helpers import data, imports
 from helpers.stats import metrics
-from helpers.stats.simulate import synthetic_predictions
 
 pytestmark = pytest.mark.skipif(not os.environ.get(data.DATA_ENV), reason=f"${data.DATA_ENV} not set (needs the v1 CSVs)")
 
@@ -317,7 +317,6 @@ def test_imported_judge_appears_in_the_analysis_chapters_with_its_length_balance
     import papermill as pm
 
     from helpers.stats import confound
-    from helpers.stats.simulate import write_predictions
 
     store, reports = tmp_path / "store", tmp_path / "reports"
     write_official(tmp_path / "output-matching", judged)
@@ -351,7 +350,6 @@ def test_imported_judge_appears_in_the_analysis_chapters_with_its_length_balance
 def test_an_import_that_would_double_a_cell_judged_here_is_refused(released, tmp_path, judged):
     """The analyses key a cell by judge, strategy and input type: two run folders for one cell
     would give every pair two answers."""
-    from helpers.stats.simulate import write_predictions
 
     write_predictions(judged[judged["strategy"] == "S2"], tmp_path / "store", "qwen25omni_run_here")
     with pytest.raises(imports.ImportsError, match=r"qwen25omni_run_here already holds qwen25omni S2 audiovideo "

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score
+from synthetic import synthetic_predictions, write_predictions
 
 from helpers.data import DataError
 from helpers.stats import metrics
-from helpers.stats.simulate import synthetic_predictions, write_predictions
 
 
 def table(rows: list[tuple], judge: str = "j", strategy: str = "S1") -> pd.DataFrame:

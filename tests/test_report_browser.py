@@ -25,9 +25,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 from sklearn.metrics import f1_score
+from synthetic import synthetic_predictions, write_predictions
 
 from helpers import paths, report
-from helpers.stats import simulate
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -95,10 +95,10 @@ def built_report(tmp_path_factory) -> Path:
         pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); the browser check needs it")
     root = tmp_path_factory.mktemp("browser")
     reports, store = root / "reports", root / "predictions"
-    predictions = simulate.synthetic_predictions(n_pairs=60, judges={"length": 0.78, "random": 0.5}, rounds=2, seed=1)
+    predictions = synthetic_predictions(n_pairs=60, judges={"length": 0.78, "random": 0.5}, rounds=2, seed=1)
     for judge, rows in predictions.groupby("judge"):
         run_id = f"{judge}__cpu__text__emoprefer"
-        simulate.write_predictions(rows.assign(run_id=run_id), store, run_id)
+        write_predictions(rows.assign(run_id=run_id), store, run_id)
         (store / run_id / "manifest.json").write_text(f'{{"judge": "{judge}", "rounds": 2}}')
     metrics = synthetic_metrics(predictions)
     (reports / "tables").mkdir(parents=True)

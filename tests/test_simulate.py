@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from synthetic import synthetic_predictions
 
 from helpers.run.store import COLUMNS
 from helpers.stats import metrics
-from helpers.stats.simulate import content_accuracy, synthetic_comparisons, synthetic_predictions
+from helpers.stats.simulate import content_accuracy, synthetic_comparisons
 
 
 def test_simulated_judge_has_its_accuracy_and_swap_consistency():

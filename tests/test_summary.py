@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from synthetic import synthetic_predictions, write_predictions
 
 from helpers import paths
 from helpers.report import summary
-from helpers.stats import simulate
 
 REGISTRY = pd.DataFrame([
     {"judge": "length", "family": "cpu", "backend": "cpu", "checkpoint": "", "input_type": "text", "api_key_env": ""},
@@ -34,7 +34,7 @@ def metrics_row(judge, strategy, waf, lo, hi, input_type="text"):
 
 
 def context(tmp_path: Path, judges=("length", "random"), metrics=None, paper=PAPER, **extra) -> summary.Context:
-    predictions = simulate.synthetic_predictions(n_pairs=20, judges={j: 0.6 for j in judges}, rounds=2)
+    predictions = synthetic_predictions(n_pairs=20, judges={j: 0.6 for j in judges}, rounds=2)
     return summary.Context(
         dataset="emoprefer", reports_dir=tmp_path, predictions_dir=tmp_path, registry=REGISTRY,
         overview=summary.runs_overview(predictions), metrics=metrics, paper=paper, prompts=None, manifests=[],
@@ -108,8 +108,8 @@ def test_prompts_are_shown_byte_for_byte_from_params():
 
 
 def test_runs_are_listed_from_the_store_with_their_manifests(tmp_path):
-    table = simulate.synthetic_predictions(n_pairs=5, judges={"length": 0.6}, rounds=1)
-    simulate.write_predictions(table, tmp_path, "length__cpu__text__emoprefer")
+    table = synthetic_predictions(n_pairs=5, judges={"length": 0.6}, rounds=1)
+    write_predictions(table, tmp_path, "length__cpu__text__emoprefer")
     manifest = {"judge": "length", "strategy": "-", "rounds": 1, "calls_total": {"judge": 4, "describe": 2},
                 "created": "2026-01-01T00:00:00+00:00", "git_revision": "0123456789abcdef"}
     (tmp_path / "length__cpu__text__emoprefer" / "manifest.json").write_text(json.dumps(manifest))

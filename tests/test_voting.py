@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from synthetic import synthetic_predictions
 
 from helpers.stats import metrics, voting
-from helpers.stats.simulate import synthetic_predictions
 
 SWAP = {"a1": "a2", "a2": "a1", "same": "same"}
 
