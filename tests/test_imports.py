@@ -20,6 +20,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from synthetic import synthetic_predictions, write_predictions
 
 from helpers import data, imports
+from helpers.run import results
 from helpers.stats import metrics
 
 pytestmark = pytest.mark.skipif(not os.environ.get(data.DATA_ENV), reason=f"${data.DATA_ENV} not set (needs the v1 CSVs)")
@@ -77,7 +78,7 @@ def test_official_import_gives_the_metrics_of_the_same_predictions_judged_here(r
     assert sorted(summary["strategy"]) == ["S1", "S2", "S3", "S4"]
     assert set(summary["judge"]) == {"qwen25omni"}  # qwen25omni_7b mapped to the registry's name
     assert (summary["files"] == 4).all() and (summary["rows"] == 4 * 574).all()
-    imported = metrics.load_predictions(tmp_path / "store")
+    imported = results.load_predictions(tmp_path / "store")
     ours = metrics.metrics_table(imported, n_boot=20).set_index(metrics.CELL)[METRIC_COLUMNS]
     direct = metrics.metrics_table(judged, n_boot=20).set_index(metrics.CELL)[METRIC_COLUMNS]
     pd.testing.assert_frame_equal(ours.sort_index(), direct.sort_index())
@@ -92,7 +93,7 @@ def test_two_class_scores_equal_the_release_s_own_definition(released, tmp_path)
         gt, pred = archive["gt_labels"].tolist(), archive["pred_labels"].tolist()
     kept = [(g, "a1" if p == "same" else p) for g, p in zip(gt, pred, strict=True) if g != "same"]
     y, yhat = [g for g, _ in kept], [p for _, p in kept]
-    imported = metrics.load_predictions(tmp_path / "store")
+    imported = results.load_predictions(tmp_path / "store")
     part = imported[(imported["strategy"] == "S2") & (imported["order"] == "normal") & (imported["round"] == 1)]
     scores = metrics.two_class(part["gt"], part["pred"])
     assert scores["waf"] == pytest.approx(f1_score(y, yhat, average="weighted"))
@@ -132,7 +133,7 @@ def test_changed_files_into_an_existing_run_are_refused_unless_overwrite(release
         _import(released, tmp_path / "store")
     summary = _import(released, tmp_path / "store", overwrite=True).set_index("strategy")
     assert summary.loc["S1", "status"] == "overwritten" and summary.loc["S2", "status"] == "unchanged"
-    stored = metrics.load_predictions(tmp_path / "store")
+    stored = results.load_predictions(tmp_path / "store")
     first = stored[(stored["strategy"] == "S1") & (stored["order"] == "normal") & (stored["round"] == 0)].iloc[0]
     assert first["pred"] == pred[0] and len(stored) == 4 * 4 * 574
 
@@ -229,7 +230,7 @@ def test_a_table_imports_to_the_same_metrics(tmp_path, judged):
         store = tmp_path / f"store{suffix}"
         summary = imports.import_table(path, "qwen25omni", output_dir=store)
         assert set(summary["input_type"]) == {"audiovideo"}  # the registry's input type
-        got = metrics.metrics_table(metrics.load_predictions(store), n_boot=20).set_index(metrics.CELL)[METRIC_COLUMNS]
+        got = metrics.metrics_table(results.load_predictions(store), n_boot=20).set_index(metrics.CELL)[METRIC_COLUMNS]
         want = metrics.metrics_table(judged, n_boot=20).set_index(metrics.CELL)[METRIC_COLUMNS]
         pd.testing.assert_frame_equal(got.sort_index(), want.sort_index())
     manifest = json.loads((store / "qwen25omni__S1__audiovideo__emoprefer__imported" / "manifest.json").read_text())
@@ -281,7 +282,7 @@ def test_an_unknown_judge_needs_an_input_type(tmp_path, judged):
 
 def test_sources_label_imported_cells_and_judged_ones(released, tmp_path, judged):
     _import(released, tmp_path / "store")
-    table = metrics.metrics_table(metrics.load_predictions(tmp_path / "store"), n_boot=10)
+    table = metrics.metrics_table(results.load_predictions(tmp_path / "store"), n_boot=10)
     labelled = imports.with_source(pd.concat([table, table.assign(judge="length", strategy="-")]), tmp_path / "store")
     assert set(labelled.loc[labelled["judge"] == "qwen25omni", "source_label"]) == {
         "computed here from the authors' released outputs"}

@@ -10,6 +10,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from synthetic import synthetic_predictions, write_predictions
 
 from helpers.data import DataError
+from helpers.run import results
 from helpers.stats import metrics
 
 
@@ -189,7 +190,7 @@ def test_bad_labels_and_duplicates_are_refused_with_the_row():
 def test_load_predictions_reads_the_store_layout(tmp_path):
     preds = synthetic_predictions(n_pairs=30, seed=0)
     write_predictions(preds, tmp_path, "run1")
-    loaded = metrics.load_predictions(tmp_path)
+    loaded = results.load_predictions(tmp_path)
     assert len(loaded) == len(preds)
     assert metrics.metrics_table(loaded, n_boot=10).equals(metrics.metrics_table(preds, n_boot=10))
 

@@ -25,7 +25,7 @@ from sklearn.metrics import f1_score
 from helpers import paths
 from helpers.data import DataError, swap_label
 from helpers.judges.base import JudgeSpec
-from helpers.run import engine, grid
+from helpers.run import engine, grid, results
 from helpers.run.identity import IdentityError, build_identity, identity_changes
 from helpers.run.store import RunStore, StoreError, load_predictions, read_jsonl
 from helpers.stats import metrics
@@ -101,14 +101,14 @@ def test_relabelled_data_is_not_resumed_into_stale_rows_or_scored_with_stale_lab
 
     # scoring the old store against the new data is refused, not scored with stale labels
     with pytest.raises(DataError, match=r"made on other emoprefer data.*preference_emoprefer.csv"):
-        metrics.load_predictions(store, "emoprefer", new)
+        results.load_predictions(store, "emoprefer", new)
     with pytest.raises(DataError, match="made on other emoprefer data"):
         engine.load_run(first, store, new)
 
     # overwrite=True moves the old run aside and judges afresh: the numbers of a fresh run
     again = engine.run("length", rounds=1, output_dir=store, data_dir=new, progress=False, overwrite=True)
     fresh = engine.run("length", rounds=1, output_dir=tmp_path / "fresh", data_dir=new, progress=False)
-    table = metrics.load_predictions(store, "emoprefer", new)
+    table = results.load_predictions(store, "emoprefer", new)
     relabelled = pd.read_csv(new / FILES[0], dtype=str, keep_default_na=False)
     normal = table[table["order"] == "normal"].set_index("name").loc[relabelled["name"]]
     assert normal["gt"].tolist() == relabelled["preference"].tolist()
@@ -129,7 +129,7 @@ def test_a_labels_file_edited_under_a_finished_store_is_never_scored_silently(tm
     file = next(store.glob("*/predictions.jsonl"))
     rows = read_jsonl(file)
     file.write_text("".join(json.dumps(r | {"gt": "same"}) + "\n" for r in rows))
-    table = metrics.load_predictions(store, "emoprefer", data_dir)
+    table = results.load_predictions(store, "emoprefer", data_dir)
     labels = pd.read_csv(data_dir / FILES[0], dtype=str, keep_default_na=False).set_index("name")["preference"]
     normal = table[table["order"] == "normal"]
     assert normal["gt"].tolist() == labels.loc[normal["name"]].tolist()

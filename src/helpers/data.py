@@ -39,12 +39,20 @@ import yaml
 from helpers import paths
 
 LABELS = ("a1", "a2", "same")
+FALLBACK_RULE = "default_same"  # the parse_rule of an answer that names no label (scored as same, as the paper does)
 ORDERS = ("normal", "reverse")
 DATA_ENV = "EMOPREFER_DATA"
 BASE_URL_ENV = "EMOPREFER_BASE_URL"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 NAME_RULE = "name must match ^[A-Za-z0-9_.-]+$, without '..' and not '.'"
 INPUT_TYPES = ("audio", "video", "audiovideo", "text")
+
+
+def fallback_share(rules) -> float:
+    """Share (0..1) of answers that matched no rule and became ``same`` by default: the paper
+    scores them as ``same``, so the metrics count them to say when a number means nothing."""
+    rules = list(rules)
+    return sum(r == FALLBACK_RULE for r in rules) / len(rules) if rules else float("nan")
 
 
 class DataError(Exception):

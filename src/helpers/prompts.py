@@ -15,9 +15,9 @@ from pathlib import Path
 import yaml
 
 from helpers import paths
+from helpers.data import FALLBACK_RULE, LABELS, fallback_share  # noqa: F401 - the parser's labels and fallback, defined with the data
 
 PROMPT_KEYS = ("S1", "describe_video", "describe_input", "S2_judge", "S4_reason", "S4_extract", "system_omni")
-LABELS = ("a1", "a2", "same")
 
 # Leading words the paper's text-LLM post-processing removes (each tested once, in this order).
 TEXT_LLM_PREFIXES = ("输入", "输出", "翻译", "让我们来翻译一下：", "output", "Output", "input", "Input")
@@ -29,9 +29,6 @@ class PromptError(ValueError):
 
 def prompts_file() -> Path:
     return paths.params_dir() / "prompts.yaml"
-
-
-FALLBACK_RULE = "default_same"  # the parse branch of an answer that names no label
 
 
 @cache
@@ -128,13 +125,6 @@ def parse_label(response: str, *, text_llm: bool = False) -> tuple[str, str]:
     if positions:
         return min(positions, key=positions.get), "first_occurrence"
     return "same", FALLBACK_RULE
-
-
-def fallback_share(rules) -> float:
-    """Share (0..1) of answers that matched no rule and became ``same`` by default: the paper
-    scores them as ``same``, so the metrics count them to say when a number means nothing."""
-    rules = list(rules)
-    return sum(r == FALLBACK_RULE for r in rules) / len(rules) if rules else float("nan")
 
 
 def prompt_hashes(path: str | Path | None = None) -> dict[str, str]:

@@ -37,6 +37,7 @@ from helpers.data import (
 from helpers.judges.base import Backend, JudgeSpec
 from helpers.judges.registry import load_spec, make_backend, make_pair_judge, resolve_backend
 from helpers.run.identity import IdentityError, build_identity, check_identity, identity_sha256, label_files
+from helpers.run.results import score_against_data
 from helpers.run.store import (
     RunStore,
     StoreError,
@@ -663,7 +664,7 @@ def run_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
 def load_run(summary: pd.DataFrame, output_dir: str | Path | None = None, data_dir: str | Path | None = None
              ) -> pd.DataFrame:
     """The predictions of the runs listed in a ``run`` summary. Runs on a dataset's files are
-    scored against those files as they are now (``metrics.score_against_data``: labels joined
+    scored against those files as they are now (``helpers.run.results.score_against_data``: labels joined
     from the data, refused when the run was made on other data); runs on caller-given pairs
     keep the labels of those pairs, which their identity pinned."""
     root = Path(output_dir) if output_dir is not None else paths.predictions_dir()
@@ -674,7 +675,7 @@ def load_run(summary: pd.DataFrame, output_dir: str | Path | None = None, data_d
         return table
     scored = []
     for dataset, part in table[table["run_id"].isin(by_data)].groupby("dataset"):
-        scored.append(metrics.score_against_data(part, root, str(dataset), data_dir))
+        scored.append(score_against_data(part, root, str(dataset), data_dir))
     rest = table[~table["run_id"].isin(by_data)]
     return pd.concat([*scored, rest], ignore_index=True) if len(rest) else pd.concat(scored, ignore_index=True)
 

@@ -22,22 +22,16 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
-import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
 
-from helpers import paths, prompts
-from helpers.data import LABELS, DataError, data_sha256, dataset_spec, load_pairs, swap_label
-from helpers.run import store
-from helpers.run.identity import label_files
+from helpers.data import LABELS, DataError, fallback_share, swap_label
 
 CELL = ["judge", "strategy", "input_type"]
-REQUIRED = ["judge", "strategy", "input_type", "order", "round", "name", "gt", "pred"]
+REQUIRED = [*CELL, "order", "round", "name", "gt", "pred"]
 METRICS_COLUMNS = [
     "judge", "strategy", "input_type", "rounds",
     "two_class_waf", "two_class_waf_std", "two_class_waf_lo", "two_class_waf_hi",
@@ -50,7 +44,7 @@ CODE = {label: i for i, label in enumerate(LABELS)}  # a1 -> 0, a2 -> 1, same ->
 SWAP_CODE = np.array([1, 0, 2])  # code of swap_label(label), indexed by code
 
 
-# --------------------------------------------------------------------------- loading
+# --------------------------------------------------------------------------- checking
 
 
 def check_predictions(predictions: pd.DataFrame, source: str = "predictions table") -> pd.DataFrame:
@@ -79,72 +73,6 @@ def check_predictions(predictions: pd.DataFrame, source: str = "predictions tabl
             f"judge/strategy/input_type/order/round ({int(dup.sum())} duplicate rows)"
         )
     return predictions
-
-
-def load_predictions(root: str | Path | None = None, dataset: str | None = None,
-                     data_dir: str | Path | None = None) -> pd.DataFrame:
-    """All runs of the predictions store (read by ``helpers.run.store``), checked for analysis.
-
-    With ``dataset``: only that dataset's rows, scored against its files as they are now
-    (:func:`score_against_data`), so a label is never taken from a stale store."""
-    table = store.load_predictions(root)
-    if table.empty:
-        return table
-    table = table.astype({"round": int, "name": str, "strategy": str})
-    if dataset is not None:
-        if "dataset" in table.columns:
-            table = table[table["dataset"].fillna(dataset) == dataset]
-        if table.empty:
-            return table.reset_index(drop=True)
-        table = score_against_data(table, root, dataset, data_dir)
-    return check_predictions(table.reset_index(drop=True), f"predictions under {root or paths.predictions_dir()}")
-
-
-def _run_data_hashes(folder: Path) -> dict[str, str] | None:
-    """The data hashes a run folder's manifest records (its identity's, else the older key)."""
-    path = folder / "manifest.json"
-    if not path.is_file():
-        return None
-    manifest = json.loads(path.read_text())
-    return (manifest.get("identity") or {}).get("data_sha256") or manifest.get("data_sha256")
-
-
-def score_against_data(table: pd.DataFrame, root: str | Path | None, dataset: str,
-                       data_dir: str | Path | None = None) -> pd.DataFrame:
-    """Replace ``gt`` by the labels of the data being scored, after checking that every run was
-    made on these very data files (sha256 of the normal and reverse files, from each run's
-    manifest). A run made on other data is refused by name; a folder without a manifest (a
-    hand-written table) cannot be checked and gets a warning, but still the current labels."""
-    root = Path(root) if root is not None else paths.predictions_dir()
-    files = dataset_spec(dataset).files
-    current = label_files(data_sha256(dataset, data_dir), files)
-    unchecked = []
-    for run_id in sorted(table["run_id"].dropna().astype(str).unique()):
-        stored = _run_data_hashes(root / run_id)
-        if stored is None:
-            unchecked.append(run_id)
-            continue
-        stored = label_files(stored, files)
-        if stored != current:
-            changed = ", ".join(f"{f}: {str(stored.get(f))[:12]} -> {str(current.get(f))[:12]}"
-                                for f in sorted(set(stored) | set(current)) if stored.get(f) != current.get(f))
-            raise DataError(
-                f"run {run_id} (under {root}) was made on other {dataset} data than the data being scored "
-                f"({changed}); its texts and labels may differ. Re-run the judge on these data "
-                "(engine.run(..., overwrite=True), or another output_dir), or score with data_dir pointing at "
-                "the data the run was made on.")
-    if unchecked:
-        warnings.warn(f"run folder(s) {', '.join(unchecked[:5])} under {root} have no manifest: which data they "
-                      f"were made on cannot be checked; scored with the labels of the current {dataset} data",
-                      stacklevel=2)
-    labels = {order: load_pairs(dataset, order, data_dir).set_index("name")["preference"]
-              for order in ("normal", "reverse")}
-    gt = [labels[o].get(n) if o in labels else None for o, n in zip(table["order"], table["name"], strict=True)]
-    unknown = [n for n, g in zip(table["name"], gt, strict=True) if g is None]
-    if unknown:
-        raise DataError(f"{len(unknown)} prediction(s) under {root} name samples that are not in the {dataset} data "
-                        f"(e.g. {unknown[0]!r}); they cannot be scored against it")
-    return table.assign(gt=gt)
 
 
 # --------------------------------------------------------------------------- scalar metrics
@@ -413,7 +341,7 @@ def unparsed_pct(cell: pd.DataFrame) -> float:
     rule and became ``same`` by the paper's default; NaN where the table has no ``parse_rule``."""
     if "parse_rule" not in cell.columns or not len(cell):
         return float("nan")
-    return round(100 * prompts.fallback_share(cell["parse_rule"]), 2)
+    return round(100 * fallback_share(cell["parse_rule"]), 2)
 
 
 def unparsed_flags(table: pd.DataFrame, threshold: float = UNPARSED_FLAG_PCT) -> pd.Series:
