@@ -1,4 +1,5 @@
-"""The paper's metrics on the predictions table, plus the uncertainty the paper leaves out.
+"""The paper's metrics on the predictions table, plus the uncertainty the paper leaves out
+(the one bootstrap of the package: pairs resampled, :func:`bootstrap_weights`).
 
 Definitions follow EmoPrefer (ICLR 2026) to the letter, because the point of the study is to
 compare our numbers with theirs:
@@ -15,7 +16,8 @@ compare our numbers with theirs:
 
 Bootstrap CIs resample pairs (the unit the annotators labelled). All replicates are evaluated
 at once from confusion counts (weights x one-hot matrix products), so a few dozen judge cells
-with 1,000 replicates take seconds instead of a Python loop over sklearn calls.
+with 1,000 replicates take seconds instead of a Python loop over sklearn calls. The table comes
+in checked (:func:`check_predictions`); reading it from the store is ``helpers.run.results``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Synthetic judges and comparisons with known properties, for tests and simulations.
+"""Simulated judges and comparisons with known properties, and the ranking-fidelity simulation:
+how many comparisons a judge of given accuracy and swap consistency needs for the Bradley–Terry
+ranking of M systems to match the true one (Kendall tau), in one order or both.
 
 A simulated judge is a mixture, per pair and round, of two behaviours:
 
@@ -12,6 +14,7 @@ With ``p_c = (p - (1 - s) / 2) / s`` the two-class accuracy is ``p`` in each ord
 bias is right half the time when truths fall evenly on both sides) and the swap consistency is
 ``s``, which is what the paper measures. ``p <= (1 + s) / 2`` is therefore required. Rounds are
 independent draws, so round consistency falls below 1 as a real sampled judge's does.
+(Synthetic predictions tables in the store's schema, for tests, are ``tests/synthetic.py``.)
 """
 
 from __future__ import annotations
