@@ -301,7 +301,7 @@ def planned_runs(model: str | JudgeSpec, strategy: str = "all", order: str = "bo
                  run_id: str | None = None, pairs: pd.DataFrame | None = None,
                  identity_parameters: dict | None = None, device: str | None = None) -> list[dict]:
     """The run folders ``run`` with these arguments writes, each with its identity and the row
-    keys it must hold (what ``helpers.run.grid`` compares before it calls a cell finished)."""
+    keys it must hold (what ``helpers.run.launch`` compares before it calls a cell finished)."""
     spec = model if isinstance(model, JudgeSpec) else load_spec(model)
     context, _, _, tables = prepare_run(
         spec, strategy=strategy, order=order, rounds=rounds, dataset=dataset, input_type=input_type,
