@@ -13,6 +13,7 @@ import yaml
 
 from helpers import paths
 from helpers.report import summary
+from helpers.run import provenance
 from helpers.stats import simulate
 
 REGISTRY = pd.DataFrame([
@@ -126,7 +127,7 @@ def test_runs_are_listed_from_the_store_with_their_manifests(tmp_path):
 
 
 def test_outside_a_git_checkout_the_revision_says_so(tmp_path):
-    assert summary.git_revision(tmp_path).startswith("no git commit")
+    assert provenance.revision_note(tmp_path).startswith("no git commit")
 
 
 @pytest.mark.skipif(not os.environ.get("EMOPREFER_DATA"), reason="EMOPREFER_DATA not set")

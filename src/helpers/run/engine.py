@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import json
 import platform
-import subprocess
 import sys
 import warnings
 from collections import Counter
@@ -37,6 +35,7 @@ from helpers.data import (
 from helpers.judges.base import Backend, JudgeSpec
 from helpers.judges.registry import load_spec, make_backend, make_pair_judge, resolve_backend
 from helpers.run.identity import IdentityError, build_identity, check_identity, identity_sha256, label_files
+from helpers.run.provenance import git_revision, package_versions
 from helpers.run.store import (
     RunStore,
     StoreError,
@@ -51,8 +50,6 @@ from helpers.run.strategies import STRATEGIES, Item, Pipeline, resolve_sharing, 
 from helpers.stats import metrics
 
 ORDER_CHOICES = {"normal": ("normal",), "reverse": ("reverse",), "both": ("normal", "reverse")}
-PACKAGES = ("pandas", "numpy", "scikit-learn", "torch", "torchvision", "transformers", "vllm", "openai",
-            "sentence-transformers", "papermill", "qwen-omni-utils", "av")
 BackendChoice = str | Callable[[JudgeSpec], Backend]
 ROLE_NAMES = {"mllm": "judge", "llm": "llm"}  # pipeline roles as the manifest's ``backends`` names them
 # Names of run()/notebook parameters that change predictions and so enter the run identity
@@ -167,25 +164,6 @@ def planned_run_ids(model: str | JudgeSpec, strategy: str = "all", input_type: s
 
 
 # --------------------------------------------------------------------------- manifest
-
-
-def git_revision() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.project_root(), capture_output=True,
-                             text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def pairs_sha256(tables: dict[str, pd.DataFrame]) -> str:
