@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from helpers.judges.base import JudgeSpec, Media, Request
-from helpers.judges.hf import FAMILIES, check_input, family_of, generation_kwargs
+from helpers.judges.families import FAMILIES, check_input, family_of
+from helpers.judges.hf import generation_kwargs
 from helpers.judges.openai import OpenAIBackend, generation_fields
 from helpers.judges.registry import list_judges, load_spec, make_backend
 from helpers.judges.vllm import engine_kwargs, sampling_kwargs

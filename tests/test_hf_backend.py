@@ -22,15 +22,9 @@ from tiny_models import (
     write_wav,
 )
 
-from helpers.judges.base import JudgeSpec, Media, Request
-from helpers.judges.hf import (
-    BackendError,
-    TransformersBackend,
-    build_messages,
-    family_of,
-    generation_kwargs,
-    seed_batches,
-)
+from helpers.judges.base import BackendError, JudgeSpec, Media, Request
+from helpers.judges.families import build_messages, family_of
+from helpers.judges.hf import TransformersBackend, generation_kwargs, seed_batches
 
 SYSTEM = "You are Qwen, a virtual human developed by the Qwen Team."
 

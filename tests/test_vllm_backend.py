@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from tiny_models import build_omni_thinker, build_text_lm, write_mp4, write_wav
 
-from helpers.judges.base import JudgeSpec, Media, Request
-from helpers.judges.hf import BackendError
+from helpers.judges.base import BackendError, JudgeSpec, Media, Request
 from helpers.judges.vllm import (
     PAPER_TEXT_SAMPLING,
     VLLMBackend,
