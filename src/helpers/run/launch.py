@@ -333,12 +333,11 @@ RUN_ARGUMENTS = ("strategy", "order", "rounds", "dataset", "input_type", "judge_
 def run_statuses(parameters: dict) -> dict[str, str]:
     """State of each run folder a cell writes (``engine.run_state``: complete, missing,
     other identity, failed, running, interrupted, incomplete)."""
-    args = {k: parameters[k] for k in RUN_ARGUMENTS if k in parameters}
+    settings = {k: parameters[k] for k in (*RUN_ARGUMENTS, *engine.IDENTITY_PARAMETERS) if k in parameters}
     root = engine.from_root(parameters.get("output_dir")) or paths.predictions_dir()
-    identity = {k: parameters[k] for k in engine.IDENTITY_PARAMETERS if k in parameters}
-    plans = engine.planned_runs(parameters["model"], **args, data_dir=engine.from_root(parameters.get("data_dir")),
-                                output_dir=root, identity_parameters=identity, device=parameters.get("device"))
-    return {plan["run_id"]: engine.run_state(plan, root) for plan in plans}
+    config = engine.RunConfig(parameters["model"], **settings, data_dir=engine.from_root(parameters.get("data_dir")),
+                              output_dir=root, device=parameters.get("device"))
+    return {plan.run_id: engine.run_state(plan, root) for plan in engine.planned_runs(config)}
 
 
 def run_cell(grid: Grid, cell: Cell, gpu: str | None, overwrite: bool = False) -> dict:
