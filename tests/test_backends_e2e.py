@@ -14,13 +14,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from fake_backend import expected_calls
 from tiny_models import VIDEO_PIXELS, build_omni_thinker, build_text_lm, write_mp4, write_wav
 
 from helpers import paths
 from helpers.judges.base import JudgeSpec
 from helpers.run import engine
 from helpers.run.store import load_predictions
-from helpers.run.strategies import expected_calls
 
 pytestmark = pytest.mark.slow
 

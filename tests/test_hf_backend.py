@@ -22,9 +22,10 @@ from tiny_models import (
     write_wav,
 )
 
+from helpers.judges import decoding
 from helpers.judges.base import BackendError, JudgeSpec, Media, Request
 from helpers.judges.families import build_messages, family_of
-from helpers.judges.hf import TransformersBackend, generation_kwargs, seed_batches
+from helpers.judges.hf import TransformersBackend, seed_batches
 
 SYSTEM = "You are Qwen, a virtual human developed by the Qwen Team."
 
@@ -69,11 +70,11 @@ def omni_backend(checkpoint: Path, family: str = "qwen25omni", **options) -> Tra
 # -- pure pieces ---------------------------------------------------------------------------------
 
 def test_greedy_settings_drop_sampling_knobs_and_positive_temperature_samples():
-    assert generation_kwargs({"temperature": 0, "top_p": 0.8, "max_tokens": 5}) == {"do_sample": False, "max_new_tokens": 5}
-    assert generation_kwargs({"temperature": 0.7, "top_p": 0.8}) == {"temperature": 0.7, "top_p": 0.8, "do_sample": True}
-    assert generation_kwargs({}) == {}, "no settings: the checkpoint's own generation config"
+    assert decoding.translate({"temperature": 0, "top_p": 0.8, "max_tokens": 5}, "transformers") == {"do_sample": False, "max_new_tokens": 5}
+    assert decoding.translate({"temperature": 0.7, "top_p": 0.8}, "transformers") == {"temperature": 0.7, "top_p": 0.8, "do_sample": True}
+    assert decoding.translate({}, "transformers") == {}, "no settings: the checkpoint's own generation config"
     with pytest.raises(BackendError, match="temprature"):
-        generation_kwargs({"temprature": 0.7})
+        decoding.translate({"temprature": 0.7}, "transformers")
 
 
 def test_requests_are_batched_within_one_seed_keeping_first_seen_order():

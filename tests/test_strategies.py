@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fake_backend import FAKE_LLM, FAKE_MLLM, FakeBackend
+from fake_backend import FAKE_LLM, FAKE_MLLM, FakeBackend, expected_calls
 
 from helpers import paths, prompts
 from helpers.data import DataError
 from helpers.judges.base import JudgeSpec
 from helpers.run import engine
 from helpers.run.store import StoreError, load_predictions, load_steps
-from helpers.run.strategies import expected_calls
 
 N, R = 5, 2
 

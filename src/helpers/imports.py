@@ -60,7 +60,7 @@ from helpers.judges.registry import RegistryError, list_judges, load_spec
 from helpers.run.identity import identity_changes, identity_sha256
 from helpers.run.provenance import git_revision
 from helpers.run.store import RunStore, make_run_id, now, read_jsonl
-from helpers.run.strategies import row_key
+from helpers.run.strategies import STRATEGIES, row_key
 
 OFFICIAL = "official-release"
 TABLE = "imported-table"
@@ -78,7 +78,7 @@ FILE_PATTERN = re.compile(
     r"(?:-(?P<llm>[A-Za-z0-9_.]+))?-round(?P<round>\d+)\.npz$"
 )
 TABLE_COLUMNS = ("name", "order", "round", "strategy", "pred")
-TABLE_STRATEGIES = ("S1", "S2", "S3", "S4", "-")
+TABLE_STRATEGIES = (*STRATEGIES, "-")
 MAX_LISTED = 20
 
 

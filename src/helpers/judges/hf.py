@@ -43,17 +43,6 @@ from helpers.judges.families import build_messages, check_input, family_of, loca
 GENERATION_KEYS = decoding.KNOBS
 
 
-def generation_kwargs(generation: dict) -> dict:
-    """transformers ``generate`` kwargs from a judge's generation settings (what is stated;
-    :func:`helpers.judges.decoding.translate`, shared with the vLLM backend).
-
-    Sampling is on exactly when the temperature is positive; greedy decoding drops the sampling
-    knobs (transformers warns about them otherwise). ``max_tokens`` (vLLM/OpenAI spelling) is
-    accepted for ``max_new_tokens``.
-    """
-    return decoding.translate(generation, "transformers")
-
-
 def seed_batches(requests: list[Request], batch_size: int, key=lambda r: r.seed) -> Iterator[list[int]]:
     """Indices of requests, grouped by ``key`` (first-seen order), in chunks of ``batch_size``."""
     groups: dict[Any, list[int]] = {}
