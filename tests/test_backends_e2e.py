@@ -22,12 +22,7 @@ from helpers.judges.base import JudgeSpec
 from helpers.run import engine
 from helpers.run.store import load_predictions
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("offline")]
 
 
 def test_tiny_omni_and_text_llm_run_all_strategies_both_orders_and_resume(tmp_path):

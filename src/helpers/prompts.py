@@ -15,9 +15,9 @@ from pathlib import Path
 import yaml
 
 from helpers import paths
-from helpers.data import LABELS
 
 PROMPT_KEYS = ("S1", "describe_video", "describe_input", "S2_judge", "S4_reason", "S4_extract", "system_omni")
+LABELS = ("a1", "a2", "same")
 
 # Leading words the paper's text-LLM post-processing removes (each tested once, in this order).
 TEXT_LLM_PREFIXES = ("输入", "输出", "翻译", "让我们来翻译一下：", "output", "Output", "input", "Input")
