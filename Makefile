@@ -51,7 +51,7 @@ report: data
 	@mkdir -p $(EXECUTED) reports/tables reports/figures
 	@echo "==> 00_data: data audit"
 	@$(PAPERMILL) notebooks/00_data.ipynb $(EXECUTED)/00_data.ipynb -p dataset $(DATASET)
-	@if [ -f $(GRID) ]; then echo "==> judging with the CPU judges ($(GRID))"; $(PY) -m helpers.run.grid $(GRID); fi
+	@if [ -f $(GRID) ]; then echo "==> judging with the CPU judges ($(GRID))"; $(PY) -m helpers.run $(GRID); fi
 	@if [ -n "$(OFFICIAL_OUTPUTS)" ]; then echo "==> importing the authors' released outputs ($(OFFICIAL_OUTPUTS))"; \
 	  $(PY) -m helpers.imports official "$(OFFICIAL_OUTPUTS)" --dataset $(DATASET) || exit 1; fi
 	@for nb in $(ANALYSIS_NOTEBOOKS) $(SUMMARY_NOTEBOOKS); do \

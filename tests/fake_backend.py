@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
+from collections.abc import Iterable
 
 from helpers.judges.base import Backend, JudgeSpec, Request, Response
 
@@ -54,3 +56,19 @@ class FakeBackend(Backend):
 
     def close(self) -> None:
         self.closed = True
+
+
+def expected_calls(n_pairs: int, rounds: int, orders: int, strategies: Iterable[str],
+                   shared_descriptions: bool = True) -> Counter:
+    """Model calls the sharing rules of ``helpers.run.strategies`` imply for a fresh run: one
+    description per (sample, round), or per (sample, round, order) when not shared."""
+    strategies = set(strategies)
+    per_order = n_pairs * rounds * orders
+    calls: Counter[str] = Counter()
+    for strategy in strategies:
+        calls[{"S1": "S1", "S2": "S2", "S3": "S3", "S4": "S4_extract"}[strategy]] += per_order
+    if strategies & {"S2", "S3", "S4"}:
+        calls["describe"] = n_pairs * rounds * (1 if shared_descriptions else orders)
+    if "S4" in strategies:
+        calls["S4_reason"] = per_order
+    return calls

@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
+from helpers.judges import decoding
 from helpers.judges.base import JudgeSpec, Media, Request
-from helpers.judges.hf import FAMILIES, check_input, family_of, generation_kwargs
+from helpers.judges.families import FAMILIES, check_input, family_of
 from helpers.judges.openai import OpenAIBackend, generation_fields
 from helpers.judges.registry import list_judges, load_spec, make_backend
 from helpers.judges.vllm import engine_kwargs, sampling_kwargs
@@ -31,7 +32,7 @@ def test_local_judges_build_for_transformers_and_vllm_without_loading(spec):
     check_input(spec, family_of(spec), Request("k", "p", media=media))  # the family perceives its default input
     transformers_backend = make_backend(spec, "transformers")
     assert transformers_backend.model is None, "weights load on first generate, not on construction"
-    generation_kwargs(spec.generation)
+    decoding.translate(spec.generation, "transformers")
     vllm_backend = make_backend(spec, "vllm")
     assert vllm_backend.kind == "vllm" and engine_kwargs(spec)["model"] == spec.checkpoint
     assert sampling_kwargs(spec, seed=1)["seed"] == 1

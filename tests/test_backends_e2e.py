@@ -14,20 +14,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from fake_backend import expected_calls
 from tiny_models import VIDEO_PIXELS, build_omni_thinker, build_text_lm, write_mp4, write_wav
 
 from helpers import paths
 from helpers.judges.base import JudgeSpec
 from helpers.run import engine
 from helpers.run.store import load_predictions
-from helpers.run.strategies import expected_calls
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("offline")]
 
 
 def test_tiny_omni_and_text_llm_run_all_strategies_both_orders_and_resume(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import tournament as T
 from helpers.judges.registry import load_spec
-from helpers.run.executors import ExecutorError, Shard, gpus_for, run_shards
+from helpers.run.launch import ExecutorError, Shard, gpus_for, run_shards
 from helpers.run.store import read_jsonl
 
 VOLATILE = ["created_at", "latency_s"]
@@ -51,8 +51,7 @@ def test_cpu_and_api_judges_ask_for_no_gpu():
 
 
 def test_a_grid_on_ray_is_one_task_per_judge_lane_asking_for_that_judges_gpus():
-    from helpers.run.executors import grid_shards, run_lane
-    from helpers.run.grid import load_grid, plan
+    from helpers.run.launch import grid_shards, load_grid, plan, run_lane
 
     grid = load_grid(Path(__file__).resolve().parents[1] / "params" / "grid_paper.yaml")
     lanes, _ = plan(grid, force=True)

@@ -11,49 +11,20 @@ from pathlib import Path
 
 import pytest
 from tiny_models import (
+    QWEN_SYSTEM,
     VIDEO_PIXELS,
     build_llava_next_video,
     build_omni_full,
-    build_omni_thinker,
     build_qwen2audio,
     build_qwen25vl,
-    build_text_lm,
-    write_mp4,
-    write_wav,
 )
 
-from helpers.judges.base import JudgeSpec, Media, Request
-from helpers.judges.hf import (
-    BackendError,
-    TransformersBackend,
-    build_messages,
-    family_of,
-    generation_kwargs,
-    seed_batches,
-)
+from helpers.judges import decoding
+from helpers.judges.base import BackendError, JudgeSpec, Media, Request
+from helpers.judges.families import build_messages, family_of
+from helpers.judges.hf import TransformersBackend, seed_batches
 
-SYSTEM = "You are Qwen, a virtual human developed by the Qwen Team."
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="session")
-def text_lm(tmp_path_factory) -> Path:
-    return build_text_lm(tmp_path_factory.mktemp("tiny_text_lm"))
-
-
-@pytest.fixture(scope="session")
-def omni(tmp_path_factory) -> Path:
-    return build_omni_thinker(tmp_path_factory.mktemp("tiny_omni"))
-
-
-@pytest.fixture(scope="session")
-def sample_media(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("tiny_media")
-    return {"video": write_mp4(folder / "s1.mp4"), "audio": write_wav(folder / "s1.wav")}
+pytestmark = pytest.mark.usefixtures("offline")  # text_lm, omni, sample_media: tests/conftest.py
 
 
 def text_backend(checkpoint: Path, **generation) -> TransformersBackend:
@@ -66,7 +37,7 @@ def omni_backend(checkpoint: Path, family: str = "qwen25omni", **options) -> Tra
     spec = JudgeSpec(
         name=f"tiny_{family}", family=family, backend="transformers", checkpoint=str(checkpoint),
         input_type="audiovideo", batch_size=2, generation={"max_new_tokens": 4},
-        options={"system": SYSTEM, "video_min_pixels": VIDEO_PIXELS["shortest_edge"],
+        options={"system": QWEN_SYSTEM, "video_min_pixels": VIDEO_PIXELS["shortest_edge"],
                  "video_max_pixels": VIDEO_PIXELS["longest_edge"], **options},
     )
     return TransformersBackend(spec)
@@ -75,11 +46,11 @@ def omni_backend(checkpoint: Path, family: str = "qwen25omni", **options) -> Tra
 # -- pure pieces ---------------------------------------------------------------------------------
 
 def test_greedy_settings_drop_sampling_knobs_and_positive_temperature_samples():
-    assert generation_kwargs({"temperature": 0, "top_p": 0.8, "max_tokens": 5}) == {"do_sample": False, "max_new_tokens": 5}
-    assert generation_kwargs({"temperature": 0.7, "top_p": 0.8}) == {"temperature": 0.7, "top_p": 0.8, "do_sample": True}
-    assert generation_kwargs({}) == {}, "no settings: the checkpoint's own generation config"
+    assert decoding.translate({"temperature": 0, "top_p": 0.8, "max_tokens": 5}, "transformers") == {"do_sample": False, "max_new_tokens": 5}
+    assert decoding.translate({"temperature": 0.7, "top_p": 0.8}, "transformers") == {"temperature": 0.7, "top_p": 0.8, "do_sample": True}
+    assert decoding.translate({}, "transformers") == {}, "no settings: the checkpoint's own generation config"
     with pytest.raises(BackendError, match="temprature"):
-        generation_kwargs({"temprature": 0.7})
+        decoding.translate({"temprature": 0.7}, "transformers")
 
 
 def test_requests_are_batched_within_one_seed_keeping_first_seen_order():
@@ -90,8 +61,8 @@ def test_requests_are_batched_within_one_seed_keeping_first_seen_order():
 def test_the_user_turn_holds_media_then_text(sample_media):
     family = family_of(JudgeSpec(name="o", family="qwen25omni", backend="transformers"))
     request = Request("k", "Which is better?", media=Media("audiovideo", video=sample_media["video"]))
-    system, user = build_messages(request, family, SYSTEM)
-    assert system == {"role": "system", "content": [{"type": "text", "text": SYSTEM}]}
+    system, user = build_messages(request, family, QWEN_SYSTEM)
+    assert system == {"role": "system", "content": [{"type": "text", "text": QWEN_SYSTEM}]}
     assert [part["type"] for part in user["content"]] == ["video", "text"]
     assert user["content"][1]["text"] == "Which is better?"
 

@@ -15,7 +15,7 @@ import yaml
 from sklearn.metrics import f1_score
 
 from helpers import paths
-from helpers.run import grid
+from helpers.run import launch
 from helpers.run.store import load_predictions
 
 DATA = os.environ.get("EMOPREFER_DATA")
@@ -78,37 +78,37 @@ def test_grid_runs_present_cpu_judges_skips_missing_ones_and_finished_cells(tmp_
     file = tmp_path / "grid_small.yaml"
     file.write_text(yaml.safe_dump(spec))
     messages: list[str] = []
-    first = grid.run_grid(file, log=messages.append).set_index("cell")
+    first = launch.run_grid(file, log=messages.append).set_index("cell")
     assert first.loc["always_a1", "status"] == "done"
     assert first.loc["not_written_yet", "status"] == "skipped"
     assert "no params/models/not_written_yet.yaml" in first.loc["not_written_yet", "reason"]
     assert (tmp_path / "runs" / "grid_small" / "always_a1.ipynb").is_file()
     assert len(load_predictions(tmp_path / "store")) == 20 * 2
 
-    second = grid.run_grid(file, log=messages.append).set_index("cell")
+    second = launch.run_grid(file, log=messages.append).set_index("cell")
     assert second.loc["always_a1", "reason"] == "finished earlier"
     # deleting the predictions makes the cell unfinished again
     for manifest in (tmp_path / "store").glob("*/manifest.json"):
         manifest.unlink()
-    assert grid.run_grid(file, dry_run=True).set_index("cell").loc["always_a1", "status"] == "planned"
+    assert launch.run_grid(file, dry_run=True).set_index("cell").loc["always_a1", "status"] == "planned"
 
 
 def test_grid_file_errors_name_the_file(tmp_path):
     file = tmp_path / "grid_bad.yaml"
     file.write_text("matrix: {model: []}\n")
-    with pytest.raises(grid.GridError, match="grid_bad.yaml: matrix.model must be a non-empty list"):
-        grid.load_grid(file)
-    with pytest.raises(grid.GridError, match="executor must be one of"):
-        grid.run_grid(file, executor="slurm")
+    with pytest.raises(launch.GridError, match="grid_bad.yaml: matrix.model must be a non-empty list"):
+        launch.load_grid(file)
+    with pytest.raises(launch.GridError, match="executor must be one of"):
+        launch.run_grid(file, executor="slurm")
 
 
 def test_shipped_grids_expand_to_their_cells():
-    paper = grid.load_grid(paths.params_dir() / "grid_paper.yaml")
+    paper = launch.load_grid(paths.params_dir() / "grid_paper.yaml")
     assert len(paper.cells) == 4 * 4
     assert {c.parameters["strategy"] for c in paper.cells} == {"S1", "S2", "S3", "S4"}
-    cpu = grid.load_grid(paths.params_dir() / "grid_cpu.yaml")
+    cpu = launch.load_grid(paths.params_dir() / "grid_cpu.yaml")
     assert [c.model for c in cpu.cells] == ["length", "random", "always_a1", "source", "minilm_rm", "minilm_rm_nolen"]
-    lanes, _ = grid.plan(paper, force=True)
+    lanes, _ = launch.plan(paper, force=True)
     assert all(len({c.model for c in lane}) == 1 for lane in lanes)  # one judge per lane
 
 

@@ -25,7 +25,7 @@ from sklearn.metrics import f1_score
 from helpers import paths
 from helpers.data import DataError, swap_label
 from helpers.judges.base import JudgeSpec
-from helpers.run import engine, grid, results
+from helpers.run import engine, launch, results
 from helpers.run.identity import IdentityError, build_identity, identity_changes
 from helpers.run.store import RunStore, StoreError, load_predictions, read_jsonl
 from helpers.stats import metrics
@@ -244,17 +244,17 @@ def test_the_grid_does_not_count_a_cell_finished_when_its_data_changed(tmp_path)
                   "data_dir": str(old)}
     engine.run("always_a1", rounds=1, limit=20, output_dir=store, data_dir=old, progress=False)
     executed = tmp_path / "cell.ipynb"  # what papermill leaves for a cell that ran without error
-    cell = grid.Cell("always_a1", parameters, executed)
+    cell = launch.Cell("always_a1", parameters, executed)
     executed.write_text(json.dumps({"metadata": {"papermill": {
         "parameters": parameters, "end_time": "2026-01-01T00:00:00", "exception": None}}}))
-    assert grid.finished(cell)
-    assert list(grid.run_statuses(parameters).values()) == ["complete"]
-    assert list(grid.run_statuses(parameters | {"data_dir": str(new)}).values()) == ["other identity"]
-    assert list(grid.run_statuses(parameters | {"limit": 30}).values()) == ["incomplete"]
-    relabelled = grid.Cell("always_a1", parameters | {"data_dir": str(new)}, executed)
+    assert launch.finished(cell)
+    assert list(launch.run_statuses(parameters).values()) == ["complete"]
+    assert list(launch.run_statuses(parameters | {"data_dir": str(new)}).values()) == ["other identity"]
+    assert list(launch.run_statuses(parameters | {"limit": 30}).values()) == ["incomplete"]
+    relabelled = launch.Cell("always_a1", parameters | {"data_dir": str(new)}, executed)
     executed.write_text(json.dumps({"metadata": {"papermill": {
         "parameters": relabelled.parameters | {"overwrite": True}, "end_time": "x", "exception": None}}}))
-    assert not grid.finished(relabelled)  # the executed copy's parameters match, the store does not
+    assert not launch.finished(relabelled)  # the executed copy's parameters match, the store does not
 
 
 # --------------------------------------------------------------------------- crashes and kills

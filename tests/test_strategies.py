@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fake_backend import FAKE_LLM, FAKE_MLLM, FakeBackend
+from fake_backend import FAKE_LLM, FAKE_MLLM, FakeBackend, expected_calls
 
 from helpers import paths, prompts
 from helpers.data import DataError
 from helpers.judges.base import JudgeSpec
 from helpers.run import engine
 from helpers.run.store import StoreError, load_predictions, load_steps
-from helpers.run.strategies import expected_calls
 
 N, R = 5, 2
 
@@ -56,6 +55,25 @@ def total_calls(summary: pd.DataFrame) -> Counter:
     for c in summary["calls"]:
         calls.update(c)
     return calls
+
+
+def test_a_run_config_refuses_unknown_and_invalid_settings_before_anything_runs(tmp_path):
+    with pytest.raises(TypeError, match="roundz"):
+        engine.run(FAKE_MLLM, "S1", roundz=2, output_dir=tmp_path)
+    with pytest.raises(ValueError, match="order must be one of"):
+        engine.RunConfig(FAKE_MLLM, order="sideways")
+    with pytest.raises(ValueError, match="rounds must be at least 1, got 0"):
+        engine.RunConfig(FAKE_MLLM, rounds=0)
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        engine.RunConfig(FAKE_MLLM, strategy="S5")
+    config = engine.RunConfig(FAKE_MLLM, "S1", pairs=toy_pairs(), rounds=1, output_dir=tmp_path, progress=False,
+                              backend=FakeBackend, dataset="toy")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.rounds = 3
+    with pytest.raises(TypeError, match="takes no further settings"):
+        engine.run(config, rounds=2)
+    assert not any(tmp_path.iterdir())  # nothing was written by any refused call
+    assert engine.run(config)["rows"].tolist() == [len(toy_pairs()) * 2]
 
 
 def test_full_grid_makes_exactly_the_calls_the_sharing_implies(tmp_path):

@@ -14,6 +14,7 @@ from synthetic import synthetic_predictions, write_predictions
 
 from helpers import paths
 from helpers.report import summary
+from helpers.run import provenance
 
 REGISTRY = pd.DataFrame([
     {"judge": "length", "family": "cpu", "backend": "cpu", "checkpoint": "", "input_type": "text", "api_key_env": ""},
@@ -126,7 +127,7 @@ def test_runs_are_listed_from_the_store_with_their_manifests(tmp_path):
 
 
 def test_outside_a_git_checkout_the_revision_says_so(tmp_path):
-    assert summary.git_revision(tmp_path).startswith("no git commit")
+    assert provenance.revision_note(tmp_path).startswith("no git commit")
 
 
 @pytest.mark.skipif(not os.environ.get("EMOPREFER_DATA"), reason="EMOPREFER_DATA not set")

@@ -73,6 +73,17 @@ def test_every_bad_row_is_reported_with_file_line_column_and_value(tmp_path):
     assert f"{path}, line 6, column 'description': description is empty" in message
 
 
+def test_a_name_or_system_that_is_only_a_dot_is_refused_like_any_unsafe_sample_name(tmp_path):
+    path = write_csv(tmp_path / "dot.csv", "name,system,description\n.,alpha,the media folder itself\ns1,.,x\n"
+                                           "s1,alpha,fine\ns1,beta,fine\n")
+    with pytest.raises(DataError) as info:
+        T.load_entries(path)
+    message = str(info.value)
+    assert "2 problem(s)" in message
+    assert f"{path}, line 2, column 'name'" in message and "not '.'" in message
+    assert f"{path}, line 3, column 'system'" in message
+
+
 def test_parquet_rows_are_numbered_and_a_missing_column_is_named(tmp_path):
     table = long_table(2)
     table.loc[5, "description"] = ""

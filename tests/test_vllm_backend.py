@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import build_omni_thinker, build_text_lm, write_mp4, write_wav
+from tiny_models import QWEN_SYSTEM, write_mp4, write_wav
 
-from helpers.judges.base import JudgeSpec, Media, Request
-from helpers.judges.hf import BackendError
+from helpers.judges.base import BackendError, JudgeSpec, Media, Request
 from helpers.judges.vllm import (
     PAPER_TEXT_SAMPLING,
     VLLMBackend,
@@ -27,20 +26,15 @@ from helpers.judges.vllm import (
     sampling_kwargs,
 )
 
-SYSTEM = "You are Qwen, a virtual human developed by the Qwen Team."
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline")  # text_lm, omni: tests/conftest.py
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory) -> dict[str, Path]:
+def folders(tmp_path_factory, text_lm, omni) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("vllm_boundary")
     return {
-        "text": build_text_lm(root / "text"),
-        "omni": build_omni_thinker(root / "omni"),
+        "text": text_lm,
+        "omni": omni,
         "video": write_mp4(root / "s1.mp4"),
         "other_video": write_mp4(root / "s2.mp4", tone_hz=220),
         "audio": write_wav(root / "s1.wav"),
@@ -74,14 +68,14 @@ def test_engine_reserves_one_video_and_one_audio_for_omni_and_nothing_for_text()
 
 
 def test_omni_audio_in_video_sends_frames_and_the_mp4_sound_behind_one_video_placeholder(folders):
-    judge = spec("qwen25omni", folders["omni"], options={"system": SYSTEM})
+    judge = spec("qwen25omni", folders["omni"], options={"system": QWEN_SYSTEM})
     prompt_text = "We provide two descriptions: a1: \"happy\". a2: \"sad\"."
     request = Request("k", prompt_text, media=Media("audiovideo", video=folders["video"]), seed=5)
     order, prompts, sampling = build_inputs([request], judge, load_chat_template(judge))
     (prompt,) = prompts
     text = prompt["prompt"]
     assert text.count("<|VIDEO|>") == 1 and "<|AUDIO|>" not in text
-    assert SYSTEM in text and prompt_text in text
+    assert QWEN_SYSTEM in text and prompt_text in text
     assert text.index("<|VIDEO|>") < text.index(prompt_text), "media come before the text"
     assert text.endswith("<|im_start|>assistant\n")
     frames = prompt["multi_modal_data"]["video"]
@@ -95,7 +89,7 @@ def test_omni_audio_in_video_sends_frames_and_the_mp4_sound_behind_one_video_pla
 
 
 def test_omni_video_audio_and_text_inputs(folders):
-    judge = spec("qwen25omni", folders["omni"], options={"system": SYSTEM})
+    judge = spec("qwen25omni", folders["omni"], options={"system": QWEN_SYSTEM})
     template = load_chat_template(judge)
     video, audio, text = (
         Request("v", "p", media=Media("video", video=folders["video"])),
@@ -146,7 +140,7 @@ def test_requests_sharing_a_video_are_adjacent_and_responses_keep_the_callers_or
             self.sent = list(zip(prompts, params, strict=True))
             return [Output([Completion(f"answer {i}")]) for i in range(len(prompts))]
 
-    backend = VLLMBackend(spec("qwen25omni", folders["omni"], options={"system": SYSTEM}))
+    backend = VLLMBackend(spec("qwen25omni", folders["omni"], options={"system": QWEN_SYSTEM}))
     backend._llm, backend._sampling_params = FakeLLM(), dict
     responses = backend.generate(requests)
     assert [r.key for r in responses] == [r.key for r in requests]

@@ -46,6 +46,7 @@ CORPUS = [
 ]
 VIDEO_SIZE = (56, 56)  # height, width: 4x4 patches of 14 px, 2x2 merged -> 4 tokens per frame pair
 VIDEO_PIXELS = {"shortest_edge": 56 * 56, "longest_edge": 56 * 56}
+QWEN_SYSTEM = "You are Qwen, a virtual human developed by the Qwen Team."  # a system prompt the tests pass explicitly
 
 
 def build_tokenizer(folder: Path, vocab_size: int = 500):

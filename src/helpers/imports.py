@@ -58,8 +58,9 @@ from helpers.data import (
 )
 from helpers.judges.registry import RegistryError, list_judges, load_spec
 from helpers.run.identity import identity_changes, identity_sha256
+from helpers.run.provenance import git_revision
 from helpers.run.store import RunStore, make_run_id, now, read_jsonl
-from helpers.run.strategies import row_key
+from helpers.run.strategies import STRATEGIES, row_key
 
 OFFICIAL = "official-release"
 TABLE = "imported-table"
@@ -77,7 +78,7 @@ FILE_PATTERN = re.compile(
     r"(?:-(?P<llm>[A-Za-z0-9_.]+))?-round(?P<round>\d+)\.npz$"
 )
 TABLE_COLUMNS = ("name", "order", "round", "strategy", "pred")
-TABLE_STRATEGIES = ("S1", "S2", "S3", "S4", "-")
+TABLE_STRATEGIES = (*STRATEGIES, "-")
 MAX_LISTED = 20
 
 
@@ -337,12 +338,6 @@ def _row(judge: str, strategy: str, input_type: str, order: str, rnd: int, name:
     }
 
 
-def _git_revision() -> str | None:
-    from helpers.run.engine import git_revision  # late: the engine imports the model stack
-
-    return git_revision()
-
-
 # --------------------------------------------------------------------------- official import
 
 
@@ -469,7 +464,7 @@ def _import_group(judge, strategy, input_type, llm, files, descriptions, read, d
         "round_numbers": sorted({f.round for f in files}), "data_sha256": hashes,
         "parameters": {"model": judge, "strategy": strategy, "input_type": input_type, "dataset": dataset,
                        "judge_llm": llm, "source": OFFICIAL},
-        "importer": "python -m helpers.imports official", "git_revision": _git_revision(),
+        "importer": "python -m helpers.imports official", "git_revision": git_revision(),
         "steps": _description_steps(descriptions, judge, input_type),
     }
     status = write_run(run_id, rows, manifest, root, overwrite)
@@ -611,7 +606,7 @@ def import_table(path: str | Path, judge: str, dataset: str = "emoprefer", input
             "identity": run_identity(TABLE, hashes, judge, strategy, input_type, {path.name: sha}),
             "files": [{"file": path.name, "path": str(path.resolve()), "sha256": sha}],
             "orders": sorted(part["order"].unique()), "rounds": int(part["round"].map(_as_round).nunique()),
-            "data_sha256": hashes, "importer": "python -m helpers.imports table", "git_revision": _git_revision(),
+            "data_sha256": hashes, "importer": "python -m helpers.imports table", "git_revision": git_revision(),
             "parameters": {"model": judge, "strategy": strategy, "input_type": input_type, "dataset": dataset,
                            "source": TABLE},
         }

@@ -39,15 +39,3 @@ def predictions_dir() -> Path:
 
 def reports_dir() -> Path:
     return project_root() / "reports"
-
-
-def tables_dir() -> Path:
-    path = reports_dir() / "tables"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def figures_dir() -> Path:
-    path = reports_dir() / "figures"
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -46,6 +46,11 @@ class Response:
     latency_s: float = 0.0
 
 
+STRATEGIES = ("S1", "S2", "S3", "S4")
+"""The study's judging strategies (S1 direct; S2 describe then judge; S3 an external text LLM judges the
+description; S4 S3 with explicit reasoning): what a judge's ``strategies`` list is drawn from."""
+
+
 @dataclass(frozen=True)
 class JudgeSpec:
     """One judge, as one YAML file in ``params/models/`` describes it."""
@@ -59,7 +64,7 @@ class JudgeSpec:
     generation: dict = field(default_factory=dict)
     api_base: str | None = None
     api_key_env: str | None = None
-    strategies: tuple[str, ...] = ("S1", "S2", "S3", "S4")
+    strategies: tuple[str, ...] = STRATEGIES
     options: dict = field(default_factory=dict)
 
 

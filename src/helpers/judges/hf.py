@@ -1,5 +1,6 @@
 """Judging with transformers on the user's machine: Qwen2.5-Omni (thinker), Qwen2.5-VL,
-Qwen2-Audio, LLaVA-NeXT-Video and text-only causal LMs.
+Qwen2-Audio, LLaVA-NeXT-Video and text-only causal LMs (what each family accepts:
+:mod:`helpers.judges.families`).
 
 Why the choices:
 - Qwen2.5-Omni runs as its *thinker* only: the talker (speech output) is never built, which
@@ -31,90 +32,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from helpers.judges import decoding
 from helpers.judges import media as media_io
 from helpers.judges.base import Backend, BackendError, JudgeSpec, Request, Response
+from helpers.judges.families import build_messages, check_input, family_of, local_path
 
 GENERATION_KEYS = decoding.KNOBS
-
-
-@dataclass(frozen=True)
-class Family:
-    """What a model family can take in and which transformers class runs it."""
-
-    model_class: str
-    audio: bool = False
-    video: bool = False
-    processor: bool = True
-    num_frames: int | None = None  # fixed frame count instead of fps sampling
-
-
-FAMILIES: dict[str, Family] = {
-    "qwen25omni": Family("Qwen2_5OmniThinkerForConditionalGeneration", audio=True, video=True),
-    "qwen25vl": Family("Qwen2_5_VLForConditionalGeneration", video=True),
-    "qwen2audio": Family("Qwen2AudioForConditionalGeneration", audio=True),
-    "llavanextvideo": Family("LlavaNextVideoForConditionalGeneration", video=True, num_frames=8),
-    "text": Family("AutoModelForCausalLM", processor=False),
-    "qwen25": Family("AutoModelForCausalLM", processor=False),
-}
-
-
-def family_of(spec: JudgeSpec) -> Family:
-    try:
-        return FAMILIES[spec.family]
-    except KeyError:
-        raise BackendError(
-            f"judge {spec.name!r}: family {spec.family!r} is not supported by the transformers backend "
-            f"(known: {', '.join(sorted(FAMILIES))})"
-        ) from None
-
-
-def check_input(spec: JudgeSpec, family: Family, request: Request) -> str:
-    """The request's input type, refused when the family cannot perceive it."""
-    input_type = request.media.input_type if request.media is not None else "text"
-    needs_audio = input_type in ("audio", "audiovideo")
-    needs_video = input_type in ("video", "audiovideo")
-    if input_type == "audiovideo" and spec.family != "qwen25omni":
-        raise BackendError(f"judge {spec.name!r} ({spec.family}) cannot take audio inside video; use qwen25omni")
-    if (needs_audio and not family.audio) or (needs_video and not family.video):
-        raise BackendError(f"judge {spec.name!r} ({spec.family}) cannot take input type {input_type!r}")
-    return input_type
-
-
-def build_messages(request: Request, family: Family, system: str | None) -> list[dict]:
-    """The chat for one request: optional system turn, then a user turn of media then text."""
-    messages: list[dict] = []
-    if not family.processor:
-        if system:
-            messages.append({"role": "system", "content": system})
-        messages.append({"role": "user", "content": request.prompt})
-        return messages
-    if system:
-        messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
-    content: list[dict] = []
-    input_type = request.media.input_type if request.media is not None else "text"
-    if input_type == "audio":
-        content.append({"type": "audio", "audio": str(request.media.audio)})
-    elif input_type in ("video", "audiovideo"):
-        content.append({"type": "video", "video": str(request.media.video)})
-    content.append({"type": "text", "text": request.prompt})
-    messages.append({"role": "user", "content": content})
-    return messages
-
-
-def generation_kwargs(generation: dict) -> dict:
-    """transformers ``generate`` kwargs from a judge's generation settings (what is stated;
-    :func:`helpers.judges.decoding.translate`, shared with the vLLM backend).
-
-    Sampling is on exactly when the temperature is positive; greedy decoding drops the sampling
-    knobs (transformers warns about them otherwise). ``max_tokens`` (vLLM/OpenAI spelling) is
-    accepted for ``max_new_tokens``.
-    """
-    return decoding.translate(generation, "transformers")
 
 
 def seed_batches(requests: list[Request], batch_size: int, key=lambda r: r.seed) -> Iterator[list[int]]:
@@ -125,23 +51,6 @@ def seed_batches(requests: list[Request], batch_size: int, key=lambda r: r.seed)
     for indices in groups.values():
         for start in range(0, len(indices), max(1, batch_size)):
             yield indices[start : start + batch_size]
-
-
-def local_path(checkpoint: str | None, revision: str | None = None) -> str | None:
-    """Where the weights are on disk: the folder itself, or the HF-cache snapshot a hub id
-    resolves to (looked up offline; None when it is not cached), so a manifest tells which
-    files were read, not just which name was asked for."""
-    if not checkpoint:
-        return None
-    if Path(checkpoint).is_dir():
-        return str(Path(checkpoint).resolve())
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(checkpoint, "config.json", revision=revision)
-    except (ImportError, ValueError):  # no hub client, or not a valid repo id
-        return None
-    return str(Path(found).parent) if isinstance(found, str) else None
 
 
 def checkpoint_generation(model) -> dict:
@@ -372,12 +281,12 @@ class TransformersBackend(Backend):
             videos = [self._frames(r.media.video) for r in batch]
             kwargs["videos"] = [v.frames for v in videos]
             kwargs["videos_kwargs"] = self._videos_kwargs()
-            if self.spec.family == "qwen25vl":  # its processor times the frames from their metadata
+            if self.family.timed_frames:  # its processor times the frames from their metadata
                 kwargs["videos_kwargs"]["video_metadata"] = [v.metadata() for v in videos]
         if input_type == "audio":
             kwargs["audio"] = [media_io.load_audio(r.media.audio) for r in batch]
             kwargs["sampling_rate"] = media_io.SAMPLE_RATE
-        if self.spec.family == "qwen25omni":
+        if self.family.audio_in_video:
             in_video = input_type == "audiovideo"
             extra["use_audio_in_video"] = in_video
             if in_video:

@@ -17,11 +17,11 @@ import yaml
 
 from helpers import paths
 from helpers.data import INPUT_TYPES
-from helpers.judges.base import Backend, JudgeSpec, PairJudge
+from helpers.judges.base import STRATEGIES, Backend, JudgeSpec, PairJudge
 from helpers.judges.decoding import DecodingError, check_yaml_generation
 
 SPEC_BACKENDS = ("local", "openai", "cpu")
-STRATEGIES = ("S1", "S2", "S3", "S4", "-")
+SPEC_STRATEGIES = (*STRATEGIES, "-")  # a CPU judge lists "-" (it reads the texts itself)
 BACKEND_CLASSES = {
     "transformers": "helpers.judges.hf:TransformersBackend",
     "vllm": "helpers.judges.vllm:VLLMBackend",
@@ -77,7 +77,7 @@ def _spec_from_mapping(raw: dict, file: Path) -> JudgeSpec:
         ("generation", isinstance(raw.get("generation") or {}, dict), "must be a mapping"),
         ("options", isinstance(raw.get("options") or {}, dict), "must be a mapping"),
         ("strategies", isinstance(raw.get("strategies", []), list)
-         and set(raw.get("strategies", [])) <= set(STRATEGIES), f"must be a list drawn from {STRATEGIES}"),
+         and set(raw.get("strategies", [])) <= set(SPEC_STRATEGIES), f"must be a list drawn from {SPEC_STRATEGIES}"),
     ]
     for field, ok, rule in checks:
         if not ok:

@@ -36,8 +36,8 @@ from typing import Any
 
 from helpers.judges import decoding
 from helpers.judges import media as media_io
-from helpers.judges.base import Backend, JudgeSpec, Request, Response
-from helpers.judges.hf import BackendError, build_messages, check_input, family_of, local_path
+from helpers.judges.base import Backend, BackendError, JudgeSpec, Request, Response
+from helpers.judges.families import build_messages, check_input, family_of, local_path
 
 PAPER_TEXT_SAMPLING = decoding.PAPER_TEXT_SAMPLING
 """The paper's vLLM settings for the S3/S4 text LLM (Qwen2.5-7B-Instruct)."""
@@ -88,7 +88,8 @@ def multi_modal_inputs(
     load_audio: Callable[..., Any] = media_io.load_audio,
 ) -> tuple[dict, dict]:
     """``multi_modal_data`` and ``mm_processor_kwargs`` for one request (empty for text)."""
-    input_type = check_input(spec, family_of(spec), request)
+    family = family_of(spec)
+    input_type = check_input(spec, family, request)
     options = spec.options
     data: dict[str, Any] = {}
     processor_kwargs: dict[str, Any] = {}
@@ -97,9 +98,9 @@ def multi_modal_inputs(
             request.media.video,
             fps=float(options.get("fps", media_io.DEFAULT_FPS)),
             max_frames=int(options.get("max_frames", media_io.MAX_FRAMES)),
-            num_frames=options.get("num_frames", family_of(spec).num_frames),
+            num_frames=options.get("num_frames", family.num_frames),
         )
-        if spec.family == "qwen25vl":
+        if family.timed_frames:
             # Qwen2.5-VL times frames from their metadata (else it assumes 24 fps); frames are sampled.
             data["video"] = (video.frames, video.metadata())
             processor_kwargs["do_sample_frames"] = False

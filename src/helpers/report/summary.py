@@ -13,10 +13,7 @@ from __future__ import annotations
 import html
 import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
@@ -25,13 +22,10 @@ import yaml
 from helpers import data, paths
 from helpers.report import split_front_matter
 from helpers.run import store
+from helpers.run.provenance import revision_note
 
 PAPER_ROUNDS = 2
 ANALYSIS_NOTEBOOKS = ("02_metrics", "03_consistency", "04_voting", "05_ranking", "06_confound", "07_tournament")
-PACKAGES = (
-    "emoprefer-study", "numpy", "pandas", "scipy", "scikit-learn", "statsmodels", "matplotlib", "seaborn",
-    "papermill", "nbformat", "markdown", "torch", "transformers", "sentence-transformers", "av", "vllm",
-)
 # Prompt keys of params/prompts.yaml, in the order the strategies use them.
 PROMPT_ROLES = (
     ("S1", "S1 — direct judgment (the MLLM sees the media)"),
@@ -408,29 +402,6 @@ def data_table(context: Context) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["file", "sha256", "pinned"])
 
 
-def git_revision(root: Path | None = None) -> str:
-    """The commit the build ran from, marked when the working tree had uncommitted changes."""
-    root = root or paths.project_root()
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else ""
-    revision = git("rev-parse", "HEAD")
-    if not revision:
-        return "no git commit (not a git checkout, or no commit yet)"
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return revision + (" with uncommitted changes" if dirty else "")
-
-
-def package_versions(names=PACKAGES) -> pd.DataFrame:
-    rows = [{"package": "python", "version": sys.version.split()[0]}]
-    for name in names:
-        try:
-            rows.append({"package": name, "version": metadata.version(name)})
-        except metadata.PackageNotFoundError:
-            rows.append({"package": name, "version": "not installed"})
-    return pd.DataFrame(rows)
-
-
 def _field(manifest: dict, key: str):
     value = manifest.get(key)
     return "—" if value is None or isinstance(value, (dict, list)) else value
@@ -472,7 +443,7 @@ def manifests_html(context: Context) -> str:
 def reproduce_markdown(context: Context) -> str:
     """The code revision and the two commands that rebuild this report."""
     return "\n".join([
-        f"Code revision: `{git_revision()}`. Predictions store: {len(context.manifests)} run(s).",
+        f"Code revision: `{revision_note()}`. Predictions store: {len(context.manifests)} run(s).",
         "",
         "Rebuild this report (CPU judges, analyses, report; `EMOPREFER_DATA` points at the CSVs when offline), "
         "and run the tests:",

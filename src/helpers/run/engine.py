@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import json
 import platform
-import subprocess
 import sys
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tqdm import tqdm
@@ -37,6 +36,7 @@ from helpers.data import (
 from helpers.judges.base import Backend, JudgeSpec
 from helpers.judges.registry import load_spec, make_backend, make_pair_judge, resolve_backend
 from helpers.run.identity import IdentityError, build_identity, check_identity, identity_sha256, label_files
+from helpers.run.provenance import git_revision, package_versions
 from helpers.run.results import score_against_data
 from helpers.run.store import (
     RunStore,
@@ -52,12 +52,10 @@ from helpers.run.strategies import STRATEGIES, Item, Pipeline, resolve_sharing, 
 from helpers.stats import metrics
 
 ORDER_CHOICES = {"normal": ("normal",), "reverse": ("reverse",), "both": ("normal", "reverse")}
-PACKAGES = ("pandas", "numpy", "scikit-learn", "torch", "torchvision", "transformers", "vllm", "openai",
-            "sentence-transformers", "papermill", "qwen-omni-utils", "av")
 BackendChoice = str | Callable[[JudgeSpec], Backend]
 ROLE_NAMES = {"mllm": "judge", "llm": "llm"}  # pipeline roles as the manifest's ``backends`` names them
-# Names of run()/notebook parameters that change predictions and so enter the run identity
-# (helpers.run.identity); run() passes their values as prepare_run(identity_parameters=...), the grid likewise.
+# Names of run()/notebook parameters, besides the judge, strategy, data and seed, that change predictions and so
+# enter the run identity (helpers.run.identity, resolved): a grid passes them from a cell into its RunConfig.
 IDENTITY_PARAMETERS: tuple[str, ...] = ("share_descriptions",)
 UNPARSED_WARN_PCT = 50.0  # a run with more answers than this (percent) matching no parser rule ends with a warning
 
@@ -154,39 +152,7 @@ def resolve_strategies(spec: JudgeSpec, strategy: str) -> list[str]:
     return strategies
 
 
-def planned_run_ids(model: str | JudgeSpec, strategy: str = "all", input_type: str | None = None,
-                    dataset: str = "emoprefer", judge_llm: str | JudgeSpec | None = "qwen25", seed: int = 0) -> list[str]:
-    """The run folders ``run`` with these arguments writes (so a grid can tell a finished cell)."""
-    spec = model if isinstance(model, JudgeSpec) else load_spec(model)
-    llm = getattr(judge_llm, "name", judge_llm) or "qwen25"
-    if spec.backend == "cpu":
-        return [make_run_id(spec.name, "-", "text", dataset, None, int(seed))]
-    return [
-        make_run_id(spec.name, s, input_type or spec.input_type, dataset, llm if s in ("S3", "S4") else None, int(seed))
-        for s in resolve_strategies(spec, strategy)
-    ]
-
-
 # --------------------------------------------------------------------------- manifest
-
-
-def git_revision() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.project_root(), capture_output=True,
-                             text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def pairs_sha256(tables: dict[str, pd.DataFrame]) -> str:
@@ -208,6 +174,123 @@ def spec_record(spec: JudgeSpec | None) -> dict | None:
 # --------------------------------------------------------------------------- running
 
 
+# --------------------------------------------------------------------------- what a run is
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Every setting of one run, checked when it is made (see :func:`run` for what each means).
+
+    The notebook's parameters, a tournament shard and a grid cell all become one of these, so a
+    grid computes a cell's run folders and identities from exactly what the run will use."""
+
+    model: str | JudgeSpec
+    strategy: str = "all"
+    order: str = "both"
+    rounds: int = 2
+    dataset: str = "emoprefer"
+    input_type: str | None = None
+    judge_llm: str | JudgeSpec | None = "qwen25"
+    backend: BackendChoice = "auto"
+    batch_size: int | None = None
+    limit: int | None = None
+    media_dir: str | Path | None = None
+    output_dir: str | Path | None = None
+    seed: int = 0
+    data_dir: str | Path | None = None
+    pairs: pd.DataFrame | None = None
+    names: Sequence[str] | None = None
+    run_id: str | None = None
+    llm_backend: BackendChoice | None = None
+    progress: bool = True
+    overwrite: bool = False
+    unparsed_warn_pct: float = UNPARSED_WARN_PCT
+    share_descriptions: str | bool = "auto"
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.strategy not in (*STRATEGIES, "all", "-"):
+            raise ValueError(f"strategy must be one of {STRATEGIES}, 'all' or '-', got {self.strategy!r}")
+        if self.order not in ORDER_CHOICES:
+            raise ValueError(f"order must be one of {tuple(ORDER_CHOICES)}, got {self.order!r}")
+        if int(self.rounds) < 1:
+            raise ValueError(f"rounds must be at least 1, got {self.rounds}")
+        object.__setattr__(self, "rounds", int(self.rounds))
+        object.__setattr__(self, "seed", int(self.seed))
+
+    @property
+    def root(self) -> Path:
+        """The store root the run writes into."""
+        return Path(self.output_dir) if self.output_dir is not None else paths.predictions_dir()
+
+    def parameters(self, descriptions_shared: bool | None) -> dict:
+        """The settings as the manifest records them (JSON-ready; ``pairs`` only as given or not)."""
+        return {
+            "model": getattr(self.model, "name", self.model), "strategy": self.strategy, "order": self.order,
+            "rounds": self.rounds, "dataset": self.dataset, "input_type": self.input_type,
+            "judge_llm": getattr(self.judge_llm, "name", self.judge_llm), "batch_size": self.batch_size,
+            "limit": self.limit, "names": list(self.names) if self.names is not None else None, "seed": self.seed,
+            "media_dir": str(self.media_dir) if self.media_dir else None,
+            "data_dir": str(self.data_dir) if self.data_dir else None, "pairs_given": self.pairs is not None,
+            "overwrite": bool(self.overwrite), "unparsed_warn_pct": self.unparsed_warn_pct,
+            "share_descriptions": self.share_descriptions, "descriptions_shared": descriptions_shared,
+            "device": self.device,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What a :class:`RunConfig` resolves to before any model loads: the judge (and S3/S4 text
+    LLM) as they will run, the strategies, orders and input type, the data's hashes and whether
+    S2-S4 share descriptions across orders. ``secrets`` and ``backends`` are filled in by
+    :func:`run` once it starts judging."""
+
+    config: RunConfig
+    spec: JudgeSpec
+    llm_spec: JudgeSpec | None
+    strategies: tuple[str, ...]
+    orders: tuple[str, ...]
+    input_type: str
+    data_sha256: dict
+    identity_data: dict
+    descriptions_shared: bool | None
+    secrets: dict = dataclasses.field(default_factory=dict)
+    backends: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        return self.config.root
+
+    @property
+    def dataset(self) -> str:
+        return self.config.dataset
+
+    @property
+    def rounds(self) -> int:
+        return self.config.rounds
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    @property
+    def parameters(self) -> dict:
+        return self.config.parameters(self.descriptions_shared)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """One run folder a run writes: its id, identity (and digest), scope and the row keys it must hold."""
+
+    run_id: str
+    strategy: str
+    llm: JudgeSpec | None
+    identity: dict
+    identity_sha256: str
+    scope: dict
+    expected: frozenset[str]
+
+
 def _backend_factory(spec: JudgeSpec, backend: BackendChoice) -> tuple[Callable[[], Backend], str]:
     if callable(backend):
         return (lambda: backend(spec)), getattr(backend, "__name__", "custom")
@@ -223,106 +306,88 @@ def _llm_backend_choice(backend: BackendChoice, llm_spec: JudgeSpec) -> BackendC
     return backend
 
 
-def prepare_run(spec: JudgeSpec, *, strategy: str = "all", order: str = "both", rounds: int = 2,
-                dataset: str = "emoprefer", input_type: str | None = None, judge_llm: str | JudgeSpec | None = "qwen25",
-                limit: int | None = None, names: Sequence[str] | None = None, seed: int = 0, data_dir=None,
-                pairs: pd.DataFrame | None = None, output_dir=None, identity_parameters: dict | None = None,
-                device: str | None = None) -> tuple[dict, dict, pd.DataFrame, dict]:
+def prepare_run(config: RunConfig) -> tuple[RunContext, dict, pd.DataFrame, dict]:
     """Everything a run is before any model loads: ``(context, full tables, chosen pairs,
     chosen tables per order)``. Shared by :func:`run` and :func:`planned_runs`, so a grid
-    computes a cell's identity exactly as the run would. ``identity_parameters``: run
-    parameters that change predictions beyond the judge, prompts and data (their names are
-    listed in ``IDENTITY_PARAMETERS``); they enter the identity's ``parameters``. The
-    description-sharing choice enters resolved (``descriptions_shared``), and only for the
-    strategies that describe (S2-S4). ``device`` places local judges (``with_device``)."""
-    spec = with_device(spec, device)
-    if order not in ORDER_CHOICES:
-        raise ValueError(f"order must be one of {tuple(ORDER_CHOICES)}, got {order!r}")
-    if int(rounds) < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
-    full = order_tables(dataset, pairs, data_dir)
-    chosen = select_pairs(full["normal"], names, limit)
+    computes a cell's identity exactly as the run would. The description-sharing choice enters
+    the identity resolved (``descriptions_shared``), and only for the strategies that describe
+    (S2-S4). ``config.device`` places local judges (``with_device``); ``config.batch_size``
+    reaches the spec, because backends chunk by their spec's batch size."""
+    spec = config.model if isinstance(config.model, JudgeSpec) else load_spec(config.model)
+    if config.batch_size:
+        spec = dataclasses.replace(spec, batch_size=int(config.batch_size))
+    spec = with_device(spec, config.device)
+    full = order_tables(config.dataset, config.pairs, config.data_dir)
+    chosen = select_pairs(full["normal"], config.names, config.limit)
     tables = {o: t.set_index("name").loc[chosen["name"]].reset_index() for o, t in full.items()}
-    strategies = resolve_strategies(spec, strategy)
+    strategies = resolve_strategies(spec, config.strategy)
     llm_spec = None
     if spec.backend != "cpu" and {"S3", "S4"} & set(strategies):
+        judge_llm = config.judge_llm
         llm_spec = with_device(judge_llm if isinstance(judge_llm, JudgeSpec) else load_spec(judge_llm or "qwen25"),
-                               device)
-    parameters = dict(identity_parameters or {})
-    share = parameters.pop("share_descriptions", "auto")
-    hashes = data_sha256(dataset, data_dir) if pairs is None else {"pairs": pairs_sha256(full)}
-    files = dataset_spec(dataset).files if pairs is None else None
-    context = {
-        "spec": spec, "dataset": dataset, "rounds": int(rounds), "seed": int(seed), "orders": ORDER_CHOICES[order],
-        "root": Path(output_dir) if output_dir is not None else paths.predictions_dir(),
-        "data_sha256": hashes, "identity_data": label_files(hashes, files), "strategies": strategies,
-        "input_type": "text" if spec.backend == "cpu" else (input_type or spec.input_type), "llm_spec": llm_spec,
-        "identity_parameters": parameters,  # see helpers.run.identity
-        "descriptions_shared": None if spec.backend == "cpu" else resolve_sharing(share, spec),
-    }
+                               config.device)
+    if config.pairs is None:
+        hashes, files = data_sha256(config.dataset, config.data_dir), dataset_spec(config.dataset).files
+    else:
+        hashes, files = {"pairs": pairs_sha256(full)}, None
+    context = RunContext(
+        config=config, spec=spec, llm_spec=llm_spec, strategies=tuple(strategies),
+        orders=ORDER_CHOICES[config.order],
+        input_type="text" if spec.backend == "cpu" else (config.input_type or spec.input_type),
+        data_sha256=hashes, identity_data=label_files(hashes, files),
+        descriptions_shared=None if spec.backend == "cpu" else resolve_sharing(config.share_descriptions, spec),
+    )
     return context, full, chosen, tables
 
 
-def run_plans(context: dict, tables: dict, run_id: str | None = None) -> list[dict]:
-    """One plan per run folder: its id, identity (and digest), scope and the row keys it must hold."""
-    spec, plans = context["spec"], []
-    for strategy in context["strategies"]:
-        llm = context["llm_spec"] if strategy in ("S3", "S4") else None
-        rid = make_run_id(spec.name, strategy, context["input_type"], context["dataset"], llm.name if llm else None,
-                          context["seed"])
+def run_plans(context: RunContext, tables: dict) -> list[RunPlan]:
+    """One plan per run folder (``config.run_id`` names a single strategy's folder, or prefixes several)."""
+    spec, run_id, plans = context.spec, context.config.run_id, []
+    for strategy in context.strategies:
+        llm = context.llm_spec if strategy in ("S3", "S4") else None
+        rid = make_run_id(spec.name, strategy, context.input_type, context.dataset, llm.name if llm else None,
+                          context.seed)
         if run_id:
-            rid = run_id if len(context["strategies"]) == 1 else f"{run_id}__{strategy}"
+            rid = run_id if len(context.strategies) == 1 else f"{run_id}__{strategy}"
         identity = build_identity(
-            spec=spec, strategy=strategy, input_type=context["input_type"], dataset=context["dataset"],
-            seed=context["seed"], data_sha256=context["identity_data"], llm_spec=llm,
+            spec=spec, strategy=strategy, input_type=context.input_type, dataset=context.dataset,
+            seed=context.seed, data_sha256=context.identity_data, llm_spec=llm,
             parameters=_identity_parameters(context, strategy))
         names = sorted(tables["normal"]["name"])
         scope = {"samples": len(names), "samples_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
-                 "orders": list(context["orders"]), "rounds": context["rounds"]}
-        expected = {row_key(strategy, o, r, n) for o in context["orders"] for r in range(context["rounds"])
-                    for n in tables[o]["name"]}
-        plans.append({"run_id": rid, "strategy": strategy, "llm": llm, "identity": identity,
-                      "identity_sha256": identity_sha256(identity), "scope": scope, "expected": expected})
+                 "orders": list(context.orders), "rounds": context.rounds}
+        expected = frozenset(row_key(strategy, o, r, n) for o in context.orders for r in range(context.rounds)
+                             for n in tables[o]["name"])
+        plans.append(RunPlan(run_id=rid, strategy=strategy, llm=llm, identity=identity,
+                             identity_sha256=identity_sha256(identity), scope=scope, expected=expected))
     return plans
 
 
-def _identity_parameters(context: dict, strategy: str) -> dict:
+def _identity_parameters(context: RunContext, strategy: str) -> dict:
     """The run parameters that shape this strategy's answers: whether S2-S4 describe once for
     both orders or per order changes their descriptions (and so their verdicts)."""
-    parameters = dict(context["identity_parameters"])
-    if strategy in ("S2", "S3", "S4"):
-        parameters["descriptions_shared"] = context["descriptions_shared"]
-    return parameters
+    return {"descriptions_shared": context.descriptions_shared} if strategy in ("S2", "S3", "S4") else {}
 
 
-def planned_runs(model: str | JudgeSpec, strategy: str = "all", order: str = "both", rounds: int = 2,
-                 dataset: str = "emoprefer", input_type: str | None = None,
-                 judge_llm: str | JudgeSpec | None = "qwen25", limit: int | None = None,
-                 names: Sequence[str] | None = None, seed: int = 0, data_dir=None, output_dir=None,
-                 run_id: str | None = None, pairs: pd.DataFrame | None = None,
-                 identity_parameters: dict | None = None, device: str | None = None) -> list[dict]:
-    """The run folders ``run`` with these arguments writes, each with its identity and the row
-    keys it must hold (what ``helpers.run.grid`` compares before it calls a cell finished)."""
-    spec = model if isinstance(model, JudgeSpec) else load_spec(model)
-    context, _, _, tables = prepare_run(
-        spec, strategy=strategy, order=order, rounds=rounds, dataset=dataset, input_type=input_type,
-        judge_llm=judge_llm, limit=limit, names=names, seed=seed, data_dir=data_dir, pairs=pairs,
-        output_dir=output_dir, identity_parameters=identity_parameters, device=device)
-    return run_plans(context, tables, run_id)
+def planned_runs(config: RunConfig) -> list[RunPlan]:
+    """The run folders ``run(config)`` writes, each with its identity and the row keys it must
+    hold (what ``helpers.run.launch`` compares before it calls a cell finished)."""
+    context, _, _, tables = prepare_run(config)
+    return run_plans(context, tables)
 
 
-def run_state(plan: dict, root: str | Path | None = None) -> str:
+def run_state(plan: RunPlan, root: str | Path | None = None) -> str:
     """``complete`` only when the folder records this very identity and holds every row of the
     plan; otherwise ``missing``, ``other identity``, or the folder's own status (``failed``,
     ``running``, ``interrupted``, ``incomplete``)."""
-    folder = (Path(root) if root is not None else paths.predictions_dir()) / plan["run_id"]
+    folder = (Path(root) if root is not None else paths.predictions_dir()) / plan.run_id
     manifest = _read_manifest(folder)
     if manifest is None:
         return "missing"
-    if manifest.get("identity_sha256") != plan["identity_sha256"]:
+    if manifest.get("identity_sha256") != plan.identity_sha256:
         return "other identity"
     held = {r["key"] for r in read_jsonl(folder / "predictions.jsonl")}
-    if plan["expected"] <= held:
+    if plan.expected <= held:
         return "complete"
     status = manifest.get("status")
     return status if status in ("failed", "running", "interrupted") else "incomplete"
@@ -338,45 +403,26 @@ def _read_manifest(folder: Path) -> dict | None:
         raise StoreError(f"{path}: not readable JSON ({exc})") from exc
 
 
-def _precheck(plans: list[dict], context: dict) -> None:
+def _precheck(plans: list[RunPlan], context: RunContext) -> None:
     """Refuse before any model loads (and before S1 of an ``all`` run writes anything) when a
     folder of this run holds a run of another identity; the locked check in each folder repeats it."""
-    if context["overwrite"]:
+    if context.config.overwrite:
         return
     for plan in plans:
-        folder = context["root"] / plan["run_id"]
+        folder = context.root / plan.run_id
         predictions = folder / "predictions.jsonl"
         has_rows = predictions.is_file() and predictions.stat().st_size > 0
-        check_identity(folder, _read_manifest(folder) or {}, plan["identity"], has_rows)
+        check_identity(folder, _read_manifest(folder) or {}, plan.identity, has_rows)
 
 
-def run(
-    model: str | JudgeSpec,
-    strategy: str = "all",
-    order: str = "both",
-    rounds: int = 2,
-    dataset: str = "emoprefer",
-    input_type: str | None = None,
-    judge_llm: str | JudgeSpec | None = "qwen25",
-    backend: BackendChoice = "auto",
-    batch_size: int | None = None,
-    limit: int | None = None,
-    media_dir: str | Path | None = None,
-    output_dir: str | Path | None = None,
-    seed: int = 0,
-    data_dir: str | Path | None = None,
-    *,
-    pairs: pd.DataFrame | None = None,
-    names: Sequence[str] | None = None,
-    run_id: str | None = None,
-    llm_backend: BackendChoice | None = None,
-    progress: bool = True,
-    overwrite: bool = False,
-    unparsed_warn_pct: float = UNPARSED_WARN_PCT,
-    share_descriptions: str | bool = "auto",
-    device: str | None = None,
-) -> pd.DataFrame:
+# --------------------------------------------------------------------------- running
+
+
+def run(model: str | JudgeSpec | RunConfig, strategy: str = "all", **settings: Any) -> pd.DataFrame:
     """Judge the pairs with ``model``; returns one summary row per run folder written.
+
+    ``run(model, strategy, **settings)`` builds the :class:`RunConfig` (an unknown setting is a
+    TypeError naming it); ``run(config)`` takes one ready-made.
 
     ``strategy``: S1..S4, ``all`` (the judge's strategies) or ``-`` (CPU judges, which ignore
     the strategy). ``backend``: auto / transformers / vllm / openai, or a callable
@@ -391,48 +437,38 @@ def run(
     ``cpu`` to run a local model on the CPU on purpose (otherwise a >= 1 B model that finds no
     GPU stops with what to install).
     """
-    spec = model if isinstance(model, JudgeSpec) else load_spec(model)
-    if batch_size:  # backends chunk by their spec's batch size, so the override must reach the spec
-        spec = dataclasses.replace(spec, batch_size=int(batch_size))
-    context, full, chosen, tables = prepare_run(
-        spec, strategy=strategy, order=order, rounds=rounds, dataset=dataset, input_type=input_type,
-        judge_llm=judge_llm, limit=limit, names=names, seed=seed, data_dir=data_dir, pairs=pairs,
-        output_dir=output_dir, identity_parameters={"share_descriptions": share_descriptions}, device=device)
-    spec, llm_spec = context["spec"], context["llm_spec"]
-    context.update(
-        overwrite=bool(overwrite), unparsed_warn_pct=float(unparsed_warn_pct),
-        secrets=secrets_from_env([spec.api_key_env, getattr(llm_spec, "api_key_env", None)]),
-        parameters={
-            "model": spec.name, "strategy": strategy, "order": order, "rounds": int(rounds), "dataset": dataset,
-            "input_type": input_type, "judge_llm": getattr(judge_llm, "name", judge_llm), "batch_size": batch_size,
-            "limit": limit, "names": list(names) if names is not None else None, "seed": int(seed),
-            "media_dir": str(media_dir) if media_dir else None, "data_dir": str(data_dir) if data_dir else None,
-            "pairs_given": pairs is not None, "overwrite": bool(overwrite), "unparsed_warn_pct": unparsed_warn_pct,
-            "share_descriptions": share_descriptions, "descriptions_shared": context["descriptions_shared"],
-            "device": device,
-        },
-    )
-    plans = run_plans(context, tables, run_id)
+    if isinstance(model, RunConfig):
+        if settings or strategy != "all":
+            raise TypeError("run(config) takes no further settings; change them with dataclasses.replace(config, ...)")
+        config = model
+    else:
+        config = RunConfig(model, strategy, **settings)
+    context, full, chosen, tables = prepare_run(config)
+    spec, llm_spec = context.spec, context.llm_spec
+    context = dataclasses.replace(
+        context, secrets=secrets_from_env([spec.api_key_env, getattr(llm_spec, "api_key_env", None)]))
+    plans = run_plans(context, tables)
     _precheck(plans, context)
     if spec.backend == "cpu":
-        if strategy not in ("all", "-"):
-            print(f"note: {spec.name!r} is a CPU judge that reads the texts itself; strategy {strategy!r} is recorded as '-'")
-        return pd.DataFrame([run_cpu(full, set(chosen["name"]), context, plans[0], progress)])
-    input_type = context["input_type"]
-    check_media(chosen["media_name"], media_dir, input_type)
-    mllm_factory, mllm_kind = _backend_factory(spec, backend)
+        if config.strategy not in ("all", "-"):
+            print(f"note: {spec.name!r} is a CPU judge that reads the texts itself; strategy {config.strategy!r} "
+                  "is recorded as '-'")
+        return pd.DataFrame([run_cpu(full, set(chosen["name"]), context, plans[0])])
+    input_type = context.input_type
+    check_media(chosen["media_name"], config.media_dir, input_type)
+    mllm_factory, mllm_kind = _backend_factory(spec, config.backend)
     llm_factory, llm_kind = (None, None) if llm_spec is None else _backend_factory(
-        llm_spec, llm_backend or _llm_backend_choice(backend, llm_spec))
+        llm_spec, config.llm_backend or _llm_backend_choice(config.backend, llm_spec))
     cached = {
-        s["key"]: s["text"] for s in load_steps(context["root"])
+        s["key"]: s["text"] for s in load_steps(context.root)
         if s.get("judge") == spec.name and s.get("input_type") == input_type
     }
     pipeline = Pipeline(
-        spec, mllm_factory, input_type=input_type, dataset=dataset, media_dir=media_dir, seed=context["seed"],
-        llm_spec=llm_spec, llm=llm_factory, steps=cached, batch_size=batch_size, progress=progress,
-        share_descriptions=context["descriptions_shared"],
+        spec, mllm_factory, input_type=input_type, dataset=config.dataset, media_dir=config.media_dir,
+        seed=context.seed, llm_spec=llm_spec, llm=llm_factory, steps=cached, batch_size=config.batch_size,
+        progress=config.progress, share_descriptions=context.descriptions_shared,
     )
-    context["backends"] = {"judge": mllm_kind, "llm": llm_kind}
+    context = dataclasses.replace(context, backends={"judge": mllm_kind, "llm": llm_kind})
     summaries = []
     try:
         for plan in plans:
@@ -449,30 +485,30 @@ def with_device(spec: JudgeSpec, device: str | None) -> JudgeSpec:
     return dataclasses.replace(spec, options={**spec.options, "device": device})
 
 
-def _open_run(store: RunStore, context: dict, plan: dict, backends: dict) -> dict:
+def _open_run(store: RunStore, context: RunContext, plan: RunPlan, backends: dict) -> dict:
     """Check the folder's identity (moving it aside under ``overwrite``), then start a session."""
     manifest = store.read_manifest()
     try:
-        check_identity(store.folder, manifest, plan["identity"], bool(store.done))
+        check_identity(store.folder, manifest, plan.identity, bool(store.done))
     except IdentityError:
-        if not context["overwrite"]:
+        if not context.config.overwrite:
             raise
         moved = store.replace()
         print(f"note: overwrite=True: the run folder {store.folder} held another run; moved it to {moved}")
         manifest = {"replaced": [*manifest.get("replaced", []), {"folder": str(moved), "at": now()}]}
     manifest.pop("error", None)  # a past session's error stays in that session's record
     manifest.update({
-        "run_id": store.run_id, "judge": context["spec"].name, "strategy": plan["strategy"],
-        "input_type": context["input_type"], "dataset": context["dataset"], "parameters": context["parameters"],
-        "rounds": context["rounds"], "orders": list(context["orders"]), "seed": context["seed"],
-        "identity": plan["identity"], "identity_sha256": plan["identity_sha256"], "scope": plan["scope"],
-        "judge_spec": spec_record(context["spec"]), "llm_spec": spec_record(plan["llm"]), "backends": backends,
-        "prompt_hashes": prompts.prompt_hashes(), "data_sha256": context["data_sha256"],
+        "run_id": store.run_id, "judge": context.spec.name, "strategy": plan.strategy,
+        "input_type": context.input_type, "dataset": context.dataset, "parameters": context.parameters,
+        "rounds": context.rounds, "orders": list(context.orders), "seed": context.seed,
+        "identity": plan.identity, "identity_sha256": plan.identity_sha256, "scope": plan.scope,
+        "judge_spec": spec_record(context.spec), "llm_spec": spec_record(plan.llm), "backends": backends,
+        "prompt_hashes": prompts.prompt_hashes(), "data_sha256": context.data_sha256,
         "git_revision": git_revision(), "packages": package_versions(), "platform": platform.platform(),
         "python_executable": sys.executable, "status": "running",
     })
     manifest.setdefault("sessions", []).append({"started": now(), "ended": None, "rows_written": 0, "calls": {},
-                                                "scope": plan["scope"]})
+                                                "scope": plan.scope})
     manifest.setdefault("created", now())
     store.write_manifest(manifest)
     return manifest
@@ -526,13 +562,13 @@ def _parse_warning(run_id: str, report: dict, threshold: float) -> str | None:
             "the prompt and the generation settings (e.g. max_tokens).")
 
 
-def _close_manifest(store: RunStore, manifest: dict, written: int, calls: Counter, expected: set[str],
-                    context: dict) -> dict:
+def _close_manifest(store: RunStore, manifest: dict, written: int, calls: Counter, expected: frozenset[str],
+                    context: RunContext) -> dict:
     session = manifest["sessions"][-1]
     session.update(ended=now(), rows_written=written, calls=dict(calls), repaired_bytes=store.repaired_bytes)
     missing = len(expected - store.done)
     report = parse_report(store.rows())
-    warning = _parse_warning(store.run_id, report, context["unparsed_warn_pct"])
+    warning = _parse_warning(store.run_id, report, float(context.config.unparsed_warn_pct))
     manifest.update(calls_total=_calls_total(manifest), rows=len(store.done), parse=report,
                     warnings=[warning] if warning else [],
                     status="complete" if not missing else "incomplete", updated=now())
@@ -544,13 +580,13 @@ def _close_manifest(store: RunStore, manifest: dict, written: int, calls: Counte
             "calls": dict(calls), "unparsed_pct": report["unparsed_pct"], "folder": str(store.folder)}
 
 
-def run_strategy(pipeline: Pipeline, plan: dict, tables: dict, context: dict) -> dict:
+def run_strategy(pipeline: Pipeline, plan: RunPlan, tables: dict, context: RunContext) -> dict:
     """One strategy into its own run folder, skipping rows already stored."""
-    strategy, llm, rid = plan["strategy"], plan["llm"], plan["run_id"]
-    with RunStore(rid, context["root"], secrets=context["secrets"]) as store:
-        backends = {"judge": context["backends"]["judge"]} | ({"llm": context["backends"]["llm"]} if llm else {})
+    strategy, llm, rid = plan.strategy, plan.llm, plan.run_id
+    with RunStore(rid, context.root, secrets=context.secrets) as store:
+        backends = {"judge": context.backends["judge"]} | ({"llm": context.backends["llm"]} if llm else {})
         manifest = _open_run(store, context, plan, backends)
-        items = [it for o in context["orders"] for it in items_for(tables[o], o, context["rounds"])]
+        items = [it for o in context.orders for it in items_for(tables[o], o, context.rounds)]
         todo = [it for it in items if row_key(strategy, it.order, it.round, it.name) not in store.done]
         before = Counter(pipeline.calls)
         written = 0
@@ -580,41 +616,41 @@ def run_strategy(pipeline: Pipeline, plan: dict, tables: dict, context: dict) ->
         except BaseException as exc:
             _fail_manifest(store, manifest, exc, written, Counter(pipeline.calls) - before)
             raise
-        return _close_manifest(store, manifest, written, Counter(pipeline.calls) - before, plan["expected"], context)
+        return _close_manifest(store, manifest, written, Counter(pipeline.calls) - before, plan.expected, context)
 
 
-def run_cpu(full: dict, chosen: set[str], context: dict, plan: dict, progress: bool) -> dict:
+def run_cpu(full: dict, chosen: set[str], context: RunContext, plan: RunPlan) -> dict:
     """A CPU judge reads each order's whole table (cross-fitted judges fit on the other folds,
     so a subset run gives the same labels as a full one) and keeps the chosen pairs; one batch
     per order and round, each followed by a manifest checkpoint."""
-    spec, rid = context["spec"], plan["run_id"]
+    spec, rid = context.spec, plan.run_id
     judge = make_pair_judge(spec)
-    with RunStore(rid, context["root"], secrets=context["secrets"]) as store:
+    with RunStore(rid, context.root, secrets=context.secrets) as store:
         manifest = _open_run(store, context, plan, {"judge": "cpu"})
         manifest["backend_info"] = {"judge": {"backend": "cpu", "judge_class": spec.options.get("judge_class")}}
         calls: Counter[str] = Counter()
         written = 0
-        jobs = [(o, r) for o in context["orders"] for r in range(context["rounds"])]
+        jobs = [(o, r) for o in context.orders for r in range(context.rounds)]
         try:
-            for order, rnd in tqdm(jobs, desc=f"{spec.name}", disable=not progress):
+            for order, rnd in tqdm(jobs, desc=f"{spec.name}", disable=not context.config.progress):
                 written += _cpu_job(judge, full[order], chosen, order, rnd, context, store, rid, calls)
                 _checkpoint(store, manifest, calls, written)
         except BaseException as exc:
             _fail_manifest(store, manifest, exc, written, calls)
             raise
-        return _close_manifest(store, manifest, written, calls, plan["expected"], context)
+        return _close_manifest(store, manifest, written, calls, plan.expected, context)
 
 
-def _cpu_job(judge, table: pd.DataFrame, chosen: set[str], order: str, rnd: int, context: dict, store: RunStore,
+def _cpu_job(judge, table: pd.DataFrame, chosen: set[str], order: str, rnd: int, context: RunContext, store: RunStore,
              rid: str, calls: Counter) -> int:
     """One order and round of a CPU judge; returns the rows written (0 when all were stored)."""
-    spec = context["spec"]
+    spec = context.spec
     keep = table["name"].isin(chosen).to_numpy()
     keys = [row_key("-", order, rnd, n) for n in table["name"]]
     if all(k in store.done for k, kept in zip(keys, keep, strict=True) if kept):
         return 0
     started = now()
-    labels = judge.predict(table.drop(columns="media_name"), seed=context["seed"] + rnd)
+    labels = judge.predict(table.drop(columns="media_name"), seed=context.seed + rnd)
     if not labels.index.equals(table.index):
         raise ValueError(f"CPU judge {spec.name!r} returned labels not indexed like the pairs it was given")
     calls["cpu"] += int(keep.sum())
@@ -627,15 +663,15 @@ def _cpu_job(judge, table: pd.DataFrame, chosen: set[str], order: str, rnd: int,
     return store.append_predictions(rows)
 
 
-def cpu_row(judge: str, key: str, order: str, rnd: int, row, gt: str | None, label: str, context: dict, rid: str,
+def cpu_row(judge: str, key: str, order: str, rnd: int, row, gt: str | None, label: str, context: RunContext, rid: str,
             created: str) -> dict:
     if label not in ("a1", "a2", "same"):
         raise ValueError(f"CPU judge {judge!r} returned {label!r} for {row.name!r}; expected a1, a2 or same")
     return {
         "key": key, "judge": judge, "strategy": "-", "input_type": "text", "order": order, "round": rnd,
         "name": row.name, "gt": gt, "pred": label, "parse_rule": "direct",
-        "raw": label, "latency_s": 0.0, "created_at": created, "run_id": rid, "dataset": context["dataset"],
-        "llm": None, "media_name": row.media_name, "seed": context["seed"] + rnd, "steps": {},
+        "raw": label, "latency_s": 0.0, "created_at": created, "run_id": rid, "dataset": context.dataset,
+        "llm": None, "media_name": row.media_name, "seed": context.seed + rnd, "steps": {},
     }
 
 # --------------------------------------------------------------------------- summary
@@ -685,5 +721,6 @@ def _on_dataset_files(folder: Path) -> bool:
     return manifest.get("dataset") in dataset_specs() and not (manifest.get("parameters") or {}).get("pairs_given")
 
 
-__all__ = ["run", "planned_run_ids", "planned_runs", "run_state", "prepare_run", "run_plans", "parse_report",
-           "UnparsedAnswersWarning", "UNPARSED_WARN_PCT", "IDENTITY_PARAMETERS", "from_root", "run_metrics", "load_run", "select_pairs", "prepare_pairs", "check_media"]
+__all__ = ["run", "RunConfig", "RunContext", "RunPlan", "planned_runs", "run_state", "prepare_run", "run_plans",
+           "parse_report", "UnparsedAnswersWarning", "UNPARSED_WARN_PCT", "IDENTITY_PARAMETERS", "from_root",
+           "run_metrics", "load_run", "select_pairs", "prepare_pairs", "check_media"]

@@ -20,11 +20,13 @@ keyed by strategy|order|round|sample and its content is fixed by the identity al
 uses seed + r; a sample's texts and label are fixed by the data hash), so a run may grow or
 shrink its scope between sessions (``limit=10`` first, the full set later, one more round)
 without mixing anything. The scope of each session is recorded in ``manifest["scope"]``;
-``helpers.run.grid`` checks that a folder holds every row a cell asks for.
+``helpers.run.launch`` checks that a folder holds every row a cell asks for.
 
-To add a run parameter that changes predictions (say a description-sharing switch), pass it
-in ``parameters`` of :func:`build_identity` -- in ``helpers.run.engine`` that is
-``context["identity_parameters"]``; a changed value then refuses resumption by name.
+To add a run parameter that changes predictions, pass it in ``parameters`` of
+:func:`build_identity` -- in ``helpers.run.engine`` that is a ``RunConfig`` field which
+``_identity_parameters`` adds (as description sharing enters, resolved, as
+``descriptions_shared``) and whose name joins ``IDENTITY_PARAMETERS`` so that a grid passes it on;
+a changed value then refuses resumption by name.
 """
 
 from __future__ import annotations

@@ -32,11 +32,10 @@ from tqdm import tqdm
 from helpers import prompts
 from helpers.data import media_paths
 from helpers.judges import decoding
-from helpers.judges.base import Backend, JudgeSpec, Media, Request, Response
+from helpers.judges.base import STRATEGIES, Backend, JudgeSpec, Media, Request, Response
 from helpers.judges.registry import backend_info
 from helpers.run.store import now
 
-STRATEGIES = ("S1", "S2", "S3", "S4")
 MLLM_STEPS = ("S1", "describe", "S2")
 LLM_STEPS = ("S3", "S4_reason", "S4_extract")
 
@@ -335,19 +334,3 @@ class Pipeline:
             "dataset": self.dataset, "llm": self.llm_spec.name if strategy in ("S3", "S4") else None,
             "media_name": item.media_name, "seed": self.seed + item.round, "steps": steps,
         }
-
-
-def expected_calls(n_pairs: int, rounds: int, orders: int, strategies: Iterable[str],
-                   shared_descriptions: bool = True) -> Counter:
-    """Model calls the sharing rules imply for a fresh run (what the tests hold us to): one
-    description per (sample, round), or per (sample, round, order) when not shared."""
-    strategies = set(strategies)
-    per_order = n_pairs * rounds * orders
-    calls: Counter[str] = Counter()
-    for strategy in strategies:
-        calls[{"S1": "S1", "S2": "S2", "S3": "S3", "S4": "S4_extract"}[strategy]] += per_order
-    if strategies & {"S2", "S3", "S4"}:
-        calls["describe"] = n_pairs * rounds * (1 if shared_descriptions else orders)
-    if "S4" in strategies:
-        calls["S4_reason"] = per_order
-    return calls

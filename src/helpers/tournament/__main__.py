@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one sub-command; 0 on success, 1 with ``error: ...`` on stderr for every bad input,
     130 when interrupted."""
     from helpers.judges.registry import RegistryError
-    from helpers.run.executors import ExecutorError
+    from helpers.run.launch import ExecutorError
     from helpers.run.store import StoreError
 
     args = parser().parse_args(argv)

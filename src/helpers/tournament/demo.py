@@ -219,11 +219,11 @@ def judge_each(pairs: pd.DataFrame, judge_names: Sequence[str], folder: str | Pa
     """Every judge on every comparison (both orders), one after another; a judge that cannot run
     here (it needs labels this table lacks) is listed as ``not run`` with the reason, not hidden.
     Returns the status table and the total seconds."""
-    from helpers.run import executors
+    from helpers.run import launch
     from helpers.tournament.judge import judge_tournament
 
     status, started = [], time.perf_counter()
-    with executors.session(executor, address):
+    with launch.session(executor, address):
         for name in judge_names:
             tic = time.perf_counter()
             try:

@@ -89,7 +89,7 @@ def judge_tournament(
     (:func:`pairs_digest`); re-running the same call resumes them. Returns the engine's summary
     rows (one per run folder)."""
     from helpers.judges.registry import load_spec
-    from helpers.run.executors import Shard, gpus_for, run_shards
+    from helpers.run.launch import Shard, gpus_for, run_shards
 
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", tag):
         raise DataError(f"tournament tag {tag!r} must match [A-Za-z0-9_.-]+ (it names run folders)")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers.data import NAME_PATTERN, DataError, read_csv
+from helpers.data import NAME_RULE, DataError, read_csv, safe_name
 
 COLUMNS = ("name", "system", "description")
 SEPARATOR = "__"
@@ -68,8 +68,8 @@ def check_entries(frame: pd.DataFrame, file: str) -> list[str]:
     for i, (name, system, text) in enumerate(zip(frame["name"], frame["system"], frame["description"], strict=True)):
         where = _where(frame, i)
         for column, value in (("name", name), ("system", system)):
-            if not isinstance(value, str) or not NAME_PATTERN.match(value) or ".." in value:
-                problems.append(_problem(file, where, column, value, "must match ^[A-Za-z0-9_.-]+$ without '..' (it becomes a path and an id)"))
+            if not safe_name(value):  # the one sample-name rule of helpers.data
+                problems.append(_problem(file, where, column, value, f"{NAME_RULE} (it becomes a path and an id)"))
         if isinstance(system, str) and SEPARATOR in system:
             problems.append(_problem(file, where, "system", system, f"must not contain {SEPARATOR!r} (the comparison id separator)"))
         if not isinstance(text, str) or not text.strip():
