@@ -13,6 +13,7 @@ import yaml
 
 from helpers import paths
 from helpers.report import summary
+from helpers.report.setup import setup
 from helpers.stats import simulate
 
 REGISTRY = pd.DataFrame([
@@ -131,7 +132,7 @@ def test_outside_a_git_checkout_the_revision_says_so(tmp_path):
 
 @pytest.mark.skipif(not os.environ.get("EMOPREFER_DATA"), reason="EMOPREFER_DATA not set")
 def test_the_data_table_lists_each_file_hash_against_the_pinned_one(tmp_path):
-    ctx = summary.collect(predictions_dir=tmp_path / "none", reports_dir=tmp_path)
+    ctx = summary.collect(setup(predictions_dir=tmp_path / "none", reports_dir=tmp_path, predictions=False))
     table = summary.data_table(ctx).set_index("file")
     assert table.loc["preference_emoprefer.csv", "pinned"] == "matches"
     assert len(table.loc["preference_emoprefer.csv", "sha256"]) == 64

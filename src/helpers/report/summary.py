@@ -20,11 +20,14 @@ from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from helpers import data, paths
+from helpers.judges.registry import list_judges, load_spec
+from helpers.prompts import load_prompts, prompts_file
 from helpers.report import split_front_matter
+from helpers.report.setup import Analysis
 from helpers.run import store
+from helpers.stats.metrics import best_strategy
 
 PAPER_ROUNDS = 2
 ANALYSIS_NOTEBOOKS = ("02_metrics", "03_consistency", "04_voting", "05_ranking", "06_confound", "07_tournament")
@@ -54,17 +57,15 @@ def infer_command(judge: str, media_dir: str | None = MEDIA_PLACEHOLDER) -> str:
 # --------------------------------------------------------------------------- inputs
 
 
-def read_registry(params_dir: Path | None = None) -> pd.DataFrame:
-    """One row per judge YAML in ``params/models/``: name, family, backend, checkpoint, input type."""
-    folder = Path(params_dir or paths.params_dir()) / "models"
+def read_registry(folder: Path | None = None) -> pd.DataFrame:
+    """One row per registered judge (``helpers.judges.registry``, validated): name, family, backend,
+    checkpoint, input type, the name of its API key variable."""
     rows = []
-    for file in sorted(folder.glob("*.yaml")):
-        spec = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        rows.append({
-            "judge": spec.get("name", file.stem), "family": spec.get("family", ""),
-            "backend": spec.get("backend", ""), "checkpoint": spec.get("checkpoint") or "",
-            "input_type": spec.get("input_type", "text"), "api_key_env": spec.get("api_key_env") or "",
-        })
+    for name in list_judges(folder):
+        spec = load_spec(name, folder)
+        rows.append({"judge": spec.name, "family": spec.family, "backend": spec.backend,
+                     "checkpoint": spec.checkpoint or "", "input_type": spec.input_type,
+                     "api_key_env": spec.api_key_env or ""})
     return pd.DataFrame(rows, columns=["judge", "family", "backend", "checkpoint", "input_type", "api_key_env"])
 
 
@@ -84,11 +85,6 @@ def runs_overview(predictions: pd.DataFrame) -> pd.DataFrame:
 def read_metrics(reports_dir: Path) -> pd.DataFrame | None:
     path = Path(reports_dir) / "tables" / "metrics.csv"
     return pd.read_csv(path) if path.is_file() else None
-
-
-def read_paper(params_dir: Path | None = None) -> dict | None:
-    path = Path(params_dir or paths.params_dir()) / "paper_results.yaml"
-    return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def human_bound(paper: dict | None) -> float | None:
@@ -168,20 +164,19 @@ class Context:
         return [j for j in model if j not in set(self.judges_run)]
 
 
-def collect(predictions_dir=None, reports_dir=None, dataset: str = "emoprefer", data_dir=None) -> Context:
-    """Read every input of the summary, tolerating the ones an incomplete build lacks."""
-    reports = Path(reports_dir) if reports_dir else paths.reports_dir()
-    predictions_root = Path(predictions_dir) if predictions_dir else paths.predictions_dir()
-    prompts_file = paths.params_dir() / "prompts.yaml"
+def collect(analysis: Analysis) -> Context:
+    """Read every input of the summary (``analysis``: the notebook's :func:`setup`, without
+    predictions), tolerating the ones an incomplete build lacks."""
+    reports, predictions_root = analysis.reports_dir, analysis.predictions_dir
     context = Context(
-        dataset=dataset, reports_dir=reports, predictions_dir=predictions_root,
+        dataset=analysis.dataset, reports_dir=reports, predictions_dir=predictions_root,
         registry=read_registry(), overview=runs_overview(store.load_predictions(predictions_root)),
-        metrics=read_metrics(reports), paper=read_paper(),
-        prompts=yaml.safe_load(prompts_file.read_text(encoding="utf-8")) if prompts_file.is_file() else None,
+        metrics=read_metrics(reports), paper=analysis.paper,
+        prompts=load_prompts() if prompts_file().is_file() else None,
         manifests=read_manifests(predictions_root),
     )
     try:
-        context.data_checked = data.check_dataset(dataset, data_dir)
+        context.data_checked = data.check_dataset(analysis.dataset, analysis.data_dir)
     except data.DataError as exc:
         context.data_error = str(exc)
     context.missing_notebooks = [n for n in ANALYSIS_NOTEBOOKS if not (reports / "executed" / f"{n}.ipynb").is_file()]
@@ -209,10 +204,11 @@ def _cell(row: pd.Series) -> str:
     return f"`{row['judge']}`{strategy}, {row['input_type']} input"
 
 
-def best_rows(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Each judge's best (strategy, input type) by two-class WAF, best judge first."""
-    ordered = metrics.sort_values(["two_class_waf", "judge"], ascending=[False, True])
-    return ordered.drop_duplicates("judge").reset_index(drop=True)
+def best_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Each judge's best cell (:func:`helpers.stats.metrics.best_strategy`), best judge first; judges
+    that tie are ordered by name, so the abstract names the same one on every build."""
+    best = best_strategy(table)
+    return best.sort_values(["two_class_waf", "judge"], ascending=[False, True]).reset_index(drop=True)
 
 
 def abstract_markdown(context: Context) -> str:
