@@ -1,11 +1,14 @@
-"""What the report says about itself: headline numbers, judges run or not, limitations, provenance.
+"""What the report's chapters say: the prose and the chapter logic that arrange computed numbers.
 
-``notebooks/09_summary.ipynb`` calls these to write the abstract, the judges chapter, the
-limitations and the reproducibility appendix. They read only what earlier steps left behind
+The statistics (``helpers.stats``) compute; this module turns their tables into what a chapter
+shows — the main table's "mean ± std" cells, the sentences that quote a computed number, the
+rankings and simulations the ranking chapter assembles — so every notebook stays narrative,
+parameters and calls. The summary notebook (``09_summary``) writes the abstract, the judges
+chapter, the limitations and the reproducibility appendix from what earlier steps left behind
 (``reports/tables/metrics.csv``, the predictions store and its run manifests, ``params/``), so
-every sentence states what *this* run produced, and absences (no MLLM judge, no v2 data, a
+every sentence states what *this* build produced and absences (no MLLM judge, no v2 data, a
 missing chapter) become limitations instead of silent gaps. The paper's numbers appear only as
-quotes labelled "reported by the paper".
+rows and quotes labelled "reported by the paper".
 """
 
 from __future__ import annotations
@@ -19,15 +22,19 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from helpers import data, paths
+from helpers.imports import JUDGED, OFFICIAL, SOURCE_LABELS, official_models
 from helpers.judges.registry import list_judges, load_spec
 from helpers.prompts import load_prompts, prompts_file
 from helpers.report import split_front_matter
 from helpers.report.setup import Analysis
 from helpers.run import store
-from helpers.stats.metrics import best_strategy
+from helpers.stats import ranking
+from helpers.stats.confound import REPORTED
+from helpers.stats.metrics import best_strategy, normal_reverse_vote, two_class, unparsed_flags
 
 PAPER_ROUNDS = 2
 ANALYSIS_NOTEBOOKS = ("02_metrics", "03_consistency", "04_voting", "05_ranking", "06_confound", "07_tournament")
@@ -46,6 +53,8 @@ PROMPT_ROLES = (
     ("system_omni", "System message of Qwen2.5-Omni"),
 )
 MEDIA_PLACEHOLDER = "/path/to/mer2025"
+PAPER_METRICS = ("two_class_waf", "two_class_acc", "swap_consistency")
+TOLERANCE = 0.01  # points: a recomputed number further from the reported one is flagged
 
 
 def infer_command(judge: str, media_dir: str | None = MEDIA_PLACEHOLDER) -> str:
@@ -54,7 +63,318 @@ def infer_command(judge: str, media_dir: str | None = MEDIA_PLACEHOLDER) -> str:
     return command + (f" -p media_dir {media_dir}" if media_dir else "")
 
 
-# --------------------------------------------------------------------------- inputs
+# --------------------------------------------------------------------------- the paper's reported table
+
+
+def human_bound(paper: dict | None) -> float | None:
+    """The human consistency bound the paper reports (``human_consistency_bound``, else the first
+    number under a key naming 'human')."""
+    def walk(node, inside: bool) -> float | None:
+        if isinstance(node, (int, float)) and not isinstance(node, bool) and inside:
+            return float(node)
+        if isinstance(node, dict):
+            for key, value in node.items():
+                found = walk(value, inside or "human" in str(key).lower())
+                if found is not None:
+                    return found
+        return None
+    if not paper:
+        return None
+    if isinstance(paper.get("human_consistency_bound"), (int, float)):
+        return float(paper["human_consistency_bound"])
+    return walk(paper, False)
+
+
+def paper_best(paper: dict | None) -> dict | None:
+    """The paper's best judge by two-class WAF, from its reported table."""
+    rows = [r for r in (paper or {}).get("judges", []) if isinstance(r, dict) and "two_class_waf" in r]
+    return max(rows, key=lambda r: r["two_class_waf"]) if rows else None
+
+
+def paper_table(paper: dict) -> pd.DataFrame:
+    """The paper's main table as rows labelled "reported by the paper", with its human
+    consistency bound as a last row (a swap-consistency figure only)."""
+    reported = pd.DataFrame(paper["judges"])
+    reported.insert(0, "source", REPORTED)
+    bound = {"source": REPORTED, "judge": "human consistency bound", "strategy": "",
+             "two_class_waf": np.nan, "two_class_acc": np.nan, "swap_consistency": paper["human_consistency_bound"]}
+    return pd.concat([reported, pd.DataFrame([bound])], ignore_index=True)
+
+
+def paper_check(table: pd.DataFrame, paper: dict, mapping: dict[str, dict] | None = None,
+                tolerance: float = TOLERANCE) -> pd.DataFrame:
+    """Each judge imported from the authors' outputs against the number the paper reports for
+    it (its strategy, our recomputation): ``flag`` is True where they differ by more than
+    ``tolerance`` points. ``table``: ``metrics.csv`` with a ``source`` column."""
+    mapping = official_models() if mapping is None else mapping
+    reported = {row["judge"]: row for row in paper.get("judges", [])}
+    by_judge = {entry["judge"] or model: entry.get("paper") for model, entry in
+                ((m, {"judge": e.get("judge") or m, **e}) for m, e in mapping.items())}
+    imported = table[table.get("source", pd.Series(JUDGED, index=table.index)) == OFFICIAL]
+    rows = []
+    for judge in sorted(imported["judge"].unique()):
+        name = by_judge.get(judge)
+        if name not in reported:
+            continue
+        paper_row = reported[name]
+        cells = imported[(imported["judge"] == judge) & (imported["strategy"] == paper_row["strategy"])]
+        for metric in PAPER_METRICS:
+            ours = float(cells[metric].iloc[0]) if len(cells) else np.nan
+            diff = ours - float(paper_row[metric])
+            rows.append({"judge": judge, "paper judge": name, "strategy": paper_row["strategy"],
+                         "input_type": cells["input_type"].iloc[0] if len(cells) else "", "metric": metric,
+                         "computed here": ours, "reported by the paper": float(paper_row[metric]),
+                         "difference": round(diff, 2), "flag": bool(not np.isfinite(diff) or abs(diff) > tolerance + 1e-9)})
+    return pd.DataFrame(rows, columns=["judge", "paper judge", "strategy", "input_type", "metric", "computed here",
+                                       "reported by the paper", "difference", "flag"])
+
+
+def paper_check_markdown(check: pd.DataFrame, tolerance: float = TOLERANCE) -> str:
+    """One paragraph on whether the released outputs reproduce the paper's table."""
+    if check.empty:
+        return ("No judge was imported from the authors' released outputs in this build (pass "
+                "`OFFICIAL_OUTPUTS=DIR` to `make report`), so the paper's table is not recomputed here.")
+    flagged = check[check["flag"]]
+    judges = ", ".join(sorted(check["judge"].unique()))
+    if flagged.empty:
+        return (f"Recomputed here from the authors' released outputs, {judges} reproduce the paper's two-class WAF, "
+                f"accuracy and swap consistency within {tolerance:.2f} points.")
+    listing = "; ".join(f"{r['judge']} {r['strategy']} {r['metric']}: {r['computed here']:.2f} computed here vs "
+                        f"{r['reported by the paper']:.2f} reported" for _, r in flagged.iterrows())
+    return (f"Recomputed from the authors' released outputs, {len(flagged)} number(s) differ from the paper's table "
+            f"by more than {tolerance:.2f} points: {listing}.")
+
+
+# --------------------------------------------------------------------------- where each run came from
+
+
+def _run_folders(predictions_dir: Path):
+    """``(folder, manifest)`` of every run in the store; folders without predictions (e.g.
+    tournament designs kept beside the runs) are not runs, a run without a manifest has ``{}``."""
+    for folder in sorted(p for p in Path(predictions_dir).glob("*") if (p / "predictions.jsonl").is_file()):
+        manifest_path = folder / "manifest.json"
+        yield folder, json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+
+
+def read_manifests(predictions_dir: Path) -> list[dict]:
+    """Each run's manifest, with its folder name as ``run_id`` and its stored row count."""
+    return [{"run_id": folder.name, "stored_rows": len(store.read_jsonl(folder / "predictions.jsonl")),
+             "manifest": manifest} for folder, manifest in _run_folders(predictions_dir)]
+
+
+def run_sources(root: str | Path | None = None) -> pd.DataFrame:
+    """``judge, strategy, input_type, source, source_label`` of every run folder: judged runs
+    (no ``source`` in their manifest) are ``this study``; imported ones say where they came from
+    (``helpers.imports`` writes the source)."""
+    root = Path(root) if root is not None else paths.predictions_dir()
+    rows = []
+    for _, manifest in _run_folders(root):
+        source = manifest.get("source") or JUDGED
+        rows.append({"judge": manifest.get("judge"), "strategy": manifest.get("strategy"),
+                     "input_type": manifest.get("input_type"), "source": source,
+                     "source_label": SOURCE_LABELS.get(source, source)})
+    frame = pd.DataFrame(rows, columns=["judge", "strategy", "input_type", "source", "source_label"])
+    return frame.groupby(["judge", "strategy", "input_type"], as_index=False).agg(
+        lambda s: " + ".join(sorted(set(s))))
+
+
+def with_source(table: pd.DataFrame, root: str | Path | None = None) -> pd.DataFrame:
+    """``table`` (keyed by judge, strategy, input_type) with ``source`` and ``source_label``
+    columns appended; cells without a manifest count as this study's."""
+    out = table.drop(columns=["source", "source_label"], errors="ignore").merge(
+        run_sources(root), on=["judge", "strategy", "input_type"], how="left")
+    out["source"] = out["source"].fillna(JUDGED)
+    out["source_label"] = out["source_label"].fillna(SOURCE_LABELS[JUDGED])
+    return out
+
+
+# --------------------------------------------------------------------------- 00 · data audit
+
+
+def data_markdown(pairs: pd.DataFrame, labels: pd.DataFrame, rates: pd.DataFrame) -> str:
+    """The data chapter's paragraph: size, labels, and how often humans preferred the longer text."""
+    longer = rates.set_index("quantity").loc["longer description preferred"]
+    counts = labels.set_index("label")["pairs"]
+    return (
+        f"The dataset holds **{len(pairs)} pairs** ({counts['a1']} a1, {counts['a2']} a2, {counts['same']} same). "
+        f"Among the {int(longer['pairs'])} decided pairs with texts of unequal length, humans preferred the **longer** "
+        f"description in **{longer['percent']:.1f}%** (95% CI {longer['ci_low']:.1f}–{longer['ci_high']:.1f}). "
+        "A judge that only counts characters would therefore agree with humans far more often than chance; "
+        "see the confound chapter for what that does to judge scores."
+    )
+
+
+# --------------------------------------------------------------------------- 02 · metrics
+
+
+def _mean_std(row: pd.Series, column: str) -> str:
+    return f"{row[column]:.2f} ± {row[column + '_std']:.2f}"
+
+
+def main_table(best: pd.DataFrame) -> pd.DataFrame:
+    """The paper's main table from each judge's best cell (``metrics.best_strategy`` of
+    ``metrics.csv``): mean ± population std over rounds, the WAF's bootstrap CI, unparsed share."""
+    rows = [row for _, row in best.iterrows()]
+    return pd.DataFrame({
+        "judge": best["judge"], "source": best["source_label"], "strategy": best["strategy"],
+        "input": best["input_type"], "rounds": best["rounds"],
+        "2-class WAF": [_mean_std(r, "two_class_waf") for r in rows],
+        "95% CI": [f"[{r.two_class_waf_lo:.2f}, {r.two_class_waf_hi:.2f}]" for r in best.itertuples()],
+        "2-class ACC": [_mean_std(r, "two_class_acc") for r in rows],
+        "3-class WAF": [_mean_std(r, "three_class_waf") for r in rows],
+        "3-class ACC": [_mean_std(r, "three_class_acc") for r in rows],
+        "swap consistency": [_mean_std(r, "swap_consistency") for r in rows],
+        "unparsed %": [f"{v:.1f}" if pd.notna(v) else "—" for v in best["unparsed_pct"]],
+        "flag": unparsed_flags(best).to_numpy(),
+    })
+
+
+def metrics_markdown(best: pd.DataFrame, paper: dict, pairs: pd.DataFrame) -> str:
+    """The best judge of this build, beside the paper's best (reported) and the majority-label
+    classifier on the same pairs."""
+    top, reported = best.iloc[0], paper_best(paper)
+    majority = 100 * two_class(pairs["preference"], ["a2"] * len(pairs))["waf"]
+    return (
+        f"Of the {best['judge'].nunique()} judge(s) run here, **{top['judge']}** ({top['strategy']}, "
+        f"{top['input_type']} input) scores best: two-class WAF **{top['two_class_waf']:.2f}** "
+        f"(95% CI {top['two_class_waf_lo']:.2f}–{top['two_class_waf_hi']:.2f}), "
+        f"two-class accuracy {top['two_class_acc']:.2f}, swap consistency {top['swap_consistency']:.2f}. "
+        f"For scale, the best judge reported by the paper, {reported['judge']} ({reported['strategy']}), "
+        f"has a reported two-class WAF of {reported['two_class_waf']:.2f}, and a classifier that always answers "
+        f"the majority label scores a two-class WAF of {majority:.2f} on these pairs."
+    )
+
+
+# --------------------------------------------------------------------------- 03 · consistency
+
+
+def _correlation(result: dict) -> str:
+    if result["note"] and not np.isfinite(result["r"]):
+        return f"not computable ({result['note']})"
+    return (f"r = {result['r']:.2f} (95% CI {result['lo']:.2f} to {result['hi']:.2f}, p = {result['pvalue']:.3g}, "
+            f"{result['n']} cells)")
+
+
+def consistency_markdown(ours: dict, theirs: dict, round_consistency: pd.Series) -> str:
+    """Our Pearson(two-class WAF, swap consistency) against the one of the paper's reported table
+    (``metrics.pearson`` results): same direction, overlapping CIs?"""
+    if np.isfinite(ours["r"]) and np.isfinite(theirs["r"]):
+        same_sign = np.sign(ours["r"]) == np.sign(theirs["r"])
+        overlap = ours["lo"] <= theirs["hi"] and theirs["lo"] <= ours["hi"]
+        verdict = ("agree in direction" if same_sign else "disagree in direction") + \
+            (" and their CIs overlap" if overlap else " and their CIs do not overlap")
+    else:
+        verdict = "cannot be compared, because our correlation is not computable"
+    return (f"On our judges the correlation between two-class WAF and swap consistency is {_correlation(ours)}; "
+            f"on the paper's reported table it is {_correlation(theirs)}. The two {verdict}. "
+            f"Mean round consistency of our cells: {round_consistency.mean():.2f}%.")
+
+
+# --------------------------------------------------------------------------- 04 · voting
+
+
+def voting_markdown(curve: pd.DataFrame, ranked: pd.DataFrame) -> str:
+    """Per voting mode, the best top-k vote against the single best judge, with their CIs and costs."""
+    lines = []
+    for mode, group in (curve.groupby("mode", sort=False) if len(ranked) > 1 else []):
+        top = group.loc[group["two_class_waf"].idxmax()]
+        single = group[group["k"] == 1].iloc[0]
+        better = top["two_class_waf_lo"] > single["two_class_waf_hi"]
+        lines.append(
+            f"- **{mode}**: the best vote uses k = {int(top['k'])} judge(s), two-class WAF {top['two_class_waf']:.2f} "
+            f"(95% CI {top['two_class_waf_lo']:.2f}–{top['two_class_waf_hi']:.2f}) for {int(top['calls'])} calls, "
+            f"against {single['two_class_waf']:.2f} ({single['two_class_waf_lo']:.2f}–{single['two_class_waf_hi']:.2f}) "
+            f"for the single best judge at {int(single['calls'])} calls; the intervals "
+            f"{'do not overlap' if better else 'overlap'}.")
+    if len(ranked) < 2:
+        lines.append(f"Only one judge is available, so voting cannot go beyond k = 1 (two-class WAF "
+                     f"{curve['two_class_waf'].iloc[0]:.2f}, normal rounds only).")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- 05 · ranking systems
+
+
+def system_ratings(pairs: pd.DataFrame, predictions: pd.DataFrame, ranked: pd.DataFrame, n_boot: int, seed: int,
+                   prior: float) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, str]:
+    """Bradley–Terry ratings of the systems that wrote the pairs (``model1``/``model2``), from the
+    human labels and from each ranked cell's normal–reverse votes.
+
+    Returns the comparisons per source of labels, the ratings of every source (a ``source``
+    column) and the reference system (the first by name, anchored at 1000)."""
+    sources = {"human labels": ranking.label_comparisons(pairs)}
+    for row in ranked.itertuples():
+        cell = predictions[(predictions["judge"] == row.judge) & (predictions["strategy"] == row.strategy)
+                           & (predictions["input_type"] == row.input_type)]
+        sources[f"{row.judge} ({row.strategy})"] = ranking.label_comparisons(pairs, normal_reverse_vote(cell))
+    reference = sorted(set(pairs["model1"]) | set(pairs["model2"]))[0]
+    rated = [ranking.bradley_terry(c, n_boot=n_boot, seed=seed, reference=reference, prior=prior).assign(source=s)
+             for s, c in sources.items()]
+    return sources, pd.concat(rated, ignore_index=True), reference
+
+
+def ranking_agreement(ratings: pd.DataFrame, sources: dict[str, pd.DataFrame], reference: str) -> pd.DataFrame:
+    """Per source of labels: the top system, the rating gap of the non-reference system with its
+    CI, Kendall tau against the human ranking, and per-pair agreement with the human labels."""
+    human = ratings[ratings["source"] == "human labels"].set_index("system")["log_strength"]
+    rows = []
+    for source, group in ratings.groupby("source", sort=False):
+        strength = group.set_index("system")["log_strength"].reindex(human.index)
+        tau, _ = ranking.kendall_tau(human.to_numpy(), strength.to_numpy())
+        others = group[group["system"] != reference]
+        merged = sources[source].merge(sources["human labels"], on="name", suffixes=("", "_human"))
+        rows.append({"source": source, "top system": group.iloc[0]["system"],
+                     "rating gap": float(others["rating"].iloc[0] - 1000),
+                     "gap 95% CI": f"[{others['rating_lo'].iloc[0] - 1000:.0f}, {others['rating_hi'].iloc[0] - 1000:.0f}]",
+                     "Kendall tau vs human": tau,
+                     "pair agreement %": 100 * float((merged["winner"] == merged["winner_human"]).mean())})
+    return pd.DataFrame(rows)
+
+
+def paper_best_judge(paper: dict) -> tuple[dict, float, float]:
+    """The paper's best judge (by two-class WAF) with its reported two-class accuracy and swap
+    consistency as fractions (4 decimals): the simulated judge "as good as the paper's best"."""
+    best = paper_best(paper)
+    return best, round(best["two_class_acc"] / 100, 4), round(best["swap_consistency"] / 100, 4)
+
+
+def fidelity_simulation(n_systems: int, grid: list[int], accuracies: list[float], p_best: float, s_best: float,
+                        n_reps: int, seed: int) -> pd.DataFrame:
+    """Kendall tau of the Bradley–Terry ranking against the truth vs comparisons judged: judges of
+    each accuracy on ``grid``, then a judge of accuracy ``p_best`` and swap consistency ``s_best``
+    judged in one order and in both (a finer grid), labelled in a ``judge`` column."""
+    curves = [ranking.fidelity_curve(n_systems, grid, accuracies, n_reps=n_reps, seed=seed)]
+    fine = np.unique(np.round(np.geomspace(100, 25600, 17)).astype(int))
+    for both in (False, True):
+        curves.append(ranking.fidelity_curve(n_systems, fine, [p_best], swap_consistency=s_best, both_orders=both,
+                                             n_reps=n_reps, seed=seed + 1))
+    simulation = pd.concat(curves, ignore_index=True)
+    simulation["judge"] = [f"p = {a:g}" + (f", s = {s:g}, {'both orders' if b else 'one order'}" if s < 1 else "")
+                           for a, s, b in zip(simulation["accuracy"], simulation["swap_consistency"],
+                                              simulation["both_orders"], strict=True)]
+    return simulation
+
+
+def ranking_cost_markdown(needed: pd.DataFrame, best: dict, p_best: float, s_best: float, n_systems: int,
+                          target: float, n_reps: int) -> str:
+    """How many comparisons a judge as good as the paper's best needs (``needed``:
+    ``ranking.comparisons_needed`` of the simulation), in one order and in both."""
+    def cost(both: bool) -> str:
+        row = needed[(needed["accuracy"] == p_best) & (needed["swap_consistency"] == s_best)
+                     & (needed["both_orders"] == both)]
+        n, calls = row["n_comparisons"].iloc[0], row["calls"].iloc[0]
+        if not np.isfinite(n):
+            return "more than the largest grid point"
+        return f"about {int(n):,} comparisons ({int(calls):,} judge calls)"
+
+    return (f"A judge as accurate as the paper's best ({best['judge']}, reported two-class accuracy "
+            f"{100 * p_best:.2f}% and swap consistency {100 * s_best:.2f}%) needs {cost(False)} judged in one order, "
+            f"or {cost(True)} when each comparison is judged in both orders, for the Bradley–Terry ranking of "
+            f"{n_systems} systems to reach a mean Kendall tau of {target} with the truth "
+            f"({n_reps} simulated replicates per point).")
+
+
+# --------------------------------------------------------------------------- 09 · summary: its inputs
 
 
 def read_registry(folder: Path | None = None) -> pd.DataFrame:
@@ -85,43 +405,6 @@ def runs_overview(predictions: pd.DataFrame) -> pd.DataFrame:
 def read_metrics(reports_dir: Path) -> pd.DataFrame | None:
     path = Path(reports_dir) / "tables" / "metrics.csv"
     return pd.read_csv(path) if path.is_file() else None
-
-
-def human_bound(paper: dict | None) -> float | None:
-    """The human consistency bound the paper reports (``human_consistency_bound``, else the first
-    number under a key naming 'human')."""
-    def walk(node, inside: bool) -> float | None:
-        if isinstance(node, (int, float)) and not isinstance(node, bool) and inside:
-            return float(node)
-        if isinstance(node, dict):
-            for key, value in node.items():
-                found = walk(value, inside or "human" in str(key).lower())
-                if found is not None:
-                    return found
-        return None
-    if not paper:
-        return None
-    if isinstance(paper.get("human_consistency_bound"), (int, float)):
-        return float(paper["human_consistency_bound"])
-    return walk(paper, False)
-
-
-def paper_best(paper: dict | None) -> dict | None:
-    """The paper's best judge by two-class WAF, from its reported table."""
-    rows = [r for r in (paper or {}).get("judges", []) if isinstance(r, dict) and "two_class_waf" in r]
-    return max(rows, key=lambda r: r["two_class_waf"]) if rows else None
-
-
-def read_manifests(predictions_dir: Path) -> list[dict]:
-    """Each run's manifest (with its folder name as ``run_id`` and its stored row count); folders
-    without predictions (e.g. tournament designs kept beside the runs) are not runs."""
-    runs = []
-    for folder in sorted(p for p in Path(predictions_dir).glob("*") if (p / "predictions.jsonl").is_file()):
-        manifest_path = folder / "manifest.json"
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        rows = len(store.read_jsonl(folder / "predictions.jsonl"))
-        runs.append({"run_id": folder.name, "stored_rows": rows, "manifest": manifest})
-    return runs
 
 
 @dataclass
@@ -497,13 +780,3 @@ def headline_numbers(context: Context) -> dict[str, float | str | None]:
     return out
 
 
-
-def styled(table: pd.DataFrame):
-    """A summary table as the report shows it: no index, text left-aligned (these tables are
-    mostly text), hashes in monospace and allowed to wrap so the table fits the page."""
-    style = (table.style.hide(axis="index")
-             .set_properties(**{"text-align": "left"})
-             .set_table_styles([{"selector": "th", "props": [("text-align", "left")]}]))
-    if "sha256" in table.columns:
-        style = style.set_properties(subset=["sha256"], **{"font-family": "monospace", "word-break": "break-all"})
-    return style
