@@ -33,8 +33,16 @@ from helpers.report import split_front_matter
 from helpers.report.setup import Analysis
 from helpers.run import store
 from helpers.stats import ranking
+from helpers.stats.bias import length_columns
 from helpers.stats.confound import REPORTED
-from helpers.stats.metrics import best_strategy, normal_reverse_vote, two_class, unparsed_flags
+from helpers.stats.metrics import (
+    CELL,
+    best_strategy,
+    metrics_table,
+    normal_reverse_vote,
+    two_class,
+    unparsed_flags,
+)
 
 PAPER_ROUNDS = 2
 ANALYSIS_NOTEBOOKS = ("02_metrics", "03_consistency", "04_voting", "05_ranking", "06_confound", "07_tournament")
@@ -205,6 +213,15 @@ def data_markdown(pairs: pd.DataFrame, labels: pd.DataFrame, rates: pd.DataFrame
 
 
 # --------------------------------------------------------------------------- 02 · metrics
+
+
+def metrics_csv(predictions: pd.DataFrame, pairs: pd.DataFrame, cis: pd.DataFrame, root: str | Path | None,
+                n_boot: int, seed: int) -> pd.DataFrame:
+    """``metrics.csv``: the paper's metrics of every judge cell (``metrics.metrics_table``, CIs from
+    ``cis``), the confound audit's length columns, and where each cell's judgements came from."""
+    table = metrics_table(predictions, n_boot=n_boot, seed=seed, cis=cis)
+    table = table.merge(length_columns(predictions, pairs), on=CELL, how="left")
+    return with_source(table, root)
 
 
 def _mean_std(row: pd.Series, column: str) -> str:
