@@ -20,6 +20,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from synthetic import synthetic_predictions, write_predictions
 
 from helpers import data, imports
+from helpers.report import chapters
 from helpers.run import results
 from helpers.stats import metrics
 
@@ -283,7 +284,7 @@ def test_an_unknown_judge_needs_an_input_type(tmp_path, judged):
 def test_sources_label_imported_cells_and_judged_ones(released, tmp_path, judged):
     _import(released, tmp_path / "store")
     table = metrics.metrics_table(results.load_predictions(tmp_path / "store"), n_boot=10)
-    labelled = imports.with_source(pd.concat([table, table.assign(judge="length", strategy="-")]), tmp_path / "store")
+    labelled = chapters.with_source(pd.concat([table, table.assign(judge="length", strategy="-")]), tmp_path / "store")
     assert set(labelled.loc[labelled["judge"] == "qwen25omni", "source_label"]) == {
         "computed here from the authors' released outputs"}
     assert set(labelled.loc[labelled["judge"] == "length", "source"]) == {"this study"}
@@ -300,11 +301,11 @@ def test_paper_check_flags_differences_above_a_hundredth_of_a_point():
         {"judge": "qwen25vl", "strategy": "S1", "input_type": "video", "two_class_waf": 1.0,
          "two_class_acc": 1.0, "swap_consistency": 1.0, "source": imports.JUDGED},  # judged here: not compared
     ])
-    check = imports.paper_check(table, paper).set_index("metric")
+    check = chapters.paper_check(table, paper).set_index("metric")
     assert list(check.index) == ["two_class_waf", "two_class_acc", "swap_consistency"]
     assert check["flag"].tolist() == [False, False, True]  # 0.00, 0.01 (rounding), 0.03
     assert check.loc["swap_consistency", "difference"] == pytest.approx(0.03)
-    text = imports.paper_check_markdown(check.reset_index())
+    text = chapters.paper_check_markdown(check.reset_index())
     assert "1 number(s) differ" in text and "79.12 computed here vs 79.09 reported" in text
 
 
@@ -360,11 +361,11 @@ def test_an_import_that_would_double_a_cell_judged_here_is_refused(released, tmp
 
 
 def test_the_judges_table_of_the_summary_names_the_source(released, tmp_path, pairs):
-    from helpers.report import summary
+    from helpers.report.setup import setup
 
     _import(released, tmp_path / "store")
-    context = summary.collect(tmp_path / "store", tmp_path / "reports")
-    table = summary.judges_table(context).set_index("judge")
+    context = chapters.collect(setup(tmp_path / "store", tmp_path / "reports", predictions=False))
+    table = chapters.judges_table(context).set_index("judge")
     assert table.loc["qwen25omni", "status"] == (
         "ran: S1, S2, S3, S4; 2 round(s), 574 pairs (computed here from the authors' released outputs)")
 

@@ -1,4 +1,4 @@
-"""What the report's framing chapters say (helpers.report.summary): computed numbers, judges run or not,
+"""What the report's framing chapters say (helpers.report.chapters, notebook 09): computed numbers, judges run or not,
 limitations derived from what is missing, provenance."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import yaml
 from synthetic import synthetic_predictions, write_predictions
 
 from helpers import paths
-from helpers.report import summary
+from helpers.report import chapters
+from helpers.report.setup import setup
 from helpers.run import provenance
 
 REGISTRY = pd.DataFrame([
@@ -34,17 +35,17 @@ def metrics_row(judge, strategy, waf, lo, hi, input_type="text"):
             "two_class_waf_lo": lo, "two_class_waf_hi": hi}
 
 
-def context(tmp_path: Path, judges=("length", "random"), metrics=None, paper=PAPER, **extra) -> summary.Context:
+def context(tmp_path: Path, judges=("length", "random"), metrics=None, paper=PAPER, **extra) -> chapters.Context:
     predictions = synthetic_predictions(n_pairs=20, judges={j: 0.6 for j in judges}, rounds=2)
-    return summary.Context(
+    return chapters.Context(
         dataset="emoprefer", reports_dir=tmp_path, predictions_dir=tmp_path, registry=REGISTRY,
-        overview=summary.runs_overview(predictions), metrics=metrics, paper=paper, prompts=None, manifests=[],
+        overview=chapters.runs_overview(predictions), metrics=metrics, paper=paper, prompts=None, manifests=[],
         **extra,
     )
 
 
 def test_the_inference_command_is_the_one_users_run_on_a_gpu_machine():
-    assert summary.infer_command("qwen25omni") == (
+    assert chapters.infer_command("qwen25omni") == (
         "papermill notebooks/01_infer.ipynb out.ipynb -p model qwen25omni -p strategy all -p media_dir /path/to/mer2025")
 
 
@@ -54,7 +55,7 @@ def test_the_abstract_quotes_the_best_judge_the_length_baseline_and_the_papers_b
         metrics_row("qwen25omni", "S2", 66.5, 62.0, 70.0, "audiovideo"),
         metrics_row("qwen25omni", "S1", 60.0, 56.0, 64.0, "audiovideo"),
     ])
-    text = summary.abstract_markdown(context(tmp_path, judges=("length", "random", "qwen25omni"), metrics=metrics))
+    text = chapters.abstract_markdown(context(tmp_path, judges=("length", "random", "qwen25omni"), metrics=metrics))
     assert "Of the 3 judges scored on this run, the highest two-class weighted F1 (WAF) is 66.50 " \
            "(95% CI 62.00–70.00), reached by `qwen25omni`, S2, audiovideo input (an MLLM judge)." in text
     assert "prefers the longer description reaches 61.23 (95% CI 57.00–65.50)" in text
@@ -65,45 +66,45 @@ def test_the_abstract_quotes_the_best_judge_the_length_baseline_and_the_papers_b
 
 def test_when_only_baselines_ran_the_abstract_says_so(tmp_path):
     metrics = pd.DataFrame([metrics_row("random", "-", 49.5, 45.1, 53.9), metrics_row("length", "-", 75.0, 71.0, 79.0)])
-    text = summary.abstract_markdown(context(tmp_path, metrics=metrics))
+    text = chapters.abstract_markdown(context(tmp_path, metrics=metrics))
     assert "reached by `length`, text input (the baseline that simply prefers the longer description)" in text
     assert "No MLLM judge ran on this machine" in text
 
 
 def test_without_metrics_the_abstract_states_no_result(tmp_path):
-    text = summary.abstract_markdown(context(tmp_path, metrics=None, paper=None))
+    text = chapters.abstract_markdown(context(tmp_path, metrics=None, paper=None))
     assert "no headline result can be stated" in text and "reported by the paper" not in text
 
 
 def test_the_judges_table_says_which_judges_ran_here_and_which_did_not(tmp_path):
-    table = summary.judges_table(context(tmp_path)).set_index("judge")
+    table = chapters.judges_table(context(tmp_path)).set_index("judge")
     assert table.loc["length", "status"] == "ran: 2 round(s), 20 pairs"
     assert table.loc["qwen25omni", "status"] == "not run in this build"
     assert table.loc["qwen25omni", "runs on"] == "GPU" and table.loc["gpt4o", "runs on"] == "API"
-    text = summary.judges_markdown(context(tmp_path))
-    assert "`qwen25omni`, `gpt4o`" in text and summary.infer_command("qwen25omni") in text
+    text = chapters.judges_markdown(context(tmp_path))
+    assert "`qwen25omni`, `gpt4o`" in text and chapters.infer_command("qwen25omni") in text
 
 
 def test_limitations_follow_from_what_the_build_lacks(tmp_path):
-    items = summary.limitations(context(tmp_path, missing_notebooks=["06_confound"]), data_dir=tmp_path)
+    items = chapters.limitations(context(tmp_path, missing_notebooks=["06_confound"]), data_dir=tmp_path)
     text = "\n".join(items)
     assert items[0].startswith("**No MLLM judge ran in this build.**")
     assert "EmoPrefer-Data v2 is absent" in text
     assert "`06_confound`" in text and "metrics.csv` is missing" in text
     ran_all = context(tmp_path, judges=("length", "qwen25omni", "gpt4o"), metrics=pd.DataFrame())
-    assert "No MLLM judge ran" not in "\n".join(summary.limitations(ran_all, data_dir=tmp_path))
+    assert "No MLLM judge ran" not in "\n".join(chapters.limitations(ran_all, data_dir=tmp_path))
 
 
 def test_the_human_bound_is_read_from_the_papers_table():
-    assert summary.human_bound(PAPER) == 69.31
-    assert summary.human_bound({"bounds": {"human agreement": 70.5}}) == 70.5
-    assert summary.human_bound(None) is None
-    assert summary.paper_best(PAPER)["judge"] == "Qwen2.5-Omni"
+    assert chapters.human_bound(PAPER) == 69.31
+    assert chapters.human_bound({"bounds": {"human agreement": 70.5}}) == 70.5
+    assert chapters.human_bound(None) is None
+    assert chapters.paper_best(PAPER)["judge"] == "Qwen2.5-Omni"
 
 
 def test_prompts_are_shown_byte_for_byte_from_params():
     prompts = yaml.safe_load((paths.params_dir() / "prompts.yaml").read_text(encoding="utf-8"))
-    text = summary.prompts_markdown(prompts)
+    text = chapters.prompts_markdown(prompts)
     for key in ("S1", "S2_judge", "S4_reason", "S4_extract"):
         assert f"```text\n{prompts[key]}\n```" in text
 
@@ -115,15 +116,15 @@ def test_runs_are_listed_from_the_store_with_their_manifests(tmp_path):
                 "created": "2026-01-01T00:00:00+00:00", "git_revision": "0123456789abcdef"}
     (tmp_path / "length__cpu__text__emoprefer" / "manifest.json").write_text(json.dumps(manifest))
     ctx = context(tmp_path)
-    ctx.manifests = summary.read_manifests(tmp_path)
-    run = summary.runs_table(ctx).iloc[0]
+    ctx.manifests = chapters.read_manifests(tmp_path)
+    run = chapters.runs_table(ctx).iloc[0]
     (tmp_path / "tournaments").mkdir()  # not a run: no predictions
-    ctx.manifests = summary.read_manifests(tmp_path)
+    ctx.manifests = chapters.read_manifests(tmp_path)
     assert len(ctx.manifests) == 1
     assert (run["run"], run["rows"], run["rounds"]) == ("length__cpu__text__emoprefer", 10, 1)
     assert (run["model calls"], run["created"], run["git"]) == (6, "2026-01-01T00:00:00", "0123456789")
     assert run["status"] == "—"  # absent from this manifest: shown as absent, not guessed
-    assert "Manifest of run <code>length__cpu__text__emoprefer</code>" in summary.manifests_html(ctx)
+    assert "Manifest of run <code>length__cpu__text__emoprefer</code>" in chapters.manifests_html(ctx)
 
 
 def test_outside_a_git_checkout_the_revision_says_so(tmp_path):
@@ -132,7 +133,7 @@ def test_outside_a_git_checkout_the_revision_says_so(tmp_path):
 
 @pytest.mark.skipif(not os.environ.get("EMOPREFER_DATA"), reason="EMOPREFER_DATA not set")
 def test_the_data_table_lists_each_file_hash_against_the_pinned_one(tmp_path):
-    ctx = summary.collect(predictions_dir=tmp_path / "none", reports_dir=tmp_path)
-    table = summary.data_table(ctx).set_index("file")
+    ctx = chapters.collect(setup(predictions_dir=tmp_path / "none", reports_dir=tmp_path, predictions=False))
+    table = chapters.data_table(ctx).set_index("file")
     assert table.loc["preference_emoprefer.csv", "pinned"] == "matches"
     assert len(table.loc["preference_emoprefer.csv", "sha256"]) == 64

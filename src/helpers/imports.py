@@ -21,7 +21,8 @@ description files (``...-cot-description-...``, ``...-cot-reasoning-...``) hold 
 are skipped unless the user passes ``allow_pickle=True`` for files they trust.
 
 Rows have the columns of judged runs, so every analysis reads them; the manifest says where
-they came from (``source``), which files (sha256) and against which data. Importing the same
+they came from (``source``; the report labels cells by it and checks imported judges against the
+paper's table in ``helpers.report.chapters``), which files (sha256) and against which data. Importing the same
 files again changes nothing; other files into an existing run folder are refused unless
 ``overwrite``. Command line::
 
@@ -614,85 +615,6 @@ def import_table(path: str | Path, judge: str, dataset: str = "emoprefer", input
         summaries.append({"run_id": run_id, "judge": judge, "strategy": strategy, "input_type": input_type,
                           "files": 1, "rows": len(rows), "status": status, "folder": str(root / run_id)})
     return pd.DataFrame(summaries)
-
-
-# --------------------------------------------------------------------------- provenance for the report
-
-
-def run_sources(root: str | Path | None = None) -> pd.DataFrame:
-    """``judge, strategy, input_type, source, source_label`` of every run folder: judged runs
-    (no ``source`` in their manifest) are ``this study``."""
-    root = Path(root) if root is not None else paths.predictions_dir()
-    rows = []
-    for manifest_path in sorted(root.glob("*/manifest.json")):
-        if not (manifest_path.parent / "predictions.jsonl").is_file():
-            continue
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        source = manifest.get("source") or JUDGED
-        rows.append({"judge": manifest.get("judge"), "strategy": manifest.get("strategy"),
-                     "input_type": manifest.get("input_type"), "source": source,
-                     "source_label": SOURCE_LABELS.get(source, source)})
-    frame = pd.DataFrame(rows, columns=["judge", "strategy", "input_type", "source", "source_label"])
-    return frame.groupby(["judge", "strategy", "input_type"], as_index=False).agg(
-        lambda s: " + ".join(sorted(set(s))))
-
-
-def with_source(table: pd.DataFrame, root: str | Path | None = None) -> pd.DataFrame:
-    """``table`` (keyed by judge, strategy, input_type) with ``source`` and ``source_label``
-    columns appended; cells without a manifest count as this study's."""
-    out = table.drop(columns=["source", "source_label"], errors="ignore").merge(
-        run_sources(root), on=["judge", "strategy", "input_type"], how="left")
-    out["source"] = out["source"].fillna(JUDGED)
-    out["source_label"] = out["source_label"].fillna(SOURCE_LABELS[JUDGED])
-    return out
-
-
-PAPER_METRICS = ("two_class_waf", "two_class_acc", "swap_consistency")
-TOLERANCE = 0.01
-
-
-def paper_check(table: pd.DataFrame, paper: dict, mapping: dict[str, dict] | None = None,
-                tolerance: float = TOLERANCE) -> pd.DataFrame:
-    """Each judge imported from the authors' outputs against the number the paper reports for
-    it (its strategy, our recomputation): ``flag`` is True where they differ by more than
-    ``tolerance`` points. ``table``: ``metrics.csv`` with a ``source`` column."""
-    mapping = official_models() if mapping is None else mapping
-    reported = {row["judge"]: row for row in paper.get("judges", [])}
-    by_judge = {entry["judge"] or model: entry.get("paper") for model, entry in
-                ((m, {"judge": e.get("judge") or m, **e}) for m, e in mapping.items())}
-    imported = table[table.get("source", pd.Series(JUDGED, index=table.index)) == OFFICIAL]
-    rows = []
-    for judge in sorted(imported["judge"].unique()):
-        name = by_judge.get(judge)
-        if name not in reported:
-            continue
-        paper_row = reported[name]
-        cells = imported[(imported["judge"] == judge) & (imported["strategy"] == paper_row["strategy"])]
-        for metric in PAPER_METRICS:
-            ours = float(cells[metric].iloc[0]) if len(cells) else np.nan
-            diff = ours - float(paper_row[metric])
-            rows.append({"judge": judge, "paper judge": name, "strategy": paper_row["strategy"],
-                         "input_type": cells["input_type"].iloc[0] if len(cells) else "", "metric": metric,
-                         "computed here": ours, "reported by the paper": float(paper_row[metric]),
-                         "difference": round(diff, 2), "flag": bool(not np.isfinite(diff) or abs(diff) > tolerance + 1e-9)})
-    return pd.DataFrame(rows, columns=["judge", "paper judge", "strategy", "input_type", "metric", "computed here",
-                                       "reported by the paper", "difference", "flag"])
-
-
-def paper_check_markdown(check: pd.DataFrame, tolerance: float = TOLERANCE) -> str:
-    """One paragraph on whether the released outputs reproduce the paper's table."""
-    if check.empty:
-        return ("No judge was imported from the authors' released outputs in this build (pass "
-                "`OFFICIAL_OUTPUTS=DIR` to `make report`), so the paper's table is not recomputed here.")
-    flagged = check[check["flag"]]
-    judges = ", ".join(sorted(check["judge"].unique()))
-    if flagged.empty:
-        return (f"Recomputed here from the authors' released outputs, {judges} reproduce the paper's two-class WAF, "
-                f"accuracy and swap consistency within {tolerance:.2f} points.")
-    listing = "; ".join(f"{r['judge']} {r['strategy']} {r['metric']}: {r['computed here']:.2f} computed here vs "
-                        f"{r['reported by the paper']:.2f} reported" for _, r in flagged.iterrows())
-    return (f"Recomputed from the authors' released outputs, {len(flagged)} number(s) differ from the paper's table "
-            f"by more than {tolerance:.2f} points: {listing}.")
 
 
 # --------------------------------------------------------------------------- command line

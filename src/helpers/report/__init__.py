@@ -1,16 +1,27 @@
-"""The study's report: how notebooks show their results, and the offline twin of ``quarto render``.
+"""The report wing: what the analysis notebooks open with, what their chapters say, how their
+results are shown, and the offline twin of ``quarto render``. The last step of the data flow
+(data -> judges -> run -> stats -> report): it reads the predictions store and ``params/``,
+calls ``helpers.stats`` for every number, and computes none itself.
 
-Quarto renders ``reports/index.qmd`` (its chapters in ``reports/sections/``, the labelled outputs
-of the executed notebooks in ``reports/executed/``) for users who have it. Quarto cannot be
-installed on the study's machines, so ``python -m helpers.report`` renders the same sources
-with pandoc, which Quarto itself uses underneath:
+- ``setup``: the one notebook preamble (``setup(...)``: folders, the predictions of one dataset,
+  the "run the judges first" stop) and the one reader of ``params/paper_results.yaml``
+  (``paper_results()``).
+- ``chapters``: the prose and the chapter logic — tables assembled from computed numbers, the
+  sentences that quote them, the summary notebook's abstract, judges, limitations and provenance.
+- ``plots``: one function per figure kind (saved as PNG, shown whatever the backend).
+- ``tables``: ``show``, the one way a notebook displays a table, so Quarto and the fallback show
+  the same thing.
+- ``protocol``: the protocol card (each judge's decoding and media settings beside the paper's).
+- ``prepass`` and ``render``: Quarto renders ``reports/index.qmd`` (chapters in
+  ``reports/sections/``, the labelled outputs of the executed notebooks in ``reports/executed/``)
+  for users who have it; ``python -m helpers.report`` renders the same sources with pandoc, which
+  Quarto itself uses underneath. ``prepass`` does what Quarto adds before pandoc (chapter
+  includes, notebook embeds, figure and table numbers, and ``sync_chapters``, Quarto's
+  pre-render step); ``render`` lets pandoc do the rest (sections, TOC, callouts,
+  cross-references) into one self-contained page, and is the command line.
 
-- ``prepass``: what Quarto adds before pandoc: chapter includes, notebook embeds, figure and
-  table numbers (and ``sync_chapters``, Quarto's pre-render step).
-- ``render``: pandoc does the rest (sections, TOC, callouts, cross-references) into one
-  self-contained page; the command line.
-- ``tables``: ``show``, the one way a notebook displays a table, so Quarto and the fallback
-  show the same thing.
+``setup`` and ``chapters`` are imported by their module names (``from helpers.report.setup
+import setup``), not from this package, so that importing the renderer stays light.
 """
 
 from helpers.report.prepass import (

@@ -111,6 +111,18 @@ def simulation_curve(curve: pd.DataFrame, target: float = 0.9, path=None, hue: s
     return save(fig, path)
 
 
+def length_boxplots(lengths: pd.DataFrame, path=None) -> plt.Figure:
+    """Description length in characters and in words by writing model (``lengths``: one row per
+    description with ``model``, ``characters``, ``words``), side by side."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, unit in zip(axes, ["characters", "words"], strict=True):
+        sns.boxplot(data=lengths, x="model", y=unit, hue="model", ax=ax, legend=False)
+        ax.set_xlabel("writing model")
+        ax.set_ylabel(f"length ({unit})")
+    fig.tight_layout()
+    return save(fig, path)
+
+
 def show(fig: plt.Figure) -> None:
     """Display a figure as the cell's image output whatever the matplotlib backend (the
     Makefile runs notebooks with MPLBACKEND=Agg, which the inline backend would not capture),

@@ -1,0 +1,59 @@
+"""The notebooks' one preamble (helpers.report.setup): folders, predictions of one dataset, the
+paper's reported table, and the message when nothing has been judged yet."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+import yaml
+
+from helpers import data, paths
+from helpers.report.setup import paper_results, setup
+from helpers.stats.simulate import synthetic_predictions, write_predictions
+
+needs_data = pytest.mark.skipif(not os.environ.get(data.DATA_ENV), reason=f"${data.DATA_ENV} not set")
+
+
+def test_the_papers_table_is_the_params_file_parsed():
+    expected = yaml.safe_load((paths.params_dir() / "paper_results.yaml").read_text(encoding="utf-8"))
+    assert paper_results() == expected
+    assert paper_results()["human_consistency_bound"] == 69.31
+
+
+def test_an_absent_papers_table_is_empty_and_a_malformed_one_is_refused_by_name(tmp_path):
+    assert paper_results(tmp_path / "absent.yaml") == {}
+    bad = tmp_path / "paper.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ValueError, match=r"paper\.yaml: must be a YAML mapping"):
+        paper_results(bad)
+
+
+def test_without_predictions_setup_makes_the_folders_and_reads_the_paper(tmp_path):
+    ctx = setup(reports_dir=tmp_path / "reports", predictions_dir=tmp_path / "store", predictions=False)
+    assert ctx.tables.is_dir() and ctx.figures.is_dir() and ctx.tables == tmp_path / "reports" / "tables"
+    assert ctx.predictions is None and ctx.paper == paper_results()
+    with pytest.raises(AttributeError):
+        ctx.dataset = "emopreferv2"  # frozen: a notebook cannot change what it analyses halfway
+
+
+@needs_data
+def test_an_empty_store_stops_with_what_to_run(tmp_path):
+    with pytest.raises(RuntimeError, match=r"no emoprefer predictions under .*store: run the judges first"):
+        setup(tmp_path / "store", tmp_path / "reports")
+    empty = setup(tmp_path / "store", tmp_path / "reports", require_predictions=False)
+    assert empty.predictions.empty
+
+
+@needs_data
+@pytest.mark.filterwarnings("ignore:run folder.*have no manifest")  # a hand-written store
+def test_only_the_requested_datasets_predictions_are_loaded(tmp_path):
+    pairs = data.load_pairs()
+    ours = synthetic_predictions(pairs.head(30), judges={"good": 0.8}, rounds=1, seed=0).assign(dataset="emoprefer")
+    other = ours.assign(dataset="emopreferv2", judge="elsewhere")
+    write_predictions(pd.concat([ours, other], ignore_index=True), tmp_path / "store", "mixed")
+    ctx = setup(tmp_path / "store", tmp_path / "reports")
+    assert set(ctx.predictions["judge"]) == {"good"}
+    assert ctx.cells[["judge", "rows"]].values.tolist() == [["good", len(ours)]]
+    assert ctx.summary == f"{len(ours)} predictions, 1 judge(s), 1 judge cell(s)"
