@@ -31,7 +31,7 @@ from helpers.report.setup import Analysis
 from helpers.run import store
 from helpers.run.provenance import revision_note
 from helpers.stats import bt, simulate
-from helpers.stats.confound import REPORTED, length_columns
+from helpers.stats.confound import REPORTED, human_bound, length_columns
 from helpers.stats.metrics import (
     CELL,
     best_strategy,
@@ -65,25 +65,6 @@ def infer_command(judge: str, media_dir: str | None = MEDIA_PLACEHOLDER) -> str:
 
 
 # --------------------------------------------------------------------------- the paper's reported table
-
-
-def human_bound(paper: dict | None) -> float | None:
-    """The human consistency bound the paper reports (``human_consistency_bound``, else the first
-    number under a key naming 'human')."""
-    def walk(node, inside: bool) -> float | None:
-        if isinstance(node, (int, float)) and not isinstance(node, bool) and inside:
-            return float(node)
-        if isinstance(node, dict):
-            for key, value in node.items():
-                found = walk(value, inside or "human" in str(key).lower())
-                if found is not None:
-                    return found
-        return None
-    if not paper:
-        return None
-    if isinstance(paper.get("human_consistency_bound"), (int, float)):
-        return float(paper["human_consistency_bound"])
-    return walk(paper, False)
 
 
 def paper_best(paper: dict | None) -> dict | None:

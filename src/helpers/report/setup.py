@@ -22,7 +22,7 @@ from helpers import paths
 from helpers.run.results import load_predictions
 from helpers.stats.metrics import CELL
 
-EMPTY_HINT = "run the judges first (make report runs the CPU grid; python -m helpers.run.grid params/grid_cpu.yaml)"
+EMPTY_HINT = "run the judges first (make report runs the CPU grid; python -m helpers.run params/grid_cpu.yaml)"
 
 
 def paper_file() -> Path:

@@ -386,11 +386,29 @@ def reported_judges(paper: Mapping | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["judge", "strategy", "two_class_waf"])
 
 
+def human_bound(paper: Mapping | None) -> float | None:
+    """The human consistency bound the paper reports (``human_consistency_bound``, else the first
+    number under a key naming 'human')."""
+    def walk(node, inside: bool) -> float | None:
+        if isinstance(node, (int, float)) and not isinstance(node, bool) and inside:
+            return float(node)
+        if isinstance(node, dict):
+            for key, value in node.items():
+                found = walk(value, inside or "human" in str(key).lower())
+                if found is not None:
+                    return found
+        return None
+    if not paper:
+        return None
+    if isinstance(paper.get("human_consistency_bound"), (int, float)):
+        return float(paper["human_consistency_bound"])
+    return walk(paper, False)
+
+
 def paper_results(paper: Mapping | None) -> tuple[pd.DataFrame, float | None]:
     """The paper's reported judges and its human consistency bound (None when not given), from
     its parsed results table (None: no table)."""
-    bound = (paper or {}).get("human_consistency_bound")
-    return reported_judges(paper), (float(bound) if bound is not None else None)
+    return reported_judges(paper), human_bound(paper)
 
 
 # --------------------------------------------------------------------------- the chapter's tables and prose
