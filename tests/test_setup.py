@@ -8,10 +8,10 @@ import os
 import pandas as pd
 import pytest
 import yaml
+from synthetic import synthetic_predictions, write_predictions
 
 from helpers import data, paths
 from helpers.report.setup import paper_results, setup
-from helpers.stats.simulate import synthetic_predictions, write_predictions
 
 needs_data = pytest.mark.skipif(not os.environ.get(data.DATA_ENV), reason=f"${data.DATA_ENV} not set")
 
