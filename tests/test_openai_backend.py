@@ -11,10 +11,10 @@ import io
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import soundfile as sf
+from local_server import LocalServer, QuietHandler
 from tiny_models import write_mp4, write_wav
 
 from helpers.judges.base import JudgeSpec, Media, Request
@@ -28,7 +28,7 @@ def completion(text: str) -> dict:
     return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
 
 
-class ScriptedServer:
+class ScriptedServer(LocalServer):
     """A chat-completions endpoint on 127.0.0.1 that plays back scripted answers."""
 
     def __init__(self):
@@ -39,7 +39,7 @@ class ScriptedServer:
         self.in_flight = self.max_in_flight = 0
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with owner.lock:
@@ -62,17 +62,7 @@ class ScriptedServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
 
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import json
 import socket
 import struct
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from local_server import LocalServer, QuietHandler
 
 from helpers.judges.base import JudgeSpec, Request
 from helpers.judges.openai import OpenAIBackend, OpenAIError
@@ -26,7 +26,7 @@ MAX_REQUESTS = 20  # a runaway retry loop meets a 410 (not retried) instead of s
 GOOD = json.dumps({"choices": [{"message": {"role": "assistant", "content": "a2"}}]}).encode()
 
 
-class MisbehavingServer:
+class MisbehavingServer(LocalServer):
     """Plays back a script of behaviours, one per request, then ``default``."""
 
     def __init__(self):
@@ -36,7 +36,7 @@ class MisbehavingServer:
         self.lock = threading.Lock()
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self):
                 self.rfile.read(int(self.headers["Content-Length"]))  # read it all: no RST from unread data
                 with owner.lock:
@@ -80,17 +80,7 @@ class MisbehavingServer:
                 self.connection.close()
                 self.close_connection = True
 
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture
