@@ -307,6 +307,15 @@ def test_show_hides_the_index_shows_missing_values_as_a_dash_and_renders_subscri
     assert rows[3] == ["—", "50.00", "11"]
 
 
+def test_show_keeps_a_mean_with_its_spread_and_an_interval_on_one_line():
+    """ "79.75 ± 0.00" or "[76.11, 83.07]" never breaks inside a narrow column; long text still wraps."""
+    table = pd.DataFrame({"2-class WAF": ["79.75 ± 0.00", "53.00 ± 1.32"], "95% CI": ["[76.11, 83.07]", "[49.02, 56.65]"],
+                          "note": ["a long sentence that may wrap", "another"]})
+    rules = [rule for rule in report.show(table).to_html().split("}") if "white-space: nowrap" in rule]
+    columns = sorted(re.search(r"\.col(\d+)", rule).group(1) for rule in rules)
+    assert columns == ["0", "1"]
+
+
 def test_show_keeps_a_named_index_as_columns_and_escapes_html():
     frame = pd.DataFrame({"rating": [1000.0, 768.4], "comparisons": [574.0, float("nan")]},
                          index=pd.Index(["<mask>", "merrfine"], name="system"))

@@ -67,6 +67,15 @@ def _numeric(column: pd.Series) -> bool:
     return bool(len(text)) and bool(text.str.match(r"^(?:[-+−]?[\d.]|\[|—$)").all())
 
 
+def _short_numbers(column: pd.Series, width: int = 18) -> bool:
+    """Text that reads as one short number ("79.75 ± 0.00", "[76.11, 83.07]"): kept on one line,
+    since a mean broken from its spread, or a bound from its interval, misreads in a narrow column."""
+    if pd.api.types.is_numeric_dtype(column) or any(isinstance(v, tuple) for v in column):
+        return False
+    text = column.dropna().astype(str)
+    return _numeric(column) and bool(len(text)) and int(text.str.len().max()) <= width
+
+
 def _bounds(columns: list, i: int) -> bool:
     """Whether columns i+1, i+2 are the lower and upper bound of column i (``x, x_lo, x_hi``,
     ``acc, ci_low, ci_high``, ``estimate, lo, hi``)."""
@@ -113,7 +122,7 @@ def show(table: pd.DataFrame | pd.Series, digits: int | dict[str, int] | None = 
         decimals = _decimals(values, {} if digits is None else digits, column)
         style = style.format(lambda v, d=decimals: _cell(v, d), subset=[column])
         props = [("text-align", "right" if _numeric(values) else "left")]
-        if pd.api.types.is_numeric_dtype(values):
+        if pd.api.types.is_numeric_dtype(values) or _short_numbers(values):
             props.append(("white-space", "nowrap"))  # a number is never broken; "v [lo, hi]" may be
         style = style.set_table_styles({column: [{"selector": "", "props": props}]}, overwrite=False)
     for column in (c for c in mono if c in frame.columns):
