@@ -29,6 +29,18 @@ from helpers.judges.vllm import (
 pytestmark = pytest.mark.usefixtures("offline")  # text_lm, omni: tests/conftest.py
 
 
+
+@dataclass
+class Completion:
+    """One generated text, shaped like vLLM's ``CompletionOutput``."""
+    text: str
+
+
+@dataclass
+class Output:
+    """One request's result, shaped like vLLM's ``RequestOutput``."""
+    outputs: list
+
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory, text_lm, omni) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("vllm_boundary")
@@ -122,14 +134,6 @@ def test_requests_sharing_a_video_are_adjacent_and_responses_keep_the_callers_or
     order = cache_friendly_order(requests)
     assert [requests[i].key for i in order] == ["a-S1", "a-S2", "b-S1", "b-S2", "text"]
 
-    @dataclass
-    class Completion:
-        text: str
-
-    @dataclass
-    class Output:
-        outputs: list
-
     class FakeLLM:
         """Answers each prompt with the position it was sent at, as vLLM's LLM.generate would."""
 
@@ -200,14 +204,6 @@ class FakeVLLM:
                 owner.calls.append(len(prompts))
                 if fail_on_call is not None and len(owner.calls) == fail_on_call:
                     raise KeyboardInterrupt("killed")
-
-                @dataclass
-                class Completion:
-                    text: str
-
-                @dataclass
-                class Output:
-                    outputs: list
 
                 return [Output([Completion("a1")]) for _ in prompts]
 
