@@ -33,7 +33,6 @@ files again changes nothing; other files into an existing run folder are refused
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import zipfile
@@ -60,7 +59,7 @@ from helpers.data import (
 from helpers.judges.registry import RegistryError, list_judges, load_spec
 from helpers.run.identity import identity_changes, identity_sha256
 from helpers.run.provenance import git_revision
-from helpers.run.store import RunStore, make_run_id, now, read_jsonl
+from helpers.run.store import RunStore, make_run_id, now, read_jsonl, read_manifest
 from helpers.run.strategies import STRATEGIES, row_key
 
 OFFICIAL = "official-release"
@@ -264,8 +263,7 @@ def run_identity(source: str, data_hashes: dict, judge: str, strategy: str, inpu
 
 def _stored_cells(folder: Path) -> tuple[set[tuple], str]:
     """The judge cells a run folder holds (from its manifest, else its rows) and its source."""
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    manifest = read_manifest(folder) or {}
     if manifest.get("judge"):
         return {(manifest.get("judge"), manifest.get("strategy"), manifest.get("input_type"))}, \
             manifest.get("source") or "judged here"

@@ -134,8 +134,7 @@ def _run_folders(predictions_dir: Path):
     """``(folder, manifest)`` of every run in the store; folders without predictions (e.g.
     tournament designs kept beside the runs) are not runs, a run without a manifest has ``{}``."""
     for folder in sorted(p for p in Path(predictions_dir).glob("*") if (p / "predictions.jsonl").is_file()):
-        manifest_path = folder / "manifest.json"
-        yield folder, json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+        yield folder, store.read_manifest(folder) or {}
 
 
 def read_manifests(predictions_dir: Path) -> list[dict]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import platform
 import sys
 import warnings
@@ -40,12 +39,12 @@ from helpers.run.provenance import git_revision, package_versions
 from helpers.run.results import score_against_data
 from helpers.run.store import (
     RunStore,
-    StoreError,
     load_predictions,
     load_steps,
     make_run_id,
     now,
     read_jsonl,
+    read_manifest,
     secrets_from_env,
 )
 from helpers.run.strategies import STRATEGIES, Item, Pipeline, resolve_sharing, row_key
@@ -381,7 +380,7 @@ def run_state(plan: RunPlan, root: str | Path | None = None) -> str:
     plan; otherwise ``missing``, ``other identity``, or the folder's own status (``failed``,
     ``running``, ``interrupted``, ``incomplete``)."""
     folder = (Path(root) if root is not None else paths.predictions_dir()) / plan.run_id
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder)
     if manifest is None:
         return "missing"
     if manifest.get("identity_sha256") != plan.identity_sha256:
@@ -393,16 +392,6 @@ def run_state(plan: RunPlan, root: str | Path | None = None) -> str:
     return status if status in ("failed", "running", "interrupted") else "incomplete"
 
 
-def _read_manifest(folder: Path) -> dict | None:
-    path = folder / "manifest.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StoreError(f"{path}: not readable JSON ({exc})") from exc
-
-
 def _precheck(plans: list[RunPlan], context: RunContext) -> None:
     """Refuse before any model loads (and before S1 of an ``all`` run writes anything) when a
     folder of this run holds a run of another identity; the locked check in each folder repeats it."""
@@ -412,7 +401,7 @@ def _precheck(plans: list[RunPlan], context: RunContext) -> None:
         folder = context.root / plan.run_id
         predictions = folder / "predictions.jsonl"
         has_rows = predictions.is_file() and predictions.stat().st_size > 0
-        check_identity(folder, _read_manifest(folder) or {}, plan.identity, has_rows)
+        check_identity(folder, read_manifest(folder) or {}, plan.identity, has_rows)
 
 
 # --------------------------------------------------------------------------- running
@@ -717,7 +706,7 @@ def load_run(summary: pd.DataFrame, output_dir: str | Path | None = None, data_d
 
 
 def _on_dataset_files(folder: Path) -> bool:
-    manifest = _read_manifest(folder) or {}
+    manifest = read_manifest(folder) or {}
     return manifest.get("dataset") in dataset_specs() and not (manifest.get("parameters") or {}).get("pairs_given")
 
 

@@ -7,7 +7,6 @@ This is where the store (``helpers.run.store``, ``helpers.run.identity``) meets 
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -41,10 +40,9 @@ def load_predictions(root: str | Path | None = None, dataset: str | None = None,
 
 def _run_data_hashes(folder: Path) -> dict[str, str] | None:
     """The data hashes a run folder's manifest records (its identity's, else the older key)."""
-    path = folder / "manifest.json"
-    if not path.is_file():
+    manifest = store.read_manifest(folder)
+    if manifest is None:
         return None
-    manifest = json.loads(path.read_text())
     return (manifest.get("identity") or {}).get("data_sha256") or manifest.get("data_sha256")
 
 

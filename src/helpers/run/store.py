@@ -40,6 +40,7 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.=-]+$")
 RUN_ID_MAX = 200  # a folder name, far below the 255 bytes file systems allow
 REPLACED_DIR = ".replaced"  # where overwrite=True moves a run folder of another identity
 MIN_SECRET_LEN = 8  # shorter "secrets" would redact ordinary words out of the answers
+MANIFEST_NAME = "manifest.json"
 LOCK_TIMEOUT_ENV = "EMOPREFER_LOCK_TIMEOUT_S"
 DEFAULT_LOCK_TIMEOUT_S = 15 * 60.0
 
@@ -100,6 +101,18 @@ def secrets_from_env(names) -> dict[str, str]:
         if len(value.strip()) >= MIN_SECRET_LEN:
             found[name] = value.strip()
     return found
+
+
+def read_manifest(folder: str | Path) -> dict | None:
+    """A run folder's manifest (None when it has none), read without taking the folder's lock:
+    every reader of the store (resume checks, scoring, the report) goes through here."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StoreError(f"{path}: not readable JSON ({exc})") from exc
 
 
 def repair_jsonl(path: Path) -> int:
@@ -202,7 +215,7 @@ class RunStore:
         self.folder = self.root / run_id
         self.predictions_path = self.folder / "predictions.jsonl"
         self.steps_path = self.folder / "steps.jsonl"
-        self.manifest_path = self.folder / "manifest.json"
+        self.manifest_path = self.folder / MANIFEST_NAME
         self.lock_path = self.folder / "lock"
         self._locked = False
         self._lock: dict = {}
@@ -310,9 +323,7 @@ class RunStore:
         return append_jsonl(self.steps_path, [redact(row, self.secrets) for row in rows])
 
     def read_manifest(self) -> dict:
-        if not self.manifest_path.exists():
-            return {}
-        return json.loads(self.manifest_path.read_text())
+        return read_manifest(self.folder) or {}
 
     def write_manifest(self, manifest: dict) -> None:
         """Write to a temporary file then rename, so a kill never leaves half a manifest."""
