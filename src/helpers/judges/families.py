@@ -10,8 +10,9 @@ Also here, because both backends record it the same way: where a checkpoint's we
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from helpers.judges.base import BackendError, JudgeSpec, Request
 
@@ -27,16 +28,31 @@ class Family:
     num_frames: int | None = None  # fixed frame count instead of fps sampling
     audio_in_video: bool = False  # hears a video's own soundtrack (input type audiovideo)
     timed_frames: bool = False  # its processor times frames from their metadata (else assumes 24 fps)
+    thinker_of: str | None = None  # full omni class of a hub checkpoint: load it talker-less, run its .thinker
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. Qwen3's enable_thinking=False
 
 
 FAMILIES: dict[str, Family] = {
     "qwen25omni": Family("Qwen2_5OmniThinkerForConditionalGeneration", audio=True, video=True,
-                         audio_in_video=True),
+                         audio_in_video=True, thinker_of="Qwen2_5OmniForConditionalGeneration"),
     "qwen25vl": Family("Qwen2_5_VLForConditionalGeneration", video=True, timed_frames=True),
     "qwen2audio": Family("Qwen2AudioForConditionalGeneration", audio=True),
     "llavanextvideo": Family("LlavaNextVideoForConditionalGeneration", video=True, num_frames=8),
     "text": Family("AutoModelForCausalLM", processor=False),
     "qwen25": Family("AutoModelForCausalLM", processor=False),
+    # Current families (issue 21; not in the paper). Each is in vLLM 0.33's model registry too:
+    # Qwen3OmniMoeForConditionalGeneration (its thinker), Qwen3VLForConditionalGeneration,
+    # Gemma3nForConditionalGeneration, Qwen3ForCausalLM.
+    # Qwen3-Omni: the thinker of a full checkpoint (model_type qwen3_omni_moe), audio inside video as
+    # for Qwen2.5-Omni; its processor is an OmniModalProcessorMixin like Qwen2.5-Omni's (same call shape).
+    "qwen3omni": Family("Qwen3OmniMoeThinkerForConditionalGeneration", audio=True, video=True,
+                        audio_in_video=True, thinker_of="Qwen3OmniMoeForConditionalGeneration"),
+    # Qwen3-VL: video only; its processor writes each frame pair's timestamp from the video metadata.
+    "qwen3vl": Family("Qwen3VLForConditionalGeneration", video=True, timed_frames=True),
+    # Gemma 3n: audio (and images); no video input in transformers or vLLM, so it judges the audio track.
+    "gemma3n": Family("Gemma3nForConditionalGeneration", audio=True),
+    # Qwen3 text LLM in non-thinking mode: its chat template pre-fills an empty <think></think>.
+    "qwen3": Family("AutoModelForCausalLM", processor=False, chat_template_kwargs={"enable_thinking": False}),
 }
 
 
@@ -56,7 +72,9 @@ def check_input(spec: JudgeSpec, family: Family, request: Request) -> str:
     needs_audio = input_type in ("audio", "audiovideo")
     needs_video = input_type in ("video", "audiovideo")
     if input_type == "audiovideo" and not family.audio_in_video:
-        raise BackendError(f"judge {spec.name!r} ({spec.family}) cannot take audio inside video; use qwen25omni")
+        takers = ", ".join(name for name, f in FAMILIES.items() if f.audio_in_video)
+        raise BackendError(f"judge {spec.name!r} ({spec.family}) cannot take audio inside video; families that can: "
+                           f"{takers}")
     if (needs_audio and not family.audio) or (needs_video and not family.video):
         raise BackendError(f"judge {spec.name!r} ({spec.family}) cannot take input type {input_type!r}")
     return input_type

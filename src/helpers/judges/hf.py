@@ -197,14 +197,14 @@ class TransformersBackend(Backend):
         }
 
     def _load_model(self, transformers, checkpoint: str, model_kwargs: dict):
-        """The model; for a full Qwen2.5-Omni checkpoint, its thinker with the talker never built."""
-        if self.spec.family == "qwen25omni":
+        """The model; for a full omni checkpoint (Qwen2.5-Omni, Qwen3-Omni: ``Family.thinker_of``), its
+        thinker with the talker never built."""
+        if self.family.thinker_of:
+            full_class = getattr(transformers, self.family.thinker_of)
             config = transformers.AutoConfig.from_pretrained(checkpoint, **{
                 k: v for k, v in model_kwargs.items() if k in ("local_files_only", "revision")})
-            if config.model_type == "qwen2_5_omni":
-                full = transformers.Qwen2_5OmniForConditionalGeneration.from_pretrained(
-                    checkpoint, enable_audio_output=False, **model_kwargs
-                )
+            if config.model_type == full_class.config_class.model_type:
+                full = full_class.from_pretrained(checkpoint, enable_audio_output=False, **model_kwargs)
                 # What the full model's generate gives its thinker when return_audio=False.
                 eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
                 self._default_generation = {"max_new_tokens": 1024, "eos_token_id": eos}
@@ -271,9 +271,11 @@ class TransformersBackend(Backend):
         """Tokenised inputs for a batch of one input type, and extra ``generate`` kwargs."""
         conversations = [build_messages(r, self.family, self._system(r)) for r in batch]
         if not self.family.processor:
-            texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+            texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True,
+                                                        **self.family.chat_template_kwargs) for c in conversations]
             return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False), {}
-        texts = [self.processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+        texts = [self.processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True,
+                                                    **self.family.chat_template_kwargs) for c in conversations]
         input_type = batch[0].media.input_type if batch[0].media is not None else "text"
         kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
         extra: dict[str, Any] = {}

@@ -17,6 +17,7 @@ import yaml
 
 from helpers import paths
 from helpers.data import INPUT_TYPES
+from helpers.judges import decoding
 from helpers.judges.base import STRATEGIES, Backend, JudgeSpec, PairJudge
 from helpers.judges.decoding import DecodingError, check_yaml_generation
 
@@ -140,6 +141,29 @@ def resolve_backend(spec: JudgeSpec, backend: str = "auto") -> str:
     if spec.backend == "openai":
         return "openai"
     return "vllm" if vllm_available() and _gpu_present() else "transformers"
+
+
+def engine_line(spec: JudgeSpec, backend: str = "auto") -> str:
+    """Which engine a run of ``spec`` uses, as a plan states it: the explicit choice, or for ``auto``
+    what this machine would pick and the rule (a GPU box with vLLM picks vLLM)."""
+    kind = resolve_backend(spec, backend)
+    if backend == "auto" and spec.backend == "local":
+        return f"auto ({kind} here; vllm with a CUDA GPU, else transformers)"
+    return kind
+
+
+def decoding_line(spec: JudgeSpec) -> str:
+    """A judge's decoding protocol in one line: for a local judge its complete settings
+    (:func:`decoding.protocol`, what both engines send), for an API judge what its YAML sends."""
+    if spec.backend == "cpu":
+        return "model-free (reads the two texts)"
+    if spec.backend == "openai":
+        stated = decoding.normalise(spec.generation, who=f"judge {spec.name!r}")
+        return ", ".join(f"{k}={v}" for k, v in stated.items()) or "vendor defaults"
+    s = decoding.protocol(spec)
+    mode = (f"sample T={s['temperature']:g} top_p={s['top_p']:g} top_k={s['top_k'] or 'all'}"
+            if s["do_sample"] else "greedy")
+    return f"{mode}, rep {s['repetition_penalty']:g}, {s.get('max_new_tokens', '?')} tokens"
 
 
 def make_backend(spec: JudgeSpec, backend: str = "auto") -> Backend:

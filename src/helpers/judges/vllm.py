@@ -172,9 +172,11 @@ def load_chat_template(spec: JudgeSpec) -> Callable[[list[dict]], str]:
     kwargs: dict[str, Any] = {"local_files_only": offline}
     if spec.options.get("revision"):
         kwargs["revision"] = spec.options["revision"]
-    loader = transformers.AutoProcessor if family_of(spec).processor else transformers.AutoTokenizer
+    family = family_of(spec)
+    loader = transformers.AutoProcessor if family.processor else transformers.AutoTokenizer
     owner = loader.from_pretrained(spec.checkpoint, **kwargs)
-    return lambda messages: owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return lambda messages: owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                      **family.chat_template_kwargs)
 
 
 def _engine_facts(llm) -> dict[str, Any]:

@@ -65,7 +65,7 @@ import yaml
 
 from helpers import paths
 from helpers.judges.base import JudgeSpec
-from helpers.judges.registry import import_object, list_judges, load_spec
+from helpers.judges.registry import decoding_line, engine_line, import_object, list_judges, load_spec
 from helpers.run import engine
 
 EXECUTORS = ("local", "ray")
@@ -375,6 +375,18 @@ def plan(grid: Grid, force: bool = False) -> tuple[list[list[Cell]], list[dict]]
     return list(lanes.values()), skipped
 
 
+def cell_protocol(cell: Cell) -> dict:
+    """What a planned cell will run (for ``--dry-run``): engine, input type, the judge's decoding
+    protocol and, for S3/S4, the text LLM's."""
+    spec = load_spec(cell.model)
+    row = {"engine": engine_line(spec, str(cell.parameters.get("backend", "auto"))),
+           "input_type": cell.parameters.get("input_type") or spec.input_type, "decoding": decoding_line(spec)}
+    llm = cell.parameters.get("judge_llm")
+    uses_llm = llm and cell.parameters.get("strategy") in ("S3", "S4", "all")
+    row["judge_llm"] = f"{llm}: {decoding_line(load_spec(llm))}" if uses_llm else "-"
+    return row
+
+
 def lanes_local(grid: Grid, lanes: list[list[Cell]], gpus: list[str], workers: int,
                 log: Callable[[str], None], overwrite: bool = False) -> list[dict]:
     """One worker per GPU (or ``workers`` CPU workers); each worker runs whole lanes."""
@@ -429,7 +441,7 @@ def run_grid(file: str | Path, overrides: dict | None = None, gpus: list[str] | 
         log(f"skip {entry['cell']}: {entry['reason']}")
     gpus = gpus if gpus is not None else (grid.gpus or detect_gpus())
     if dry_run:
-        planned = [{"cell": c.cell_id, "status": "planned"} for lane in lanes for c in lane]
+        planned = [{"cell": c.cell_id, "status": "planned", **cell_protocol(c)} for lane in lanes for c in lane]
         return pd.DataFrame(skipped + planned)
     if not lanes:
         return pd.DataFrame(skipped)
