@@ -49,8 +49,13 @@ VIDEO_PIXELS = {"shortest_edge": 56 * 56, "longest_edge": 56 * 56}
 QWEN_SYSTEM = "You are Qwen, a virtual human developed by the Qwen Team."  # a system prompt the tests pass explicitly
 
 
-def build_tokenizer(folder: Path, vocab_size: int = 500):
-    """A byte-level BPE trained here, wrapped as a left-padding Qwen2 tokenizer with ChatML."""
+def build_tokenizer(folder: Path, vocab_size: int = 500, named: dict | None = None, chat_template: str = CHAT_TEMPLATE,
+                    tail: tuple[str, ...] = ()):
+    """A byte-level BPE trained here, wrapped as a left-padding Qwen2 tokenizer with ChatML
+    (``named``: the family's special tokens by role, Qwen2.5-Omni's media tokens by default;
+    ``tail``: special tokens placed after the trained vocabulary, in order, as Gemma 3n's media tables)."""
+    named = OMNI_TOKENS if named is None else named
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *(t for t in named.values() if t not in tail)]
     import json
 
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -61,22 +66,25 @@ def build_tokenizer(folder: Path, vocab_size: int = 500):
     raw.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     raw.train_from_iterator(CORPUS * 10, trainer)
     merges = [tuple(m.split()) if isinstance(m, str) else tuple(m) for m in json.loads(raw.to_str())["model"]["merges"]]
+    vocab = raw.get_vocab()
+    vocab.update({token: len(vocab) + i for i, token in enumerate(tail)})
     tokenizer = Qwen2Tokenizer(
-        vocab=raw.get_vocab(),
+        vocab=vocab,
         merges=merges,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         padding_side="left",
-        **OMNI_TOKENS,
+        **named,
     )
-    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS], special_tokens=True)
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in [*specials, *tail]],
+                         special_tokens=True)
+    tokenizer.chat_template = chat_template
     tokenizer.save_pretrained(folder)
     return tokenizer
 
@@ -107,12 +115,12 @@ HUB_LIKE_GENERATION = {"do_sample": True, "temperature": 0.7, "top_p": 0.5, "top
 samples and sets NO length, so transformers alone would stop after 20 new tokens."""
 
 
-def _save(model, tokenizer, folder: Path, processor=None, hub_like: bool = False) -> Path:
+def _save(model, tokenizer, folder: Path, processor=None, hub_like: bool = False, eos: str = "<|im_end|>") -> Path:
     """Random weights, a generation config, and the processor, into ``folder``: a short greedy
     config for fast tests, or with ``hub_like`` one shaped like the hub's (sampling, no length)."""
     from transformers import GenerationConfig
 
-    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    eos = tokenizer.convert_tokens_to_ids(eos)
     if hub_like:
         model.generation_config = GenerationConfig(
             bos_token_id=tokenizer.pad_token_id, eos_token_id=[eos, tokenizer.pad_token_id],
@@ -273,6 +281,216 @@ def build_llava_next_video(folder: Path) -> Path:
         video_token=OMNI_TOKENS["video_token"], image_token=OMNI_TOKENS["image_token"],
     )
     return _save(model, tokenizer, folder, processor)
+
+
+# -- current families (issue 21): Qwen3-Omni, Qwen3-VL, Gemma 3n, Qwen3 -------------------------------
+
+QWEN3_TOKENS = {
+    "image_token": "<|image_pad|>",
+    "audio_token": "<|audio_pad|>",
+    "video_token": "<|video_pad|>",
+    "vision_bos_token": "<|vision_start|>",
+    "vision_eos_token": "<|vision_end|>",
+    "audio_bos_token": "<|audio_start|>",
+    "audio_eos_token": "<|audio_end|>",
+}
+"""The media tokens of Qwen3-Omni / Qwen3-VL, under the role names their processors read."""
+
+QWEN3_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}"
+    "{% elif part['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'audio' %}<|audio_start|><|audio_pad|><|audio_end|>"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+"""ChatML with Qwen3's media placeholders, and Qwen3's non-thinking switch: with ``enable_thinking=False``
+the released Qwen3 templates pre-fill an empty think block after the assistant header (the shape of it)."""
+
+QWEN3_ROPE = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3], "mrope_interleaved": True}
+QWEN3_VISION = {
+    "depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64, "patch_size": 16,
+    "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 16, "deepstack_visual_indexes": [0],
+}
+QWEN3_VIDEO_SIZE = (64, 64)  # 4x4 patches of 16 px, 2x2 merged -> 4 tokens per frame pair
+QWEN3_PIXELS = {"shortest_edge": 64 * 64, "longest_edge": 64 * 64 * 8}
+
+
+def _qwen3_video_processor(processor_class):
+    return processor_class(size=QWEN3_PIXELS, patch_size=16, temporal_patch_size=2, merge_size=2)
+
+
+def build_qwen3_text_lm(folder: Path) -> Path:
+    """A 2-layer Qwen3ForCausalLM (hidden 64) whose chat template honours ``enable_thinking``."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    folder = Path(folder)
+    tokenizer = build_tokenizer(folder, named={}, chat_template=QWEN3_CHAT_TEMPLATE)
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(Qwen3Config(**text_config(tokenizer), head_dim=16, tie_word_embeddings=True))
+    return _save(model, tokenizer, folder)
+
+
+def build_qwen3vl(folder: Path) -> Path:
+    """A tiny Qwen3-VL (video, frames timed from their metadata): 1-block 16 px vision tower with one
+    deepstack layer, 2-layer decoder with interleaved M-RoPE."""
+    import torch
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    folder = Path(folder)
+    tokenizer = build_tokenizer(folder, named=QWEN3_TOKENS, chat_template=QWEN3_CHAT_TEMPLATE)
+    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in QWEN3_TOKENS.items()}
+    config = Qwen3VLConfig(
+        text_config={**text_config(tokenizer), "head_dim": 16, "rope_parameters": QWEN3_ROPE},
+        vision_config=QWEN3_VISION, image_token_id=ids["image_token"], video_token_id=ids["video_token"],
+        vision_start_token_id=ids["vision_bos_token"], vision_end_token_id=ids["vision_eos_token"],
+    )
+    torch.manual_seed(0)
+    model = Qwen3VLForConditionalGeneration(config)
+    processor = Qwen3VLProcessor(image_processor=Qwen2VLImageProcessor(patch_size=16),
+                                 video_processor=_qwen3_video_processor(Qwen3VLVideoProcessor),
+                                 tokenizer=tokenizer, chat_template=QWEN3_CHAT_TEMPLATE)
+    return _save(model, tokenizer, folder, processor)
+
+
+def build_qwen3omni_thinker(folder: Path) -> Path:
+    """A tiny Qwen3-Omni thinker: 1-layer audio encoder, 1-block vision tower, a 2-layer MoE decoder
+    (4 experts, 2 per token)."""
+    import torch
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+        Qwen3OmniMoeProcessor,
+        Qwen3OmniMoeThinkerConfig,
+        Qwen3OmniMoeThinkerForConditionalGeneration,
+        WhisperFeatureExtractor,
+    )
+
+    folder = Path(folder)
+    tokenizer = build_tokenizer(folder, named=QWEN3_TOKENS, chat_template=QWEN3_CHAT_TEMPLATE)
+    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in QWEN3_TOKENS.items()}
+    config = Qwen3OmniMoeThinkerConfig(
+        audio_config={**AUDIO, "output_dim": 64, "n_window": 50, "n_window_infer": 100, "downsample_hidden_size": 8},
+        vision_config=QWEN3_VISION,
+        text_config={**text_config(tokenizer), "head_dim": 16, "rope_parameters": QWEN3_ROPE, "num_experts": 4,
+                     "num_experts_per_tok": 2, "moe_intermediate_size": 32},
+        audio_token_id=ids["audio_token"], image_token_id=ids["image_token"], video_token_id=ids["video_token"],
+        audio_start_token_id=ids["audio_bos_token"], vision_start_token_id=ids["vision_bos_token"],
+        user_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
+        position_id_per_seconds=int(Qwen3OmniMoeProcessor.position_id_per_seconds),  # the processor interleaves by it
+    )
+    torch.manual_seed(0)
+    model = Qwen3OmniMoeThinkerForConditionalGeneration(config)
+    processor = Qwen3OmniMoeProcessor(
+        image_processor=Qwen2VLImageProcessor(patch_size=16),
+        video_processor=_qwen3_video_processor(Qwen2VLVideoProcessor),
+        feature_extractor=WhisperFeatureExtractor(feature_size=128),
+        tokenizer=tokenizer,
+        chat_template=QWEN3_CHAT_TEMPLATE,
+    )
+    return _save(model, tokenizer, folder, processor)
+
+
+def build_qwen3omni_full(folder: Path, thinker: Path) -> Path:
+    """The hub layout of Qwen3-Omni (``model_type: qwen3_omni_moe``, thinker weights under ``thinker.``)
+    around a tiny thinker; the talker and code2wav are left out (``enable_audio_output: false``)."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, Qwen3OmniMoeConfig, Qwen3OmniMoeForConditionalGeneration
+
+    shutil.copytree(thinker, folder, dirs_exist_ok=True)
+    config = Qwen3OmniMoeConfig(thinker_config=AutoConfig.from_pretrained(thinker).to_dict(), enable_audio_output=False)
+    torch.manual_seed(0)
+    Qwen3OmniMoeForConditionalGeneration(config).save_pretrained(folder)
+    return Path(folder)
+
+
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    "{% set first = (messages[0]['content'] if messages[0]['content'] is string "
+    "else messages[0]['content'][0]['text']) + '\n\n' %}{% set loop_messages = messages[1:] %}"
+    "{% else %}{% set first = '' %}{% set loop_messages = messages %}{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "<start_of_turn>{{ role }}\n{{ first if loop.first else '' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'audio' %}<audio_soft_token>{% elif part['type'] == 'image' %}<image_soft_token>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+"""Gemma's turn format (system text folded into the first user turn, ``model`` as the assistant's role,
+``<audio_soft_token>`` where an audio part goes): the shape of Gemma 3n's released template."""
+
+GEMMA_TEXT_TOKENS = {"boi_token": "<start_of_image>", "boa_token": "<start_of_audio>"}
+GEMMA_MEDIA_TOKENS = {"eoi_token": "<end_of_image>", "image_token": "<image_soft_token>",
+                      "eoa_token": "<end_of_audio>", "audio_token": "<audio_soft_token>"}
+GEMMA_MEDIA_VOCAB = 4  # ids per modality table (the hub's: 128)
+
+
+def build_gemma3n(folder: Path) -> Path:
+    """A tiny Gemma 3n with Gemma's id layout: text ids, then the vision table (``<end_of_image>``,
+    ``<image_soft_token>``...), then the audio table (``<end_of_audio>``, ``<audio_soft_token>``...),
+    a 1-layer conformer audio encoder and the processor's fixed 188 audio soft tokens per clip. The
+    vision tower is timm's ``test_efficientnet`` (the hub's is timm's MobileNetV5; never called here)."""
+    import torch
+    from transformers import (
+        Gemma3nAudioFeatureExtractor,
+        Gemma3nConfig,
+        Gemma3nForConditionalGeneration,
+        Gemma3nProcessor,
+        SiglipImageProcessor,
+    )
+
+    folder = Path(folder)
+    tail = (GEMMA_MEDIA_TOKENS["eoi_token"], GEMMA_MEDIA_TOKENS["image_token"],
+            *[f"<unused_image_{i}>" for i in range(GEMMA_MEDIA_VOCAB - 2)],
+            GEMMA_MEDIA_TOKENS["eoa_token"], GEMMA_MEDIA_TOKENS["audio_token"],
+            *[f"<unused_audio_{i}>" for i in range(GEMMA_MEDIA_VOCAB - 2)])
+    named = {**GEMMA_TEXT_TOKENS, **GEMMA_MEDIA_TOKENS, "bos_token": "<bos>", "start_of_turn": "<start_of_turn>",
+             "end_of_turn": "<end_of_turn>"}
+    tokenizer = build_tokenizer(folder, named=named, chat_template=GEMMA_CHAT_TEMPLATE, tail=tail)
+    tokenizer.eos_token = "<end_of_turn>"
+    tokenizer.save_pretrained(folder)
+    text_vocab = len(tokenizer) - len(tail)
+    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in {**GEMMA_TEXT_TOKENS, **GEMMA_MEDIA_TOKENS}.items()}
+    assert ids["eoi_token"] == text_vocab and ids["eoa_token"] == text_vocab + GEMMA_MEDIA_VOCAB
+    eos = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    config = Gemma3nConfig(
+        text_config={
+            "vocab_size": len(tokenizer), "vocab_size_per_layer_input": text_vocab, "hidden_size": 64,
+            "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 16, "hidden_size_per_layer_input": 8, "laurel_rank": 4, "altup_num_inputs": 2,
+            "num_kv_shared_layers": 0, "activation_sparsity_pattern": [0.0, 0.0], "sliding_window": 64,
+            "layer_types": ["sliding_attention", "full_attention"], "max_position_embeddings": 4096,
+            "pad_token_id": tokenizer.pad_token_id, "eos_token_id": eos, "bos_token_id": tokenizer.bos_token_id,
+        },
+        vision_config={"architecture": "test_efficientnet", "hidden_size": 256, "vocab_size": GEMMA_MEDIA_VOCAB,
+                       "vocab_offset": text_vocab},
+        audio_config={"hidden_size": 32, "conf_num_attention_heads": 2, "conf_num_hidden_layers": 1,
+                      "sscp_conv_channel_size": [8, 4], "vocab_size": GEMMA_MEDIA_VOCAB,
+                      "vocab_offset": text_vocab + GEMMA_MEDIA_VOCAB},
+        boi_token_id=ids["boi_token"], eoi_token_id=ids["eoi_token"], image_token_id=ids["image_token"],
+        boa_token_id=ids["boa_token"], eoa_token_id=ids["eoa_token"], audio_token_id=ids["audio_token"],
+        vision_soft_tokens_per_image=4,
+    )
+    torch.manual_seed(0)
+    model = Gemma3nForConditionalGeneration(config)
+    processor = Gemma3nProcessor(feature_extractor=Gemma3nAudioFeatureExtractor(), image_processor=SiglipImageProcessor(),
+                                 tokenizer=tokenizer, chat_template=GEMMA_CHAT_TEMPLATE, image_seq_length=4)
+    return _save(model, tokenizer, folder, processor, eos="<end_of_turn>")
 
 
 def write_mp4(path: Path, *, seconds: float = 2.0, fps: int = 10, size: tuple[int, int] = VIDEO_SIZE,
