@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 from fake_backend import expected_calls
 from tiny_models import (
+    HUB_LIKE_GENERATION,
     QWEN3_PIXELS,
     QWEN3_VIDEO_SIZE,
     build_gemma3n,
@@ -192,6 +193,7 @@ def test_qwen3omni_hears_the_mp4_inside_the_video_and_loads_a_hub_layout_as_its_
     assert type(backend.model).__name__ == "Qwen3OmniMoeThinkerForConditionalGeneration"
     assert not hasattr(backend.model, "talker")
     assert backend._default_generation["max_new_tokens"] == 1024, "what the full model's generate gives its thinker"
+    assert backend.info["checkpoint_generation"] == HUB_LIKE_GENERATION, "the full checkpoint's own file is recorded"
     video_id, audio_id = (backend.tokenizer.convert_tokens_to_ids(t) for t in ("<|video_pad|>", "<|audio_pad|>"))
     counts = {}
     mp4_sound = Media("audio", audio=tiny["video"])  # the mp4's own track, heard as a separate audio
@@ -201,6 +203,8 @@ def test_qwen3omni_hears_the_mp4_inside_the_video_and_loads_a_hub_layout_as_its_
         ids = inputs["input_ids"][0].tolist()
         counts[input_type] = (ids.count(video_id), ids.count(audio_id))
         assert extra["use_audio_in_video"] is (input_type == "audiovideo"), "processor and generate must agree"
+        if input_type != "audio":  # without the fps the processor assumes 1 fps and misplaces the sound
+            assert inputs["video_second_per_grid"].tolist() == [1.0], "2 frames per temporal patch at 2 fps"
     assert counts["video"] == (8, 0), "4 frames of 64 px: 2 temporal x 2x2 merged patches, not upscaled"
     assert counts["audiovideo"] == (8, counts["audio"][1]) and counts["audio"][1] > 0, "the video's sound, all of it"
     responses = backend.generate([Request("a", "short", media=media_for("audiovideo", tiny)),

@@ -408,12 +408,19 @@ def build_qwen3omni_full(folder: Path, thinker: Path) -> Path:
     import shutil
 
     import torch
-    from transformers import AutoConfig, Qwen3OmniMoeConfig, Qwen3OmniMoeForConditionalGeneration
+    from transformers import (
+        AutoConfig,
+        GenerationConfig,
+        Qwen3OmniMoeConfig,
+        Qwen3OmniMoeForConditionalGeneration,
+    )
 
     shutil.copytree(thinker, folder, dirs_exist_ok=True)
     config = Qwen3OmniMoeConfig(thinker_config=AutoConfig.from_pretrained(thinker).to_dict(), enable_audio_output=False)
     torch.manual_seed(0)
-    Qwen3OmniMoeForConditionalGeneration(config).save_pretrained(folder)
+    full = Qwen3OmniMoeForConditionalGeneration(config)
+    full.generation_config = GenerationConfig(**HUB_LIKE_GENERATION)  # the full model's file, as on the hub
+    full.save_pretrained(folder)
     return Path(folder)
 
 

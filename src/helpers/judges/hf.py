@@ -131,6 +131,7 @@ class TransformersBackend(Backend):
                                      "local_path": local_path(spec.checkpoint, spec.options.get("revision")),
                                      "revision": spec.options.get("revision"), "loaded": False}
         self._default_generation: dict = {}
+        self._checkpoint_generation: dict | None = None  # a full omni checkpoint's, read before its thinker is split off
 
     # -- loading -----------------------------------------------------------------------------
     def load(self) -> None:
@@ -193,7 +194,8 @@ class TransformersBackend(Backend):
             "loaded": True,
             # what decodes (the YAML's protocol) beside what the checkpoint would have used
             "generation": {k: v for k, v in self.generation_settings().items() if k in decoding.KNOBS},
-            "checkpoint_generation": checkpoint_generation(self.model),
+            "checkpoint_generation": (self._checkpoint_generation if self._checkpoint_generation is not None
+                                      else checkpoint_generation(self.model)),
         }
 
     def _load_model(self, transformers, checkpoint: str, model_kwargs: dict):
@@ -205,6 +207,8 @@ class TransformersBackend(Backend):
                 k: v for k, v in model_kwargs.items() if k in ("local_files_only", "revision")})
             if config.model_type == full_class.config_class.model_type:
                 full = full_class.from_pretrained(checkpoint, enable_audio_output=False, **model_kwargs)
+                # the hub's generation_config.json belongs to the full model, not to its thinker
+                self._checkpoint_generation = checkpoint_generation(full)
                 # What the full model's generate gives its thinker when return_audio=False.
                 eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
                 self._default_generation = {"max_new_tokens": 1024, "eos_token_id": eos}
