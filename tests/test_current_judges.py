@@ -96,6 +96,12 @@ def test_each_new_judge_is_one_yaml_of_a_family_both_engines_serve():
     assert FAMILIES["qwen3"].chat_template_kwargs == {"enable_thinking": False}
 
 
+def test_every_family_has_a_tiny_checkpoint_to_test_it_with():
+    from tiny_models import FAMILY_BUILDERS
+
+    assert set(FAMILY_BUILDERS) == set(FAMILIES), "a new family brings a tiny checkpoint in tests/tiny_models.py"
+
+
 def test_greedy_or_sampling_as_each_yaml_states_on_both_engines():
     assert decoding.is_deterministic(load_spec("qwen3omni"))
     assert sampling_kwargs(load_spec("qwen3omni"), seed=2) == {

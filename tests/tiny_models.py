@@ -500,6 +500,17 @@ def build_gemma3n(folder: Path) -> Path:
     return _save(model, tokenizer, folder, processor, eos="<end_of_turn>")
 
 
+FAMILY_BUILDERS = {
+    "qwen25omni": build_omni_thinker, "qwen25vl": build_qwen25vl, "qwen2audio": build_qwen2audio,
+    "llavanextvideo": build_llava_next_video, "text": build_text_lm, "qwen25": build_text_lm,
+    "qwen3omni": build_qwen3omni_thinker, "qwen3vl": build_qwen3vl, "gemma3n": build_gemma3n,
+    "qwen3": build_qwen3_text_lm,
+}
+"""A tiny checkpoint for every family of ``helpers.judges.families`` (a test checks none is missing), for
+contract tests that run each shipped judge's family on a real engine. Qwen3 families use 16-px patches:
+give them clips of ``QWEN3_VIDEO_SIZE``."""
+
+
 def write_mp4(path: Path, *, seconds: float = 2.0, fps: int = 10, size: tuple[int, int] = VIDEO_SIZE,
               tone_hz: float = 440.0, with_audio: bool = True) -> Path:
     """A clip whose colour moves over time, with a sine tone on its audio track."""
