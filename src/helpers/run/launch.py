@@ -383,7 +383,12 @@ def cell_protocol(cell: Cell) -> dict:
            "input_type": cell.parameters.get("input_type") or spec.input_type, "decoding": decoding_line(spec)}
     llm = cell.parameters.get("judge_llm")
     uses_llm = llm and cell.parameters.get("strategy") in ("S3", "S4", "all")
-    row["judge_llm"] = f"{llm}: {decoding_line(load_spec(llm))}" if uses_llm else "-"
+    if not uses_llm:
+        row["judge_llm"] = "-"
+    elif llm not in list_judges():
+        row["judge_llm"] = f"{llm}: no params/models/{llm}.yaml (the run will stop)"
+    else:
+        row["judge_llm"] = f"{llm}: {decoding_line(load_spec(llm))}"
     return row
 
 
