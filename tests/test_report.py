@@ -301,7 +301,7 @@ def test_show_hides_the_index_shows_missing_values_as_a_dash_and_renders_subscri
     frame = pd.DataFrame({"judge": ["length", "len~a~ − len~b~", None], "two_class_waf": [61.254, float("nan"), 50.0],
                           "pairs": [574, 563, 11]}, index=[7, 3, 9])
     rows = cells_text(report.show(frame).to_html())
-    assert rows[0] == ["judge", "two_<wbr>class_<wbr>waf", "pairs"]  # no index column; headers may wrap
+    assert rows[0] == ["Judge", "2-class WAF", "pairs"]  # no index column; headers in words
     assert rows[1] == ["length", "61.25", "574"]
     assert rows[2] == ["len<sub>a</sub> − len<sub>b</sub>", "—", "563"]
     assert rows[3] == ["—", "50.00", "11"]
@@ -332,8 +332,7 @@ def test_show_with_intervals_sets_each_estimate_over_its_bounds_in_one_column():
                           "len_balanced_hi": [50.86, None]})
     rows = cells_text(report.show(frame, intervals=True).to_html())
     # a std column is not an estimate: its neighbours stay separate columns
-    assert rows[0] == ["judge", "two_<wbr>class_<wbr>waf_<wbr>std", "two_<wbr>class_<wbr>waf_<wbr>lo",
-                       "two_<wbr>class_<wbr>waf_<wbr>hi", "len_<wbr>balanced_<wbr>acc"]
+    assert rows[0] == ["Judge", "two class waf std", "two class waf lo", "two class waf hi", "Length-balanced accuracy"]
     assert rows[1][1:4] == ["0.50", "75.94", "82.96"]
     assert rows[1][4] == '50.00<br><span class="ci">[49.14, 50.86]</span>'
     assert rows[2][4] == "47.62"  # no bounds: the estimate alone
@@ -409,7 +408,7 @@ def test_embedded_show_tables_have_no_index_a_dash_for_missing_and_subscripts(ta
     page = report.render(tables_site / "index.qmd").html
     table = page.split('id="tbl-a"', 1)[1].split("</table>", 1)[0]
     rows = cells_text(table)
-    assert rows[0] == ["judge", "len<sub>a</sub> coefficient"]
+    assert rows[0] == ["Judge", "len<sub>a</sub> coefficient"]
     assert rows[1:] == [["length", "1.41"], ["random", "—"]]
     assert "len<sub>a</sub>" in page.split('id="abstract"', 1)[1].split("</p>", 1)[0]  # prose subscript by pandoc
 

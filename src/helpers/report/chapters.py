@@ -26,7 +26,7 @@ from helpers import data, paths
 from helpers.imports import JUDGED, OFFICIAL, SOURCE_LABELS, official_models
 from helpers.judges.registry import list_judges, load_spec
 from helpers.prompts import load_prompts, prompts_file
-from helpers.report import split_front_matter
+from helpers.report import names, split_front_matter
 from helpers.report.setup import Analysis
 from helpers.run import store
 from helpers.run.provenance import revision_note
@@ -549,7 +549,7 @@ def judges_table(context: Context) -> pd.DataFrame:
             got = ran.loc[spec.judge]
             status = _ran(got) + imported.get(spec.judge, "")
         else:
-            status = "not run in this build"
+            status = "registered, not run here"
         rows.append({"judge": spec.judge, "runs on": where, "input": spec.input_type,
                      "model": spec.checkpoint or "—", "status": status})
     for judge in sorted(set(ran.index) - set(context.registry["judge"])):
@@ -561,7 +561,8 @@ def judges_table(context: Context) -> pd.DataFrame:
 
 def _ran(got: pd.Series) -> str:
     strategies = "" if got["strategies"] == "-" else f"{got['strategies']}; "
-    return f"ran: {strategies}{got['rounds']} round(s), {got['pairs']} pairs"
+    rounds = "1 round" if got["rounds"] == 1 else f"{got['rounds']} rounds"
+    return f"ran: {strategies}{rounds}, {got['pairs']} pairs"
 
 
 def judges_markdown(context: Context) -> str:
@@ -747,3 +748,78 @@ def headline_numbers(context: Context) -> dict[str, float | str | None]:
     return out
 
 
+
+
+# --------------------------------------------------------------------------- the paper-shaped main table
+
+HUMAN_ROW = "Human annotators: agreement between annotators, before the consensus filter"
+
+
+def results_main(best: pd.DataFrame, length: pd.DataFrame, paper: dict | None, n_decided: int) -> pd.DataFrame:
+    """The main results table as data: the paper's reported rows (approximate 95% intervals over
+    ``n_decided`` pairs, ``paper.reported_rows``) and each judge run here at its best strategy
+    (``best``: ``best_rows`` of ``metrics.csv``, bootstrap CIs), with the length-balanced accuracy
+    and the accuracy on shorter-preferred pairs (``length``: ``confound.length_report``), and the
+    CI-aware rank on two-class WAF over all rows. The paper's human agreement is a last row with
+    its one number under swap consistency, the quantity it is measured like."""
+    from helpers.stats import paper as paper_view
+
+    reported = pd.DataFrame((paper or {}).get("judges", []))
+    columns = ["source", "judge", "strategy", "input_type", "pairs", "two_class_waf", "two_class_waf_lo",
+               "two_class_waf_hi", "two_class_acc", "two_class_acc_lo", "two_class_acc_hi", "swap_consistency",
+               "len_balanced_acc", "len_balanced_lo", "len_balanced_hi", "len_discordant_acc", "rank"]
+    theirs = paper_view.reported_rows(reported, n_decided).assign(source=REPORTED, input_type="", pairs=n_decided) \
+        if len(reported) else pd.DataFrame(columns=columns)
+    keep = [*CELL, "len_balanced_acc", "len_balanced_lo", "len_balanced_hi", "len_discordant_acc"]
+    ours = best_rows(best).merge(length[keep], on=CELL, how="left").assign(source=SOURCE_LABELS[JUDGED])
+    ours["source"] = best_rows(best)["source_label"].to_numpy() if "source_label" in best else ours["source"]
+    ours["judge"] = ours["judge"].map(names.judge)
+    rows = pd.concat([theirs, ours], ignore_index=True).reindex(columns=columns)
+    rows["rank"] = paper_view.ci_rank(rows)
+    rows = rows.sort_values(["two_class_waf", "judge"], ascending=[False, True], kind="mergesort")
+    bound = human_bound(paper)
+    if bound is not None:
+        rows = pd.concat([rows, pd.DataFrame([{"source": REPORTED, "judge": HUMAN_ROW, "swap_consistency": bound}])],
+                         ignore_index=True)
+    return rows.reindex(columns=columns).reset_index(drop=True)
+
+
+def results_display(rows: pd.DataFrame) -> pd.DataFrame:
+    """``results_main`` as the report shows it: human column names, strategies, "—" for unknown."""
+    shown = rows.drop(columns=["input_type", "pairs"]).copy()
+    shown["strategy"] = shown["strategy"].fillna("").map(lambda s: names.STRATEGIES.get(s, s))
+    shown["rank"] = shown["rank"].map(lambda r: "" if pd.isna(r) else str(int(r)))
+    shown = shown.rename(columns={"len_balanced_lo": "len_balanced_acc_lo", "len_balanced_hi": "len_balanced_acc_hi"})
+    return shown.rename(columns={"len_discordant_acc": "Accuracy, shorter preferred", "rank": "Rank (CI-aware)"})
+
+
+def protocol_long(card: pd.DataFrame) -> pd.DataFrame:
+    """The protocol card one row per judge and setting (decoding, media, prompt), this study's
+    value beside the paper's code, so it fits a page; the wide card stays in protocol_card.csv."""
+    rows = []
+    for row in card.itertuples(index=False):
+        for setting, ours, theirs in (("decoding", row.decoding, row.paper_decoding), ("media", row.media, row.paper_media),
+                                      ("prompt", row.prompt, "")):
+            rows.append({"Judge": names.judge(row.judge), "Setting": setting, "This study": ours,
+                         "Paper's code": theirs or "—"})
+        rows.append({"Judge": names.judge(row.judge), "Setting": "differences", "This study": row.differences,
+                     "Paper's code": ""})
+    return pd.DataFrame(rows)
+
+
+def examples_markdown(examples: pd.DataFrame, limit: int = 420) -> str:
+    """Shorter-preferred pairs quoted (``paper.shorter_examples``): the preferred text, then the
+    longer text humans rejected, each cut at ``limit`` characters with a visible ellipsis."""
+    if examples.empty:
+        return "No decided pair has humans preferring the shorter description."
+
+    def quote(text: str) -> str:
+        text = " ".join(str(text).split())
+        return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
+
+    parts = []
+    for row in examples.itertuples(index=False):
+        parts += [f"**Pair {row.name}.** Preferred ({row.preferred_chars} characters):", "",
+                  f"> {quote(row.preferred)}", "", f"Rejected ({row.rejected_chars} characters):", "",
+                  f"> {quote(row.rejected)}", ""]
+    return "\n".join(parts)

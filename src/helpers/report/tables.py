@@ -4,8 +4,8 @@ A table reaches the reader as the HTML a notebook cell displays; Quarto and the 
 both embed that HTML as it is (neither reads Markdown inside it). So the table is made readable
 here, once: no pandas index column (a meaningful index becomes ordinary columns), missing values
 as "—" rather than NaN, floats to a fixed number of decimals, text left and numbers right,
-pandoc's sub- and superscripts (``len~a~``, ``R^2^``) as ``<sub>``/``<sup>``, and long headers
-allowed to break after underscores so a wide table fits the page.
+pandoc's sub- and superscripts (``len~a~``, ``R^2^``) as ``<sub>``/``<sup>``, and column names in
+words (``names.column``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
+
+from helpers.report import names
 
 MISSING = "—"
 SCRIPTS = ((re.compile(r"~([^~\s]+)~"), "sub"), (re.compile(r"\^([^^\s]+)\^"), "sup"))
@@ -31,8 +33,9 @@ def markup(text: object) -> str:
 
 
 def _header(label: object) -> str:
-    """A column header that may wrap after underscores (``two_class_waf_lo``)."""
-    return markup(label).replace("_", "_<wbr>")
+    """A column header in words (``helpers.report.names``: ``two_class_waf`` is "2-class WAF",
+    an unknown snake_case name gets spaces), so no code name reaches a reader."""
+    return markup(names.column(label))
 
 
 def _cell(value: object, digits: int) -> str:
