@@ -3,7 +3,7 @@
 The statistics (``helpers.stats``) compute; this module turns their tables into what a chapter
 shows — the main table's "mean ± std" cells, the sentences that quote a computed number, the
 rankings and simulations the ranking chapter assembles — so every notebook stays narrative,
-parameters and calls. The summary notebook (``09_summary``) writes the abstract, the judges
+parameters and calls. The summary notebook (``09_summary``) writes the numbers the prose quotes (``variables``), the judges
 chapter, the limitations and the reproducibility appendix from what earlier steps left behind
 (``reports/tables/metrics.csv``, the predictions store and its run manifests, ``params/``), so
 every sentence states what *this* build produced and absences (no MLLM judge, no v2 data, a
@@ -463,72 +463,11 @@ def collect(analysis: Analysis) -> Context:
 # --------------------------------------------------------------------------- headline numbers
 
 
-def _pct(value: float) -> str:
-    return f"{value:.2f}"
-
-
-def _ci(row: pd.Series, column: str = "two_class_waf") -> str:
-    lo, hi = row.get(f"{column}_lo"), row.get(f"{column}_hi")
-    return f" (95% CI {_pct(lo)}–{_pct(hi)})" if pd.notna(lo) and pd.notna(hi) else ""
-
-
-def _cell(row: pd.Series) -> str:
-    strategy = "" if row["strategy"] in ("-", "", None) or pd.isna(row["strategy"]) else f", {row['strategy']}"
-    return f"`{row['judge']}`{strategy}, {row['input_type']} input"
-
-
 def best_rows(table: pd.DataFrame) -> pd.DataFrame:
     """Each judge's best cell (:func:`helpers.stats.metrics.best_strategy`), best judge first; judges
-    that tie are ordered by name, so the abstract names the same one on every build."""
+    that tie are ordered by name (the report's one tie rule, as ``variables.best_judge``)."""
     best = best_strategy(table)
     return best.sort_values(["two_class_waf", "judge"], ascending=[False, True]).reset_index(drop=True)
-
-
-def abstract_markdown(context: Context) -> str:
-    """The abstract: the question, then what this run measured, quoting computed numbers only."""
-    parts = [
-        "Can a multimodal large language model (MLLM) stand in for the people who judge which of two "
-        "emotion descriptions of a video is better? We reproduce EmoPrefer (ICLR 2026) as a notebook-first, "
-        "re-executable study and extend it with uncertainty estimates, a confound audit and judge-based "
-        "ranking of description systems."
-    ]
-    checked = context.data_checked
-    if checked is not None and not checked.normal.empty:
-        parts.append(f"The data are the {len(checked.normal)} preference pairs of `{context.dataset}`.")
-    metrics = context.metrics
-    if metrics is None or metrics.empty:
-        parts.append("No judge metrics were computed in this build (`reports/tables/metrics.csv` is absent), "
-                     "so no headline result can be stated.")
-    else:
-        best = best_rows(metrics)
-        top = best.iloc[0]
-        kind = "a CPU baseline" if top["judge"] in context.cpu_judges else "an MLLM judge"
-        if top["judge"] == "length":
-            kind = "the baseline that simply prefers the longer description"
-        parts.append(
-            f"Of the {best['judge'].nunique()} judges scored on this run, the highest two-class weighted F1 "
-            f"(WAF) is {_pct(top['two_class_waf'])}{_ci(top)}, reached by {_cell(top)} ({kind})."
-        )
-        length = best[best["judge"] == "length"]
-        if not length.empty and top["judge"] != "length":
-            row = length.iloc[0]
-            parts.append(
-                f"A judge that simply prefers the longer description reaches {_pct(row['two_class_waf'])}"
-                f"{_ci(row)} two-class WAF."
-            )
-        if not context.model_judges_run:
-            parts.append("No MLLM judge ran on this machine (no GPU, no video media), so MLLM results "
-                         "appear only as numbers reported by the paper.")
-    reported = paper_best(context.paper)
-    if reported is not None:
-        parts.append(f"For reference, the paper's best judge, {reported['judge']} ({reported.get('strategy', '')}), "
-                     f"reaches {_pct(reported['two_class_waf'])} two-class WAF (reported by the paper).")
-    if context.human is not None:
-        parts.append(f"The paper reports a human consistency bound of {_pct(context.human)} "
-                     "(reported by the paper, not recomputed here).")
-    parts.append("Every number in this report is computed by the executed notebooks of this build; "
-                 "the appendix lists the data hashes, code revision and commands that reproduce it.")
-    return " ".join(parts)
 
 
 # --------------------------------------------------------------------------- judges chapter

@@ -138,7 +138,7 @@ def judge_values(metrics: pd.DataFrame, length: pd.DataFrame | None) -> dict:
     rows = metrics[metrics["judge"] == "length"]
     if len(rows):
         out["length"] = {**_interval(rows.iloc[0], "two_class_waf"),
-                         "balanced": pct(rows.iloc[0]["len_balanced_acc"])}
+                         "balanced": pct(rows.iloc[0].get("len_balanced_acc", np.nan))}
     if length is not None and len(length):
         graded = length[~length["judge"].isin(FLOORS)]
         top = best_judge(graded, "len_balanced_acc")
