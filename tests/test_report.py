@@ -240,9 +240,6 @@ def test_a_figure_cell_without_output_is_reported_with_the_likely_cause(tmp_path
 
 # --------------------------------------------------------------------------- the project's own sources
 
-SUMMARY_CHAPTERS = ("00_abstract", "15_judges", "90_limitations", "95_reproducibility")
-
-
 def notebook_labels(notebook: Path) -> set[str]:
     nb = nbformat.read(notebook, as_version=4)
     return {str(report.cell_options(c.source).get("label")) for c in nb.cells if c.cell_type == "code"} - {"None"}
@@ -260,19 +257,17 @@ def test_quarto_renders_the_article_into_reports_without_executing_notebooks():
     assert "helpers.report --chapters-only" in config["project"]["pre-render"]
     meta, body = report.split_front_matter((paths.reports_dir() / "index.qmd").read_text())
     assert [Path(c).stem for c in meta["chapters"]] == [
-        "00_abstract", "10_data", "15_judges", "17_protocol", "20_results", "25_confound", "30_consistency", "40_voting",
-        "50_ranking", "60_tournament", "90_limitations", "95_reproducibility"]
+        "00_abstract", "05_introduction", "10_data", "15_judges", "20_results", "25_confound", "50_ranking",
+        "80_discussion", "95_appendix"]
     assert report.CHAPTERS_BEGIN in body and report.CHAPTERS_END in body
 
 
-def test_the_summary_chapters_embed_only_labels_the_summary_notebook_defines():
+def test_no_table_or_figure_is_embedded_twice_and_the_abstract_is_prose_with_var_shortcodes():
     sections = paths.reports_dir() / "sections"
-    labels = notebook_labels(paths.project_root() / "notebooks" / "09_summary.ipynb")
-    for chapter in SUMMARY_CHAPTERS:
-        embeds = embeds_of(sections / f"{chapter}.qmd")
-        assert embeds, f"{chapter}.qmd embeds nothing"
-        for notebook, label in embeds:
-            assert notebook == "09_summary.ipynb" and label in labels, f"{chapter}.qmd: {notebook}#{label}"
+    embeds = [e for chapter in sorted(sections.glob("*.qmd")) for e in embeds_of(chapter)]
+    assert embeds and len(embeds) == len(set(embeds)), "an output is embedded twice"
+    abstract = (sections / "00_abstract.qmd").read_text(encoding="utf-8")
+    assert not embeds_of(sections / "00_abstract.qmd") and "{{< var judges.length.value >}}" in abstract
 
 
 def test_every_chapter_embeds_labels_that_exist_in_its_notebook_source():

@@ -84,6 +84,8 @@ def expected(tables) -> dict[str, tuple[str, str]]:
     out["shorter pairs"] = (str(int(emotion["pairs"])), "tbl-confound-shorter")
     out["emotion preferred"] = (f(emotion["preferred"]), "tbl-confound-shorter")
     out["emotion rejected"] = (f(emotion["rejected"]), "tbl-confound-shorter")
+    lost = shorter.loc[("longer preferred", "emotion words per 100 words")]
+    out["emotion shorter rejected"] = (f(lost["rejected"]), "tbl-confound-shorter")
     p = emotion["p"]
     out["emotion p"] = ("< 0.001" if p < 0.001 else f"{p:.3f}", "tbl-confound-shorter")
     return out
@@ -95,7 +97,8 @@ def test_every_number_in_the_abstract_and_conclusion_is_recomputed_from_the_tabl
     abstract, conclusion = section(page, "abstract"), section(page, "sec-conclusion")
     for name in ("length waf", "length waf_lo", "length waf_hi", "longer preferred", "longer preferred lo",
                  "longer preferred hi", "paper best", "paper best lo", "paper best hi", "balanced", "balanced lo",
-                 "balanced hi", "shorter pairs", "emotion preferred", "emotion rejected", "pairs", "decided"):
+                 "balanced hi", "shorter pairs", "emotion preferred", "emotion rejected", "emotion shorter rejected",
+                 "pairs", "decided", "at chance", "graded judges"):
         assert values[name][0] in abstract, f"the abstract does not quote {name} = {values[name][0]}"
     for name in ("longer preferred", "length waf", "paper best", "balanced", "shorter pairs"):
         assert values[name][0] in conclusion, f"the conclusion does not quote {name} = {values[name][0]}"
@@ -111,3 +114,16 @@ def test_the_quoted_numbers_appear_with_the_same_rounding_in_the_tables_shown(bu
     for name, (value, label) in expected(tables).items():
         if label:
             assert value in block(page, label), f"{name} = {value} is not shown in {label}"
+
+
+def test_every_var_shortcode_of_the_chapters_has_a_value_in_the_generated_file(built):
+    values = yaml.safe_load((paths.project_root() / "_variables.yml").read_text(encoding="utf-8"))
+    missing = []
+    for chapter in sorted((paths.reports_dir() / "sections").glob("*.qmd")):
+        for key in re.findall(r"\{\{<\s*var\s+([^\s>]+)\s*>\}\}", chapter.read_text(encoding="utf-8")):
+            node = values
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is None or isinstance(node, dict) or node == "n/a":
+                missing.append(f"{chapter.name}: {key}")
+    assert not missing, missing

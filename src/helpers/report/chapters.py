@@ -694,12 +694,14 @@ def headline_numbers(context: Context) -> dict[str, float | str | None]:
 HUMAN_ROW = "Human annotators: agreement between annotators, before the consensus filter"
 
 
-def results_main(best: pd.DataFrame, length: pd.DataFrame, paper: dict | None, n_decided: int) -> pd.DataFrame:
+def results_main(best: pd.DataFrame, length: pd.DataFrame, paper: dict | None, n_decided: int,
+                 cis: pd.DataFrame | None = None) -> pd.DataFrame:
     """The main results table as data: the paper's reported rows (approximate 95% intervals over
     ``n_decided`` pairs, ``paper.reported_rows``) and each judge run here at its best strategy
     (``best``: ``best_rows`` of ``metrics.csv``, bootstrap CIs), with the length-balanced accuracy
     and the accuracy on shorter-preferred pairs (``length``: ``confound.length_report``), and the
-    CI-aware rank on two-class WAF over all rows. The paper's human agreement is a last row with
+    CI-aware rank on two-class WAF over all rows; ``cis`` (``metrics.ci_table``) gives our rows'
+    accuracy intervals. The paper's human agreement is a last row with
     its one number under swap consistency, the quantity it is measured like."""
     from helpers.stats import paper as paper_view
 
@@ -710,8 +712,13 @@ def results_main(best: pd.DataFrame, length: pd.DataFrame, paper: dict | None, n
     theirs = paper_view.reported_rows(reported, n_decided).assign(source=REPORTED, input_type="", pairs=n_decided) \
         if len(reported) else pd.DataFrame(columns=columns)
     keep = [*CELL, "len_balanced_acc", "len_balanced_lo", "len_balanced_hi", "len_discordant_acc"]
-    ours = best_rows(best).merge(length[keep], on=CELL, how="left").assign(source=SOURCE_LABELS[JUDGED])
-    ours["source"] = best_rows(best)["source_label"].to_numpy() if "source_label" in best else ours["source"]
+    mine = best_rows(best)
+    ours = mine.drop(columns=[c for c in keep if c not in CELL], errors="ignore").merge(length[keep], on=CELL, how="left")
+    ours["source"] = mine["source_label"].to_numpy() if "source_label" in mine else SOURCE_LABELS[JUDGED]
+    if cis is not None and len(cis):
+        acc = cis[cis["metric"] == "two_class_acc"].rename(columns={"lo": "two_class_acc_lo", "hi": "two_class_acc_hi"})
+        ours = ours.drop(columns=["two_class_acc_lo", "two_class_acc_hi"], errors="ignore").merge(
+            acc[[*CELL, "two_class_acc_lo", "two_class_acc_hi"]], on=CELL, how="left")
     ours["judge"] = ours["judge"].map(names.judge)
     rows = pd.concat([theirs, ours], ignore_index=True).reindex(columns=columns)
     rows["rank"] = paper_view.ci_rank(rows)

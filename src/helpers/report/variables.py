@@ -175,7 +175,9 @@ def shorter_values(contrast: pd.DataFrame | None, length: pd.DataFrame | None) -
     out["share"] = pct(100 * out["pairs"] / total) if total else MISSING
     for key, feature in (("emotion", "emotion words per 100 words"), ("hedging", "hedging words per 100 words")):
         row = rows.loc[(short, feature)]
-        out[key] = {"preferred": pct(row["preferred"]), "rejected": pct(row["rejected"]), "p": names.p_value(row["p"])}
+        other = rows.loc[("longer preferred", feature)]  # there the shorter text is the rejected one
+        out[key] = {"preferred": pct(row["preferred"]), "rejected": pct(row["rejected"]), "p": names.p_value(row["p"]),
+                    "shorter_rejected": pct(other["rejected"])}
     return out
 
 
