@@ -268,15 +268,27 @@ window.addEventListener('load', () => {
                text: document.body.innerText, tables, figures, abstract: abstractText,
                headings: [...document.querySelectorAll('h1, h2, h3')].map(h => h.innerText),
                title_bottom: title ? title.getBoundingClientRect().bottom : -1};
-  const pre = document.createElement('pre');
-  pre.id = 'measured';
-  pre.textContent = JSON.stringify(out);
-  document.body.appendChild(pre);
+  if (window.parent !== window) window.parent.postMessage(JSON.stringify(out), '*');
 });
 </script>
 """
+# Headless Chromium will not make a window narrower than 500 px, so a phone's width is an
+# iframe of that width inside a wider window; the page inside it lays out as on the phone.
+FRAME = """<!doctype html><html><body style="margin:0">
+<iframe src="{src}" style="border:0;width:{width}px;height:{height}px;display:block"></iframe>
+<script>window.addEventListener('message', e => {{
+  const pre = document.createElement('pre'); pre.id = 'measured'; pre.textContent = e.data; document.body.appendChild(pre);
+}});</script></body></html>"""
+HEIGHT = 900
+
+
+def framed(folder: Path, page: Path, width: int, anchor: str = "") -> Path:
+    """A window-sized page that shows ``page`` (at ``#anchor``) in an iframe ``width`` px wide."""
+    wrapper = folder / f"frame-{width}-{anchor or 'top'}.html"
+    wrapper.write_text(FRAME.format(src=page.as_uri() + (f"#{anchor}" if anchor else ""), width=width, height=HEIGHT))
+    return wrapper
 WIDTHS = (1280, 390)
-SHOTS = {"abstract": "abstract", "results": "tbl-results-main", "confound": "fig-confound-plane"}
+SHOTS = {"abstract": "", "results": "tbl-results-main", "confound": "fig-confound-plane"}  # "": the top
 SNAKE = re.compile(r"\b[a-z0-9]+_[a-z0-9_]+\b")
 
 
@@ -298,7 +310,8 @@ def measured(study_page, tmp_path_factory) -> dict[int, dict]:
     copy.write_text(study_page.read_text(encoding="utf-8").replace("</body>", MEASURE + "</body>"), encoding="utf-8")
     out = {}
     for width in WIDTHS:
-        done = run_browser([f"--window-size={width},900", "--virtual-time-budget=5000", "--dump-dom", copy.as_uri()],
+        window = f"--window-size={max(width, 500)},{HEIGHT}"
+        done = run_browser([window, "--virtual-time-budget=8000", "--dump-dom", framed(folder, copy, width).as_uri()],
                            folder / f"profile{width}")
         assert done.returncode == 0, done.stderr[-2000:]
         found = re.search(r'<pre id="measured">(.*?)</pre>', done.stdout, flags=re.S)
@@ -371,7 +384,7 @@ def test_the_abstract_holds_the_headline_numbers_and_the_title_is_on_a_phones_fi
                    values["judges"]["length"]["hi"], values["paper"]["best"]["value"],
                    values["data"]["longer_preferred"]["value"], values["judges"]["balanced"]["value"]):
         assert number in abstract, f"{number} missing from the abstract"
-    assert 0 < measured[390]["title_bottom"] < 900
+    assert 0 < measured[390]["title_bottom"] < HEIGHT
 
 
 def test_screenshots_of_the_abstract_the_main_table_and_the_confound_figure(study_page, tmp_path):
@@ -380,8 +393,11 @@ def test_screenshots_of_the_abstract_the_main_table_and_the_confound_figure(stud
     for width in WIDTHS:
         for name, anchor in SHOTS.items():
             shot = folder / f"{name}_{width}.png"
-            done = run_browser([f"--window-size={width},900", "--virtual-time-budget=3000", f"--screenshot={shot}",
-                                f"{study_page.as_uri()}#{anchor}"], tmp_path / f"profile-{name}-{width}")
+            done = run_browser([f"--window-size={max(width, 500)},{HEIGHT}", "--virtual-time-budget=5000",
+                                f"--screenshot={shot}", framed(tmp_path, study_page, width, anchor).as_uri()],
+                               tmp_path / f"profile-{name}-{width}")
             assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+            with Image.open(shot) as image:
+                image.crop((0, 0, width, HEIGHT)).save(shot)
             pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
-            assert pixels.shape == (900, width) and pixels.std() > 10, f"{shot} is blank"
+            assert pixels.shape == (HEIGHT, width) and pixels.std() > 10, f"{shot} is blank"

@@ -731,9 +731,11 @@ def results_main(best: pd.DataFrame, length: pd.DataFrame, paper: dict | None, n
 
 
 def results_display(rows: pd.DataFrame) -> pd.DataFrame:
-    """``results_main`` as the report shows it: human column names, strategies, "—" for unknown."""
-    shown = rows.drop(columns=["input_type", "pairs"]).copy()
-    shown["strategy"] = shown["strategy"].fillna("").map(lambda s: names.STRATEGIES.get(s, s))
+    """``results_main`` as the report shows it: the strategy beside the judge's name ("Qwen2.5-Omni (S2)"),
+    column names in words, "—" for unknown."""
+    shown = rows.drop(columns=["input_type", "pairs", "strategy"]).copy()
+    shown["judge"] = [j if pd.isna(s) or s in ("", "-") else f"{j} ({s})" for j, s in zip(rows["judge"], rows["strategy"],
+                                                                                       strict=True)]
     shown["rank"] = shown["rank"].map(lambda r: "" if pd.isna(r) else str(int(r)))
     shown = shown.rename(columns={"len_balanced_lo": "len_balanced_acc_lo", "len_balanced_hi": "len_balanced_acc_hi"})
     return shown.rename(columns={"len_discordant_acc": "Accuracy, shorter preferred", "rank": "Rank (CI-aware)"})

@@ -44,6 +44,8 @@ COLUMNS = {
     "pvalue": "p", "p_holm": "p (Holm)", "vote_two_class_waf": "Vote 2-class WAF",
     "vote_two_class_acc": "Vote 2-class ACC", "vote_three_class_waf": "Vote 3-class WAF",
     "vote_three_class_acc": "Vote 3-class ACC", "log_strength": "Log strength",
+    "masked_relation": "MER-Caption+ over its masked copy", "truncated_relation": "MERR-Fine over its first half",
+    "length_coef": "Length coefficient (style control)", "diagnosis": "Diagnosis",
 }
 
 

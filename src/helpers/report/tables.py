@@ -124,10 +124,11 @@ def show(table: pd.DataFrame | pd.Series, digits: int | dict[str, int] | None = 
         values = frame.iloc[:, position]
         decimals = _decimals(values, {} if digits is None else digits, column)
         style = style.format(lambda v, d=decimals: _cell(v, d), subset=[column])
-        props = [("text-align", "right" if _numeric(values) else "left")]
+        styles = [{"selector": "", "props": [("text-align", "right" if _numeric(values) else "left")]}]
         if pd.api.types.is_numeric_dtype(values) or _short_numbers(values):
-            props.append(("white-space", "nowrap"))  # a number is never broken; "v [lo, hi]" may be
-        style = style.set_table_styles({column: [{"selector": "", "props": props}]}, overwrite=False)
+            # a number is never broken ("v [lo, hi]" may be); its header still wraps
+            styles.append({"selector": "td", "props": [("white-space", "nowrap")]})
+        style = style.set_table_styles({column: styles}, overwrite=False)
     for column in (c for c in mono if c in frame.columns):
         style = style.set_properties(subset=[column], **{"font-family": "monospace", "word-break": "break-all"})
     style = style.set_table_styles([{"selector": ".ci", "props": [("font-size", "0.85em"), ("opacity", "0.75")]}],

@@ -197,8 +197,9 @@ def consistency_values(pearson: pd.DataFrame | None, consistency: pd.DataFrame |
 def voting_values(voting: pd.DataFrame | None) -> dict:
     if voting is None or voting.empty:
         return {}
-    return {"k_max": int(voting["k"].max()), "min": pct(voting["two_class_waf"].min()),
-            "max": pct(voting["two_class_waf"].max())}
+    low, high = pct(voting["two_class_waf"].min()), pct(voting["two_class_waf"].max())
+    return {"k_max": int(voting["k"].max()), "min": low, "max": high,
+            "range": low if low == high else f"{low}–{high}"}  # "79.75", or "79.10–80.20"
 
 
 def ranking_values(cost: pd.DataFrame | None) -> dict:
