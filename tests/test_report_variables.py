@@ -76,3 +76,11 @@ def test_headline_values_come_from_the_tables_formatted_as_the_tables_show_them(
                               "longer_preferred": {"value": "79.57", "lo": "76.20", "hi": "82.95", "pairs": 563}}
     assert values["judges"]["length"] == {"value": "79.57", "lo": "76.10", "hi": "82.90", "balanced": "50.00"}
     assert values["judges"]["best"]["name"] == "Writer rule" and values["paper"]["human_bound"] == "69.31"
+
+
+def test_p_values_read_as_a_paper_prints_them():
+    from helpers.report import names
+
+    assert names.p_value(5.4e-7) == "< 0.001" and names.p_value(0.00641) == "0.006"
+    assert names.p_text(5.4e-7) == "p < 0.001" and names.p_text(0.0064) == "p = 0.006"
+    assert names.p_value(float("nan")) == "—"

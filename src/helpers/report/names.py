@@ -46,6 +46,8 @@ COLUMNS = {
     "vote_three_class_acc": "Vote 3-class ACC", "log_strength": "Log strength",
     "masked_relation": "MER-Caption+ over its masked copy", "truncated_relation": "MERR-Fine over its first half",
     "length_coef": "Length coefficient (style control)", "diagnosis": "Diagnosis",
+    "accuracy": "Judge accuracy", "both_orders": "Orders judged", "n_comparisons": "Comparisons needed",
+    "calls": "Judge calls",
 }
 
 
@@ -61,6 +63,12 @@ def writer(name: object) -> str:
 def column(name: object) -> str:
     """A column's display name; an unknown snake_case name with spaces for underscores."""
     return COLUMNS.get(str(name), str(name).replace("_", " "))
+
+
+def p_text(p: float) -> str:
+    """A p-value in a sentence: "p < 0.001" or "p = 0.006"."""
+    shown = p_value(p)
+    return f"p {shown}" if shown.startswith("<") else f"p = {shown}"
 
 
 def p_value(p: float) -> str:

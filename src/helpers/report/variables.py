@@ -177,7 +177,7 @@ def shorter_values(contrast: pd.DataFrame | None, length: pd.DataFrame | None) -
         row = rows.loc[(short, feature)]
         other = rows.loc[("longer preferred", feature)]  # there the shorter text is the rejected one
         out[key] = {"preferred": pct(row["preferred"]), "rejected": pct(row["rejected"]), "p": names.p_value(row["p"]),
-                    "shorter_rejected": pct(other["rejected"])}
+                    "p_text": names.p_text(row["p"]), "shorter_rejected": pct(other["rejected"])}
     return out
 
 
