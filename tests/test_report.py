@@ -240,9 +240,6 @@ def test_a_figure_cell_without_output_is_reported_with_the_likely_cause(tmp_path
 
 # --------------------------------------------------------------------------- the project's own sources
 
-SUMMARY_CHAPTERS = ("00_abstract", "15_judges", "90_limitations", "95_reproducibility")
-
-
 def notebook_labels(notebook: Path) -> set[str]:
     nb = nbformat.read(notebook, as_version=4)
     return {str(report.cell_options(c.source).get("label")) for c in nb.cells if c.cell_type == "code"} - {"None"}
@@ -260,19 +257,17 @@ def test_quarto_renders_the_article_into_reports_without_executing_notebooks():
     assert "helpers.report --chapters-only" in config["project"]["pre-render"]
     meta, body = report.split_front_matter((paths.reports_dir() / "index.qmd").read_text())
     assert [Path(c).stem for c in meta["chapters"]] == [
-        "00_abstract", "10_data", "15_judges", "17_protocol", "20_results", "25_confound", "30_consistency", "40_voting",
-        "50_ranking", "60_tournament", "90_limitations", "95_reproducibility"]
+        "00_abstract", "05_introduction", "10_data", "15_judges", "20_results", "25_confound", "50_ranking",
+        "80_discussion", "95_appendix"]
     assert report.CHAPTERS_BEGIN in body and report.CHAPTERS_END in body
 
 
-def test_the_summary_chapters_embed_only_labels_the_summary_notebook_defines():
+def test_no_table_or_figure_is_embedded_twice_and_the_abstract_is_prose_with_var_shortcodes():
     sections = paths.reports_dir() / "sections"
-    labels = notebook_labels(paths.project_root() / "notebooks" / "09_summary.ipynb")
-    for chapter in SUMMARY_CHAPTERS:
-        embeds = embeds_of(sections / f"{chapter}.qmd")
-        assert embeds, f"{chapter}.qmd embeds nothing"
-        for notebook, label in embeds:
-            assert notebook == "09_summary.ipynb" and label in labels, f"{chapter}.qmd: {notebook}#{label}"
+    embeds = [e for chapter in sorted(sections.glob("*.qmd")) for e in embeds_of(chapter)]
+    assert embeds and len(embeds) == len(set(embeds)), "an output is embedded twice"
+    abstract = (sections / "00_abstract.qmd").read_text(encoding="utf-8")
+    assert not embeds_of(sections / "00_abstract.qmd") and "{{< var judges.length.value >}}" in abstract
 
 
 def test_every_chapter_embeds_labels_that_exist_in_its_notebook_source():
@@ -301,7 +296,7 @@ def test_show_hides_the_index_shows_missing_values_as_a_dash_and_renders_subscri
     frame = pd.DataFrame({"judge": ["length", "len~a~ − len~b~", None], "two_class_waf": [61.254, float("nan"), 50.0],
                           "pairs": [574, 563, 11]}, index=[7, 3, 9])
     rows = cells_text(report.show(frame).to_html())
-    assert rows[0] == ["judge", "two_<wbr>class_<wbr>waf", "pairs"]  # no index column; headers may wrap
+    assert rows[0] == ["Judge", "2-class WAF", "pairs"]  # no index column; headers in words
     assert rows[1] == ["length", "61.25", "574"]
     assert rows[2] == ["len<sub>a</sub> − len<sub>b</sub>", "—", "563"]
     assert rows[3] == ["—", "50.00", "11"]
@@ -332,8 +327,7 @@ def test_show_with_intervals_sets_each_estimate_over_its_bounds_in_one_column():
                           "len_balanced_hi": [50.86, None]})
     rows = cells_text(report.show(frame, intervals=True).to_html())
     # a std column is not an estimate: its neighbours stay separate columns
-    assert rows[0] == ["judge", "two_<wbr>class_<wbr>waf_<wbr>std", "two_<wbr>class_<wbr>waf_<wbr>lo",
-                       "two_<wbr>class_<wbr>waf_<wbr>hi", "len_<wbr>balanced_<wbr>acc"]
+    assert rows[0] == ["Judge", "two class waf std", "two class waf lo", "two class waf hi", "Length-balanced accuracy"]
     assert rows[1][1:4] == ["0.50", "75.94", "82.96"]
     assert rows[1][4] == '50.00<br><span class="ci">[49.14, 50.86]</span>'
     assert rows[2][4] == "47.62"  # no bounds: the estimate alone
@@ -409,7 +403,7 @@ def test_embedded_show_tables_have_no_index_a_dash_for_missing_and_subscripts(ta
     page = report.render(tables_site / "index.qmd").html
     table = page.split('id="tbl-a"', 1)[1].split("</table>", 1)[0]
     rows = cells_text(table)
-    assert rows[0] == ["judge", "len<sub>a</sub> coefficient"]
+    assert rows[0] == ["Judge", "len<sub>a</sub> coefficient"]
     assert rows[1:] == [["length", "1.41"], ["random", "—"]]
     assert "len<sub>a</sub>" in page.split('id="abstract"', 1)[1].split("</p>", 1)[0]  # prose subscript by pandoc
 

@@ -7,10 +7,14 @@ calls ``helpers.stats`` for every number, and computes none itself.
   the "run the judges first" stop) and the one reader of ``params/paper_results.yaml``
   (``paper_results()``).
 - ``chapters``: the prose and the chapter logic — tables assembled from computed numbers, the
-  sentences that quote them, the summary notebook's abstract, judges, limitations and provenance.
+  sentences that quote them, the summary notebook's judges, build gaps and provenance.
 - ``plots``: one function per figure kind (saved as PNG, shown whatever the backend).
 - ``tables``: ``show``, the one way a notebook displays a table, so Quarto and the fallback show
   the same thing.
+- ``names``: the names a reader sees (judges, writers, columns; p-values as "< 0.001").
+- ``variables``: the numbers the prose quotes. Notebook 09 writes them from ``reports/tables`` into
+  ``_variables.yml`` beside ``_quarto.yml``; the chapters quote them with Quarto's
+  ``{{< var key >}}`` shortcode, which Quarto and ``prepass`` resolve from that one file.
 - ``protocol``: the protocol card (each judge's decoding and media settings beside the paper's).
 - ``prepass`` and ``render``: Quarto renders ``reports/index.qmd`` (chapters in
   ``reports/sections/``, the labelled outputs of the executed notebooks in ``reports/executed/``)

@@ -3,7 +3,7 @@
 The statistics (``helpers.stats``) compute; this module turns their tables into what a chapter
 shows — the main table's "mean ± std" cells, the sentences that quote a computed number, the
 rankings and simulations the ranking chapter assembles — so every notebook stays narrative,
-parameters and calls. The summary notebook (``09_summary``) writes the abstract, the judges
+parameters and calls. The summary notebook (``09_summary``) writes the numbers the prose quotes (``variables``), the judges
 chapter, the limitations and the reproducibility appendix from what earlier steps left behind
 (``reports/tables/metrics.csv``, the predictions store and its run manifests, ``params/``), so
 every sentence states what *this* build produced and absences (no MLLM judge, no v2 data, a
@@ -26,7 +26,7 @@ from helpers import data, paths
 from helpers.imports import JUDGED, OFFICIAL, SOURCE_LABELS, official_models
 from helpers.judges.registry import list_judges, load_spec
 from helpers.prompts import load_prompts, prompts_file
-from helpers.report import split_front_matter
+from helpers.report import names, split_front_matter
 from helpers.report.setup import Analysis
 from helpers.run import store
 from helpers.run.provenance import revision_note
@@ -463,72 +463,11 @@ def collect(analysis: Analysis) -> Context:
 # --------------------------------------------------------------------------- headline numbers
 
 
-def _pct(value: float) -> str:
-    return f"{value:.2f}"
-
-
-def _ci(row: pd.Series, column: str = "two_class_waf") -> str:
-    lo, hi = row.get(f"{column}_lo"), row.get(f"{column}_hi")
-    return f" (95% CI {_pct(lo)}–{_pct(hi)})" if pd.notna(lo) and pd.notna(hi) else ""
-
-
-def _cell(row: pd.Series) -> str:
-    strategy = "" if row["strategy"] in ("-", "", None) or pd.isna(row["strategy"]) else f", {row['strategy']}"
-    return f"`{row['judge']}`{strategy}, {row['input_type']} input"
-
-
 def best_rows(table: pd.DataFrame) -> pd.DataFrame:
     """Each judge's best cell (:func:`helpers.stats.metrics.best_strategy`), best judge first; judges
-    that tie are ordered by name, so the abstract names the same one on every build."""
+    that tie are ordered by name (the report's one tie rule, as ``variables.best_judge``)."""
     best = best_strategy(table)
     return best.sort_values(["two_class_waf", "judge"], ascending=[False, True]).reset_index(drop=True)
-
-
-def abstract_markdown(context: Context) -> str:
-    """The abstract: the question, then what this run measured, quoting computed numbers only."""
-    parts = [
-        "Can a multimodal large language model (MLLM) stand in for the people who judge which of two "
-        "emotion descriptions of a video is better? We reproduce EmoPrefer (ICLR 2026) as a notebook-first, "
-        "re-executable study and extend it with uncertainty estimates, a confound audit and judge-based "
-        "ranking of description systems."
-    ]
-    checked = context.data_checked
-    if checked is not None and not checked.normal.empty:
-        parts.append(f"The data are the {len(checked.normal)} preference pairs of `{context.dataset}`.")
-    metrics = context.metrics
-    if metrics is None or metrics.empty:
-        parts.append("No judge metrics were computed in this build (`reports/tables/metrics.csv` is absent), "
-                     "so no headline result can be stated.")
-    else:
-        best = best_rows(metrics)
-        top = best.iloc[0]
-        kind = "a CPU baseline" if top["judge"] in context.cpu_judges else "an MLLM judge"
-        if top["judge"] == "length":
-            kind = "the baseline that simply prefers the longer description"
-        parts.append(
-            f"Of the {best['judge'].nunique()} judges scored on this run, the highest two-class weighted F1 "
-            f"(WAF) is {_pct(top['two_class_waf'])}{_ci(top)}, reached by {_cell(top)} ({kind})."
-        )
-        length = best[best["judge"] == "length"]
-        if not length.empty and top["judge"] != "length":
-            row = length.iloc[0]
-            parts.append(
-                f"A judge that simply prefers the longer description reaches {_pct(row['two_class_waf'])}"
-                f"{_ci(row)} two-class WAF."
-            )
-        if not context.model_judges_run:
-            parts.append("No MLLM judge ran on this machine (no GPU, no video media), so MLLM results "
-                         "appear only as numbers reported by the paper.")
-    reported = paper_best(context.paper)
-    if reported is not None:
-        parts.append(f"For reference, the paper's best judge, {reported['judge']} ({reported.get('strategy', '')}), "
-                     f"reaches {_pct(reported['two_class_waf'])} two-class WAF (reported by the paper).")
-    if context.human is not None:
-        parts.append(f"The paper reports a human consistency bound of {_pct(context.human)} "
-                     "(reported by the paper, not recomputed here).")
-    parts.append("Every number in this report is computed by the executed notebooks of this build; "
-                 "the appendix lists the data hashes, code revision and commands that reproduce it.")
-    return " ".join(parts)
 
 
 # --------------------------------------------------------------------------- judges chapter
@@ -549,7 +488,7 @@ def judges_table(context: Context) -> pd.DataFrame:
             got = ran.loc[spec.judge]
             status = _ran(got) + imported.get(spec.judge, "")
         else:
-            status = "not run in this build"
+            status = "registered, not run here"
         rows.append({"judge": spec.judge, "runs on": where, "input": spec.input_type,
                      "model": spec.checkpoint or "—", "status": status})
     for judge in sorted(set(ran.index) - set(context.registry["judge"])):
@@ -561,7 +500,8 @@ def judges_table(context: Context) -> pd.DataFrame:
 
 def _ran(got: pd.Series) -> str:
     strategies = "" if got["strategies"] == "-" else f"{got['strategies']}; "
-    return f"ran: {strategies}{got['rounds']} round(s), {got['pairs']} pairs"
+    rounds = "1 round" if got["rounds"] == 1 else f"{got['rounds']} rounds"
+    return f"ran: {strategies}{rounds}, {got['pairs']} pairs"
 
 
 def judges_markdown(context: Context) -> str:
@@ -747,3 +687,87 @@ def headline_numbers(context: Context) -> dict[str, float | str | None]:
     return out
 
 
+
+
+# --------------------------------------------------------------------------- the paper-shaped main table
+
+HUMAN_ROW = "Human annotators: agreement between annotators, before the consensus filter"
+
+
+def results_main(best: pd.DataFrame, length: pd.DataFrame, paper: dict | None, n_decided: int,
+                 cis: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The main results table as data: the paper's reported rows (approximate 95% intervals over
+    ``n_decided`` pairs, ``paper.reported_rows``) and each judge run here at its best strategy
+    (``best``: ``best_rows`` of ``metrics.csv``, bootstrap CIs), with the length-balanced accuracy
+    and the accuracy on shorter-preferred pairs (``length``: ``confound.length_report``), and the
+    CI-aware rank on two-class WAF over all rows; ``cis`` (``metrics.ci_table``) gives our rows'
+    accuracy intervals. The paper's human agreement is a last row with
+    its one number under swap consistency, the quantity it is measured like."""
+    from helpers.stats import paper as paper_view
+
+    reported = pd.DataFrame((paper or {}).get("judges", []))
+    columns = ["source", "judge", "strategy", "input_type", "pairs", "two_class_waf", "two_class_waf_lo",
+               "two_class_waf_hi", "two_class_acc", "two_class_acc_lo", "two_class_acc_hi", "swap_consistency",
+               "len_balanced_acc", "len_balanced_lo", "len_balanced_hi", "len_discordant_acc", "rank"]
+    theirs = paper_view.reported_rows(reported, n_decided).assign(source=REPORTED, input_type="", pairs=n_decided) \
+        if len(reported) else pd.DataFrame(columns=columns)
+    keep = [*CELL, "len_balanced_acc", "len_balanced_lo", "len_balanced_hi", "len_discordant_acc"]
+    mine = best_rows(best)
+    ours = mine.drop(columns=[c for c in keep if c not in CELL], errors="ignore").merge(length[keep], on=CELL, how="left")
+    ours["source"] = mine["source_label"].to_numpy() if "source_label" in mine else SOURCE_LABELS[JUDGED]
+    if cis is not None and len(cis):
+        acc = cis[cis["metric"] == "two_class_acc"].rename(columns={"lo": "two_class_acc_lo", "hi": "two_class_acc_hi"})
+        ours = ours.drop(columns=["two_class_acc_lo", "two_class_acc_hi"], errors="ignore").merge(
+            acc[[*CELL, "two_class_acc_lo", "two_class_acc_hi"]], on=CELL, how="left")
+    ours["judge"] = ours["judge"].map(names.judge)
+    rows = pd.concat([theirs, ours], ignore_index=True).reindex(columns=columns)
+    rows["rank"] = paper_view.ci_rank(rows)
+    rows = rows.sort_values(["two_class_waf", "judge"], ascending=[False, True], kind="mergesort")
+    bound = human_bound(paper)
+    if bound is not None:
+        rows = pd.concat([rows, pd.DataFrame([{"source": REPORTED, "judge": HUMAN_ROW, "swap_consistency": bound}])],
+                         ignore_index=True)
+    return rows.reindex(columns=columns).reset_index(drop=True)
+
+
+def results_display(rows: pd.DataFrame) -> pd.DataFrame:
+    """``results_main`` as the report shows it: the strategy beside the judge's name ("Qwen2.5-Omni (S2)"),
+    column names in words, "—" for unknown."""
+    shown = rows.drop(columns=["input_type", "pairs", "strategy"]).copy()
+    shown["judge"] = [j if pd.isna(s) or s in ("", "-") else f"{j} ({s})" for j, s in zip(rows["judge"], rows["strategy"],
+                                                                                       strict=True)]
+    shown["rank"] = shown["rank"].map(lambda r: "" if pd.isna(r) else str(int(r)))
+    shown = shown.rename(columns={"len_balanced_lo": "len_balanced_acc_lo", "len_balanced_hi": "len_balanced_acc_hi"})
+    return shown.rename(columns={"len_discordant_acc": "Accuracy, shorter preferred", "rank": "Rank (CI-aware)"})
+
+
+def protocol_long(card: pd.DataFrame) -> pd.DataFrame:
+    """The protocol card one row per judge and setting (decoding, media, prompt), this study's
+    value beside the paper's code, so it fits a page; the wide card stays in protocol_card.csv."""
+    rows = []
+    for row in card.itertuples(index=False):
+        for setting, ours, theirs in (("decoding", row.decoding, row.paper_decoding), ("media", row.media, row.paper_media),
+                                      ("prompt", row.prompt, "")):
+            rows.append({"Judge": names.judge(row.judge), "Setting": setting, "This study": ours,
+                         "Paper's code": theirs or "—"})
+        rows.append({"Judge": names.judge(row.judge), "Setting": "differences", "This study": row.differences,
+                     "Paper's code": ""})
+    return pd.DataFrame(rows)
+
+
+def examples_markdown(examples: pd.DataFrame, limit: int = 420) -> str:
+    """Shorter-preferred pairs quoted (``paper.shorter_examples``): the preferred text, then the
+    longer text humans rejected, each cut at ``limit`` characters with a visible ellipsis."""
+    if examples.empty:
+        return "No decided pair has humans preferring the shorter description."
+
+    def quote(text: str) -> str:
+        text = " ".join(str(text).split())
+        return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
+
+    parts = []
+    for row in examples.itertuples(index=False):
+        parts += [f"**Pair {row.name}.** Preferred ({row.preferred_chars} characters):", "",
+                  f"> {quote(row.preferred)}", "", f"Rejected ({row.rejected_chars} characters):", "",
+                  f"> {quote(row.rejected)}", ""]
+    return "\n".join(parts)

@@ -12,6 +12,7 @@ import seaborn as sns
 from sklearn.metrics import confusion_matrix
 
 from helpers.data import LABELS
+from helpers.report import names
 
 
 def save(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
@@ -184,9 +185,9 @@ def plane_figure(report: pd.DataFrame, reported: pd.DataFrame, human_bound: floa
     axis. Judges at the same spot share one label."""
     from helpers.stats.confound import BASELINES, OURS, REPORTED
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(7, 5.2))  # drawn for the text column (about 780 px), legend below
     data = report.dropna(subset=["two_class_waf", "len_balanced_acc"]).copy()
-    data["label"] = [j if s == "-" else f"{j} ({s}, {i})" for j, s, i in
+    data["label"] = [names.judge(j) if s == "-" else f"{names.judge(j)} ({s}, {i})" for j, s, i in
                      zip(data["judge"], data["strategy"], data["input_type"], strict=True)]
     baseline = data["judge"].isin(BASELINES)
     source = data["source_label"] if "source_label" in data.columns else pd.Series(OURS, index=data.index)
@@ -200,15 +201,21 @@ def plane_figure(report: pd.DataFrame, reported: pd.DataFrame, human_bound: floa
                         yerr=[part["len_balanced_acc"] - part["len_balanced_lo"], part["len_balanced_hi"] - part["len_balanced_acc"]],
                         label=kind)
     spots = data.groupby([data["two_class_waf"].round(0), data["len_balanced_acc"].round(0)], sort=False)
-    for _, group in spots:
-        ax.annotate(", ".join(group["label"]), (group["two_class_waf"].iloc[0], group["len_balanced_acc"].iloc[0]),
-                    xytext=(5, 6), textcoords="offset points", fontsize=8)
+    right = data["two_class_waf"].max() if len(data) else 0.0
+    for _, group in spots:  # labels of points near the right edge go to their left, inside the axes
+        x = group["two_class_waf"].iloc[0]
+        near_edge = x > right - 15
+        ax.annotate("\n".join(group["label"]), (x, group["len_balanced_acc"].iloc[0]),
+                    xytext=(-5 if near_edge else 5, 6), textcoords="offset points", fontsize=8,
+                    ha="right" if near_edge else "left")
     ax.set_ylim(0, 102)
     for level, text in ((50, "length alone"), (100, "oracle")):
         ax.axhline(level, color="grey", lw=0.8, ls="--")
         ax.annotate(text, (0.72, level), xycoords=("axes fraction", "data"), xytext=(0, -10),
                     textcoords="offset points", fontsize=8, color="grey", ha="right")
-    if len(reported):
+    if len(reported):  # their length-balanced accuracy is unknown: a band over the WAF range they span
+        ax.axvspan(reported["two_class_waf"].min() - 0.3, reported["two_class_waf"].max() + 0.3, color="0.92", zorder=0,
+                   label="MLLMs reported by the paper: length-balanced accuracy unknown")
         ax.plot(reported["two_class_waf"], [2.0] * len(reported), marker="|", ls="none", ms=14, color="black",
                 label=f"{REPORTED} (two-class WAF only)")
         last_x: list[float] = []  # per label level, the x of its rightmost label so far
@@ -218,8 +225,8 @@ def plane_figure(report: pd.DataFrame, reported: pd.DataFrame, human_bound: floa
             ax.annotate(row.judge, (row.two_class_waf, 4.0 + 24.0 * level), rotation=90, fontsize=7,
                         va="bottom", ha="center")
     if human_bound is not None:
-        ax.axvline(human_bound, color="tab:red", lw=0.8, ls=":", label=f"human consistency bound ({REPORTED})")
+        ax.axvline(human_bound, color="tab:red", lw=0.8, ls=":", label=f"agreement between annotators ({REPORTED})")
     ax.set_xlabel("two-class WAF (%)")
     ax.set_ylabel("length-balanced accuracy (%)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
     return save(fig, path)

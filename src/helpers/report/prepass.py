@@ -4,7 +4,8 @@ Quarto resolves its own shortcodes and numbers figures and tables; pandoc knows 
 pre-pass turns ``reports/index.qmd`` into one pandoc-Markdown text: the chapter includes pasted
 in, each ``{{< embed nb.ipynb#label >}}`` replaced by that cell's outputs in the executed
 notebook (images, HTML and text as raw HTML, Markdown as Markdown, so pandoc reads it like the
-chapters), figures and tables numbered in document order as Quarto numbers them. What it cannot
+chapters), figures and tables numbered in document order as Quarto numbers them, and Quarto's
+``{{< var key >}}`` shortcodes resolved from the project's ``_variables.yml`` (``variables``). What it cannot
 resolve becomes a visible note in the text and a warning, never a silent gap.
 
 The chapter list lives once, in the ``chapters:`` key of index.qmd's front matter;
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import nbformat
 import yaml
+
+from helpers.report import variables
 
 CHAPTERS_BEGIN = "<!-- chapters:begin"
 CHAPTERS_END = "<!-- chapters:end -->"
@@ -306,5 +309,6 @@ def prepass(index: Path, warnings: list[str]) -> tuple[str, Numbering]:
     text = index.read_text(encoding="utf-8")
     split_front_matter(text, str(index))  # fail early and clearly on broken YAML
     body = expand_includes(text, index.parent, warnings)
+    body = variables.resolve(body, variables.load(variables.variables_path(index)), warnings)
     numbering = Numbering()
     return expand_embeds(body, NotebookIndex(index.parent), numbering, warnings), numbering

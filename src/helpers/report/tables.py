@@ -4,8 +4,8 @@ A table reaches the reader as the HTML a notebook cell displays; Quarto and the 
 both embed that HTML as it is (neither reads Markdown inside it). So the table is made readable
 here, once: no pandas index column (a meaningful index becomes ordinary columns), missing values
 as "—" rather than NaN, floats to a fixed number of decimals, text left and numbers right,
-pandoc's sub- and superscripts (``len~a~``, ``R^2^``) as ``<sub>``/``<sup>``, and long headers
-allowed to break after underscores so a wide table fits the page.
+pandoc's sub- and superscripts (``len~a~``, ``R^2^``) as ``<sub>``/``<sup>``, and column names in
+words (``names.column``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
+
+from helpers.report import names
 
 MISSING = "—"
 SCRIPTS = ((re.compile(r"~([^~\s]+)~"), "sub"), (re.compile(r"\^([^^\s]+)\^"), "sup"))
@@ -31,8 +33,9 @@ def markup(text: object) -> str:
 
 
 def _header(label: object) -> str:
-    """A column header that may wrap after underscores (``two_class_waf_lo``)."""
-    return markup(label).replace("_", "_<wbr>")
+    """A column header in words (``helpers.report.names``: ``two_class_waf`` is "2-class WAF",
+    an unknown snake_case name gets spaces), so no code name reaches a reader."""
+    return markup(names.column(label))
 
 
 def _cell(value: object, digits: int) -> str:
@@ -121,10 +124,11 @@ def show(table: pd.DataFrame | pd.Series, digits: int | dict[str, int] | None = 
         values = frame.iloc[:, position]
         decimals = _decimals(values, {} if digits is None else digits, column)
         style = style.format(lambda v, d=decimals: _cell(v, d), subset=[column])
-        props = [("text-align", "right" if _numeric(values) else "left")]
+        styles = [{"selector": "", "props": [("text-align", "right" if _numeric(values) else "left")]}]
         if pd.api.types.is_numeric_dtype(values) or _short_numbers(values):
-            props.append(("white-space", "nowrap"))  # a number is never broken; "v [lo, hi]" may be
-        style = style.set_table_styles({column: [{"selector": "", "props": props}]}, overwrite=False)
+            # a number is never broken ("v [lo, hi]" may be); its header still wraps
+            styles.append({"selector": "td", "props": [("white-space", "nowrap")]})
+        style = style.set_table_styles({column: styles}, overwrite=False)
     for column in (c for c in mono if c in frame.columns):
         style = style.set_properties(subset=[column], **{"font-family": "monospace", "word-break": "break-all"})
     style = style.set_table_styles([{"selector": ".ci", "props": [("font-size", "0.85em"), ("opacity", "0.75")]}],

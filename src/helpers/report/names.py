@@ -1,0 +1,78 @@
+"""The names a reader sees: judges, writing models, columns and strategies in words, not code.
+
+One home for every display name, so a table, a figure and a sentence call a thing the same. The
+files keep the code names (``metrics.csv`` stays keyed by ``minilm_rm``); only what is shown is
+renamed. A name without an entry is shown as it is (a new judge YAML appears under its own name,
+never hidden), with underscores as spaces for columns.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+JUDGES = {
+    "length": "Longer-text rule",
+    "source": "Writer rule",
+    "minilm_rm": "MiniLM reward model",
+    "minilm_rm_nolen": "MiniLM reward model, length removed",
+    "random": "Random",
+    "always_a1": "Always a1",
+    "qwen25omni": "Qwen2.5-Omni",
+    "qwen25omni_3b": "Qwen2.5-Omni-3B",
+    "qwen25vl": "Qwen2.5-VL",
+    "qwen2audio": "Qwen2-Audio",
+    "qwen25": "Qwen2.5",
+    "llavanextvideo": "LLaVA-NeXT-Video",
+    "gpt4o": "GPT-4o",
+    "gpt41": "GPT-4.1",
+    "gemini15flash": "Gemini-1.5-Flash (stand-in)",
+}
+WRITERS = {"mercaptionplus": "MER-Caption+", "merrfine": "MERR-Fine",
+           "mercaptionplus_masked": "MER-Caption+, emotion words masked", "merrfine_half": "MERR-Fine, first half"}
+STRATEGIES = {"-": "—", "": "—"}
+INPUTS = {"text": "text", "audiovideo": "audio + video", "video": "video", "audio": "audio"}
+COLUMNS = {
+    "judge": "Judge", "source": "Source", "strategy": "Strategy", "input_type": "Input", "rounds": "Rounds",
+    "two_class_waf": "2-class WAF", "two_class_acc": "2-class ACC", "three_class_waf": "3-class WAF",
+    "three_class_acc": "3-class ACC", "swap_consistency": "Swap consistency", "round_consistency": "Round consistency",
+    "len_balanced_acc": "Length-balanced accuracy", "len_concordant_acc": "Accuracy, longer preferred",
+    "len_discordant_acc": "Accuracy, shorter preferred", "len_coef": "Length coefficient",
+    "lc_waf": "Length-controlled WAF", "unparsed_pct": "Unparsed %", "source_label": "Source",
+    "n_concordant": "Pairs, longer preferred", "n_discordant": "Pairs, shorter preferred",
+    "len_separated": "Length separates", "mean_length": "Mean length", "median_length": "Median length",
+    "longer_pct": "Longer %", "preferred_pct": "Preferred %", "ci_low": "95% CI low", "ci_high": "95% CI high",
+    "pvalue": "p", "p_holm": "p (Holm)", "vote_two_class_waf": "Vote 2-class WAF",
+    "vote_two_class_acc": "Vote 2-class ACC", "vote_three_class_waf": "Vote 3-class WAF",
+    "vote_three_class_acc": "Vote 3-class ACC", "log_strength": "Log strength",
+    "masked_relation": "MER-Caption+ over its masked copy", "truncated_relation": "MERR-Fine over its first half",
+    "length_coef": "Length coefficient (style control)", "diagnosis": "Diagnosis",
+    "accuracy": "Judge accuracy", "both_orders": "Orders judged", "n_comparisons": "Comparisons needed",
+    "calls": "Judge calls",
+}
+
+
+def judge(name: object) -> str:
+    """A judge's display name (its code name when it has none)."""
+    return JUDGES.get(str(name), str(name))
+
+
+def writer(name: object) -> str:
+    return WRITERS.get(str(name), str(name))
+
+
+def column(name: object) -> str:
+    """A column's display name; an unknown snake_case name with spaces for underscores."""
+    return COLUMNS.get(str(name), str(name).replace("_", " "))
+
+
+def p_text(p: float) -> str:
+    """A p-value in a sentence: "p < 0.001" or "p = 0.006"."""
+    shown = p_value(p)
+    return f"p {shown}" if shown.startswith("<") else f"p = {shown}"
+
+
+def p_value(p: float) -> str:
+    """A p-value as a paper prints it: "< 0.001" below a thousandth, else three decimals."""
+    if p is None or pd.isna(p):
+        return "—"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"

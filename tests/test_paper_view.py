@@ -1,0 +1,81 @@
+"""The paper-shaped view (helpers.stats.paper): approximate intervals for the paper's reported rows,
+CI-aware ranks, and the shorter-preferred pairs, each checked against an independent computation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from helpers.stats import paper
+
+
+def test_the_approximate_interval_is_scipys_wilson_interval_on_the_same_count():
+    expected = stats.binomtest(448, 563).proportion_ci(confidence_level=0.95, method="wilson")
+    lo, hi = paper.approx_interval(100 * 448 / 563, 563)
+    assert lo == pytest.approx(100 * expected.low, abs=1e-9) and hi == pytest.approx(100 * expected.high, abs=1e-9)
+
+
+def test_the_wilson_interval_by_hand():
+    p, n, z = 0.6, 100, stats.norm.ppf(0.975)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    lo, hi = paper.approx_interval(60.0, 100)
+    assert (lo, hi) == (pytest.approx(100 * (centre - half)), pytest.approx(100 * (centre + half)))
+
+
+def test_reported_rows_get_intervals_for_waf_and_accuracy_and_none_without_pairs():
+    rows = paper.reported_rows(pd.DataFrame({"judge": ["A"], "two_class_waf": [67.21], "two_class_acc": [67.32]}), 563)
+    assert rows.loc[0, "two_class_waf_lo"] < 67.21 < rows.loc[0, "two_class_waf_hi"]
+    assert rows.loc[0, "two_class_acc_hi"] - rows.loc[0, "two_class_acc_lo"] == pytest.approx(7.6, abs=0.3)
+    assert all(math.isnan(v) for v in paper.approx_interval(50.0, 0))
+
+
+def test_ci_aware_ranks_share_a_rank_where_intervals_overlap():
+    frame = pd.DataFrame({"two_class_waf_lo": [76.0, 75.0, 60.0, 40.0], "two_class_waf_hi": [83.0, 82.0, 68.0, 77.0]})
+    # row 2 (60-68) lies below both of the first two rows' lower bounds; row 3 overlaps everyone
+    assert paper.ci_rank(frame).tolist() == [1, 1, 3, 1]
+
+
+def test_text_features_by_hand():
+    features = paper.text_features(["He seems sad, maybe sad and angry.", ""], ["sad", "angry"])
+    first = features.iloc[0]
+    assert first["words"] == 7 and first["distinct emotion words"] == 2
+    assert first["emotion words per 100 words"] == pytest.approx(300 / 7)
+    assert first["hedging words per 100 words"] == pytest.approx(100 / 7)  # "seems"; "maybe" is not a hedge here
+    assert features.iloc[1]["words"] == 0
+
+
+def pairs_frame() -> pd.DataFrame:
+    return pd.DataFrame({
+        "name": ["p1", "p2", "p3", "p4", "p5"],
+        "a1": ["sad sad sad", "a long text without any feeling words at all", "joy", "calm calm", "x"],
+        "a2": ["a long and neutral text here", "angry", "a longer happy text", "tie", "y"],
+        "preference": ["a1", "a2", "a2", "same", "a1"],
+    })
+
+
+def test_pairs_are_split_by_whether_the_preferred_text_is_the_shorter_one():
+    split = paper.preferred_and_rejected(pairs_frame()).set_index("name")
+    assert set(split.index) == {"p1", "p2", "p3"}  # p4 undecided, p5 equal length
+    assert split.loc["p1", "stratum"] == "shorter preferred" and split.loc["p1", "preferred"] == "sad sad sad"
+    assert split.loc["p3", "stratum"] == "longer preferred"
+    examples = paper.shorter_examples(pairs_frame(), k=1)
+    assert examples["name"].tolist() == ["p2"]  # 45/5 characters beats 28/11
+
+
+def test_the_feature_contrast_uses_scipys_wilcoxon_on_paired_differences():
+    rng = np.random.default_rng(0)
+    n = 30
+    short = [" ".join(["sad"] * int(k) + ["word"] * 5) for k in rng.integers(0, 4, n)]
+    long = [" ".join(["word"] * 20) for _ in range(n)]
+    pairs = pd.DataFrame({"name": [f"p{i}" for i in range(n)], "a1": short, "a2": long, "preference": "a1"})
+    table = paper.feature_contrast(pairs, ["sad"]).set_index(["stratum", "feature"])
+    row = table.loc[("shorter preferred", "emotion words per 100 words")]
+    won = paper.text_features(short, ["sad"])["emotion words per 100 words"]
+    assert row["pairs"] == n and row["preferred"] == pytest.approx(won.mean()) and row["rejected"] == 0
+    assert row["p"] == pytest.approx(stats.wilcoxon(won.to_numpy()).pvalue)
+    assert math.isnan(table.loc[("longer preferred", "words"), "p"])  # no such pairs
