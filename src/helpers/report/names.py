@@ -26,6 +26,12 @@ JUDGES = {
     "gpt4o": "GPT-4o",
     "gpt41": "GPT-4.1",
     "gemini15flash": "Gemini-1.5-Flash (stand-in)",
+    "qwen3omni": "Qwen3-Omni-30B-A3B",
+    "qwen3vl": "Qwen3-VL-8B",
+    "gemma3n": "Gemma 3n E4B",
+    "qwen3_8b": "Qwen3-8B",
+    "gpt5": "GPT-5 (2025-08-07)",
+    "gpt5mini": "GPT-5 mini (2025-08-07)",
 }
 WRITERS = {"mercaptionplus": "MER-Caption+", "merrfine": "MERR-Fine",
            "mercaptionplus_masked": "MER-Caption+, emotion words masked", "merrfine_half": "MERR-Fine, first half"}
