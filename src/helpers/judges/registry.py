@@ -147,9 +147,7 @@ def make_backend(spec: JudgeSpec, backend: str = "auto") -> Backend:
     kind = resolve_backend(spec, backend)
     if kind == "cpu":
         raise RegistryError(f"judge {spec.name!r} is a CPU judge: use make_pair_judge, not make_backend")
-    instance = import_object(BACKEND_CLASSES[kind])(spec)
-    instance.kind = kind
-    return instance
+    return import_object(BACKEND_CLASSES[kind])(spec)
 
 
 def make_pair_judge(spec: JudgeSpec) -> PairJudge:
@@ -170,7 +168,7 @@ def backend_info(backend: Backend) -> dict:
     Backends that say nothing are recorded by class. As a last guard, any value equal to the
     secret held in the judge's key variable is masked, so a manifest can never carry the key.
     """
-    info = dict(getattr(backend, "info", None) or {})
+    info = dict(backend.info)
     info.setdefault("class", f"{type(backend).__module__}:{type(backend).__qualname__}")
     secret = os.environ.get(backend.spec.api_key_env or "") if backend.spec.api_key_env else None
     return _mask(info, secret) if secret else info
