@@ -147,7 +147,9 @@ def make_backend(spec: JudgeSpec, backend: str = "auto") -> Backend:
     kind = resolve_backend(spec, backend)
     if kind == "cpu":
         raise RegistryError(f"judge {spec.name!r} is a CPU judge: use make_pair_judge, not make_backend")
-    return import_object(BACKEND_CLASSES[kind])(spec)
+    instance = import_object(BACKEND_CLASSES[kind])(spec)
+    instance.kind = kind  # the engine chosen (Backend.kind), also for a class registered under another name
+    return instance
 
 
 def make_pair_judge(spec: JudgeSpec) -> PairJudge:

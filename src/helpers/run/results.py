@@ -44,7 +44,8 @@ def stored_rows(root: str | Path | None = None, run_ids: Iterable[str] | None = 
         problems += [f"{_where(root, r)}: {column} {r[column]!r} is not one of {', '.join(allowed)}"
                      for _, r in bad.head(5).iterrows()]
     if "key" in table.columns:
-        dup = table[table.duplicated(["run_id", "key"])]
+        keyed = table[table["key"].notna()]  # hand-written tables may have no key: check_predictions covers them
+        dup = keyed[keyed.duplicated(["run_id", "key"])]
         problems += [f"{_where(root, r)}: stored twice (a duplicated line)" for _, r in dup.head(5).iterrows()]
     if problems:
         raise DataError(f"{len(problems)} stored row(s) cannot be scored (edited by hand, or written by other code); "

@@ -360,7 +360,7 @@ class RunSession:
     @staticmethod
     def record(folder: str | Path, manifest: dict) -> Path:
         """A one-shot manifest for a folder that is not a run (a tournament's design): written
-        atomically, with the schema version, and with the same clear storage errors."""
+        atomically, with the same clear storage errors."""
         folder = Path(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -369,7 +369,7 @@ class RunSession:
                 raise StorageError(storage_message(folder, exc, "create the folder")) from exc
             raise
         path = folder / MANIFEST_NAME
-        write_json_atomic(path, {**manifest, "schema_version": MANIFEST_SCHEMA})
+        write_json_atomic(path, manifest)  # its own schema (the design's), written as given
         return path
 
 
