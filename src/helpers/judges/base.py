@@ -138,7 +138,7 @@ class PairJudge(ABC):
         source of every module that defines the class or one of its bases (and of
         :attr:`implementation_modules`), plus :meth:`artefacts`. Editing the rule (``>`` to
         ``<``) then refuses a resume by name instead of mixing old and new labels."""
-        modules = [c.__module__ for c in cls.__mro__ if c.__module__.startswith("helpers.") and c is not PairJudge]
+        modules = [c.__module__ for c in cls.__mro__ if issubclass(c, PairJudge) and c is not PairJudge]
         modules = sorted(dict.fromkeys([*modules, *cls.implementation_modules]))
         return {"class": f"{cls.__module__}:{cls.__qualname__}",
                 "source_sha256": {m: module_sha256(m) for m in modules}, "artefacts": cls.artefacts(spec)}

@@ -180,12 +180,12 @@ class RunConfig:
     backend: BackendChoice = "auto"
     batch_size: int | None = None
     limit: int | None = None
+    names: Sequence[str] | None = None
     media_dir: str | Path | None = None
     output_dir: str | Path | None = None
     seed: int = 0
     data_dir: str | Path | None = None
     pairs: pd.DataFrame | None = None
-    names: Sequence[str] | None = None
     run_id: str | None = None
     llm_backend: BackendChoice | None = None
     progress: bool = True
