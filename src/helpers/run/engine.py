@@ -545,7 +545,6 @@ def run_strategy(pipeline: Pipeline, plan: RunPlan, tables: dict, context: RunCo
         items = [it for o in context.orders for it in items_for(tables[o], o, context.rounds)]
         todo = [it for it in items if row_key(plan.strategy, it.order, it.round, it.name) not in session.done]
         before = Counter(pipeline.calls)
-        pipeline.backend_info = {}  # this strategy's backends only: reused steps name theirs in their own run
 
         def checkpoint() -> None:
             """Keep the manifest's call counts current, so a killed session still tells its cost,
@@ -561,9 +560,8 @@ def run_strategy(pipeline: Pipeline, plan: RunPlan, tables: dict, context: RunCo
             session.append(rows)
             checkpoint()
 
-        pipeline.on_steps = keep_steps
         try:
-            pipeline.predict(plan.strategy, todo, keep, run_id=plan.run_id)
+            pipeline.predict(plan.strategy, todo, keep, run_id=plan.run_id, on_steps=keep_steps)
         finally:
             session.calls = Counter(pipeline.calls) - before
         return _close(session, plan, context)

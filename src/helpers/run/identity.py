@@ -27,10 +27,10 @@ without mixing anything. The scope of each session is recorded in ``manifest["sc
 ``helpers.run.launch`` checks that a folder holds every row a cell asks for.
 
 To add a run parameter that changes predictions, pass it in ``parameters`` of
-:func:`build_identity` -- in ``helpers.run.engine`` that is a ``RunConfig`` field which
-``_identity_parameters`` adds (as description sharing enters, resolved, as
-``descriptions_shared``) and whose name joins ``IDENTITY_PARAMETERS`` so that a grid passes it on;
-a changed value then refuses resumption by name.
+:func:`build_identity` -- in ``helpers.run.engine`` that is a ``RunConfig`` field (the one schema
+of run parameters: 01_infer and the grid derive theirs from it) which ``_identity_parameters``
+adds (as description sharing enters, resolved, as ``descriptions_shared``); a changed value then
+refuses resumption by name.
 """
 
 from __future__ import annotations

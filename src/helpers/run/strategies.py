@@ -325,9 +325,14 @@ class Pipeline:
     # ------------------------------------------------------------------ strategies
 
     def predict(self, strategy: str, items: list[Item], on_rows: Callable[[list[dict]], object],
-                run_id: str = "") -> None:
+                run_id: str = "", on_steps: Callable[[list[dict]], object] | None = None) -> None:
         """Judge ``items`` with ``strategy``; rows (of run folder ``run_id``) reach ``on_rows``
-        one batch at a time."""
+        one batch at a time, new descriptions/reasoning ``on_steps`` (default: the pipeline's).
+        ``backend_info`` afterwards names the backends this strategy used (reused steps name
+        theirs in their own run)."""
+        self.backend_info = {}
+        if on_steps is not None:
+            self.on_steps = on_steps
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         record = strategy_record(strategy)
