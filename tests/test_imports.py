@@ -377,3 +377,31 @@ def test_answers_of_two_text_llms_for_one_cell_are_refused(released, tmp_path):
     with pytest.raises(imports.ImportsError, match=r"llm=qwen25__official and .*llm=qwen3_8b__official would both "
                        r"hold qwen25omni S3 audiovideo"):
         _import(released, tmp_path / "store")
+
+
+# --------------------------------------------------------------------------- issue 19: scoring honesty
+
+
+def test_the_unparsed_share_of_official_rows_is_unknown_not_zero(released, tmp_path):
+    """The released files hold labels after the authors' parser: which answers fell to 'same'
+    cannot be told, so the share is empty (NaN), never a reassuring 0.0."""
+    _import(released, tmp_path / "store")
+    table = results.load_predictions(tmp_path / "store")
+    assert metrics.metrics_table(table, n_boot=0)["unparsed_pct"].isna().all()
+    manifest = json.loads(next((tmp_path / "store").glob("*S1*/manifest.json")).read_text())
+    assert manifest["unparsed"].startswith("unknown") and manifest["rounds_per_order"] == {
+        "normal": [0, 1], "reverse": [0, 1]}
+
+
+def test_a_missing_reverse_round_or_order_is_reported_with_a_warning(released, tmp_path):
+    (released / official_name("qwen25omni_7b", "audiovideo", "S1", "reverse", 1)).unlink()
+    for rnd in (0, 1):
+        (released / official_name("qwen25omni_7b", "audiovideo", "S2", "normal", rnd)).unlink()
+    with pytest.warns(imports.UnbalancedImportWarning) as caught:
+        summary = _import(released, tmp_path / "store").set_index("strategy")
+    notes = " ".join(str(w.message) for w in caught)
+    assert "swap consistency is computed from round(s) 0 only" in notes
+    assert "only the reverse order was imported" in notes
+    assert (summary.loc["S1", "rounds_normal"], summary.loc["S1", "rounds_reverse"]) == (2, 1)
+    assert (summary.loc["S2", "rounds_normal"], summary.loc["S2", "rounds_reverse"]) == (0, 2)
+    assert summary.loc["S3", "note"] == ""

@@ -68,6 +68,22 @@ def test_length_judge_notebook_writes_every_pair_order_and_round_and_a_manifest(
     assert f"{expected:.2f}" in "".join(last)
 
 
+def test_a_tampered_row_stops_the_closing_table_naming_its_folder_and_key(tmp_path):
+    """Issue 19: a stored pred edited to 'banana' was scored silently by the closing table."""
+    parameters = {"model": "length", "rounds": 1, "limit": 5, "output_dir": str(tmp_path / "store")}
+    papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "first.ipynb"), cwd=str(NOTEBOOK.parent),
+                               progress_bar=False, parameters=parameters)
+    file = next((tmp_path / "store").glob("*/predictions.jsonl"))
+    lines = file.read_text().splitlines(keepends=True)
+    row = json.loads(lines[0])
+    file.write_text(json.dumps(row | {"pred": "banana"}) + "\n" + "".join(lines[1:]))
+    with pytest.raises(papermill.PapermillExecutionError) as refused:
+        papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "again.ipynb"), cwd=str(NOTEBOOK.parent),
+                                   progress_bar=False, parameters=parameters)
+    message = str(refused.value)
+    assert "DataError" in message and "'banana' is not one of a1, a2, same" in message and row["key"] in message
+
+
 def test_grid_runs_present_cpu_judges_skips_missing_ones_and_finished_cells(tmp_path):
     spec = {
         "notebook": "notebooks/01_infer.ipynb",

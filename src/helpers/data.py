@@ -40,6 +40,7 @@ from helpers import paths
 
 LABELS = ("a1", "a2", "same")
 FALLBACK_RULE = "default_same"  # the parse_rule of an answer that names no label (scored as same, as the paper does)
+UNKNOWN_PARSE_RULES = ("official-release",)  # rows imported as labels only: whether an answer was parsed is unknown
 ORDERS = ("normal", "reverse")
 DATA_ENV = "EMOPREFER_DATA"
 BASE_URL_ENV = "EMOPREFER_BASE_URL"
@@ -52,6 +53,8 @@ def fallback_share(rules) -> float:
     """Share (0..1) of answers that matched no rule and became ``same`` by default: the paper
     scores them as ``same``, so the metrics count them to say when a number means nothing."""
     rules = list(rules)
+    if any(r in UNKNOWN_PARSE_RULES for r in rules):
+        return float("nan")  # the answers are not on record, so neither is which of them fell back
     return sum(r == FALLBACK_RULE for r in rules) / len(rules) if rules else float("nan")
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,10 +58,10 @@ from helpers.data import (
     sha256_file,
 )
 from helpers.judges.registry import RegistryError, list_judges, load_spec
-from helpers.run.identity import identity_changes, identity_sha256
-from helpers.run.provenance import git_revision
-from helpers.run.store import RunStore, make_run_id, now, read_jsonl, read_manifest
-from helpers.run.strategies import STRATEGIES, row_key
+from helpers.run.identity import IdentityError, identity_changes, identity_sha256
+from helpers.run.session import RunSession, prediction_row
+from helpers.run.store import make_run_id, now, read_jsonl, read_manifest
+from helpers.run.strategies import STRATEGIES
 
 OFFICIAL = "official-release"
 TABLE = "imported-table"
@@ -78,6 +79,8 @@ FILE_PATTERN = re.compile(
     r"(?:-(?P<llm>[A-Za-z0-9_.]+))?-round(?P<round>\d+)\.npz$"
 )
 TABLE_COLUMNS = ("name", "order", "round", "strategy", "pred")
+UNPARSED_UNKNOWN = ("unknown: the released files hold the labels after the authors' parser, not the answers, so "
+                    "which answers matched no rule (and fell to 'same') cannot be told; unparsed_pct is left empty")
 TABLE_STRATEGIES = (*STRATEGIES, "-")
 MAX_LISTED = 20
 
@@ -292,49 +295,88 @@ def check_no_clash(root: Path, cells: list[tuple[str, str, str, str]]) -> None:
 
 
 def write_run(run_id: str, rows: list[dict], manifest: dict, root: Path, overwrite: bool = False) -> str:
-    """One run folder from ``rows``: ``unchanged`` when the same import is already there,
-    ``written`` for a new one, ``overwritten`` (only with ``overwrite``) for a changed one."""
-    identity, keys = manifest["identity"], {r["key"] for r in rows}
-    with RunStore(run_id, root) as store:
-        before = store.read_manifest()
-        stored, status = set(store.done), "written"
-        if before or stored:
-            changes = list(dict.fromkeys(field.split(".")[0] for field, _, _ in
-                                         identity_changes(before.get("identity"), identity)))
-            if not changes and stored == keys:
-                return "unchanged"
-            if changes or stored - keys:
-                if not overwrite:
-                    what = ", ".join(changes) or "stored rows"
-                    raise ImportsError(
-                        f"run folder {store.folder} already holds other predictions (different {what}); "
-                        "importing would mix two sets of answers under one judge. Pass --overwrite to replace "
-                        "them, or --output-dir for another store."
-                    )
-                store.predictions_path.unlink(missing_ok=True)
-                store.steps_path.unlink(missing_ok=True)
-                store.done, status = set(), "overwritten"
-            else:
-                status = "resumed"  # the same import, interrupted: add the rows that are missing
-        steps = manifest.pop("steps", None) or []
-        store.append_predictions(rows)
+    """One run folder from ``rows``, through the store's one lifecycle (``RunSession``):
+    ``unchanged`` when the same import is already there (nothing is written), ``written`` for a
+    new one, ``resumed`` for the same import interrupted, ``overwritten`` (only with
+    ``overwrite``) for a changed one, whose old folder is moved aside to ``.replaced/``, never deleted."""
+    manifest = dict(manifest)
+    identity, keys, steps = manifest.pop("identity"), {r["key"] for r in rows}, manifest.pop("steps", None) or []
+
+    def refuse(folder: Path, stored: dict, now_identity: dict, done: set) -> None:
+        if not stored and not done:
+            return
+        changes = list(dict.fromkeys(field.split(".")[0] for field, _, _ in
+                                     identity_changes(stored.get("identity"), now_identity)))
+        if changes or done - keys:
+            raise IdentityError(
+                f"run folder {folder} already holds other predictions (different {', '.join(changes) or 'stored rows'}); "
+                "importing would mix two sets of answers under one judge. Pass --overwrite to replace them (the "
+                "old folder is moved to .replaced/), or --output-dir for another store.")
+
+    try:
+        session = RunSession(run_id, root, identity=identity, identity_sha256=identity_sha256(identity),
+                             overwrite=overwrite, refuse=refuse).open()
+    except IdentityError as exc:
+        raise ImportsError(str(exc)) from None
+    with session:
+        if session.moved is not None:
+            status = "overwritten"
+        elif session.done == keys:
+            return "unchanged"
+        else:
+            status = "resumed" if session.done else "written"
+        session.start(manifest)
+        session.append(rows)
         if steps and status != "resumed":
-            store.append_steps(steps)
-        stamp = now()
-        store.write_manifest({**manifest, "identity_sha256": identity_sha256(identity), "run_id": run_id, "rows": len(store.done), "status": "complete",
-                              "created": before.get("created", stamp), "updated": stamp})
+            session.append_steps(steps)
+        session.close(frozenset(keys))
         return status
 
 
 def _row(judge: str, strategy: str, input_type: str, order: str, rnd: int, name: str, gt: str, pred: str,
          run_id: str, dataset: str, llm: str | None, rule: str, raw: str | None, created: str) -> dict:
     """A predictions row with the columns the engine writes, so analyses cannot tell the two apart."""
-    return {
-        "key": row_key(strategy, order, rnd, name), "judge": judge, "strategy": strategy, "input_type": input_type,
-        "order": order, "round": int(rnd), "name": name, "gt": gt, "pred": pred, "parse_rule": rule, "raw": raw,
-        "latency_s": None, "created_at": created, "run_id": run_id, "dataset": dataset, "llm": llm,
-        "media_name": name, "seed": int(rnd), "steps": {},
-    }
+    return prediction_row(judge=judge, strategy=strategy, input_type=input_type, order=order, round=int(rnd),
+                          name=name, gt=gt, pred=pred, parse_rule=rule, raw=raw, run_id=run_id, dataset=dataset,
+                          created_at=created, llm=llm)
+
+
+class UnbalancedImportWarning(UserWarning):
+    """An imported run lacks an order or has different rounds per order: some metrics will be
+    computed from part of it (swap consistency from the rounds both orders have) or be missing."""
+
+
+def rounds_per_order(files_or_rows: list[tuple[str, int]]) -> dict[str, list[int]]:
+    """``order -> sorted round numbers`` of an import, both orders always present (maybe empty)."""
+    out: dict[str, set[int]] = {order: set() for order in ORDERS}
+    for order, rnd in files_or_rows:
+        out[order].add(int(rnd))
+    return {order: sorted(rounds) for order, rounds in out.items()}
+
+
+def balance_note(run_id: str, rounds: dict[str, list[int]]) -> str | None:
+    """What an unbalanced import means for its metrics (None when both orders have the same rounds)."""
+    normal, reverse = rounds["normal"], rounds["reverse"]
+    if normal == reverse:
+        return None
+    if not normal or not reverse:
+        missing = "normal" if not normal else "reverse"
+        return (f"{run_id}: only the {'reverse' if missing == 'normal' else 'normal'} order was imported "
+                f"(rounds {', '.join(map(str, normal or reverse))}); swap consistency and the metrics of the "
+                f"{missing} order cannot be computed for it, and tables that need both orders leave it out. "
+                f"Import the {missing} order's files as well.")
+    both = sorted(set(normal) & set(reverse))
+    return (f"{run_id}: the orders have different rounds (normal {', '.join(map(str, normal))}; reverse "
+            f"{', '.join(map(str, reverse))}); swap consistency is computed from round(s) "
+            f"{', '.join(map(str, both)) or 'none'} only, and each order's mean over its own rounds. "
+            "Import the missing rounds for balanced numbers.")
+
+
+def _report_balance(run_id: str, rounds: dict[str, list[int]]) -> str | None:
+    note = balance_note(run_id, rounds)
+    if note:
+        warnings.warn(note, UnbalancedImportWarning, stacklevel=3)
+    return note
 
 
 # --------------------------------------------------------------------------- official import
@@ -451,6 +493,8 @@ def _import_group(judge, strategy, input_type, llm, files, descriptions, read, d
         gt, pred, names = read[file.path]
         rows += [_row(judge, strategy, input_type, file.order, file.round, n, g, p, run_id, dataset, llm,
                       OFFICIAL, None, created) for n, g, p in zip(names, gt, pred, strict=True)]
+    rounds = rounds_per_order([(f.order, f.round) for f in files])
+    note = _report_balance(run_id, rounds)
     every = sorted(files + descriptions, key=lambda f: f.path.name)
     shas = {f.path.name: sha256_file(f.path) for f in every}
     manifest = {
@@ -460,15 +504,18 @@ def _import_group(judge, strategy, input_type, llm, files, descriptions, read, d
         "files": [{"file": f.path.name, "path": str(f.path.resolve()), "sha256": shas[f.path.name], "order": f.order,
                    "round": f.round, "kind": f.kind} for f in every],
         "orders": sorted({f.order for f in files}), "rounds": len({f.round for f in files}),
-        "round_numbers": sorted({f.round for f in files}), "data_sha256": hashes,
+        "round_numbers": sorted({f.round for f in files}), "rounds_per_order": rounds, "balance_note": note,
+        "data_sha256": hashes, "unparsed": UNPARSED_UNKNOWN,
         "parameters": {"model": judge, "strategy": strategy, "input_type": input_type, "dataset": dataset,
                        "judge_llm": llm, "source": OFFICIAL},
-        "importer": "python -m helpers.imports official", "git_revision": git_revision(),
+        "importer": "python -m helpers.imports official",
         "steps": _description_steps(descriptions, judge, input_type),
     }
     status = write_run(run_id, rows, manifest, root, overwrite)
     return {"run_id": run_id, "judge": judge, "strategy": strategy, "input_type": input_type, "llm": llm,
-            "files": len(files), "rows": len(rows), "status": status, "folder": str(root / run_id)}
+            "files": len(files), "rows": len(rows), "status": status,
+            **{f"rounds_{order}": len(rounds[order]) for order in ORDERS}, "note": note or "",
+            "folder": str(root / run_id)}
 
 
 def _print_skipped(found: Found, dataset: str, allow_pickle: bool) -> None:
@@ -596,6 +643,8 @@ def import_table(path: str | Path, judge: str, dataset: str = "emoprefer", input
     for strategy, part in table.groupby("strategy", sort=True):
         run_id = table_run_id(judge, strategy, input_type, dataset)
         raws = part["raw"] if "raw" in part.columns else [None] * len(part)
+        rounds = rounds_per_order(list(zip(part["order"], part["round"].map(_as_round), strict=True)))
+        note = _report_balance(run_id, rounds)
         rows = [_row(judge, strategy, input_type, r.order, _as_round(r.round), str(r.name), gts[r.order][str(r.name)],
                      r.pred, run_id, dataset, None, "imported", None if raw is None or pd.isna(raw) else str(raw), created)
                 for r, raw in zip(part.itertuples(index=False), raws, strict=True)]
@@ -605,13 +654,16 @@ def import_table(path: str | Path, judge: str, dataset: str = "emoprefer", input
             "identity": run_identity(TABLE, hashes, judge, strategy, input_type, {path.name: sha}),
             "files": [{"file": path.name, "path": str(path.resolve()), "sha256": sha}],
             "orders": sorted(part["order"].unique()), "rounds": int(part["round"].map(_as_round).nunique()),
-            "data_sha256": hashes, "importer": "python -m helpers.imports table", "git_revision": git_revision(),
+            "rounds_per_order": rounds, "balance_note": note,
+            "data_sha256": hashes, "importer": "python -m helpers.imports table",
             "parameters": {"model": judge, "strategy": strategy, "input_type": input_type, "dataset": dataset,
                            "source": TABLE},
         }
         status = write_run(run_id, rows, manifest, root, overwrite)
         summaries.append({"run_id": run_id, "judge": judge, "strategy": strategy, "input_type": input_type,
-                          "files": 1, "rows": len(rows), "status": status, "folder": str(root / run_id)})
+                          "files": 1, "rows": len(rows), "status": status,
+                          **{f"rounds_{order}": len(rounds[order]) for order in ORDERS}, "note": note or "",
+                          "folder": str(root / run_id)})
     return pd.DataFrame(summaries)
 
 

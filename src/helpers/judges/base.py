@@ -8,9 +8,12 @@ about transformers, vLLM or HTTP. CPU baselines that read the pair directly impl
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -68,12 +71,43 @@ class JudgeSpec:
     options: dict = field(default_factory=dict)
 
 
+ENGINES = ("auto", "transformers", "vllm", "openai")
+"""The one name for a run's choice of engine (the run's ``backend`` setting): ``auto`` picks vLLM
+with a GPU, else transformers, and ``openai`` for API judges. A spec's own ``backend`` (``local``,
+``openai``, ``cpu``) says what KIND of judge it is, not which engine serves it."""
+
+
 class Backend(ABC):
-    """Generates text for batches of requests; counts its calls."""
+    """Generates text for batches of requests; counts its calls.
+
+    Everything the engine reads of a backend is declared here, so no caller probes for it:
+    ``kind`` (the engine, one of :data:`ENGINES` but ``auto``; ``custom`` for test doubles),
+    ``chunk_size`` (how many pending requests one call should receive: an engine that batches
+    continuously, like vLLM, wants large chunks; 0 means the spec's batch size) and ``info``
+    (what the backend says about itself for the run manifest: checkpoint, device, versions,
+    endpoint -- never a key)."""
+
+    kind: ClassVar[str] = "custom"
+    chunk_size: ClassVar[int] = 0
 
     def __init__(self, spec: JudgeSpec):
         self.spec = spec
         self.calls = 0
+        self._info: dict[str, Any] = {}
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The backend's own description (filled as it loads: lazy loaders complete it late)."""
+        return self._info
+
+    @info.setter
+    def info(self, value: dict[str, Any]) -> None:
+        self._info = dict(value)
+
+    def requests_per_call(self, batch_size: int | None = None) -> int:
+        """How many requests the engine hands over per :meth:`generate` call: the run's batch
+        size, else the spec's, raised to :attr:`chunk_size` for continuously batching engines."""
+        return max(int(batch_size or self.spec.batch_size or 1), int(self.chunk_size))
 
     @abstractmethod
     def generate(self, requests: list[Request]) -> list[Response]:
@@ -92,9 +126,38 @@ class PairJudge(ABC):
     result is one label in {a1, a2, same} per row, in the pair's own a1/a2 frame.
     """
 
+    implementation_modules: ClassVar[tuple[str, ...]] = ()
+    """Further modules whose code shapes the labels (beyond the class's own and its bases')."""
+
     def __init__(self, spec: JudgeSpec):
         self.spec = spec
+
+    @classmethod
+    def implementation(cls, spec: JudgeSpec) -> dict[str, Any]:
+        """What of the CODE decides this judge's labels, for the run identity: sha256 of the
+        source of every module that defines the class or one of its bases (and of
+        :attr:`implementation_modules`), plus :meth:`artefacts`. Editing the rule (``>`` to
+        ``<``) then refuses a resume by name instead of mixing old and new labels."""
+        modules = [c.__module__ for c in cls.__mro__ if issubclass(c, PairJudge) and c is not PairJudge]
+        modules = sorted(dict.fromkeys([*modules, *cls.implementation_modules]))
+        return {"class": f"{cls.__module__}:{cls.__qualname__}",
+                "source_sha256": {m: module_sha256(m) for m in modules}, "artefacts": cls.artefacts(spec)}
+
+    @classmethod
+    def artefacts(cls, spec: JudgeSpec) -> dict[str, str]:
+        """sha256 of any fitted or bundled artefact the labels depend on (none by default)."""
+        return {}
 
     @abstractmethod
     def predict(self, pairs: pd.DataFrame, *, seed: int = 0) -> pd.Series:
         """Labels indexed like ``pairs``."""
+
+
+def module_sha256(module: str) -> str:
+    """sha256 of a module's source file as it is on disk now."""
+    import importlib
+
+    path = inspect.getsourcefile(importlib.import_module(module))
+    if path is None:
+        return "no source"
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

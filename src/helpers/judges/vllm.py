@@ -197,6 +197,8 @@ def _engine_facts(llm) -> dict[str, Any]:
 class VLLMBackend(Backend):
     """A judge served in-process by vLLM (GPU only; see the module docstring)."""
 
+    kind = "vllm"
+
     chunk_size = CHUNK  # the pipeline hands over this many pending requests per call
 
     def __init__(self, spec: JudgeSpec):

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import platform
-import sys
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 from tqdm import tqdm
@@ -27,36 +25,23 @@ from helpers.data import (
     check_name,
     data_sha256,
     dataset_spec,
-    dataset_specs,
     load_pairs,
     missing_media,
     swap_pairs,
 )
-from helpers.judges.base import Backend, JudgeSpec
+from helpers.judges.base import ENGINES, Backend, JudgeSpec
 from helpers.judges.registry import load_spec, make_backend, make_pair_judge, resolve_backend
-from helpers.run.identity import IdentityError, build_identity, check_identity, identity_sha256, label_files
-from helpers.run.provenance import git_revision, package_versions
-from helpers.run.results import score_against_data
-from helpers.run.store import (
-    RunStore,
-    load_predictions,
-    load_steps,
-    make_run_id,
-    now,
-    read_jsonl,
-    read_manifest,
-    secrets_from_env,
-)
-from helpers.run.strategies import STRATEGIES, Item, Pipeline, resolve_sharing, row_key
-from helpers.stats import metrics
+from helpers.run.identity import build_identity, check_identity, identity_sha256, label_files
+from helpers.run.results import load_run, parse_report, run_metrics
+from helpers.run.session import RunSession, prediction_row, row_key
+from helpers.run.store import load_steps, make_run_id, now, read_jsonl, read_manifest, secrets_from_env
+from helpers.run.strategies import STRATEGIES, Item, Pipeline, resolve_sharing, strategy_record
 
 ORDER_CHOICES = {"normal": ("normal",), "reverse": ("reverse",), "both": ("normal", "reverse")}
 BackendChoice = str | Callable[[JudgeSpec], Backend]
 ROLE_NAMES = {"mllm": "judge", "llm": "llm"}  # pipeline roles as the manifest's ``backends`` names them
-# Names of run()/notebook parameters, besides the judge, strategy, data and seed, that change predictions and so
-# enter the run identity (helpers.run.identity, resolved): a grid passes them from a cell into its RunConfig.
-IDENTITY_PARAMETERS: tuple[str, ...] = ("share_descriptions",)
 UNPARSED_WARN_PCT = 50.0  # a run with more answers than this (percent) matching no parser rule ends with a warning
+PATH_PARAMETERS = ("media_dir", "output_dir", "data_dir")  # read from the project root when relative
 
 
 class UnparsedAnswersWarning(UserWarning):
@@ -180,8 +165,10 @@ def spec_record(spec: JudgeSpec | None) -> dict | None:
 class RunConfig:
     """Every setting of one run, checked when it is made (see :func:`run` for what each means).
 
-    The notebook's parameters, a tournament shard and a grid cell all become one of these, so a
-    grid computes a cell's run folders and identities from exactly what the run will use."""
+    The one schema of run parameters: 01_infer's parameters cell, a grid cell's parameters
+    (``helpers.run.launch``) and a tournament shard all become one of these (``from_parameters``),
+    and tests hold the notebook's cell and the tournament's flags to its fields, so a new setting
+    is one new field here."""
 
     model: str | JudgeSpec
     strategy: str = "all"
@@ -193,12 +180,12 @@ class RunConfig:
     backend: BackendChoice = "auto"
     batch_size: int | None = None
     limit: int | None = None
+    names: Sequence[str] | None = None
     media_dir: str | Path | None = None
     output_dir: str | Path | None = None
     seed: int = 0
     data_dir: str | Path | None = None
     pairs: pd.DataFrame | None = None
-    names: Sequence[str] | None = None
     run_id: str | None = None
     llm_backend: BackendChoice | None = None
     progress: bool = True
@@ -207,6 +194,12 @@ class RunConfig:
     share_descriptions: str | bool = "auto"
     device: str | None = None
 
+    PROGRAMMATIC: ClassVar[tuple[str, ...]] = ("pairs", "run_id", "llm_backend", "progress")
+    """Fields only code passes (a table, a folder name, a callable backend, a progress bar): not
+    notebook parameters."""
+    RUNTIME: ClassVar[tuple[str, ...]] = ("overwrite",)
+    """Fields that say how to run, not what the run is (a grid cell is the same cell with or without)."""
+
     def __post_init__(self) -> None:
         if self.strategy not in (*STRATEGIES, "all", "-"):
             raise ValueError(f"strategy must be one of {STRATEGIES}, 'all' or '-', got {self.strategy!r}")
@@ -214,8 +207,29 @@ class RunConfig:
             raise ValueError(f"order must be one of {tuple(ORDER_CHOICES)}, got {self.order!r}")
         if int(self.rounds) < 1:
             raise ValueError(f"rounds must be at least 1, got {self.rounds}")
+        for name in ("backend", "llm_backend"):
+            choice = getattr(self, name)
+            if not (callable(choice) or choice in ENGINES or (name == "llm_backend" and choice is None)):
+                raise ValueError(f"{name} must be one of {ENGINES} (or a callable spec -> Backend), got {choice!r}")
         object.__setattr__(self, "rounds", int(self.rounds))
         object.__setattr__(self, "seed", int(self.seed))
+
+    @classmethod
+    def notebook_parameters(cls) -> dict[str, Any]:
+        """The settings a notebook or a grid cell passes, with their defaults (``model`` first,
+        without one): what 01_infer's parameters cell must list."""
+        return {f.name: (None if f.default is dataclasses.MISSING else f.default) for f in dataclasses.fields(cls)
+                if f.name not in cls.PROGRAMMATIC}
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any], **programmatic: Any) -> RunConfig:
+        """A config from notebook/grid parameters (relative paths read from the project root);
+        other keys of ``parameters`` (a notebook's globals) are ignored, a missing ``model`` is an error."""
+        if "model" not in parameters:
+            raise TypeError("run parameters need 'model' (a judge name: params/models/<model>.yaml)")
+        wanted = {k: parameters[k] for k in cls.notebook_parameters() if k in parameters}
+        wanted.update({k: from_root(wanted[k]) for k in PATH_PARAMETERS if k in wanted})
+        return cls(**wanted, **programmatic)
 
     @property
     def root(self) -> Path:
@@ -224,17 +238,17 @@ class RunConfig:
 
     def parameters(self, descriptions_shared: bool | None) -> dict:
         """The settings as the manifest records them (JSON-ready; ``pairs`` only as given or not)."""
-        return {
-            "model": getattr(self.model, "name", self.model), "strategy": self.strategy, "order": self.order,
-            "rounds": self.rounds, "dataset": self.dataset, "input_type": self.input_type,
-            "judge_llm": getattr(self.judge_llm, "name", self.judge_llm), "batch_size": self.batch_size,
-            "limit": self.limit, "names": list(self.names) if self.names is not None else None, "seed": self.seed,
-            "media_dir": str(self.media_dir) if self.media_dir else None,
-            "data_dir": str(self.data_dir) if self.data_dir else None, "pairs_given": self.pairs is not None,
-            "overwrite": bool(self.overwrite), "unparsed_warn_pct": self.unparsed_warn_pct,
-            "share_descriptions": self.share_descriptions, "descriptions_shared": descriptions_shared,
-            "device": self.device,
-        }
+        def plain(value: Any) -> Any:
+            if isinstance(value, JudgeSpec):
+                return value.name
+            if isinstance(value, Path):
+                return str(value)
+            if callable(value):
+                return getattr(value, "__name__", "custom")
+            return list(value) if isinstance(value, tuple | list) else value
+
+        record = {name: plain(getattr(self, name)) for name in self.notebook_parameters()}
+        return record | {"pairs_given": self.pairs is not None, "descriptions_shared": descriptions_shared}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,7 +335,7 @@ def prepare_run(config: RunConfig) -> tuple[RunContext, dict, pd.DataFrame, dict
     tables = {o: t.set_index("name").loc[chosen["name"]].reset_index() for o, t in full.items()}
     strategies = resolve_strategies(spec, config.strategy)
     llm_spec = None
-    if spec.backend != "cpu" and {"S3", "S4"} & set(strategies):
+    if spec.backend != "cpu" and any(strategy_record(s).uses_llm for s in strategies):
         judge_llm = config.judge_llm
         llm_spec = with_device(judge_llm if isinstance(judge_llm, JudgeSpec) else load_spec(judge_llm or "qwen25"),
                                config.device)
@@ -343,7 +357,7 @@ def run_plans(context: RunContext, tables: dict) -> list[RunPlan]:
     """One plan per run folder (``config.run_id`` names a single strategy's folder, or prefixes several)."""
     spec, run_id, plans = context.spec, context.config.run_id, []
     for strategy in context.strategies:
-        llm = context.llm_spec if strategy in ("S3", "S4") else None
+        llm = context.llm_spec if strategy_record(strategy).uses_llm else None
         rid = make_run_id(spec.name, strategy, context.input_type, context.dataset, llm.name if llm else None,
                           context.seed)
         if run_id:
@@ -365,7 +379,7 @@ def run_plans(context: RunContext, tables: dict) -> list[RunPlan]:
 def _identity_parameters(context: RunContext, strategy: str) -> dict:
     """The run parameters that shape this strategy's answers: whether S2-S4 describe once for
     both orders or per order changes their descriptions (and so their verdicts)."""
-    return {"descriptions_shared": context.descriptions_shared} if strategy in ("S2", "S3", "S4") else {}
+    return {"descriptions_shared": context.descriptions_shared} if strategy_record(strategy).describes else {}
 
 
 def planned_runs(config: RunConfig) -> list[RunPlan]:
@@ -474,71 +488,30 @@ def with_device(spec: JudgeSpec, device: str | None) -> JudgeSpec:
     return dataclasses.replace(spec, options={**spec.options, "device": device})
 
 
-def _open_run(store: RunStore, context: RunContext, plan: RunPlan, backends: dict) -> dict:
-    """Check the folder's identity (moving it aside under ``overwrite``), then start a session."""
-    manifest = store.read_manifest()
+def _refusal(folder: Path, manifest: dict, identity: dict, done: set) -> None:
+    """The engine's rule for resuming: the same identity, or an empty folder (``check_identity``)."""
+    check_identity(folder, manifest, identity, bool(done))
+
+
+def _open(plan: RunPlan, context: RunContext, backends: dict) -> RunSession:
+    """The run folder of ``plan``, checked and started (moved aside first under ``overwrite``)."""
+    session = RunSession(plan.run_id, context.root, identity=plan.identity, identity_sha256=plan.identity_sha256,
+                         scope=plan.scope, secrets=context.secrets, overwrite=context.config.overwrite,
+                         refuse=_refusal).open()
+    if session.moved is not None:
+        print(f"note: overwrite=True: the run folder {session.folder} held another run; moved it to {session.moved}")
     try:
-        check_identity(store.folder, manifest, plan.identity, bool(store.done))
-    except IdentityError:
-        if not context.config.overwrite:
-            raise
-        moved = store.replace()
-        print(f"note: overwrite=True: the run folder {store.folder} held another run; moved it to {moved}")
-        manifest = {"replaced": [*manifest.get("replaced", []), {"folder": str(moved), "at": now()}]}
-    manifest.pop("error", None)  # a past session's error stays in that session's record
-    manifest.update({
-        "run_id": store.run_id, "judge": context.spec.name, "strategy": plan.strategy,
-        "input_type": context.input_type, "dataset": context.dataset, "parameters": context.parameters,
-        "rounds": context.rounds, "orders": list(context.orders), "seed": context.seed,
-        "identity": plan.identity, "identity_sha256": plan.identity_sha256, "scope": plan.scope,
-        "judge_spec": spec_record(context.spec), "llm_spec": spec_record(plan.llm), "backends": backends,
-        "prompt_hashes": prompts.prompt_hashes(), "data_sha256": context.data_sha256,
-        "git_revision": git_revision(), "packages": package_versions(), "platform": platform.platform(),
-        "python_executable": sys.executable, "status": "running",
-    })
-    manifest.setdefault("sessions", []).append({"started": now(), "ended": None, "rows_written": 0, "calls": {},
-                                                "scope": plan.scope})
-    manifest.setdefault("created", now())
-    store.write_manifest(manifest)
-    return manifest
-
-
-def _calls_total(manifest: dict) -> dict:
-    total: Counter[str] = Counter()
-    for past in manifest["sessions"]:
-        total.update(past.get("calls", {}))
-    return dict(total)
-
-
-def _checkpoint(store: RunStore, manifest: dict, calls: Counter, written: int) -> None:
-    """Keep the session's call and row counts on disk after every batch, so a killed session
-    (whose ``finally`` never runs) still adds its cost to ``calls_total`` on resume."""
-    manifest["sessions"][-1].update(calls=dict(calls), rows_written=written)
-    manifest["calls_total"] = _calls_total(manifest)
-    store.write_manifest(manifest)
-
-
-def _fail_manifest(store: RunStore, manifest: dict, exc: BaseException, written: int, calls: Counter) -> None:
-    """Mark the run ``failed`` (``interrupted`` for Ctrl-C) with the error's type and message."""
-    if not store.locked:  # the lock was taken over: the folder's manifest belongs to the new owner
-        return
-    error = {"type": type(exc).__name__, "message": str(exc)[:2000], "at": now()}
-    manifest["sessions"][-1].update(ended=now(), rows_written=written, calls=dict(calls), error=error)
-    manifest.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=error,
-                    calls_total=_calls_total(manifest), rows=len(store.done), updated=now())
-    try:
-        store.write_manifest(manifest)
-    except OSError:
-        pass  # the original error matters more than its record
-
-
-def parse_report(rows: list[dict], examples: int = 3) -> dict:
-    """How many stored answers matched no parser rule (scored ``same`` by the paper's rule)."""
-    fallback = [r for r in rows if r.get("parse_rule") == prompts.FALLBACK_RULE]
-    share = prompts.fallback_share([r.get("parse_rule") for r in rows])
-    shown = [str(r.get("raw", ""))[:80] for r in fallback[:examples]]
-    return {"rows": len(rows), "unparsed": len(fallback),
-            "unparsed_pct": round(100 * share, 2) if rows else None, "examples": shown}
+        session.start({
+            "judge": context.spec.name, "strategy": plan.strategy, "input_type": context.input_type,
+            "dataset": context.dataset, "parameters": context.parameters, "rounds": context.rounds,
+            "orders": list(context.orders), "seed": context.seed, "judge_spec": spec_record(context.spec),
+            "llm_spec": spec_record(plan.llm), "backends": backends, "prompt_hashes": prompts.prompt_hashes(),
+            "data_sha256": context.data_sha256,
+        })
+    except BaseException:
+        session.store.close()
+        raise
+    return session
 
 
 def _parse_warning(run_id: str, report: dict, threshold: float) -> str | None:
@@ -551,165 +524,88 @@ def _parse_warning(run_id: str, report: dict, threshold: float) -> str | None:
             "the prompt and the generation settings (e.g. max_tokens).")
 
 
-def _close_manifest(store: RunStore, manifest: dict, written: int, calls: Counter, expected: frozenset[str],
-                    context: RunContext) -> dict:
-    session = manifest["sessions"][-1]
-    session.update(ended=now(), rows_written=written, calls=dict(calls), repaired_bytes=store.repaired_bytes)
-    missing = len(expected - store.done)
+def _close(session: RunSession, plan: RunPlan, context: RunContext) -> dict:
+    """End a session: status, parse report and warning in the manifest; the run's summary row."""
+    store = session.store
     report = parse_report(store.rows())
     warning = _parse_warning(store.run_id, report, float(context.config.unparsed_warn_pct))
-    manifest.update(calls_total=_calls_total(manifest), rows=len(store.done), parse=report,
-                    warnings=[warning] if warning else [],
-                    status="complete" if not missing else "incomplete", updated=now())
-    store.write_manifest(manifest)
+    status = session.close(plan.expected, parse=report, warnings=[warning] if warning else [])
     if warning:
         warnings.warn(store.redact(warning), UnparsedAnswersWarning, stacklevel=4)
-    return {"run_id": store.run_id, "strategy": manifest["strategy"], "dataset": manifest["dataset"],
-            "status": manifest["status"], "rows": len(store.done), "rows_new": written, "missing": missing,
-            "calls": dict(calls), "unparsed_pct": report["unparsed_pct"], "folder": str(store.folder)}
+    return {"run_id": store.run_id, "strategy": plan.strategy, "dataset": context.dataset,
+            "status": status, "rows": len(store.done), "rows_new": session.written,
+            "missing": len(plan.expected - store.done), "calls": dict(session.calls),
+            "unparsed_pct": report["unparsed_pct"], "folder": str(store.folder)}
 
 
 def run_strategy(pipeline: Pipeline, plan: RunPlan, tables: dict, context: RunContext) -> dict:
     """One strategy into its own run folder, skipping rows already stored."""
-    strategy, llm, rid = plan.strategy, plan.llm, plan.run_id
-    with RunStore(rid, context.root, secrets=context.secrets) as store:
-        backends = {"judge": context.backends["judge"]} | ({"llm": context.backends["llm"]} if llm else {})
-        manifest = _open_run(store, context, plan, backends)
+    backends = {"judge": context.backends["judge"]} | ({"llm": context.backends["llm"]} if plan.llm else {})
+    with _open(plan, context, backends) as session:
         items = [it for o in context.orders for it in items_for(tables[o], o, context.rounds)]
-        todo = [it for it in items if row_key(strategy, it.order, it.round, it.name) not in store.done]
+        todo = [it for it in items if row_key(plan.strategy, it.order, it.round, it.name) not in session.done]
         before = Counter(pipeline.calls)
-        written = 0
-        pipeline.backend_info = {}  # this strategy's backends only: reused steps name theirs in their own run
 
         def checkpoint() -> None:
             """Keep the manifest's call counts current, so a killed session still tells its cost,
             and record each backend's own description once it has been built and used."""
-            if pipeline.backend_info:
-                info = {ROLE_NAMES[role]: value for role, value in pipeline.backend_info.items()}
-                manifest["sessions"][-1]["backend_info"] = info
-                manifest["backend_info"] = {**manifest.get("backend_info", {}), **info}
-            _checkpoint(store, manifest, Counter(pipeline.calls) - before, written)
+            info = {ROLE_NAMES[role]: value for role, value in pipeline.backend_info.items()}
+            session.checkpoint(Counter(pipeline.calls) - before, info)
 
         def keep_steps(records: list[dict]) -> None:
-            store.append_steps(records)
+            session.append_steps(records)
             checkpoint()
 
         def keep(rows: list[dict]) -> None:
-            nonlocal written
-            written += store.append_predictions([{**row, "run_id": rid} for row in rows])
+            session.append(rows)
             checkpoint()
 
-        pipeline.on_steps = keep_steps
         try:
-            pipeline.predict(strategy, todo, keep)
-        except BaseException as exc:
-            _fail_manifest(store, manifest, exc, written, Counter(pipeline.calls) - before)
-            raise
-        return _close_manifest(store, manifest, written, Counter(pipeline.calls) - before, plan.expected, context)
+            pipeline.predict(plan.strategy, todo, keep, run_id=plan.run_id, on_steps=keep_steps)
+        finally:
+            session.calls = Counter(pipeline.calls) - before
+        return _close(session, plan, context)
 
 
 def run_cpu(full: dict, chosen: set[str], context: RunContext, plan: RunPlan) -> dict:
     """A CPU judge reads each order's whole table (cross-fitted judges fit on the other folds,
     so a subset run gives the same labels as a full one) and keeps the chosen pairs; one batch
     per order and round, each followed by a manifest checkpoint."""
-    spec, rid = context.spec, plan.run_id
+    spec = context.spec
     judge = make_pair_judge(spec)
-    with RunStore(rid, context.root, secrets=context.secrets) as store:
-        manifest = _open_run(store, context, plan, {"judge": "cpu"})
-        manifest["backend_info"] = {"judge": {"backend": "cpu", "judge_class": spec.options.get("judge_class")}}
-        calls: Counter[str] = Counter()
-        written = 0
+    with _open(plan, context, {"judge": "cpu"}) as session:
+        info = {"judge": {"backend": "cpu", "judge_class": spec.options.get("judge_class")}}
         jobs = [(o, r) for o in context.orders for r in range(context.rounds)]
-        try:
-            for order, rnd in tqdm(jobs, desc=f"{spec.name}", disable=not context.config.progress):
-                written += _cpu_job(judge, full[order], chosen, order, rnd, context, store, rid, calls)
-                _checkpoint(store, manifest, calls, written)
-        except BaseException as exc:
-            _fail_manifest(store, manifest, exc, written, calls)
-            raise
-        return _close_manifest(store, manifest, written, calls, plan.expected, context)
+        for order, rnd in tqdm(jobs, desc=f"{spec.name}", disable=not context.config.progress):
+            _cpu_job(judge, full[order], chosen, order, rnd, context, session, plan.run_id)
+            session.checkpoint(backend_info=info)
+        return _close(session, plan, context)
 
 
-def _cpu_job(judge, table: pd.DataFrame, chosen: set[str], order: str, rnd: int, context: RunContext, store: RunStore,
-             rid: str, calls: Counter) -> int:
+def _cpu_job(judge, table: pd.DataFrame, chosen: set[str], order: str, rnd: int, context: RunContext,
+             session: RunSession, rid: str) -> int:
     """One order and round of a CPU judge; returns the rows written (0 when all were stored)."""
     spec = context.spec
     keep = table["name"].isin(chosen).to_numpy()
     keys = [row_key("-", order, rnd, n) for n in table["name"]]
-    if all(k in store.done for k, kept in zip(keys, keep, strict=True) if kept):
+    if all(k in session.done for k, kept in zip(keys, keep, strict=True) if kept):
         return 0
     started = now()
     labels = judge.predict(table.drop(columns="media_name"), seed=context.seed + rnd)
     if not labels.index.equals(table.index):
         raise ValueError(f"CPU judge {spec.name!r} returned labels not indexed like the pairs it was given")
-    calls["cpu"] += int(keep.sum())
+    session.calls["cpu"] += int(keep.sum())
     rows = [
-        cpu_row(spec.name, key, order, rnd, row, gt, str(label), context, rid, started)
-        for key, row, gt, label, kept in zip(keys, table.itertuples(index=False), labels_of(table), labels,
-                                             keep, strict=True)
+        prediction_row(judge=spec.name, strategy="-", input_type="text", order=order, round=rnd, name=row.name,
+                       gt=gt, pred=str(label), parse_rule="direct", raw=str(label), latency_s=0.0,
+                       created_at=started, run_id=rid, dataset=context.dataset, media_name=row.media_name,
+                       seed=context.seed + rnd)
+        for row, gt, label, kept in zip(table.itertuples(index=False), labels_of(table), labels, keep, strict=True)
         if kept
     ]
-    return store.append_predictions(rows)
-
-
-def cpu_row(judge: str, key: str, order: str, rnd: int, row, gt: str | None, label: str, context: RunContext, rid: str,
-            created: str) -> dict:
-    if label not in ("a1", "a2", "same"):
-        raise ValueError(f"CPU judge {judge!r} returned {label!r} for {row.name!r}; expected a1, a2 or same")
-    return {
-        "key": key, "judge": judge, "strategy": "-", "input_type": "text", "order": order, "round": rnd,
-        "name": row.name, "gt": gt, "pred": label, "parse_rule": "direct",
-        "raw": label, "latency_s": 0.0, "created_at": created, "run_id": rid, "dataset": context.dataset,
-        "llm": None, "media_name": row.media_name, "seed": context.seed + rnd, "steps": {},
-    }
-
-# --------------------------------------------------------------------------- summary
-
-
-def run_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Two-class WAF per order (mean over rounds, x100), swap consistency (x100) and the share
-    of answers that matched no parser rule (``unparsed_pct``, scored ``same``) per judge cell:
-    the paper's definitions, via ``helpers.stats.metrics``."""
-    rows = []
-    for (judge, strategy, input_type), cell in predictions.groupby(["judge", "strategy", "input_type"]):
-        row = {"judge": judge, "strategy": strategy, "input_type": input_type}
-        for order in ("normal", "reverse"):
-            part = cell[cell["order"] == order]
-            scores = [metrics.two_class(g["gt"], g["pred"])["waf"] for _, g in part.groupby("round")]
-            row[f"two_class_waf_{order}"] = 100 * pd.Series(scores, dtype=float).mean()
-        swap = metrics.swap_consistency_rounds(cell) if set(cell["order"]) == {"normal", "reverse"} else pd.Series()
-        row["swap_consistency"] = 100 * swap.mean() if len(swap) else float("nan")
-        row["unparsed_pct"] = metrics.unparsed_pct(cell)
-        row["rounds"] = cell["round"].nunique()
-        row["pairs"] = cell["name"].nunique()
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def load_run(summary: pd.DataFrame, output_dir: str | Path | None = None, data_dir: str | Path | None = None
-             ) -> pd.DataFrame:
-    """The predictions of the runs listed in a ``run`` summary. Runs on a dataset's files are
-    scored against those files as they are now (``helpers.run.results.score_against_data``: labels joined
-    from the data, refused when the run was made on other data); runs on caller-given pairs
-    keep the labels of those pairs, which their identity pinned."""
-    root = Path(output_dir) if output_dir is not None else paths.predictions_dir()
-    table = load_predictions(root)
-    table = table[table["run_id"].isin(set(summary["run_id"]))].reset_index(drop=True)
-    by_data = [rid for rid in summary["run_id"] if _on_dataset_files(root / rid)]
-    if not by_data:
-        return table
-    scored = []
-    for dataset, part in table[table["run_id"].isin(by_data)].groupby("dataset"):
-        scored.append(score_against_data(part, root, str(dataset), data_dir))
-    rest = table[~table["run_id"].isin(by_data)]
-    return pd.concat([*scored, rest], ignore_index=True) if len(rest) else pd.concat(scored, ignore_index=True)
-
-
-def _on_dataset_files(folder: Path) -> bool:
-    manifest = read_manifest(folder) or {}
-    return manifest.get("dataset") in dataset_specs() and not (manifest.get("parameters") or {}).get("pairs_given")
+    return session.append(rows)
 
 
 __all__ = ["run", "RunConfig", "RunContext", "RunPlan", "planned_runs", "run_state", "prepare_run", "run_plans",
-           "parse_report", "UnparsedAnswersWarning", "UNPARSED_WARN_PCT", "IDENTITY_PARAMETERS", "from_root",
+           "parse_report", "UnparsedAnswersWarning", "UNPARSED_WARN_PCT", "from_root",
            "run_metrics", "load_run", "select_pairs", "prepare_pairs", "check_media"]

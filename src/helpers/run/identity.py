@@ -7,14 +7,18 @@ data that has since been relabelled). The identity is a plain JSON-able dict kep
 run's manifest (``manifest["identity"]`` and its digest ``manifest["identity_sha256"]``):
 
 ``version``       of this scheme (a later scheme never matches an older one by accident)
-``judge``         the judge's name, family, checkpoint, generation settings and options
+``judge``         the judge's name, family, checkpoint, generation settings, options and the
+                  endpoint (``api_base``) of an API judge: another server behind the same model
+                  name answers differently
+``implementation`` for judges that read the pair themselves (CPU, learned): sha256 of the source
+                  of the judge class's modules and of any fitted artefact (``PairJudge.implementation``)
 ``llm``           the same for the text LLM of S3/S4 (None otherwise)
 ``strategy``, ``input_type``, ``dataset``, ``seed``
 ``prompts``       sha256 of each prompt template the strategy sends (and the system prompt)
 ``data_sha256``   sha256 of the files the texts and labels come from (or of the caller's pairs)
 ``parameters``    any further run parameter that changes predictions (empty today; add yours)
 
-What is deliberately NOT in it: batch size, backend kind, endpoint, media folder (they change
+What is deliberately NOT in it: batch size, backend kind, media folder (they change
 how answers are produced, not which), and the *scope* -- samples, orders, rounds. A row is
 keyed by strategy|order|round|sample and its content is fixed by the identity alone (round r
 uses seed + r; a sample's texts and label are fixed by the data hash), so a run may grow or
@@ -23,10 +27,10 @@ without mixing anything. The scope of each session is recorded in ``manifest["sc
 ``helpers.run.launch`` checks that a folder holds every row a cell asks for.
 
 To add a run parameter that changes predictions, pass it in ``parameters`` of
-:func:`build_identity` -- in ``helpers.run.engine`` that is a ``RunConfig`` field which
-``_identity_parameters`` adds (as description sharing enters, resolved, as
-``descriptions_shared``) and whose name joins ``IDENTITY_PARAMETERS`` so that a grid passes it on;
-a changed value then refuses resumption by name.
+:func:`build_identity` -- in ``helpers.run.engine`` that is a ``RunConfig`` field (the one schema
+of run parameters: 01_infer and the grid derive theirs from it) which ``_identity_parameters``
+adds (as description sharing enters, resolved, as ``descriptions_shared``); a changed value then
+refuses resumption by name.
 """
 
 from __future__ import annotations
@@ -36,14 +40,12 @@ import json
 
 from helpers import prompts
 from helpers.judges.base import JudgeSpec
+from helpers.judges.registry import import_object
 from helpers.run.store import StoreError
+from helpers.run.strategies import strategy_record
 
 IDENTITY_VERSION = 1
-SPEC_FIELDS = ("name", "family", "checkpoint", "generation", "options")
-# Prompt templates each strategy sends, besides the judge's own describe/system prompts.
-STRATEGY_PROMPTS = {"S1": ("S1",), "S2": ("S2_judge",), "S3": ("S2_judge",), "S4": ("S4_reason", "S4_extract"),
-                    "-": ()}
-DESCRIBING = ("S2", "S3", "S4")
+SPEC_FIELDS = ("name", "family", "checkpoint", "generation", "options", "api_base")
 LABEL_FILE_ROLES = ("normal", "reverse")  # the files a prediction's texts and labels come from
 
 
@@ -62,10 +64,11 @@ def spec_identity(spec: JudgeSpec | dict | None) -> dict | None:
 
 def prompt_keys(spec: JudgeSpec, strategy: str) -> list[str]:
     """The prompt templates (keys of ``params/prompts.yaml``) a strategy sends for this judge."""
-    if strategy == "-":
+    record = strategy_record(strategy)
+    if record.verdict_role == "cpu":
         return []
-    keys = list(STRATEGY_PROMPTS[strategy])
-    if strategy in DESCRIBING:
+    keys = list(record.prompts)
+    if record.describes:
         keys.insert(0, spec.options.get("describe_prompt", "describe_input"))
     system = spec.options.get("system_prompt")
     if system:
@@ -88,13 +91,23 @@ def label_files(data_sha256: dict[str, str], dataset_files: dict[str, str] | Non
     return {f: h for f, h in data_sha256.items() if f in wanted}
 
 
+def implementation_identity(spec: JudgeSpec) -> dict | None:
+    """The code (and fitted artefacts) of a judge that reads the pair itself -- a CPU or learned
+    judge's rule lives in our source, not in weights, so its source hash is what a checkpoint
+    is to a model (``PairJudge.implementation``). None for model judges."""
+    if spec.backend != "cpu":
+        return None
+    path = spec.options.get("judge_class")
+    return import_object(path).implementation(spec) if path else None
+
+
 def build_identity(*, spec: JudgeSpec, strategy: str, input_type: str, dataset: str, seed: int,
                    data_sha256: dict[str, str], llm_spec: JudgeSpec | None = None,
                    parameters: dict | None = None) -> dict:
     """The identity of one run folder (see the module docstring for each field)."""
     return {
-        "version": IDENTITY_VERSION, "judge": spec_identity(spec),
-        "llm": spec_identity(llm_spec) if strategy in ("S3", "S4") else None,
+        "version": IDENTITY_VERSION, "judge": spec_identity(spec), "implementation": implementation_identity(spec),
+        "llm": spec_identity(llm_spec) if strategy_record(strategy).uses_llm else None,
         "strategy": strategy, "input_type": input_type, "dataset": dataset, "seed": int(seed),
         "prompts": prompt_identity(spec, strategy), "data_sha256": dict(sorted(data_sha256.items())),
         "parameters": dict(sorted((parameters or {}).items())),

@@ -302,7 +302,7 @@ def load_grid(file: str | Path, overrides: dict | None = None) -> Grid:
     return Grid(file.stem, notebook, executed, cells, gpus)
 
 
-RUNTIME_PARAMETERS = ("overwrite",)  # passed to a cell's run, but not what the cell is
+RUNTIME_PARAMETERS = engine.RunConfig.RUNTIME  # passed to a cell's run, but not what the cell is
 
 
 def finished(cell: Cell) -> bool:
@@ -327,17 +327,12 @@ def finished(cell: Cell) -> bool:
         return False
 
 
-RUN_ARGUMENTS = ("strategy", "order", "rounds", "dataset", "input_type", "judge_llm", "limit", "names", "seed")
-
-
 def run_statuses(parameters: dict) -> dict[str, str]:
     """State of each run folder a cell writes (``engine.run_state``: complete, missing,
-    other identity, failed, running, interrupted, incomplete)."""
-    settings = {k: parameters[k] for k in (*RUN_ARGUMENTS, *engine.IDENTITY_PARAMETERS) if k in parameters}
-    root = engine.from_root(parameters.get("output_dir")) or paths.predictions_dir()
-    config = engine.RunConfig(parameters["model"], **settings, data_dir=engine.from_root(parameters.get("data_dir")),
-                              output_dir=root, device=parameters.get("device"))
-    return {plan.run_id: engine.run_state(plan, root) for plan in engine.planned_runs(config)}
+    other identity, failed, running, interrupted, incomplete). The cell's parameters become a
+    ``RunConfig`` exactly as 01_infer makes one from them (``RunConfig.from_parameters``)."""
+    config = engine.RunConfig.from_parameters(parameters)
+    return {plan.run_id: engine.run_state(plan, config.root) for plan in engine.planned_runs(config)}
 
 
 def run_cell(grid: Grid, cell: Cell, gpu: str | None, overwrite: bool = False) -> dict:

@@ -1,6 +1,12 @@
 """The predictions store read for analysis: every run's rows, checked, and scored against the
 data files as they are now (each run's manifest says which data it was made on).
 
+One reader serves 01_infer's closing table (:func:`load_run`) and the report
+(:func:`load_predictions`): both go through :func:`stored_rows`, which refuses a tampered row
+(a label outside a1/a2/same, an unknown order, a line stored twice) naming the run folder and
+the row's key. Scoring a finished run (:func:`parse_report`, :func:`run_metrics`) lives here
+too, not in the engine that wrote it.
+
 This is where the store (``helpers.run.store``, ``helpers.run.identity``) meets the metrics
 (``helpers.stats.metrics``, which only computes on tables and never reads files).
 """
@@ -8,15 +14,48 @@ This is where the store (``helpers.run.store``, ``helpers.run.identity``) meets 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
-from helpers import paths
-from helpers.data import DataError, data_sha256, dataset_spec, load_pairs
+from helpers import paths, prompts
+from helpers.data import LABELS, ORDERS, DataError, data_sha256, dataset_spec, dataset_specs, load_pairs
 from helpers.run import store
 from helpers.run.identity import label_files
+from helpers.stats import metrics
 from helpers.stats.metrics import check_predictions
+
+
+def stored_rows(root: str | Path | None = None, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """The rows of the store (of ``run_ids`` only, when given), each checked as the writers
+    wrote it: ``pred`` one of a1/a2/same, a known ``order``, no key stored twice in one run
+    folder. A hand-edited or duplicated line is refused naming the folder and the key, never
+    scored (a ``banana`` would otherwise count as a wrong answer, a duplicate twice)."""
+    root = Path(root) if root is not None else paths.predictions_dir()
+    table = store.load_predictions(root)
+    if run_ids is not None:
+        table = table[table["run_id"].isin(set(run_ids))].reset_index(drop=True)
+    if table.empty:
+        return table
+    problems = []
+    for column, allowed in (("pred", LABELS), ("order", ORDERS)):
+        bad = table[~table[column].isin(allowed)]
+        problems += [f"{_where(root, r)}: {column} {r[column]!r} is not one of {', '.join(allowed)}"
+                     for _, r in bad.head(5).iterrows()]
+    if "key" in table.columns:
+        keyed = table[table["key"].notna()]  # hand-written tables may have no key: check_predictions covers them
+        dup = keyed[keyed.duplicated(["run_id", "key"])]
+        problems += [f"{_where(root, r)}: stored twice (a duplicated line)" for _, r in dup.head(5).iterrows()]
+    if problems:
+        raise DataError(f"{len(problems)} stored row(s) cannot be scored (edited by hand, or written by other code); "
+                        "restore the run folder, or re-run it into a new one (overwrite=True moves it aside):\n  "
+                        + "\n  ".join(problems))
+    return table
+
+
+def _where(root: Path, row: pd.Series) -> str:
+    return f"{root / str(row.get('run_id'))}/predictions.jsonl, key {row.get('key')!r}"
 
 
 def load_predictions(root: str | Path | None = None, dataset: str | None = None,
@@ -25,7 +64,7 @@ def load_predictions(root: str | Path | None = None, dataset: str | None = None,
 
     With ``dataset``: only that dataset's rows, scored against its files as they are now
     (:func:`score_against_data`), so a label is never taken from a stale store."""
-    table = store.load_predictions(root)
+    table = stored_rows(root)
     if table.empty:
         return table
     table = table.astype({"round": int, "name": str, "strategy": str})
@@ -82,3 +121,60 @@ def score_against_data(table: pd.DataFrame, root: str | Path | None, dataset: st
         raise DataError(f"{len(unknown)} prediction(s) under {root} name samples that are not in the {dataset} data "
                         f"(e.g. {unknown[0]!r}); they cannot be scored against it")
     return table.assign(gt=gt)
+
+
+# --------------------------------------------------------------------------- a run's own numbers
+
+
+def parse_report(rows: list[dict], examples: int = 3) -> dict:
+    """How many stored answers matched no parser rule (scored ``same`` by the paper's rule)."""
+    fallback = [r for r in rows if r.get("parse_rule") == prompts.FALLBACK_RULE]
+    share = prompts.fallback_share([r.get("parse_rule") for r in rows])
+    shown = [str(r.get("raw", ""))[:80] for r in fallback[:examples]]
+    return {"rows": len(rows), "unparsed": len(fallback),
+            "unparsed_pct": round(100 * share, 2) if rows and share == share else None, "examples": shown}
+
+
+def run_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Two-class WAF per order (mean over rounds, x100), swap consistency (x100) and the share
+    of answers that matched no parser rule (``unparsed_pct``, scored ``same``) per judge cell:
+    the paper's definitions, via ``helpers.stats.metrics``. ``rounds`` says how many rounds
+    each order had, so a metric from an unbalanced run says what it was computed from."""
+    rows = []
+    for (judge, strategy, input_type), cell in predictions.groupby(["judge", "strategy", "input_type"]):
+        row = {"judge": judge, "strategy": strategy, "input_type": input_type}
+        for order in ("normal", "reverse"):
+            part = cell[cell["order"] == order]
+            scores = [metrics.two_class(g["gt"], g["pred"])["waf"] for _, g in part.groupby("round")]
+            row[f"two_class_waf_{order}"] = 100 * pd.Series(scores, dtype=float).mean()
+        swap = metrics.swap_consistency_rounds(cell) if set(cell["order"]) == {"normal", "reverse"} else pd.Series()
+        row["swap_consistency"] = 100 * swap.mean() if len(swap) else float("nan")
+        row["unparsed_pct"] = metrics.unparsed_pct(cell)
+        row["rounds"] = cell["round"].nunique()
+        row["pairs"] = cell["name"].nunique()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def load_run(summary: pd.DataFrame, output_dir: str | Path | None = None, data_dir: str | Path | None = None
+             ) -> pd.DataFrame:
+    """The predictions of the runs listed in a ``run`` summary, checked by :func:`stored_rows`.
+    Runs on a dataset's files are scored against those files as they are now
+    (:func:`score_against_data`: labels joined from the data, refused when the run was made on
+    other data); runs on caller-given pairs keep the labels of those pairs, which their
+    identity pinned."""
+    root = Path(output_dir) if output_dir is not None else paths.predictions_dir()
+    table = stored_rows(root, summary["run_id"])
+    by_data = [rid for rid in summary["run_id"] if _on_dataset_files(root / rid)]
+    if not by_data or table.empty:
+        return table
+    scored = []
+    for dataset, part in table[table["run_id"].isin(by_data)].groupby("dataset"):
+        scored.append(score_against_data(part, root, str(dataset), data_dir))
+    rest = table[~table["run_id"].isin(by_data)]
+    return pd.concat([*scored, rest], ignore_index=True) if len(rest) else pd.concat(scored, ignore_index=True)
+
+
+def _on_dataset_files(folder: Path) -> bool:
+    manifest = store.read_manifest(folder) or {}
+    return manifest.get("dataset") in dataset_specs() and not (manifest.get("parameters") or {}).get("pairs_given")

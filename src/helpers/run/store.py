@@ -2,7 +2,8 @@
 
 ``<root>/<run_id>/predictions.jsonl``  one row per strategy x order x round x sample
 ``<root>/<run_id>/steps.jsonl``        descriptions and reasoning (so S3/S4 reuse S2's texts)
-``<root>/<run_id>/manifest.json``      parameters, versions, hashes, call counts (no secrets)
+``<root>/<run_id>/manifest.json``      parameters, versions, hashes, call counts (no secrets),
+                                     written only by ``helpers.run.session.RunSession``
 
 Runs on a GPU take hours and get killed, so every batch is appended with flush + fsync and a
 re-run skips the keys already present. A SIGKILL can leave at most a torn last line; opening
@@ -32,10 +33,6 @@ import pandas as pd
 
 from helpers import paths
 
-COLUMNS = [
-    "judge", "strategy", "input_type", "order", "round", "name", "gt", "pred", "parse_rule",
-    "raw", "latency_s", "created_at", "run_id",
-]
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.=-]+$")
 RUN_ID_MAX = 200  # a folder name, far below the 255 bytes file systems allow
 REPLACED_DIR = ".replaced"  # where overwrite=True moves a run folder of another identity
@@ -325,14 +322,6 @@ class RunStore:
     def read_manifest(self) -> dict:
         return read_manifest(self.folder) or {}
 
-    def write_manifest(self, manifest: dict) -> None:
-        """Write to a temporary file then rename, so a kill never leaves half a manifest."""
-        tmp = self.manifest_path.with_suffix(".json.tmp")
-        text = json.dumps(redact(json.loads(json.dumps(manifest, default=str)), self.secrets), indent=2,
-                          ensure_ascii=False)
-        tmp.write_text(text)
-        os.replace(tmp, self.manifest_path)
-
     @property
     def locked(self) -> bool:
         """Whether this process still holds the folder's lock."""
@@ -374,7 +363,9 @@ def load_steps(root: str | Path | None = None) -> list[dict]:
 def load_predictions(root: str | Path | None = None) -> pd.DataFrame:
     """All runs under ``root`` (default ``predictions_dir()``) as one tidy table with at least
     the columns of ``COLUMNS``; extra columns (dataset, llm, media_name, seed, key, steps)
-    follow."""
+    follow. Raw, as stored: ``helpers.run.results.load_predictions`` checks them for analysis."""
+    from helpers.run.session import COLUMNS  # the row schema lives with the writers that build rows
+
     root = Path(root) if root is not None else paths.predictions_dir()
     rows: list[dict] = []
     for file in sorted(root.glob("*/predictions.jsonl")):
@@ -385,3 +376,12 @@ def load_predictions(root: str | Path | None = None) -> pd.DataFrame:
     extra = [c for c in table.columns if c not in COLUMNS]
     table = table.reindex(columns=COLUMNS + extra)
     return table.astype({"round": int, "name": str, "strategy": str})
+
+
+def __getattr__(name: str):
+    """``COLUMNS`` is the row schema's (``helpers.run.session.PredictionRow``), read from there."""
+    if name == "COLUMNS":
+        from helpers.run.session import COLUMNS
+
+        return COLUMNS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

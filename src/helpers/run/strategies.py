@@ -34,10 +34,53 @@ from helpers.data import media_paths
 from helpers.judges import decoding
 from helpers.judges.base import STRATEGIES, Backend, JudgeSpec, Media, Request, Response
 from helpers.judges.registry import backend_info
+from helpers.run.session import prediction_row, row_key
 from helpers.run.store import now
 
 MLLM_STEPS = ("S1", "describe", "S2")
 LLM_STEPS = ("S3", "S4_reason", "S4_extract")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """What one strategy is, read by the pipeline, the engine and the run identity alike.
+
+    ``describes``: the MLLM first describes the media (S2-S4); ``reasons``: the text LLM reasons
+    before a second call extracts the label (S4); ``verdict_role``: who gives the verdict
+    (``mllm``, ``llm`` or ``cpu``) and ``verdict_step`` the call count it is counted under;
+    ``prompts``: the templates of ``params/prompts.yaml`` it sends besides the judge's own
+    describe/system prompts."""
+
+    name: str
+    describes: bool
+    reasons: bool
+    verdict_role: str
+    verdict_step: str
+    prompts: tuple[str, ...]
+
+    @property
+    def uses_llm(self) -> bool:
+        """Whether the run needs the external text LLM (S3, S4)."""
+        return self.verdict_role == "llm"
+
+
+STRATEGY_RECORDS: dict[str, Strategy] = {
+    "S1": Strategy("S1", describes=False, reasons=False, verdict_role="mllm", verdict_step="S1", prompts=("S1",)),
+    "S2": Strategy("S2", describes=True, reasons=False, verdict_role="mllm", verdict_step="S2",
+                   prompts=("S2_judge",)),
+    "S3": Strategy("S3", describes=True, reasons=False, verdict_role="llm", verdict_step="S3", prompts=("S2_judge",)),
+    "S4": Strategy("S4", describes=True, reasons=True, verdict_role="llm", verdict_step="S4_extract",
+                   prompts=("S4_reason", "S4_extract")),
+    "-": Strategy("-", describes=False, reasons=False, verdict_role="cpu", verdict_step="cpu", prompts=()),
+}
+"""Every strategy a run folder can hold: the paper's S1-S4 and ``-`` (a CPU judge reads the pair)."""
+
+
+def strategy_record(name: str) -> Strategy:
+    """The record of ``name``; an unknown strategy is a ValueError naming the choices."""
+    if name not in STRATEGY_RECORDS:
+        raise ValueError(f"strategy must be one of {tuple(STRATEGY_RECORDS)}, got {name!r}")
+    return STRATEGY_RECORDS[name]
 
 
 @dataclass(frozen=True)
@@ -51,11 +94,6 @@ class Item:
     a1: str
     a2: str
     gt: str | None = None
-
-
-def row_key(strategy: str, order: str, rnd: int, name: str) -> str:
-    """Identity of a predictions row inside its run folder (judge/input/dataset are the run's)."""
-    return f"{strategy}|{order}|r{rnd}|{name}"
 
 
 def describe_key(judge: str, input_type: str, media_name: str, rnd: int, seed: int, identity: str,
@@ -207,9 +245,7 @@ class Pipeline:
         if not requests:
             return
         backend = self.backend(role)
-        size = self.batch_size or backend.spec.batch_size or 1
-        # an engine that batches continuously (vLLM) gets large chunks; each is stored on return
-        size = max(size, int(getattr(backend, "chunk_size", 0) or 0))
+        size = backend.requests_per_call(self.batch_size)  # vLLM gets large chunks; each is stored on return
         bar = tqdm(total=len(requests), desc=f"{self.judge.name} {step}", unit="req", disable=not self.progress)
         for start in range(0, len(requests), size):
             batch = requests[start:start + size]
@@ -288,16 +324,24 @@ class Pipeline:
 
     # ------------------------------------------------------------------ strategies
 
-    def predict(self, strategy: str, items: list[Item], on_rows: Callable[[list[dict]], object]) -> None:
-        """Judge ``items`` with ``strategy``; rows reach ``on_rows`` one batch at a time."""
+    def predict(self, strategy: str, items: list[Item], on_rows: Callable[[list[dict]], object],
+                run_id: str = "", on_steps: Callable[[list[dict]], object] | None = None) -> None:
+        """Judge ``items`` with ``strategy``; rows (of run folder ``run_id``) reach ``on_rows``
+        one batch at a time, new descriptions/reasoning ``on_steps`` (default: the pipeline's).
+        ``backend_info`` afterwards names the backends this strategy used (reused steps name
+        theirs in their own run)."""
+        self.backend_info = {}
+        if on_steps is not None:
+            self.on_steps = on_steps
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        record = strategy_record(strategy)
         items = by_video(items)
         if not items:
             return
-        if strategy != "S1":
+        if record.describes:
             self.ensure_descriptions(items)
-        if strategy == "S4":
+        if record.reasons:
             self.ensure_reasons(items)
 
         def key(it: Item) -> str:
@@ -310,27 +354,26 @@ class Pipeline:
             "S4": lambda it: self.llm_request(key(it), extract_prompt(self.steps[self.reason_key(it)]), it),
         }[strategy]
         by_key = {key(it): it for it in items}
-        role, step = ("mllm", strategy) if strategy in ("S1", "S2") else ("llm", "S4_extract" if strategy == "S4" else "S3")
 
         def emit(batch: list[Request], responses: list[Response]) -> None:
-            on_rows([self.row(strategy, by_key[r.key], r, text_llm=role == "llm") for r in responses])
+            on_rows([self.row(record, by_key[r.key], r, run_id) for r in responses])
 
-        self.generate(role, step, [build(it) for it in items], emit)
+        self.generate(record.verdict_role, record.verdict_step, [build(it) for it in items], emit)
 
     def desc(self, item: Item) -> str:
         return self.steps[self.describe_key(item)]
 
-    def row(self, strategy: str, item: Item, response: Response, *, text_llm: bool) -> dict:
-        label, rule = prompts.parse_label(response.text, text_llm=text_llm)
+    def row(self, record: Strategy, item: Item, response: Response, run_id: str = "") -> dict:
+        """The stored row of one verdict."""
+        label, rule = prompts.parse_label(response.text, text_llm=record.uses_llm)
         steps = {}
-        if strategy != "S1":
+        if record.describes:
             steps["describe"] = self.describe_key(item)
-        if strategy == "S4":
+        if record.reasons:
             steps["S4_reason"] = self.reason_key(item)
-        return {
-            "key": response.key, "judge": self.judge.name, "strategy": strategy, "input_type": self.input_type,
-            "order": item.order, "round": item.round, "name": item.name, "gt": item.gt, "pred": label,
-            "parse_rule": rule, "raw": response.text, "latency_s": response.latency_s, "created_at": now(),
-            "dataset": self.dataset, "llm": self.llm_spec.name if strategy in ("S3", "S4") else None,
-            "media_name": item.media_name, "seed": self.seed + item.round, "steps": steps,
-        }
+        return prediction_row(
+            judge=self.judge.name, strategy=record.name, input_type=self.input_type, order=item.order,
+            round=item.round, name=item.name, gt=item.gt, pred=label, parse_rule=rule, raw=response.text,
+            latency_s=response.latency_s, created_at=now(), run_id=run_id, dataset=self.dataset,
+            llm=self.llm_spec.name if record.uses_llm else None, media_name=item.media_name,
+            seed=self.seed + item.round, steps=steps)

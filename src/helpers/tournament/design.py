@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.data import DataError
+from helpers.run.session import RunSession
 from helpers.tournament.table import SEPARATOR, entries_sha256
 
 DESIGN_FILE = "design.csv"
@@ -90,7 +91,7 @@ def write_design(design: Design, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     design.pairs.to_csv(folder / DESIGN_FILE, index=False)
-    (folder / MANIFEST_FILE).write_text(json.dumps(design.manifest, indent=2) + "\n")
+    RunSession.record(folder, design.manifest)  # the store's one manifest writer (atomic, clear disk errors)
     return folder
 
 
