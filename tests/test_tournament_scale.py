@@ -58,3 +58,123 @@ def test_the_chord_bootstrap_finds_the_same_maxima_as_full_newton_steps():
     chord = S.bootstrap_win_matrices(replicates, theta, point[0], 0, 0.5)
     newton = S.fit_win_matrices(replicates, 0, 0.5)
     assert np.abs(chord - newton).max() < 1e-8
+
+
+# --------------------------------------------------------------------------- the command line
+
+from helpers import tournament as T  # noqa: E402
+
+
+def table(path, systems=("alpha", "beta", "gamma"), n_samples=6):
+    rows = [(f"s{i:02d}", system, " ".join(["calm"] * (3 + 4 * k + i % 3)))
+            for i in range(n_samples) for k, system in enumerate(systems)]
+    pd.DataFrame(rows, columns=list(T.COLUMNS)).to_csv(path, index=False)
+    return path
+
+
+def cli(*argv: object) -> int:
+    return T.main([str(a) for a in argv])
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (("design", "--budget", "0"), "argument --budget"),
+    (("design", "--seed", "-1"), "argument --seed"),
+    (("judge", "--judge", "length", "--rounds", "0"), "argument --rounds"),
+    (("judge", "--judge", "length", "--strategy", "S9"), "argument --strategy"),
+    (("judge", "--judge", "length", "--shards", "x"), "argument --shards"),
+    (("rank", "--prior", "-1000"), "argument --prior"),
+    (("rank", "--prior", "nan"), "argument --prior"),
+    (("rank", "--n-boot", "-5"), "argument --n-boot"),
+])
+def test_a_bad_argument_is_one_usage_message_and_exit_2(tmp_path, capsys, argv, named):
+    path = table(tmp_path / "t.csv")
+    command, *flags = argv
+    with pytest.raises(SystemExit) as info:
+        cli(command, path, "--out", tmp_path / "tour", *flags)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+    assert not (tmp_path / "tour").exists()  # refused before any work
+
+
+def test_out_naming_a_file_is_a_usage_error(tmp_path, capsys):
+    path = table(tmp_path / "t.csv")
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(SystemExit) as info:
+        cli("design", path, "--out", tmp_path / "file")
+    assert info.value.code == 2 and "--out" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_parquet_is_bad_data_named_not_a_traceback(tmp_path, capsys):
+    (tmp_path / "t.parquet").write_text("name,system,description\n")
+    assert cli("validate", tmp_path / "t.parquet") == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 't.parquet'}: not a readable Parquet file" in err and "Traceback" not in err
+
+
+def drawn(tmp_path):
+    path = table(tmp_path / "t.csv")
+    assert cli("design", path, "--out", tmp_path / "tour", "--budget", "2", "--seed", "1") == 0
+    return path, tmp_path / "tour"
+
+
+@pytest.mark.parametrize("command", ["judge", "rank"])
+def test_a_truncated_design_is_refused_by_its_hash(tmp_path, capsys, command):
+    path, out = drawn(tmp_path)
+    lines = (out / "design.csv").read_text().splitlines(keepends=True)
+    (out / "design.csv").write_text("".join(lines[:5]))
+    capsys.readouterr()
+    extra = ("--judge", "length") if command == "judge" else ()
+    assert cli(command, path, "--out", out, *extra) == 1
+    err = capsys.readouterr().err
+    assert "design.csv was changed after it was drawn" in err and "4 rows, the manifest records 12" in err
+    assert "--overwrite" in err and not (out / "predictions").exists()
+
+
+def test_an_edited_design_row_is_refused_by_its_hash(tmp_path, capsys):
+    path, out = drawn(tmp_path)
+    text = (out / "design.csv").read_text()
+    (out / "design.csv").write_text(text.replace("alpha,beta", "beta,alpha", 1))
+    assert cli("rank", path, "--out", out) == 1
+    assert "changed after it was drawn" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("content", "says"), [("{not json", "not valid JSON"), ("[1, 2]", "expected a JSON object"),
+                                               (None, "has no manifest.json")])
+def test_a_corrupt_or_missing_manifest_is_refused_with_the_redraw(tmp_path, capsys, content, says):
+    path, out = drawn(tmp_path)
+    if content is None:
+        (out / "manifest.json").unlink()
+    else:
+        (out / "manifest.json").write_text(content)
+    capsys.readouterr()
+    assert cli("judge", path, "--out", out, "--judge", "length") == 1
+    err = capsys.readouterr().err
+    assert says in err and "--overwrite" in err and "Traceback" not in err
+
+
+def test_the_design_is_written_before_its_manifest_and_records_its_hash(tmp_path):
+    import hashlib
+    import json
+
+    _, out = drawn(tmp_path)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["design_sha256"] == hashlib.sha256((out / "design.csv").read_bytes()).hexdigest()
+    assert (out / "manifest.json").stat().st_mtime_ns >= (out / "design.csv").stat().st_mtime_ns
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_real_system_names_are_display_names_with_safe_ids(tmp_path, capsys):
+    systems = ("videochat(emb)", "Qwen/Qwen2.5-Omni-7B", "GPT-4o (2024-08-06)", "GPT-4o 2024-08-06")
+    path = table(tmp_path / "t.csv", systems=systems)
+    ids = [T.system_id(s) for s in systems]
+    assert len(set(ids)) == 4 and all(T.SAFE_ID.fullmatch(i) and "__" not in i for i in ids)
+    assert T.system_id("alpha-1.5") == "alpha-1.5"  # a safe name is its own id
+    out = tmp_path / "my tournament"  # a folder name with a space names run folders safely too
+    assert cli("judge", path, "--out", out, "--judge", "length") == 0
+    assert cli("rank", path, "--out", out, "--n-boot", "20") == 0
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert set(board["system"]) == set(systems)
+    plain = board[board["method"] == "plain"].set_index("system")["log_strength"]
+    assert list(plain.sort_values().index) == list(systems)  # the length judge: the longest wins
+    assert "GPT-4o (2024-08-06)" in capsys.readouterr().out
