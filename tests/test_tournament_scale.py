@@ -178,3 +178,46 @@ def test_real_system_names_are_display_names_with_safe_ids(tmp_path, capsys):
     plain = board[board["method"] == "plain"].set_index("system")["log_strength"]
     assert list(plain.sort_values().index) == list(systems)  # the length judge: the longest wins
     assert "GPT-4o (2024-08-06)" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- adaptive design
+
+
+def test_flip_probability_is_the_normal_tail_of_the_difference_over_its_se():
+    theta = np.array([0.0, 1.0, 1.2])
+    cov = np.array([[0.0, 0, 0], [0, 0.04, 0.01], [0, 0.01, 0.05]])
+    i, j, flip = S.flip_probabilities(theta, cov)
+    from scipy.stats import norm
+    assert list(zip(i, j, strict=True)) == [(0, 1), (0, 2), (1, 2)]
+    assert flip == pytest.approx([norm.sf(1 / 0.2), norm.sf(1.2 / np.sqrt(0.05)), norm.sf(0.2 / np.sqrt(0.07))])
+    assert not S.adjacent_separated(theta, cov) and S.adjacent_separated(theta * 10, cov)
+
+
+def test_adaptive_pairs_go_to_close_systems_and_repeat_with_the_seed():
+    theta = np.array([0.0, 0.05, 3.0, 6.0])
+    cov = np.eye(4) * 0.02
+    cov[0, 0] = 0
+    i, j = S.adaptive_pairs(theta, cov, 2000, np.random.default_rng(1))
+    close = np.mean((i == 0) & (j == 1))
+    assert close > 0.9  # the only pair whose order is uncertain, beside 5% uniform exploration
+    again = S.adaptive_pairs(theta, cov, 2000, np.random.default_rng(1))
+    assert (again[0] == i).all() and (again[1] == j).all()
+
+
+def test_comparisons_to_reach_interpolates_between_batches():
+    from helpers.stats.simulate import comparisons_to_reach
+
+    curve = pd.DataFrame({"n_systems": 10, "design": ["uniform"] * 3 + ["adaptive"] * 3,
+                          "n_comparisons": [100, 200, 300] * 2, "tau_mean": [0.5, 0.8, 0.95, 0.85, 0.95, 0.99]})
+    row = comparisons_to_reach(curve, 0.9).iloc[0]
+    assert row["uniform"] == pytest.approx(200 + 100 * 0.1 / 0.15)
+    assert row["adaptive"] == pytest.approx(150)
+    assert row["ratio_uniform_to_adaptive"] == pytest.approx(row["uniform"] / 150)
+
+
+def test_in_simulation_the_adaptive_design_ranks_10_systems_better_for_the_same_comparisons():
+    from helpers.stats.simulate import adaptive_vs_uniform
+
+    curve = adaptive_vs_uniform((10,), 0.6732, 0.7909, batches={10: (250, 8)}, n_reps=4, seed=2)
+    last = curve[curve["n_comparisons"] == 2000].set_index("design")["tau_mean"]
+    assert last["adaptive"] > last["uniform"]
