@@ -221,3 +221,72 @@ def test_in_simulation_the_adaptive_design_ranks_10_systems_better_for_the_same_
     curve = adaptive_vs_uniform((10,), 0.6732, 0.7909, batches={10: (250, 8)}, n_reps=4, seed=2)
     last = curve[curve["n_comparisons"] == 2000].set_index("design")["tau_mean"]
     assert last["adaptive"] > last["uniform"]
+
+
+def adaptive_table(path, n_samples=40, n_systems=5):
+    rng = np.random.default_rng(0)
+    rows = [(f"v{i:03d}", f"sys{k}", " ".join(["word"] * int(5 + 3 * k + rng.integers(0, 12))))
+            for i in range(n_samples) for k in range(n_systems)]
+    pd.DataFrame(rows, columns=list(T.COLUMNS)).to_csv(path, index=False)
+    return path
+
+
+def stored_rows(out) -> int:
+    from helpers.run.store import load_predictions
+
+    return len(load_predictions(out / "predictions"))
+
+
+def test_adaptive_judging_records_every_batch_resumes_and_repeats_from_the_seed(tmp_path, capsys):
+    import json
+
+    path = adaptive_table(tmp_path / "t.csv")
+    flags = ("--judge", "length", "--adaptive", "--batch-size", "30", "--max-comparisons", "150")
+    assert cli("judge", path, "--out", tmp_path / "a", *flags) == 0
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    design = pd.read_csv(tmp_path / "a" / "design.csv")
+    assert manifest["design"] == "adaptive" and manifest["stopped"] in ("separated", "budget")
+    assert [b["rule"] for b in manifest["batches"]] == ["uniform"] + ["adaptive"] * (len(manifest["batches"]) - 1)
+    assert design.groupby("batch").size().tolist() == [b["n_comparisons"] for b in manifest["batches"]]
+    assert len(design) <= 150 and not design["comparison"].duplicated().any()
+    rows = stored_rows(tmp_path / "a")
+    assert rows == 2 * len(design)  # both orders, once each
+    assert cli("judge", path, "--out", tmp_path / "a", *flags) == 0  # a re-run judges nothing again
+    assert stored_rows(tmp_path / "a") == rows
+    assert cli("judge", path, "--out", tmp_path / "b", *flags) == 0  # the same seed draws the same batches
+    assert (tmp_path / "a" / "design.csv").read_bytes() == (tmp_path / "b" / "design.csv").read_bytes()
+    assert cli("rank", path, "--out", tmp_path / "a", "--n-boot", "0") == 0
+    capsys.readouterr()
+    assert cli("judge", path, "--out", tmp_path / "a", *flags[:-1], "200") == 1  # other settings: refused
+    assert "max_comparisons 150 in the design, 200 asked for" in capsys.readouterr().err
+
+
+def test_an_adaptive_run_killed_mid_batch_resumes_to_the_same_design(tmp_path, monkeypatch):
+    from helpers.tournament import judge as J
+
+    path = adaptive_table(tmp_path / "t.csv")
+    flags = ("--judge", "length", "--adaptive", "--batch-size", "30", "--max-comparisons", "150")
+    assert cli("judge", path, "--out", tmp_path / "whole", *flags) == 0
+    real, calls = J.judge_tournament, []
+
+    def dies_on_the_third_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(J, "judge_tournament", dies_on_the_third_batch)
+    assert cli("judge", path, "--out", tmp_path / "killed", *flags) == 130
+    monkeypatch.setattr(J, "judge_tournament", real)
+    assert cli("judge", path, "--out", tmp_path / "killed", *flags) == 0
+    assert (tmp_path / "killed" / "design.csv").read_bytes() == (tmp_path / "whole" / "design.csv").read_bytes()
+    assert stored_rows(tmp_path / "killed") == stored_rows(tmp_path / "whole")
+
+
+@pytest.mark.parametrize(("extra", "named"), [(("--judge", "random"), "exactly one --judge"),
+                                              (("--budget", "2"), "--budget: not allowed with --adaptive")])
+def test_adaptive_judging_needs_one_judge_and_no_budget(tmp_path, capsys, extra, named):
+    path = adaptive_table(tmp_path / "t.csv")
+    with pytest.raises(SystemExit) as info:
+        cli("judge", path, "--out", tmp_path / "a", "--judge", "length", "--adaptive", *extra)
+    assert info.value.code == 2 and named in capsys.readouterr().err

@@ -662,3 +662,16 @@ def adjacent_separated(theta: np.ndarray, cov: np.ndarray, level: float = 0.95) 
     var = cov[a, a] + cov[b, b] - 2 * cov[a, b]
     flip = stats.norm.sf((theta[a] - theta[b]) / np.sqrt(np.maximum(var, 1e-300)))
     return bool((flip < (1 - level) / 2).all())
+
+
+def fit_with_covariance(comparisons: pd.DataFrame, systems: list[str], prior: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Plain BT log-strengths of ``systems`` (in that order, the first held at 0) and their
+    covariance (:func:`rating_covariance`): what an adaptive design refits after each batch."""
+    check_settings(0, prior)
+    index = {s: k for k, s in enumerate(systems)}
+    i, j, outcome, w = encode_comparisons(comparisons, index, None)
+    wins = aggregate_wins(i, j, outcome, w, np.ones((1, len(i))), len(systems))[0]
+    theta = fit_win_matrices(wins, 0, prior)
+    if np.isnan(theta).any():
+        raise ComparisonError(_no_fit(prior))
+    return theta, rating_covariance(wins + prior / 2 * (1 - np.eye(len(systems))), theta)

@@ -93,6 +93,13 @@ def parser() -> argparse.ArgumentParser:
     j.add_argument("--seed", type=COUNT, default=argparse.SUPPRESS,
                    help="design seed (must match a stored design) and judging seed (default 0)")
     j.add_argument("--judge", action="append", required=True, help="judge name from params/models (repeatable)")
+    j.add_argument("--adaptive", action="store_true",
+                   help="judge in batches, refit BT after each and draw the next batch where the order is uncertain")
+    j.add_argument("--batch-size", type=POSITIVE, default=200, help="--adaptive: comparisons per batch")
+    j.add_argument("--max-comparisons", type=POSITIVE, default=None,
+                   help="--adaptive: stop after this many comparisons (default: every comparison the table allows)")
+    j.add_argument("--level", type=_number(float, 0.5, "give a confidence level in [0.5, 1)"), default=0.95,
+                   help="--adaptive: stop when every adjacent pair of systems is separated at this level")
     j.add_argument("--executor", choices=("local", "ray"), default="local")
     j.add_argument("--address", default=None, help="Ray cluster address ('auto', 'ray://host:10001'); default: local Ray")
     j.add_argument("--shards", type=POSITIVE, default=1, help="shards per judge")
@@ -138,7 +145,12 @@ def _design(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> in
 def _judge(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int:
     """Judge the stored design (drawing one first when there is none), refusing a design that
     was drawn from another table or with another --budget/--seed than given."""
+    if args.adaptive:
+        return _judge_adaptive(args, entries, folder)
     asked = {key: getattr(args, key) for key in ("budget", "seed") if hasattr(args, key)}
+    if has_design(folder) and read_design(folder).manifest.get("design") == "adaptive":
+        raise DataError(f"{folder} holds an adaptive design: judge it with --adaptive (and the same settings), "
+                        "or use a new --out folder")
     if not has_design(folder):
         write_design(design_pairs(entries, asked.get("budget"), asked.get("seed", 0)), folder)
     design = check_design(folder, entries, args.table, asked)
@@ -150,6 +162,30 @@ def _judge(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int
         judge_llm=args.judge_llm, backend=args.backend, media_dir=args.media_dir,
     )
     print(summary.to_string(index=False))
+    return 0
+
+
+def _judge_adaptive(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int:
+    """Judge in batches (:func:`helpers.tournament.judge.judge_adaptive`), refusing a stored
+    design drawn otherwise."""
+    from helpers.tournament.design import candidates
+    from helpers.tournament.judge import judge_adaptive
+
+    seed = getattr(args, "seed", 0)
+    limit = args.max_comparisons or len(candidates(entries))
+    asked = {"design": "adaptive", "seed": seed, "batch_size": args.batch_size, "max_comparisons": limit,
+             "level": args.level}
+    if has_design(folder):
+        check_design(folder, entries, args.table, asked)
+    design = judge_adaptive(
+        entries, folder, args.judge[0], batch_size=args.batch_size, max_comparisons=limit, seed=seed, level=args.level,
+        tag=system_id(folder.resolve().name), executor=args.executor, shards=args.shards, workers=args.workers,
+        address=args.address, rounds=args.rounds, strategy=args.strategy, input_type=args.input_type,
+        judge_llm=args.judge_llm, backend=args.backend, media_dir=args.media_dir,
+    )
+    batches = design.manifest["batches"]
+    print(f"adaptive design: {len(design.pairs)} comparisons in {len(batches)} batch(es), stopped: "
+          f"{design.manifest['stopped']} ({folder})")
     return 0
 
 
@@ -172,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
 
     top = parser()
     args = top.parse_args(argv)
+    if getattr(args, "adaptive", False):
+        if len(args.judge) != 1:
+            top.error("argument --adaptive: give exactly one --judge (the batches follow one judge's verdicts)")
+        if hasattr(args, "budget"):
+            top.error("argument --budget: not allowed with --adaptive (use --batch-size and --max-comparisons)")
     out = getattr(args, "out", None)
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         top.error(f"argument --out: {out} is a file; --out names the tournament's folder (new or existing)")

@@ -245,8 +245,59 @@ def to_pairs(design: pd.DataFrame, entries: pd.DataFrame, human: pd.DataFrame | 
         "system_a": design["system_a"].to_numpy(), "system_b": design["system_b"].to_numpy(),
         "model1": design["system_a"].to_numpy(), "model2": design["system_b"].to_numpy(),
     })
+    if "batch" in design.columns:
+        out["batch"] = design["batch"].to_numpy()
     if human is not None:
         verdict = human.set_index("comparison")["winner"].map({"a": "a1", "b": "a2", "tie": "same"})
         out["preference"] = pd.Series(out["name"].map(verdict).to_numpy(), dtype=object).where(
             out["name"].isin(verdict.index), None)
     return out
+
+
+# --------------------------------------------------------------------------- adaptive designs
+
+
+def candidates(entries: pd.DataFrame) -> pd.DataFrame:
+    """Every comparison a design could draw: each sample's pairs of systems that both describe it."""
+    rows = [(comparison_id(name, a, b), name, a, b)
+            for name, systems in _systems_by_sample(entries).items() for a, b in combinations(systems, 2)]
+    return pd.DataFrame(rows, columns=list(DESIGN_COLUMNS))
+
+
+def adaptive_manifest(entries: pd.DataFrame, batch_size: int, max_comparisons: int, seed: int, level: float) -> dict:
+    """What an adaptive design is drawn from; its ``batches`` list grows by one entry per batch."""
+    return {"design": "adaptive", "budget": None, "seed": seed, "batch_size": batch_size,
+            "max_comparisons": max_comparisons, "level": level, "n_samples": int(entries["name"].nunique()),
+            "systems": sorted(entries["system"].unique()), "entries_sha256": entries_sha256(entries),
+            "orders": ["normal", "reverse"], "batches": [], "stopped": None}
+
+
+def next_batch(design: Design, entries: pd.DataFrame, system_pairs: tuple[np.ndarray, np.ndarray] | None,
+               systems: list[str], reason: str) -> Design:
+    """The design with one more batch: the first is drawn uniformly from :func:`candidates`;
+    later ones turn the chosen system pairs (indices into ``systems``, from
+    :func:`helpers.stats.bt.adaptive_pairs`) into comparisons on samples both systems
+    describe and that the design has not judged yet. Seeded by the design's seed and the
+    batch's number, so the same verdicts give the same batches."""
+    manifest = dict(design.manifest)
+    k = len(manifest["batches"])
+    rng = np.random.default_rng([manifest["seed"], k])
+    pool = candidates(entries)
+    pool = pool[~pool["comparison"].isin(set(design.pairs["comparison"]))] if len(design.pairs) else pool
+    size = min(manifest["batch_size"], manifest["max_comparisons"] - len(design.pairs), len(pool))
+    if system_pairs is None:
+        chosen = pool.iloc[np.sort(rng.choice(len(pool), size=size, replace=False))]
+    else:
+        by_pair = {key: list(group.index) for key, group in pool.groupby(["system_a", "system_b"], sort=False)}
+        picked: list[int] = []
+        for i, j in zip(*system_pairs, strict=True):
+            a, b = sorted((systems[i], systems[j]))
+            options = by_pair.get((a, b), [])
+            if options and len(picked) < size:
+                picked.append(options.pop(int(rng.integers(len(options)))))
+        chosen = pool.loc[picked]
+    chosen = chosen.assign(batch=k)
+    pairs = pd.concat([design.pairs, chosen], ignore_index=True) if len(design.pairs) else chosen.reset_index(drop=True)
+    manifest["batches"] = [*manifest["batches"], {"batch": k, "rule": reason, "n_comparisons": len(chosen)}]
+    manifest["n_comparisons"] = len(pairs)
+    return Design(pairs.reset_index(drop=True), manifest)

@@ -30,6 +30,17 @@ import numpy as np
 import pandas as pd
 
 from helpers.data import DataError
+from helpers.stats.bt import adaptive_pairs, adjacent_separated, fit_with_covariance
+from helpers.tournament.design import (
+    Design,
+    adaptive_manifest,
+    has_design,
+    next_batch,
+    read_design,
+    to_pairs,
+    write_design,
+)
+from helpers.tournament.rank import comparisons_from_predictions
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PARENT_POLL_S = 0.5
@@ -121,8 +132,9 @@ def tournament_predictions(store_root: str | Path, pairs: pd.DataFrame) -> pd.Da
     table = load_predictions(store_root)
     if table.empty:
         return table
-    digest = pairs_digest(pairs)
-    keep = table["name"].isin(set(pairs["name"])) & table["dataset"].astype(str).str.contains(f"-{digest}.s", regex=False)
+    groups = [group for _, group in pairs.groupby("batch", sort=True)] if "batch" in pairs.columns else [pairs]
+    pattern = "|".join(f"-{pairs_digest(group)}\\.s" for group in groups)  # an adaptive design: one digest per batch
+    keep = table["name"].isin(set(pairs["name"])) & table["dataset"].astype(str).str.contains(pattern, regex=True)
     return table[keep].reset_index(drop=True)
 
 
@@ -191,3 +203,58 @@ def workers_end_on_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# --------------------------------------------------------------------------- adaptive judging
+
+
+def judge_adaptive(entries: pd.DataFrame, folder: str | Path, judge: str, *, batch_size: int, max_comparisons: int,
+                   seed: int = 0, level: float = 0.95, prior: float = 1.0, tag: str = "tournament",
+                   **judging) -> Design:
+    """Judge a tournament in batches with one judge: a uniform first batch, then after each batch
+    a plain Bradley–Terry refit and the next batch drawn where the order is still uncertain
+    (:func:`helpers.stats.bt.adaptive_pairs`), until every adjacent pair is separated at
+    ``level`` (:func:`helpers.stats.bt.adjacent_separated`) or ``max_comparisons`` are drawn.
+
+    Kill-safe and resumable: each batch is written into ``design.csv`` (with its number) and
+    the manifest (with its rule) before it is judged, each batch judges into its own run
+    folders, so a re-run resumes the batch that was interrupted and draws the same later
+    batches from the same verdicts and seed. ``judging``: :func:`judge_tournament`'s settings."""
+    folder = Path(folder)
+    systems = sorted(entries["system"].unique())
+    store = folder / "predictions"
+
+    def judge_batch(design: Design, k: int) -> None:
+        batch = design.pairs[design.pairs["batch"] == k]
+        if len(batch):
+            judge_tournament(to_pairs(batch, entries), [judge], store, tag=tag, seed=seed, **judging)
+
+    if has_design(folder):
+        design = read_design(folder)
+        for k in range(len(design.manifest["batches"])):  # resumes: judged batches are read back, not judged again
+            judge_batch(design, k)
+    else:
+        empty = pd.DataFrame(columns=["comparison", "name", "system_a", "system_b", "batch"])
+        design = next_batch(Design(empty, adaptive_manifest(entries, batch_size, max_comparisons, seed, level)),
+                            entries, None, systems, "uniform")
+        write_design(design, folder)
+        judge_batch(design, 0)
+    while design.manifest.get("stopped") is None:
+        pairs = to_pairs(design.pairs, entries)
+        comparisons = comparisons_from_predictions(tournament_predictions(store, pairs), pairs)
+        theta, cov = fit_with_covariance(comparisons, systems, prior)
+        k = len(design.manifest["batches"])
+        stop = ("separated" if adjacent_separated(theta, cov, level)
+                else "budget" if len(design.pairs) >= max_comparisons else None)
+        if stop is None:
+            chosen = adaptive_pairs(theta, cov, batch_size, np.random.default_rng([seed, k, 1]))
+            grown = next_batch(design, entries, chosen, systems, "adaptive")
+            stop = "exhausted" if len(grown.pairs) == len(design.pairs) else None
+        if stop is not None:
+            design.manifest["stopped"] = stop
+            write_design(design, folder)
+            break
+        design = grown
+        write_design(design, folder)
+        judge_batch(design, k)
+    return design
