@@ -381,14 +381,15 @@ def cell_information(a, b, y, z, weights: np.ndarray, n_sys: int, beta: np.ndarr
 
 def encode_comparisons(comparisons: pd.DataFrame, index: dict[str, int], weights) -> tuple[np.ndarray, ...]:
     """System indices of a and b, the outcome code (0 a, 1 b, 2 tie) and the weight of each comparison."""
-    known = pd.Index(list(index), dtype=object)
-    code = np.array([index[s] for s in known] + [-1])  # get_indexer's -1 (unknown) stays -1
-    i = code[known.get_indexer(comparisons["system_a"].astype(object))]
-    j = code[known.get_indexer(comparisons["system_b"].astype(object))]
+    n = len(comparisons)
+    codes, uniques = pd.factorize(pd.concat([comparisons["system_a"], comparisons["system_b"]], ignore_index=True))
+    both = np.array([index.get(u, -1) for u in uniques], dtype=int)[codes] if n else np.zeros(0, dtype=int)
+    i, j = both[:n], both[n:]
     if (i < 0).any() or (j < 0).any():
         unknown = set(comparisons["system_a"][i < 0]) | set(comparisons["system_b"][j < 0])
         raise ComparisonError(f"systems not in the systems list: {', '.join(sorted(map(str, unknown)))}")
-    outcome = pd.Index(list(WINNERS)).get_indexer(comparisons["winner"].astype(object))
+    codes, uniques = pd.factorize(comparisons["winner"])
+    outcome = np.array([WINNERS.index(u) if u in WINNERS else -1 for u in uniques], dtype=int)[codes] if n else codes
     w = np.ones(len(i)) if weights is None else np.asarray(weights, dtype=float)
     if len(w) != len(i) or (w < 0).any():
         raise ComparisonError("weights must be one non-negative number per comparison")
