@@ -83,3 +83,34 @@ def test_the_backend_reports_a_non_text_content_as_a_bad_reply(monkeypatch):
     monkeypatch.setattr(backend, "_post", lambda data, key: {"choices": [{"message": {"content": 42}}]})
     with pytest.raises(O.OpenAIError, match="not a chat completion .*message content is int"):
         backend._complete({}, "secret")
+
+
+# --------------------------------------------------------------------------- helpers.run and helpers.report
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["--workers", "0"], "argument --workers"),
+    (["--gpus", "x,y"], "argument --gpus"),
+    (["--executor", "foo"], "argument --executor"),
+    (["-p", "seed", "{bad"], "argument -p seed"),
+])
+def test_a_bad_run_argument_is_a_usage_error_before_any_cell_runs(tmp_path, capsys, argv, named):
+    from helpers.run.launch import main
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("cells: []\n")
+    with pytest.raises(SystemExit) as info:
+        main([str(grid), "--dry-run", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+
+
+def test_a_report_out_path_through_a_file_is_a_usage_error(tmp_path, capsys):
+    from helpers.report.render import main
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "index.qmd").write_text("# x\n")
+    with pytest.raises(SystemExit) as info:
+        main(["--index", str(tmp_path / "index.qmd"), "--out", str(tmp_path / "file" / "x.html")])
+    assert info.value.code == 2 and "argument --out" in capsys.readouterr().err
