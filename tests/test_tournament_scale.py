@@ -290,3 +290,49 @@ def test_adaptive_judging_needs_one_judge_and_no_budget(tmp_path, capsys, extra,
     with pytest.raises(SystemExit) as info:
         cli("judge", path, "--out", tmp_path / "a", "--judge", "length", "--adaptive", *extra)
     assert info.value.code == 2 and named in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- learned judges
+
+
+def labelled_training(path, n=40, seed=1):
+    rng = np.random.default_rng(seed)
+    words = "she he sounds looks angry calm tense happy sad frowning smiling voice face eyes trembling".split()
+
+    def text(k):
+        return " ".join(rng.choice(words, k))
+
+    rows = []
+    for i in range(n):
+        long, short = text(int(rng.integers(12, 25))), text(int(rng.integers(2, 5)))
+        rows.append((f"p{i}", long, short, "a1") if rng.random() < 0.5 else (f"p{i}", short, long, "a2"))
+    pd.DataFrame(rows, columns=["name", "a1", "a2", "preference"]).to_csv(path, index=False)
+    return path
+
+
+def test_a_learned_judge_trains_on_labelled_pairs_then_judges_the_tournament(tmp_path, capsys):
+    """minilm_rm on an unlabelled tournament: it fits on the named labelled table (where the
+    longer text always wins) and ranks the systems by length; its run folders carry the
+    training data's digest (another training table, other runs)."""
+    from helpers.tournament.judge import pairs_digest, training_pairs
+
+    path = table(tmp_path / "t.csv", systems=("short", "medium", "long"), n_samples=4)
+    train = labelled_training(tmp_path / "train.csv")
+    out = tmp_path / "tour"
+    assert cli("judge", path, "--out", out, "--judge", "minilm_rm", "--train", train) == 0
+    assert "train on" in capsys.readouterr().out
+    digest = pairs_digest(training_pairs(str(train)))
+    folders = [p.name for p in (out / "predictions").iterdir()]
+    assert len(folders) == 1 and f".t{digest}.s0of1" in folders[0]
+    assert cli("rank", path, "--out", out, "--n-boot", "0") == 0
+    plain = pd.read_csv(out / "leaderboard.csv").query("method == 'plain'").set_index("system")["log_strength"]
+    assert plain.idxmax() == "long" and plain.idxmin() == "short"
+
+
+def test_a_training_table_without_labels_is_refused_naming_it(tmp_path, capsys):
+    path = table(tmp_path / "t.csv")
+    bad = tmp_path / "train.csv"
+    bad.write_text("name,a1,a2,preference\np1,x,y,maybe\n")
+    assert cli("judge", path, "--out", tmp_path / "tour", "--judge", "minilm_rm", "--train", bad) == 1
+    err = capsys.readouterr().err
+    assert f"training table {bad}" in err and "'maybe' is not a1, a2 or same" in err

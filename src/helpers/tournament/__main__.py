@@ -93,6 +93,10 @@ def parser() -> argparse.ArgumentParser:
     j.add_argument("--seed", type=COUNT, default=argparse.SUPPRESS,
                    help="design seed (must match a stored design) and judging seed (default 0)")
     j.add_argument("--judge", action="append", required=True, help="judge name from params/models (repeatable)")
+    j.add_argument("--train", default="emoprefer",
+                   help="learned judges (minilm_rm, source): labelled pairs to train on, a dataset (emoprefer: the v1 "
+                        "benchmark) or a CSV/Parquet table name, a1, a2, preference (default emoprefer)")
+    j.add_argument("--data-dir", default=None, help="folder with the dataset CSVs of --train")
     j.add_argument("--adaptive", action="store_true",
                    help="judge in batches, refit BT after each and draw the next batch where the order is uncertain")
     j.add_argument("--batch-size", type=POSITIVE, default=200, help="--adaptive: comparisons per batch")
@@ -156,13 +160,26 @@ def _judge(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int
     design = check_design(folder, entries, args.table, asked)
     print(f"design: {len(design.pairs)} comparisons ({design.manifest.get('design')}) in {folder}")
     summary = judge_tournament(
-        to_pairs(design.pairs, entries), args.judge, folder / "predictions", tag=system_id(folder.resolve().name),
+        to_pairs(design.pairs, entries), args.judge, folder / "predictions", training=_training(args),
+        tag=system_id(folder.resolve().name),
         executor=args.executor, shards=args.shards, workers=args.workers, address=args.address,
         rounds=args.rounds, seed=asked.get("seed", 0), strategy=args.strategy, input_type=args.input_type,
         judge_llm=args.judge_llm, backend=args.backend, media_dir=args.media_dir,
     )
     print(summary.to_string(index=False))
     return 0
+
+
+def _training(args: argparse.Namespace) -> pd.DataFrame | None:
+    """The labelled pairs learned judges train on, loaded only when one of the judges learns."""
+    from helpers.tournament.judge import learns_from_labels, training_pairs
+
+    if not any(learns_from_labels(judge) for judge in args.judge):
+        return None
+    training = training_pairs(args.train, args.data_dir)
+    print(f"learned judge(s) train on {args.train}: {len(training)} labelled pairs "
+          f"({int(training['preference'].isin(['a1', 'a2']).sum())} decided)")
+    return training
 
 
 def _judge_adaptive(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int:
@@ -179,7 +196,7 @@ def _judge_adaptive(args: argparse.Namespace, entries: pd.DataFrame, folder: Pat
         check_design(folder, entries, args.table, asked)
     design = judge_adaptive(
         entries, folder, args.judge[0], batch_size=args.batch_size, max_comparisons=limit, seed=seed, level=args.level,
-        tag=system_id(folder.resolve().name), executor=args.executor, shards=args.shards, workers=args.workers,
+        training=_training(args), tag=system_id(folder.resolve().name), executor=args.executor, shards=args.shards, workers=args.workers,
         address=args.address, rounds=args.rounds, strategy=args.strategy, input_type=args.input_type,
         judge_llm=args.judge_llm, backend=args.backend, media_dir=args.media_dir,
     )

@@ -77,11 +77,60 @@ def judge_shard(*, judge: str, pairs: pd.DataFrame, names: list[str], dataset: s
     return summary.to_dict("records")
 
 
+TRAIN_PREFIX = "train."  # training pairs' names in a learned judge's pairs table (never a comparison id)
+
+
+def learns_from_labels(judge: str) -> bool:
+    """A judge that fits on human labels (``helpers.judges.learned.CrossFitJudge``: the source
+    and MiniLM reward models): in a tournament it needs labelled training pairs beside the
+    unlabelled comparisons."""
+    from helpers.judges.learned import CrossFitJudge
+    from helpers.judges.registry import import_object, load_spec
+
+    spec = load_spec(judge)
+    if spec.backend != "cpu":
+        return False
+    cls = import_object(spec.options["judge_class"])
+    return isinstance(cls, type) and issubclass(cls, CrossFitJudge)
+
+
+def training_pairs(source: str = "emoprefer", data_dir: str | Path | None = None) -> pd.DataFrame:
+    """Labelled pairs a learned judge trains on: a dataset of the study (``emoprefer``: the v1
+    benchmark, ``emopreferv2``) or a CSV/Parquet table ``name, a1, a2, preference`` (a1/a2/same)
+    that the user names. Names get the prefix :data:`TRAIN_PREFIX`, so they never collide with
+    the tournament's comparison ids."""
+    from helpers.data import dataset_specs, load_pairs, read_csv
+
+    if source in dataset_specs():
+        frame = load_pairs(source, "normal", data_dir)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"--train {source}: neither a dataset ({', '.join(sorted(dataset_specs()))}) nor a file")
+        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else None
+        if frame is None:
+            frame, problems = read_csv(path, ("name", "a1", "a2", "preference"))
+            if problems:
+                raise DataError(f"training table {path}: " + "; ".join(str(p) for p in problems[:10]))
+        missing = [c for c in ("name", "a1", "a2", "preference") if c not in frame.columns]
+        bad = ~frame["preference"].isin(["a1", "a2", "same"]) if not missing else None
+        if missing or bad.any():
+            detail = (f"lacks column(s) {', '.join(missing)}" if missing else
+                      f"row {int(bad.to_numpy().nonzero()[0][0]) + 1}: preference "
+                      f"{frame.loc[bad, 'preference'].iloc[0]!r} is not a1, a2 or same")
+            raise DataError(f"training table {path} {detail}; it needs name, a1, a2, preference (a1/a2/same)")
+    out = frame[["name", "a1", "a2", "preference"]].astype({"name": str}).copy()
+    out["name"] = TRAIN_PREFIX + out["name"]
+    out["media_name"] = out["name"]
+    return out.reset_index(drop=True)
+
+
 def judge_tournament(
     pairs: pd.DataFrame,
     judges: Sequence[str],
     store_root: str | Path,
     *,
+    training: pd.DataFrame | None = None,
     tag: str = "tournament",
     executor: str = "local",
     shards: int = 1,
@@ -97,8 +146,12 @@ def judge_tournament(
 ) -> pd.DataFrame:
     """Judge every comparison with every judge, ``shards`` shards per judge, on ``executor``.
     Shard ``i`` of ``n`` writes run folders named with dataset ``<tag>-<digest>.s<i>of<n>``
-    (:func:`pairs_digest`); re-running the same call resumes them. Returns the engine's summary
-    rows (one per run folder)."""
+    (:func:`pairs_digest`); re-running the same call resumes them. Judges that learn from labels
+    (:func:`learns_from_labels`) get ``training`` (:func:`training_pairs`) beside the
+    comparisons, cross-fitted like the benchmark (each comparison judged by a model fitted on
+    labelled pairs of the other folds), and their run folders carry the training data's digest
+    (``<tag>-<digest>.t<training digest>.s<i>of<n>``): other training data, other runs. Returns
+    the engine's summary rows (one per run folder)."""
     from helpers.judges.registry import load_spec
     from helpers.run.launch import Shard, gpus_for, run_shards
 
@@ -106,10 +159,22 @@ def judge_tournament(
         raise DataError(f"tournament tag {tag!r} must match [A-Za-z0-9_.-]+ (it names run folders)")
     chunks = shard_names(pairs, shards)
     prefix = f"{tag}-{pairs_digest(pairs)}"
+    learned = {judge: learns_from_labels(judge) for judge in judges}
+    if any(learned.values()) and training is None:
+        raise DataError(f"judge(s) {', '.join(j for j, yes in learned.items() if yes)} learn from human labels: give "
+                        "labelled training pairs (the CLI's --train, default the v1 benchmark)")
+
+    def judged(judge: str) -> tuple[pd.DataFrame, str]:
+        if not learned[judge]:
+            return pairs, prefix
+        unlabelled = pairs.assign(preference=None) if "preference" not in pairs.columns else pairs
+        return pd.concat([unlabelled, training], ignore_index=True), f"{prefix}.t{pairs_digest(training)}"
+
     work = [
         Shard(
             key=f"{tag}-{judge}-s{i}of{len(chunks)}", fn=judge_shard, num_gpus=gpus_for(load_spec(judge)),
-            kwargs={"judge": judge, "pairs": pairs, "names": chunk, "dataset": f"{prefix}.s{i}of{len(chunks)}",
+            kwargs={"judge": judge, "pairs": judged(judge)[0], "names": chunk,
+                    "dataset": f"{judged(judge)[1]}.s{i}of{len(chunks)}",
                     "store_root": str(store_root), "rounds": rounds, "seed": seed, "strategy": strategy,
                     "input_type": input_type, "judge_llm": judge_llm, "backend": backend,
                     "media_dir": str(media_dir) if media_dir else None},
@@ -133,7 +198,8 @@ def tournament_predictions(store_root: str | Path, pairs: pd.DataFrame) -> pd.Da
     if table.empty:
         return table
     groups = [group for _, group in pairs.groupby("batch", sort=True)] if "batch" in pairs.columns else [pairs]
-    pattern = "|".join(f"-{pairs_digest(group)}\\.s" for group in groups)  # an adaptive design: one digest per batch
+    # one digest per batch of an adaptive design; a learned judge's runs add their training digest
+    pattern = "|".join(f"-{pairs_digest(group)}(\\.t[0-9a-f]+)?\\.s" for group in groups)
     keep = table["name"].isin(set(pairs["name"])) & table["dataset"].astype(str).str.contains(pattern, regex=True)
     return table[keep].reset_index(drop=True)
 
