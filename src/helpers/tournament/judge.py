@@ -199,7 +199,7 @@ def tournament_predictions(store_root: str | Path, pairs: pd.DataFrame) -> pd.Da
         return table
     groups = [group for _, group in pairs.groupby("batch", sort=True)] if "batch" in pairs.columns else [pairs]
     # one digest per batch of an adaptive design; a learned judge's runs add their training digest
-    pattern = "|".join(f"-{pairs_digest(group)}(\\.t[0-9a-f]+)?\\.s" for group in groups)
+    pattern = "|".join(f"-{pairs_digest(group)}(?:\\.t[0-9a-f]+)?\\.s" for group in groups)
     keep = table["name"].isin(set(pairs["name"])) & table["dataset"].astype(str).str.contains(pattern, regex=True)
     return table[keep].reset_index(drop=True)
 
