@@ -336,3 +336,29 @@ def test_a_training_table_without_labels_is_refused_naming_it(tmp_path, capsys):
     assert cli("judge", path, "--out", tmp_path / "tour", "--judge", "minilm_rm", "--train", bad) == 1
     err = capsys.readouterr().err
     assert f"training table {bad}" in err and "'maybe' is not a1, a2 or same" in err
+
+
+def test_the_adaptive_notebook_writes_its_table_and_labelled_figure(tmp_path):
+    """notebooks/07a_adaptive.ipynb under papermill with one simulated tournament per point."""
+    import json
+    import os
+    from pathlib import Path
+
+    import papermill as pm
+
+    from helpers import data
+
+    if not os.environ.get(data.DATA_ENV):
+        pytest.skip(f"${data.DATA_ENV} not set (the paper table names the best judge)")
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    out = tmp_path / "07a.ipynb"
+    pm.execute_notebook(str(notebooks / "07a_adaptive.ipynb"), str(out), cwd=str(notebooks), progress_bar=False,
+                        kernel_name="python3", parameters={"reports_dir": str(tmp_path), "sim_reps": 1})
+    table = pd.read_csv(tmp_path / "tables" / "adaptive_design.csv")
+    assert list(table["n_systems"]) == [10, 50]
+    assert (table["accuracy"] == 0.6732).all() and (table["swap_consistency"] == 0.7909).all()
+    ratio = table["uniform"] / table["adaptive"]
+    assert np.allclose(ratio, table["ratio_uniform_to_adaptive"], equal_nan=True)
+    assert (tmp_path / "figures" / "adaptive_design.png").is_file()
+    sources = ["".join(c["source"]) for c in json.loads(out.read_text())["cells"]]
+    assert any("#| label: fig-adaptive" in s and "#| fig-cap:" in s and "#| fig-alt:" in s for s in sources)
