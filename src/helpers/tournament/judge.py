@@ -148,7 +148,7 @@ def judge_tournament(
     Shard ``i`` of ``n`` writes run folders named with dataset ``<tag>-<digest>.s<i>of<n>``
     (:func:`pairs_digest`); re-running the same call resumes them. Judges that learn from labels
     (:func:`learns_from_labels`) get ``training`` (:func:`training_pairs`) beside the
-    comparisons, cross-fitted like the benchmark (each comparison judged by a model fitted on
+    comparisons (without it, the comparisons' own human labels, as in the v1 demonstration), cross-fitted like the benchmark (each comparison judged by a model fitted on
     labelled pairs of the other folds), and their run folders carry the training data's digest
     (``<tag>-<digest>.t<training digest>.s<i>of<n>``): other training data, other runs. Returns
     the engine's summary rows (one per run folder)."""
@@ -159,13 +159,14 @@ def judge_tournament(
         raise DataError(f"tournament tag {tag!r} must match [A-Za-z0-9_.-]+ (it names run folders)")
     chunks = shard_names(pairs, shards)
     prefix = f"{tag}-{pairs_digest(pairs)}"
+    labelled = "preference" in pairs.columns and pairs["preference"].isin(["a1", "a2"]).any()
     learned = {judge: learns_from_labels(judge) for judge in judges}
-    if any(learned.values()) and training is None:
+    if any(learned.values()) and training is None and not labelled:
         raise DataError(f"judge(s) {', '.join(j for j, yes in learned.items() if yes)} learn from human labels: give "
                         "labelled training pairs (the CLI's --train, default the v1 benchmark)")
 
     def judged(judge: str) -> tuple[pd.DataFrame, str]:
-        if not learned[judge]:
+        if not learned[judge] or training is None:  # comparisons with human labels: cross-fitted on those
             return pairs, prefix
         unlabelled = pairs.assign(preference=None) if "preference" not in pairs.columns else pairs
         return pd.concat([unlabelled, training], ignore_index=True), f"{prefix}.t{pairs_digest(training)}"
