@@ -12,7 +12,7 @@ EXECUTED := reports/executed
 GRID ?= params/grid_cpu.yaml
 # OFFICIAL_OUTPUTS=DIR: the authors' output-matching/*.npz, imported (python -m helpers.imports) before the analyses
 OFFICIAL_OUTPUTS ?=
-ANALYSIS_NOTEBOOKS := $(sort $(wildcard notebooks/0[2-8]_*.ipynb))
+ANALYSIS_NOTEBOOKS := $(sort $(wildcard notebooks/0[2-8]*.ipynb))
 SUMMARY_NOTEBOOKS := $(sort $(wildcard notebooks/09_*.ipynb))
 
 export HF_HUB_OFFLINE ?= 1

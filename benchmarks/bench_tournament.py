@@ -1,9 +1,13 @@
 """Tournament benchmark (not a timed test): how long ranking and judging take at challenge scale.
 
-1. Bradley–Terry with 1,000 bootstrap replicates on 50 systems × 100,000 comparisons: plain BT
-   (``helpers.stats.bt.bradley_terry``, on win matrices), the cell fitter without covariates (same
-   model; the two must agree), and style control (the length covariate, which makes nearly every
-   comparison its own cell, so this is the expensive one).
+1. The goals of issue 20, each printed beside evalica (the field's Rust Bradley–Terry library)
+   and statsmodels in the same run, with the results compared (equal to 1e-6):
+   - plain BT, 200 systems × 100,000 comparisons × 1,000 bootstrap replicates: <= 10 s;
+   - style-controlled BT, 50 systems × 100,000 comparisons × 1,000 replicates: <= 10 s;
+   - the point fit no slower than evalica's (its MM solver run to a 1e-10 tolerance so that
+     the two can agree to 1e-6).
+   evalica's bootstrap is timed on ``--evalica-boot`` replicates and scaled to 1,000 (said so).
+   statsmodels' ``Logit`` checks the style-controlled point fit.
 2. The tournament pipeline's overhead per comparison with a CPU judge (``length``): design,
    pairs table, judging both orders through the engine into the store, reading back, and turning
    verdicts into comparisons. A CPU judge costs almost nothing itself, so this is the price of
@@ -49,6 +53,77 @@ def timed(fn):
     start = time.perf_counter()
     value = fn()
     return value, time.perf_counter() - start
+
+
+GOAL_S = 10.0
+
+
+def evalica_point(comps: pd.DataFrame, reference: str) -> tuple[pd.Series, float]:
+    """evalica's Bradley–Terry log-strengths relative to ``reference`` (ties half a win), timed."""
+    import evalica
+
+    code = {"a": evalica.Winner.X, "b": evalica.Winner.Y, "tie": evalica.Winner.Draw}
+    winners = [code[w] for w in comps["winner"]]
+    xs, ys = comps["system_a"].tolist(), comps["system_b"].tolist()
+    result, seconds = timed(lambda: evalica.bradley_terry(xs, ys, winners, tolerance=1e-10, limit=100_000))
+    log = np.log(result.scores.astype(float))
+    return log - log[reference], seconds
+
+
+def evalica_bootstrap_s(comps: pd.DataFrame, n_boot: int, n_replicates: int) -> float:
+    """Seconds evalica's percentile bootstrap takes for ``n_boot`` replicates (timed on ``n_replicates``)."""
+    import evalica
+
+    code = {"a": evalica.Winner.X, "b": evalica.Winner.Y, "tie": evalica.Winner.Draw}
+    winners = [code[w] for w in comps["winner"]]
+    _, seconds = timed(lambda: evalica.bootstrap(evalica.bradley_terry, comps["system_a"].tolist(),
+                                                 comps["system_b"].tolist(), winners, n_resamples=n_replicates,
+                                                 bootstrap_method="percentile", random_state=0))
+    return seconds * n_boot / n_replicates
+
+
+def statsmodels_style(comps: pd.DataFrame, systems: list[str]) -> tuple[np.ndarray, float]:
+    """The style-controlled point fit as a statsmodels Logit (ties dropped: Logit needs 0/1), timed."""
+    import statsmodels.api as sm
+
+    decided = comps[comps["winner"] != "tie"]
+    index = {s: k for k, s in enumerate(systems)}
+    x = np.zeros((len(decided), len(systems)))
+    x[np.arange(len(decided)), decided["system_a"].map(index)] += 1
+    x[np.arange(len(decided)), decided["system_b"].map(index)] -= 1
+    x = np.column_stack([x[:, 1:], decided["length_diff"]])
+    y = (decided["winner"] == "a").to_numpy(float)
+    fit, seconds = timed(lambda: sm.Logit(y, x).fit(disp=0, tol=1e-12, maxiter=200))
+    return np.r_[0.0, fit.params[:-1]], seconds
+
+
+def goals(n_plain: int, n_style: int, n: int, n_boot: int, evalica_boot: int) -> dict:
+    """The three goals, measured with evalica and statsmodels beside them."""
+    plain = planted(n_plain, n)
+    systems = sorted(set(plain["system_a"]) | set(plain["system_b"]))
+    ours, t_plain = timed(lambda: bradley_terry(plain, n_boot=n_boot, seed=0))
+    point, t_point = timed(lambda: bradley_terry(plain, n_boot=0))
+    theirs, t_evalica = evalica_point(plain, systems[0])
+    diff_plain = float(np.abs(point.set_index("system")["log_strength"] - theirs.reindex(point["system"]).to_numpy()).max())
+    ev_boot = evalica_bootstrap_s(plain, n_boot, evalica_boot)
+
+    style_comps = planted(n_style, n)
+    style_systems = sorted(set(style_comps["system_a"]) | set(style_comps["system_b"]))
+    style, t_style = timed(lambda: S.fit_bt(style_comps, ("length_diff",), n_boot=n_boot, seed=0))
+    no_ties = style_comps[style_comps["winner"] != "tie"]
+    style_point = S.fit_bt(no_ties, ("length_diff",), n_boot=0, l2=0.0)
+    sm_theta, t_sm = statsmodels_style(style_comps, style_systems)
+    diff_style = float(np.abs(style_point.ratings.set_index("system").loc[style_systems, "log_strength"].to_numpy()
+                              - sm_theta).max())
+    return {
+        f"plain_{n_plain}x{n}x{n_boot}_s": round(t_plain, 2), "plain_goal_s": GOAL_S, "plain_met": t_plain <= GOAL_S,
+        f"evalica_plain_bootstrap_{n_boot}_s (scaled from {evalica_boot})": round(ev_boot, 1),
+        f"style_{n_style}x{n}x{n_boot}_s": round(t_style, 2), "style_goal_s": GOAL_S, "style_met": t_style <= GOAL_S,
+        "point_fit_s": round(t_point, 3), "evalica_point_fit_s": round(t_evalica, 3),
+        "point_fit_no_slower_than_evalica": t_point <= t_evalica,
+        "max_abs_diff_vs_evalica": diff_plain, "max_abs_diff_style_vs_statsmodels_logit": diff_style,
+        "statsmodels_style_point_fit_s": round(t_sm, 2),
+    }
 
 
 def bench_bt(n_systems: int, n: int, n_boot: int) -> dict:
@@ -104,12 +179,15 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=400, help="pipeline: samples in the synthetic tournament")
     parser.add_argument("--pipeline-systems", type=int, default=6)
+    parser.add_argument("--plain-systems", type=int, default=200, help="goals: systems of the plain-BT goal")
+    parser.add_argument("--evalica-boot", type=int, default=20, help="evalica bootstrap replicates actually run")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     args = parser.parse_args()
     _, t_import = timed(lambda: __import__("helpers.run.engine"))
     results = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0]},
         "engine_import_s": round(t_import, 2),
+        "goals": goals(args.plain_systems, args.systems, args.comparisons, args.n_boot, args.evalica_boot),
         "bradley_terry": bench_bt(args.systems, args.comparisons, args.n_boot),
         "pipeline_length_judge": bench_pipeline(args.samples, args.pipeline_systems),
     }

@@ -83,6 +83,13 @@ UNPARSED_UNKNOWN = ("unknown: the released files hold the labels after the autho
                     "which answers matched no rule (and fell to 'same') cannot be told; unparsed_pct is left empty")
 TABLE_STRATEGIES = (*STRATEGIES, "-")
 MAX_LISTED = 20
+# What one input file may make the importer allocate: the dataset has a few thousand rows, so a
+# label array or table 100x larger is a damaged or hostile file, refused from its header.
+MAX_LABELS = 1_000_000  # labels per answer-file array
+MAX_ARRAY_BYTES = 256 * 2**20  # decoded size of one answer-file array
+MAX_TABLE_BYTES = 1 * 2**30  # size of a predictions table file
+MAX_TABLE_ROWS = 5_000_000  # rows of a Parquet predictions table (read from its footer)
+SAFE_JUDGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class ImportsError(ValueError):
@@ -156,6 +163,13 @@ def _label_list(array: np.ndarray, path: Path, key: str) -> list[str]:
     if array.ndim != 1:
         raise ImportsError(f"{path}: {key!r} has shape {array.shape}; expected one label per dataset row")
     if array.dtype.kind == "S":
+        for row, value in enumerate(array.tolist()):
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ImportsError(f"{path}: {key!r}, row {row}: {value[:20]!r} is not UTF-8 text (byte "
+                                   f"0x{value[exc.start:exc.start + 1].hex().upper()}); the release writes the "
+                                   f"strings {', '.join(LABELS)}") from None
         array = np.char.decode(array, "utf-8")
     if array.dtype.kind not in "UO":
         raise ImportsError(f"{path}: {key!r} holds {array.dtype} values; the release writes the strings "
@@ -165,6 +179,29 @@ def _label_list(array: np.ndarray, path: Path, key: str) -> list[str]:
         if value not in LABELS:
             raise ImportsError(f"{path}: {key!r}, row {row}: {value!r} is not one of {', '.join(LABELS)}")
     return labels
+
+
+def _array_header(archive: np.lib.npyio.NpzFile, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of one array of an .npz archive, read from its .npy header without
+    decompressing the data (a small compressed file can hold gigabytes of labels)."""
+    with archive.zip.open(f"{key}.npy") as handle:
+        version = np.lib.format.read_magic(handle)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0(handle) if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0(handle))
+    return shape, dtype
+
+
+def _check_size(archive: np.lib.npyio.NpzFile, path: Path, key: str) -> None:
+    """Refuse, before loading, an array with more labels or bytes than any answer file holds."""
+    try:
+        shape, dtype = _array_header(archive, key)
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise ImportsError(f"{path}: {key!r} has no readable array header ({exc})") from None
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    size = count * max(dtype.itemsize, 1)
+    if count > MAX_LABELS or size > MAX_ARRAY_BYTES:
+        raise ImportsError(f"{path}: {key!r} holds {count:,} values ({size / 2**20:,.0f} MiB decoded); an answer file "
+                           f"holds one label per dataset row (at most {MAX_LABELS:,} accepted): refused before loading")
 
 
 def read_answer_file(path: str | Path, allow_pickle: bool = False) -> tuple[list[str], list[str]]:
@@ -184,6 +221,7 @@ def read_answer_file(path: str | Path, allow_pickle: bool = False) -> tuple[list
                                "an answer file holds gt_labels and pred_labels")
         arrays = {}
         for key in ("gt_labels", "pred_labels"):
+            _check_size(archive, path, key)
             try:
                 arrays[key] = archive[key]
             except ValueError as exc:  # numpy refuses object arrays when allow_pickle is False
@@ -540,15 +578,26 @@ def read_table(path: str | Path) -> tuple[pd.DataFrame, str]:
     suffix = path.suffix.lower()
     if not path.is_file():
         raise ImportsError(f"{path}: no such file")
+    if path.stat().st_size > MAX_TABLE_BYTES:
+        raise ImportsError(f"{path}: {path.stat().st_size / 2**30:.1f} GiB; a predictions table of this dataset is "
+                           f"far smaller (at most {MAX_TABLE_BYTES // 2**30} GiB accepted)")
     try:
+        if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            rows = pq.ParquetFile(path).metadata.num_rows
+            if rows > MAX_TABLE_ROWS:
+                raise ImportsError(f"{path}: {rows:,} rows; at most {MAX_TABLE_ROWS:,} accepted")
         if suffix == ".csv":
             return pd.read_csv(path, dtype=str, keep_default_na=False), "csv"
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path).astype(object), "parquet"
         if suffix in (".jsonl", ".ndjson"):
             return pd.DataFrame(read_jsonl(path)), "jsonl"
-    except (ValueError, OSError) as exc:
-        raise ImportsError(f"{path}: cannot be read ({exc})") from exc
+    except ImportsError:
+        raise
+    except (ValueError, OSError, UnicodeDecodeError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ImportsError(f"{path}: cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
     raise ImportsError(f"{path}: unknown table type {suffix!r}; use .csv, .parquet or .jsonl")
 
 
@@ -627,6 +676,9 @@ def import_table(path: str | Path, judge: str, dataset: str = "emoprefer", input
     table, listing every problem, before anything is written."""
     path = Path(path)
     table, kind = read_table(path)
+    if table.empty:
+        raise ImportsError(f"{path}: holds no predictions (no rows{' below the header' if len(table.columns) else ''}); "
+                           f"a table needs one row per prediction with columns {', '.join(TABLE_COLUMNS)}")
     input_type = _table_input_type(table, judge, input_type, path)
     gts = {order: dict(zip(*(dataset_rows(dataset, order, data_dir)[c] for c in ("name", "preference")), strict=True))
            for order in ORDERS}
@@ -688,6 +740,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         each.add_argument("--data-dir", default=None, help="folder with the dataset CSVs")
         each.add_argument("--overwrite", action="store_true", help="replace a run folder that holds other predictions")
     args = parser.parse_args(argv)
+    if args.command == "table" and not (SAFE_JUDGE.fullmatch(args.judge) and ".." not in args.judge
+                                        and "__" not in args.judge):
+        parser.error(f"argument --judge: {args.judge!r} is not a judge name (letters, digits, '_', '.', '-'; "
+                     "it names the run folder)")
+    if args.output_dir is not None and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        parser.error(f"argument --output-dir: {args.output_dir} is a file; name the predictions store's folder")
     try:
         if args.command == "official":
             summary = import_official(args.folder, args.dataset, args.output_dir, args.data_dir, args.overwrite,

@@ -141,10 +141,13 @@ def retry_after_s(value: str | None) -> float | None:
 
 
 def response_text(payload: dict) -> str:
-    """The assistant's text (content given as a string or as a list of text parts)."""
+    """The assistant's text (content given as a string or as a list of text parts); content of
+    any other type (a number, an object) is a TypeError: the reply is not a chat completion."""
     content = payload["choices"][0]["message"].get("content")
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    if content is not None and not isinstance(content, str):
+        raise TypeError(f"message content is {type(content).__name__} {str(content)[:40]!r}, not text")
     return content or ""
 
 
@@ -217,7 +220,8 @@ class OpenAIBackend(Backend):
             except TRANSPORT_ERRORS as exc:
                 last = f"connection broke during the reply: {type(exc).__name__}: {self._redact(str(exc), key)}"
             except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-                raise OpenAIError(f"{self.url} sent a reply that is not a chat completion ({type(exc).__name__})") from None
+                raise OpenAIError(f"{self.url} sent a reply that is not a chat completion ({type(exc).__name__}: "
+                                  f"{self._redact(str(exc), key)[:200]})") from None
             if attempt < self.max_retries:
                 self.sleep(wait)
         raise OpenAIError(f"{self.url} failed after {self.max_retries + 1} attempts; last: {last} "

@@ -42,7 +42,7 @@ from helpers.stats.metrics import (
 )
 
 PAPER_ROUNDS = 2
-ANALYSIS_NOTEBOOKS = ("02_metrics", "03_consistency", "04_voting", "05_ranking", "06_confound", "07_tournament")
+ANALYSIS_NOTEBOOKS = ("02_metrics", "03_consistency", "04_voting", "05_ranking", "06_confound", "07_tournament", "07a_adaptive")
 # Prompt keys of params/prompts.yaml, in the order the strategies use them.
 PROMPT_ROLES = (
     ("S1", "S1 — direct judgment (the MLLM sees the media)"),

@@ -239,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only refresh the chapter includes of index.qmd (Quarto's pre-render step)")
     args = parser.parse_args(argv)
     index = args.index or paths.reports_dir() / "index.qmd"
+    if args.out is not None and (args.out.is_dir() or any(p.exists() and not p.is_dir() for p in args.out.parents)):
+        parser.error(f"argument --out: {args.out} cannot be written (it is a folder, or a part of its path is a file); "
+                     "name an .html file in a folder")
     try:
         for chapter in sync_chapters(index):
             print(f"note: chapter {chapter} does not exist yet; the report shows a note in its place", file=sys.stderr)

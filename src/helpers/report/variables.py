@@ -214,6 +214,21 @@ def ranking_values(cost: pd.DataFrame | None) -> dict:
     return out
 
 
+def adaptive_values(needed: pd.DataFrame | None) -> dict:
+    """The adaptive-design simulation (notebook 07a): comparisons to reach the target tau and the
+    ratio uniform / adaptive, per number of simulated systems (keys ``m10``, ``m50``, ...)."""
+    if needed is None or needed.empty:
+        return {}
+    out: dict = {"target": f"{float(needed['target'].iloc[0]):.1f}"}
+    for row in needed.itertuples():
+        ratio = row.ratio_uniform_to_adaptive
+        out[f"m{int(row.n_systems)}"] = {
+            "uniform": f"{row.uniform:,.0f}" if np.isfinite(row.uniform) else MISSING,
+            "adaptive": f"{row.adaptive:,.0f}" if np.isfinite(row.adaptive) else MISSING,
+            "ratio": f"{ratio:.2f}" if np.isfinite(ratio) else MISSING}
+    return out
+
+
 def headline(tables: Path, human: float | None) -> dict:
     """Every value the chapters quote, from the tables in ``tables`` (missing tables leave their
     group out, so the shortcode shows ``?var:`` and the renderer warns)."""
@@ -227,4 +242,5 @@ def headline(tables: Path, human: float | None) -> dict:
     values["consistency"] = consistency_values(_read(tables, "consistency_pearson.csv"), _read(tables, "consistency.csv"))
     values["voting"] = voting_values(_read(tables, "voting.csv"))
     values["ranking"] = ranking_values(_read(tables, "ranking_cost.csv"))
+    values["adaptive"] = adaptive_values(_read(tables, "adaptive_design.csv"))
     return values

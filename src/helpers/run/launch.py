@@ -48,6 +48,7 @@ import itertools
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -452,8 +453,31 @@ def run_grid(file: str | Path, overrides: dict | None = None, gpus: list[str] | 
     return pd.DataFrame(skipped + lanes_local(grid, lanes, gpus, workers, log, overwrite))
 
 
-def _overrides(pairs: list[list[str]] | None) -> dict:
-    return {key: yaml.safe_load(value) for key, value in pairs or []}
+def _overrides(pairs: list[list[str]] | None, parser: argparse.ArgumentParser) -> dict:
+    """``-p NAME VALUE`` pairs, each value read as YAML; one that is not YAML is a usage error."""
+    out = {}
+    for key, value in pairs or []:
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            parser.error(f"argument -p {key}: {value!r} is not a YAML value ({str(exc).splitlines()[0]}); "
+                         "quote strings, e.g. -p name '\"text\"'")
+    return out
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
+    return int(text)
+
+
+def _gpu_ids(text: str) -> list[str]:
+    """CUDA device ids as CUDA_VISIBLE_DEVICES takes them: indices or GPU-/MIG- UUIDs."""
+    ids = [g.strip() for g in text.split(",") if g.strip()]
+    bad = [g for g in ids if not (g.isdigit() or re.fullmatch(r"(GPU|MIG)-[0-9A-Za-z/-]+", g))]
+    if not ids or bad:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated GPU indices (0,1) or GPU-/MIG- UUIDs")
+    return ids
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -463,18 +487,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("grid", help="a grid YAML, e.g. params/grid_cpu.yaml")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                         help="override a notebook parameter in every cell (value read as YAML)")
-    parser.add_argument("--gpus", help="comma-separated GPU ids, one worker each (default: all visible)")
-    parser.add_argument("--workers", type=int, default=1, help="parallel workers without GPUs (default 1)")
-    parser.add_argument("--executor", default="local", help=f"one of {', '.join(EXECUTORS)}")
+    parser.add_argument("--gpus", type=_gpu_ids, help="comma-separated GPU ids, one worker each (default: all visible)")
+    parser.add_argument("--workers", type=_positive, default=1, help="parallel workers without GPUs (default 1)")
+    parser.add_argument("--executor", default="local", choices=EXECUTORS, help=f"one of {', '.join(EXECUTORS)}")
     parser.add_argument("--force", action="store_true", help="re-run cells that finished before")
     parser.add_argument("--dry-run", action="store_true", help="print the plan only")
     parser.add_argument("--overwrite", action="store_true",
                         help="move aside run folders made with another identity (changed data, prompt, judge) "
                              "and run those cells afresh")
     args = parser.parse_args(argv)
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    overrides = _overrides(args.parameter, parser)
     try:
-        table = run_grid(args.grid, _overrides(args.parameter), gpus, args.workers, args.executor,
+        table = run_grid(args.grid, overrides, args.gpus, args.workers, args.executor,
                          args.force, args.dry_run, overwrite=args.overwrite)
     except GridError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from helpers.stats.bt import fit_win_matrices
+from helpers.stats.bt import adaptive_pairs, fit_win_matrices, rating_covariance
 
 
 def content_accuracy(accuracy: float, swap_consistency: float) -> float:
@@ -166,3 +166,100 @@ def comparisons_needed(curve: pd.DataFrame, target: float = 0.9, column: str = "
                      "n_comparisons": ok["n_comparisons"].iloc[0] if len(ok) else np.nan,
                      "calls": ok["calls"].iloc[0] if len(ok) else np.nan})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- adaptive vs uniform designs
+
+
+def judge_verdicts(strengths: np.ndarray, i: np.ndarray, j: np.ndarray, accuracy: float, swap_consistency: float,
+                   both_orders: bool, rng: np.random.Generator) -> np.ndarray:
+    """The share of a win that system ``i`` gets in each comparison ``(i, j)`` from the simulated
+    judge of this module (1, 0, or 0.5 for a tie when both orders disagree)."""
+    p_content = content_accuracy(accuracy, swap_consistency)
+    truth_i = rng.random(i.shape) < 1.0 / (1.0 + np.exp(strengths[j] - strengths[i]))
+    content_i = np.where(rng.random(i.shape) < p_content, truth_i, ~truth_i)
+    biased = rng.random(i.shape) >= swap_consistency
+    if both_orders:
+        return np.where(biased, 0.5, content_i.astype(float))
+    first_is_i = rng.random(i.shape) < 0.5
+    return np.where(biased, first_is_i, content_i).astype(float)
+
+
+def _add_wins(wins: np.ndarray, i: np.ndarray, j: np.ndarray, share: np.ndarray) -> None:
+    m = wins.shape[0]
+    wins += np.bincount(i * m + j, share, m * m).reshape(m, m) + np.bincount(j * m + i, 1 - share, m * m).reshape(m, m)
+
+
+def design_run(strengths: np.ndarray, batch: int, n_batches: int, accuracy: float, swap_consistency: float,
+               adaptive: bool, rng: np.random.Generator, both_orders: bool = True, prior: float = 0.1,
+               explore: float = 0.05) -> np.ndarray:
+    """One simulated tournament judged in ``n_batches`` batches of ``batch`` comparisons:
+    uniformly random pairs, or (``adaptive``) a uniform first batch and then after each batch a
+    Bradley–Terry refit and the next batch from :func:`helpers.stats.bt.adaptive_pairs`, as
+    ``python -m helpers.tournament judge --adaptive`` does. Returns Kendall's tau against the
+    true order after each batch."""
+    m = len(strengths)
+    wins = np.zeros((m, m))
+    taus = np.empty(n_batches)
+    theta = None
+    for k in range(n_batches):
+        if adaptive and theta is not None:
+            i, j = adaptive_pairs(theta, rating_covariance(wins, theta, prior), batch, rng, explore)
+        else:
+            i, j = random_matchups(m, batch, rng)
+        _add_wins(wins, i, j, judge_verdicts(strengths, i, j, accuracy, swap_consistency, both_orders, rng))
+        theta = fit_win_matrices(wins, 0, prior)
+        taus[k] = kendall_tau_rows(theta[None, :], strengths)[0]
+    return taus
+
+
+def adaptive_vs_uniform(
+    n_systems: Sequence[int] = (10, 50), accuracy: float = 0.75, swap_consistency: float = 0.9,
+    batches: Mapping[int, tuple[int, int]] | None = None, n_reps: int = 20, spread: float = math.log(10),
+    seed: int = 0, both_orders: bool = True,
+) -> pd.DataFrame:
+    """Mean Kendall tau (and its 2.5/97.5% quantiles over ``n_reps`` replicates) after each batch
+    of a uniform and an adaptive design, for each number of systems (true log-strengths evenly
+    spread over ``spread``) and one simulated judge. ``batches`` maps a number of systems to
+    ``(batch size, number of batches)``. Both designs of a replicate face the same systems and
+    the same judge; each design draws from its own seeded stream."""
+    batches = dict(batches or {10: (250, 40), 50: (2500, 40)})
+    rows = []
+    for m in n_systems:
+        size, count = batches[m]
+        strengths = np.linspace(-spread / 2, spread / 2, m)
+        for design in ("uniform", "adaptive"):
+            rng = np.random.default_rng([seed, m])
+            taus = np.array([design_run(strengths, size, count, accuracy, swap_consistency, design == "adaptive", rng,
+                                        both_orders) for _ in range(n_reps)])
+            for k in range(count):
+                rows.append({"n_systems": m, "design": design, "accuracy": accuracy,
+                             "swap_consistency": swap_consistency, "both_orders": both_orders,
+                             "n_comparisons": size * (k + 1), "calls": size * (k + 1) * (2 if both_orders else 1),
+                             "tau_mean": float(taus[:, k].mean()), "tau_lo": float(np.quantile(taus[:, k], 0.025)),
+                             "tau_hi": float(np.quantile(taus[:, k], 0.975))})
+    return pd.DataFrame(rows)
+
+
+def comparisons_to_reach(curve: pd.DataFrame, target: float = 0.9) -> pd.DataFrame:
+    """Per number of systems and design, the comparisons at which the mean tau first reaches
+    ``target`` (linear interpolation between batches; NaN when it never does), and the ratio
+    uniform / adaptive: how many times fewer comparisons the adaptive design needs."""
+    rows = []
+    for (m, design), group in curve.groupby(["n_systems", "design"], sort=True):
+        group = group.sort_values("n_comparisons")
+        n, tau = group["n_comparisons"].to_numpy(float), group["tau_mean"].to_numpy()
+        hit = np.flatnonzero(tau >= target)
+        if not len(hit):
+            needed = np.nan
+        elif hit[0] == 0:
+            needed = n[0]
+        else:
+            k = hit[0]
+            needed = n[k - 1] + (target - tau[k - 1]) * (n[k] - n[k - 1]) / (tau[k] - tau[k - 1])
+        rows.append({"n_systems": m, "design": design, "target": target, "n_comparisons": needed})
+    table = pd.DataFrame(rows).pivot(index="n_systems", columns="design", values="n_comparisons").reset_index()
+    table.columns.name = None
+    table["target"] = target
+    table["ratio_uniform_to_adaptive"] = table["uniform"] / table["adaptive"]
+    return table[["n_systems", "target", "uniform", "adaptive", "ratio_uniform_to_adaptive"]]

@@ -55,6 +55,7 @@ from helpers.tournament.rank import (
 )
 from helpers.tournament.table import (
     COLUMNS,
+    SAFE_ID,
     SEPARATOR,
     check_entries,
     coverage,
@@ -62,6 +63,7 @@ from helpers.tournament.table import (
     load_entries,
     missing_report,
     read_entries,
+    system_id,
 )
 
 
@@ -80,5 +82,5 @@ __all__ = [
     "judge_tournament", "leaderboard", "length_alignment", "length_diff", "load_entries", "load_human", "main",
     "missing_report", "pairs_digest", "plain_bt", "rank_correlation", "read_design", "read_entries",
     "shard_names", "to_pairs", "tournament_predictions", "wide_leaderboard", "workers_end_on_interrupt",
-    "write_design",
+    "write_design", "SAFE_ID", "system_id",
 ]

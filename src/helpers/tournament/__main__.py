@@ -1,8 +1,12 @@
 """Command line of a tournament: ``python -m helpers.tournament validate|design|judge|rank``.
 
-Every bad input ends with ``error: ...`` on stderr and exit status 1, never a traceback: a bad
-table, a folder without a design, a stored design drawn from another table, budget or seed, a
-judge that does not exist. An interrupted ``judge`` stops its worker processes and exits 130.
+Arguments are validated before any work: a bad flag value (``--budget 0``, ``--rounds 0``,
+``--strategy S9``, ``--prior -1``, ``--n-boot -5``, ``--out`` naming a file) is a usage error,
+one line naming the argument and what it accepts, exit status 2. Bad data ends with
+``error: ...`` on stderr and exit status 1, never a traceback: a bad table (or one that is not
+the Parquet its name says), a folder without a design, a design cut short or edited (refused by
+its hash), a corrupt manifest, a stored design drawn from another table, budget or seed, a judge
+that does not exist. An interrupted ``judge`` stops its worker processes and exits 130.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers.data import DataError
+from helpers.judges.base import STRATEGIES
 from helpers.tournament.design import (
     check_design,
     design_differences,
@@ -26,7 +31,7 @@ from helpers.tournament.design import (
 )
 from helpers.tournament.judge import judge_tournament, tournament_predictions
 from helpers.tournament.rank import CELL, comparisons_from_predictions, human_report, leaderboard, load_human
-from helpers.tournament.table import coverage, load_entries, missing_report
+from helpers.tournament.table import coverage, load_entries, missing_report, system_id
 
 DESCRIPTION = "MER-style tournaments: rank many description systems with a judge instead of with humans."
 
@@ -41,6 +46,25 @@ def _rank_outputs(folder: Path, entries: pd.DataFrame, table: str, human_path: s
     if human_path:
         out["human_agreement"] = human_report(board, comparisons, load_human(human_path), n_boot=n_boot, seed=seed, prior=prior)
     return out
+
+
+def _number(kind: type, low: float, what: str):
+    """An argparse type: a ``kind`` number ``>= low``, else a usage error that says what is accepted."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number; {what}") from None
+        if not value >= low:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"{text} is out of range; {what}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE = _number(int, 1, "give a whole number >= 1")
+COUNT = _number(int, 0, "give a whole number >= 0")
+PRIOR = _number(float, 0.0, "give a number >= 0 (virtual ties per pair of systems; a negative prior inverts the ranking)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,33 +82,44 @@ def parser() -> argparse.ArgumentParser:
         if name != "validate":
             p.add_argument("--out", required=True, help="the tournament's folder")
     d = cmd["design"]
-    d.add_argument("--budget", type=int, default=None, help="comparisons per sample (default: full round-robin)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--budget", type=POSITIVE, default=None, help="comparisons per sample (default: full round-robin)")
+    d.add_argument("--seed", type=COUNT, default=0)
     d.add_argument("--overwrite", action="store_true", help="replace a stored design drawn otherwise")
     j = cmd["judge"]
     # Not given: the stored design as drawn (or, with none, a round-robin drawn with seed 0).
     # Given: they must match the stored design, else judging is refused.
-    j.add_argument("--budget", type=int, default=argparse.SUPPRESS,
+    j.add_argument("--budget", type=POSITIVE, default=argparse.SUPPRESS,
                    help="comparisons per sample; must match a stored design (default: the stored design's, else round-robin)")
-    j.add_argument("--seed", type=int, default=argparse.SUPPRESS,
+    j.add_argument("--seed", type=COUNT, default=argparse.SUPPRESS,
                    help="design seed (must match a stored design) and judging seed (default 0)")
     j.add_argument("--judge", action="append", required=True, help="judge name from params/models (repeatable)")
+    j.add_argument("--train", default="emoprefer",
+                   help="learned judges (minilm_rm, source): labelled pairs to train on, a dataset (emoprefer: the v1 "
+                        "benchmark) or a CSV/Parquet table name, a1, a2, preference (default emoprefer)")
+    j.add_argument("--data-dir", default=None, help="folder with the dataset CSVs of --train")
+    j.add_argument("--adaptive", action="store_true",
+                   help="judge in batches, refit BT after each and draw the next batch where the order is uncertain")
+    j.add_argument("--batch-size", type=POSITIVE, default=200, help="--adaptive: comparisons per batch")
+    j.add_argument("--max-comparisons", type=POSITIVE, default=None,
+                   help="--adaptive: stop after this many comparisons (default: every comparison the table allows)")
+    j.add_argument("--level", type=_number(float, 0.5, "give a confidence level in [0.5, 1)"), default=0.95,
+                   help="--adaptive: stop when every adjacent pair of systems is separated at this level")
     j.add_argument("--executor", choices=("local", "ray"), default="local")
     j.add_argument("--address", default=None, help="Ray cluster address ('auto', 'ray://host:10001'); default: local Ray")
-    j.add_argument("--shards", type=int, default=1, help="shards per judge")
-    j.add_argument("--workers", type=int, default=1, help="local CPU processes (GPU machines: one per GPU)")
-    j.add_argument("--rounds", type=int, default=1)
-    j.add_argument("--strategy", default="all")
+    j.add_argument("--shards", type=POSITIVE, default=1, help="shards per judge")
+    j.add_argument("--workers", type=POSITIVE, default=1, help="local CPU processes (GPU machines: one per GPU)")
+    j.add_argument("--rounds", type=POSITIVE, default=1)
+    j.add_argument("--strategy", default="all", choices=("all", "-", *STRATEGIES))
     j.add_argument("--input-type", default=None)
     j.add_argument("--judge-llm", default="qwen25")
     j.add_argument("--backend", default="auto")
     j.add_argument("--media-dir", default=None)
     r = cmd["rank"]
     r.add_argument("--human", default=None, help="CSV with name, system_a, system_b, winner (a/b/tie)")
-    r.add_argument("--n-boot", type=int, default=1000)
-    r.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    r.add_argument("--n-boot", type=COUNT, default=1000, help="bootstrap replicates (0: no intervals)")
+    r.add_argument("--seed", type=COUNT, default=0, help="bootstrap seed")
     r.add_argument("--reference", default=None)
-    r.add_argument("--prior", type=float, default=1.0, help="virtual ties per pair of systems")
+    r.add_argument("--prior", type=PRIOR, default=1.0, help="virtual ties per pair of systems (>= 0)")
     return top
 
 
@@ -114,18 +149,60 @@ def _design(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> in
 def _judge(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int:
     """Judge the stored design (drawing one first when there is none), refusing a design that
     was drawn from another table or with another --budget/--seed than given."""
+    if args.adaptive:
+        return _judge_adaptive(args, entries, folder)
     asked = {key: getattr(args, key) for key in ("budget", "seed") if hasattr(args, key)}
+    if has_design(folder) and read_design(folder).manifest.get("design") == "adaptive":
+        raise DataError(f"{folder} holds an adaptive design: judge it with --adaptive (and the same settings), "
+                        "or use a new --out folder")
     if not has_design(folder):
         write_design(design_pairs(entries, asked.get("budget"), asked.get("seed", 0)), folder)
     design = check_design(folder, entries, args.table, asked)
     print(f"design: {len(design.pairs)} comparisons ({design.manifest.get('design')}) in {folder}")
     summary = judge_tournament(
-        to_pairs(design.pairs, entries), args.judge, folder / "predictions", tag=folder.name,
+        to_pairs(design.pairs, entries), args.judge, folder / "predictions", training=_training(args),
+        tag=system_id(folder.resolve().name),
         executor=args.executor, shards=args.shards, workers=args.workers, address=args.address,
         rounds=args.rounds, seed=asked.get("seed", 0), strategy=args.strategy, input_type=args.input_type,
         judge_llm=args.judge_llm, backend=args.backend, media_dir=args.media_dir,
     )
     print(summary.to_string(index=False))
+    return 0
+
+
+def _training(args: argparse.Namespace) -> pd.DataFrame | None:
+    """The labelled pairs learned judges train on, loaded only when one of the judges learns."""
+    from helpers.tournament.judge import learns_from_labels, training_pairs
+
+    if not any(learns_from_labels(judge) for judge in args.judge):
+        return None
+    training = training_pairs(args.train, args.data_dir)
+    print(f"learned judge(s) train on {args.train}: {len(training)} labelled pairs "
+          f"({int(training['preference'].isin(['a1', 'a2']).sum())} decided)")
+    return training
+
+
+def _judge_adaptive(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int:
+    """Judge in batches (:func:`helpers.tournament.judge.judge_adaptive`), refusing a stored
+    design drawn otherwise."""
+    from helpers.tournament.design import candidates
+    from helpers.tournament.judge import judge_adaptive
+
+    seed = getattr(args, "seed", 0)
+    limit = args.max_comparisons or len(candidates(entries))
+    asked = {"design": "adaptive", "seed": seed, "batch_size": args.batch_size, "max_comparisons": limit,
+             "level": args.level}
+    if has_design(folder):
+        check_design(folder, entries, args.table, asked)
+    design = judge_adaptive(
+        entries, folder, args.judge[0], batch_size=args.batch_size, max_comparisons=limit, seed=seed, level=args.level,
+        training=_training(args), tag=system_id(folder.resolve().name), executor=args.executor, shards=args.shards, workers=args.workers,
+        address=args.address, rounds=args.rounds, strategy=args.strategy, input_type=args.input_type,
+        judge_llm=args.judge_llm, backend=args.backend, media_dir=args.media_dir,
+    )
+    batches = design.manifest["batches"]
+    print(f"adaptive design: {len(design.pairs)} comparisons in {len(batches)} batch(es), stopped: "
+          f"{design.manifest['stopped']} ({folder})")
     return 0
 
 
@@ -140,13 +217,22 @@ def _rank(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one sub-command; 0 on success, 1 with ``error: ...`` on stderr for every bad input,
-    130 when interrupted."""
+    """Run one sub-command; 0 on success, 2 for a bad argument (argparse's usage message), 1 with
+    ``error: ...`` on stderr for bad data, 130 when interrupted."""
     from helpers.judges.registry import RegistryError
     from helpers.run.launch import ExecutorError
     from helpers.run.store import StoreError
 
-    args = parser().parse_args(argv)
+    top = parser()
+    args = top.parse_args(argv)
+    if getattr(args, "adaptive", False):
+        if len(args.judge) != 1:
+            top.error("argument --adaptive: give exactly one --judge (the batches follow one judge's verdicts)")
+        if hasattr(args, "budget"):
+            top.error("argument --budget: not allowed with --adaptive (use --batch-size and --max-comparisons)")
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        top.error(f"argument --out: {out} is a file; --out names the tournament's folder (new or existing)")
     try:
         entries = load_entries(args.table)
         if args.command == "validate":

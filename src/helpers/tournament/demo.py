@@ -310,3 +310,43 @@ def _length_sentence(length_row: pd.Series, board: pd.DataFrame, alignment: pd.D
             f"lengths, one system wrote the longer description in at least {share:.1f}% of the comparisons, so length and "
             "system identity are nearly collinear here and the fit cannot move the credit from one to the other; the "
             "same-length masked system is what exposes a length-only judge. ")
+
+
+# --------------------------------------------------------------------------- adaptive design (notebook 07a)
+
+
+def adaptive_simulation(paper: dict | None, n_reps: int = 5, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Uniform vs adaptive designs for 10 and 50 simulated systems judged (both orders) by a
+    simulated judge as accurate and as swap-consistent as the paper's best judge
+    (``helpers.stats.simulate.adaptive_vs_uniform``); returns the curve and the judge used."""
+    from helpers.report.chapters import paper_best_judge
+    from helpers.stats.simulate import adaptive_vs_uniform
+
+    best, accuracy, consistency = paper_best_judge(paper)
+    curve = adaptive_vs_uniform((10, 50), accuracy, consistency, n_reps=n_reps, seed=seed)
+    return curve, {"judge": best.get("model", best.get("judge")), "accuracy": accuracy, "swap_consistency": consistency}
+
+
+def adaptive_figure(curve: pd.DataFrame, needed: pd.DataFrame, target: float = 0.9, path: str | Path | None = None):
+    """Mean Kendall tau (band: 95% of replicates) against comparisons judged, one panel per
+    number of systems, uniform and adaptive designs, the target as a line and each design's
+    comparisons to reach it as a dotted mark."""
+    import matplotlib.pyplot as plt
+
+    panels = sorted(curve["n_systems"].unique())
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, m in zip(axes[0], panels, strict=True):
+        for design, color in (("uniform", "tab:gray"), ("adaptive", "tab:blue")):
+            rows = curve[(curve["n_systems"] == m) & (curve["design"] == design)]
+            ax.plot(rows["n_comparisons"], rows["tau_mean"], color=color, label=design)
+            ax.fill_between(rows["n_comparisons"], rows["tau_lo"], rows["tau_hi"], color=color, alpha=0.15, lw=0)
+            hit = needed.loc[needed["n_systems"] == m, design]
+            if len(hit) and np.isfinite(hit.iloc[0]):
+                ax.axvline(hit.iloc[0], color=color, ls=":", lw=1)
+        ax.axhline(target, color="black", lw=0.8, ls="--")
+        ax.set(title=f"{m} systems", xlabel="comparisons judged (both orders each)", ylabel="Kendall tau vs truth")
+        ax.legend(loc="lower right", frameon=False)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=150)
+    return fig

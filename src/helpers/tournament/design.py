@@ -5,11 +5,18 @@ all three (the table as a content hash). Judging and ranking check that identity
 a stored design (:func:`check_design`): a table with a new system or an edited text, or another
 ``--budget``/``--seed``, would otherwise reuse the old ``design.csv`` silently and leave the new
 system out of the leaderboard.
+
+``design.csv`` is written first and atomically (a temporary file renamed into place), then the
+manifest, which records the design file's SHA-256: the manifest is the commit of a draw. A
+design file cut short, edited by hand, or left without its manifest by a killed draw is refused
+by :func:`read_design` with the command that redraws it, never judged or ranked silently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -20,10 +27,11 @@ import pandas as pd
 
 from helpers.data import DataError
 from helpers.run.session import RunSession
-from helpers.tournament.table import SEPARATOR, entries_sha256
+from helpers.tournament.table import SEPARATOR, entries_sha256, system_id
 
 DESIGN_FILE = "design.csv"
 MANIFEST_FILE = "manifest.json"
+DESIGN_COLUMNS = ("comparison", "name", "system_a", "system_b")
 
 
 @dataclass
@@ -36,7 +44,9 @@ class Design:
 
 
 def comparison_id(name: str, system_a: str, system_b: str) -> str:
-    return f"{name}{SEPARATOR}{system_a}{SEPARATOR}vs{SEPARATOR}{system_b}"
+    """The id of one comparison (a safe name: it names store rows), from the sample and the
+    two systems' display names (through :func:`~helpers.tournament.table.system_id`)."""
+    return f"{name}{SEPARATOR}{system_id(system_a)}{SEPARATOR}vs{SEPARATOR}{system_id(system_b)}"
 
 
 def _systems_by_sample(entries: pd.DataFrame) -> dict[str, list[str]]:
@@ -86,12 +96,33 @@ def design_pairs(entries: pd.DataFrame, budget: int | None = None, seed: int = 0
     return Design(pairs, manifest)
 
 
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a temporary file in the same folder, flushed to disk,
+    renamed over the target (a kill leaves the old file or the new one, never half of one)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def design_bytes(pairs: pd.DataFrame) -> bytes:
+    """``design.csv`` as written (and hashed): the same pairs give the same bytes."""
+    return pairs.to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
 def write_design(design: Design, folder: str | Path) -> Path:
-    """``design.csv`` and ``manifest.json`` in ``folder`` (the tournament's own folder)."""
+    """``design.csv`` then ``manifest.json`` (recording the design's SHA-256) in ``folder``, each
+    atomically; the folder must not be a file."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"--out {folder} is a file, not a folder: name a folder for the tournament")
     folder.mkdir(parents=True, exist_ok=True)
-    design.pairs.to_csv(folder / DESIGN_FILE, index=False)
-    RunSession.record(folder, design.manifest)  # the store's one manifest writer (atomic, clear disk errors)
+    data = design_bytes(design.pairs)
+    design.manifest["design_sha256"] = hashlib.sha256(data).hexdigest()
+    _atomic_write(folder / DESIGN_FILE, data)
+    RunSession.record(folder, design.manifest)  # the store's one manifest writer (atomic, clear disk errors); after the design it commits
     return folder
 
 
@@ -99,14 +130,52 @@ def has_design(folder: str | Path) -> bool:
     return (Path(folder) / DESIGN_FILE).is_file()
 
 
+def _redraw(folder: Path) -> str:
+    return (f"redraw it with 'python -m helpers.tournament design TABLE --out {folder} --overwrite' "
+            "(add the --budget/--seed it was drawn with)")
+
+
+def read_manifest_file(folder: Path) -> dict:
+    """The design's manifest; missing, unreadable or not a JSON object is a DataError naming it."""
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        raise DataError(f"{folder}: {DESIGN_FILE} has no {MANIFEST_FILE} (a draw was interrupted, or the file was "
+                        f"deleted), so it cannot be trusted; {_redraw(folder)}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); {_redraw(folder)}") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: expected a JSON object, found {type(manifest).__name__}; {_redraw(folder)}")
+    return manifest
+
+
 def read_design(folder: str | Path) -> Design:
-    """The stored design; a folder without one is a clear error that says how to draw it."""
+    """The stored design, verified: a folder without one is a clear error that says how to draw
+    it; a design whose bytes do not hash to what its manifest recorded (cut short, edited) or
+    that does not parse is refused with the command that redraws it."""
     folder = Path(folder)
     if not has_design(folder):
         raise DataError(f"{folder}: no {DESIGN_FILE} (no design drawn here yet); draw one first with "
                         f"'python -m helpers.tournament design TABLE --out {folder}'")
-    manifest = json.loads((folder / MANIFEST_FILE).read_text()) if (folder / MANIFEST_FILE).is_file() else {}
-    return Design(pd.read_csv(folder / DESIGN_FILE, dtype=str), manifest)
+    manifest = read_manifest_file(folder)
+    data = (folder / DESIGN_FILE).read_bytes()
+    recorded = manifest.get("design_sha256")
+    if recorded is None:
+        raise DataError(f"{folder / MANIFEST_FILE} records no design_sha256 (drawn by an older version), so "
+                        f"{DESIGN_FILE} cannot be verified; {_redraw(folder)}")
+    if hashlib.sha256(data).hexdigest() != recorded:
+        rows = data.count(b"\n") - 1
+        raise DataError(f"{folder / DESIGN_FILE} was changed after it was drawn (truncated or edited: {rows} rows, "
+                        f"the manifest records {manifest.get('n_comparisons')}; its SHA-256 differs from the "
+                        f"manifest's); {_redraw(folder)}")
+    pairs = pd.read_csv(folder / DESIGN_FILE, dtype=str, keep_default_na=False)
+    missing = [c for c in DESIGN_COLUMNS if c not in pairs.columns]
+    if missing:
+        raise DataError(f"{folder / DESIGN_FILE} lacks column(s) {', '.join(missing)}; {_redraw(folder)}")
+    if "batch" in pairs.columns:
+        pairs["batch"] = pairs["batch"].astype(int)
+    return Design(pairs, manifest)
 
 
 def design_differences(manifest: dict, entries: pd.DataFrame, asked: dict | None = None) -> list[str]:
@@ -172,8 +241,59 @@ def to_pairs(design: pd.DataFrame, entries: pd.DataFrame, human: pd.DataFrame | 
         "system_a": design["system_a"].to_numpy(), "system_b": design["system_b"].to_numpy(),
         "model1": design["system_a"].to_numpy(), "model2": design["system_b"].to_numpy(),
     })
+    if "batch" in design.columns:
+        out["batch"] = design["batch"].to_numpy()
     if human is not None:
         verdict = human.set_index("comparison")["winner"].map({"a": "a1", "b": "a2", "tie": "same"})
         out["preference"] = pd.Series(out["name"].map(verdict).to_numpy(), dtype=object).where(
             out["name"].isin(verdict.index), None)
     return out
+
+
+# --------------------------------------------------------------------------- adaptive designs
+
+
+def candidates(entries: pd.DataFrame) -> pd.DataFrame:
+    """Every comparison a design could draw: each sample's pairs of systems that both describe it."""
+    rows = [(comparison_id(name, a, b), name, a, b)
+            for name, systems in _systems_by_sample(entries).items() for a, b in combinations(systems, 2)]
+    return pd.DataFrame(rows, columns=list(DESIGN_COLUMNS))
+
+
+def adaptive_manifest(entries: pd.DataFrame, batch_size: int, max_comparisons: int, seed: int, level: float) -> dict:
+    """What an adaptive design is drawn from; its ``batches`` list grows by one entry per batch."""
+    return {"design": "adaptive", "budget": None, "seed": seed, "batch_size": batch_size,
+            "max_comparisons": max_comparisons, "level": level, "n_samples": int(entries["name"].nunique()),
+            "systems": sorted(entries["system"].unique()), "entries_sha256": entries_sha256(entries),
+            "orders": ["normal", "reverse"], "batches": [], "stopped": None}
+
+
+def next_batch(design: Design, entries: pd.DataFrame, system_pairs: tuple[np.ndarray, np.ndarray] | None,
+               systems: list[str], reason: str) -> Design:
+    """The design with one more batch: the first is drawn uniformly from :func:`candidates`;
+    later ones turn the chosen system pairs (indices into ``systems``, from
+    :func:`helpers.stats.bt.adaptive_pairs`) into comparisons on samples both systems
+    describe and that the design has not judged yet. Seeded by the design's seed and the
+    batch's number, so the same verdicts give the same batches."""
+    manifest = dict(design.manifest)
+    k = len(manifest["batches"])
+    rng = np.random.default_rng([manifest["seed"], k])
+    pool = candidates(entries)
+    pool = pool[~pool["comparison"].isin(set(design.pairs["comparison"]))] if len(design.pairs) else pool
+    size = min(manifest["batch_size"], manifest["max_comparisons"] - len(design.pairs), len(pool))
+    if system_pairs is None:
+        chosen = pool.iloc[np.sort(rng.choice(len(pool), size=size, replace=False))]
+    else:
+        by_pair = {key: list(group.index) for key, group in pool.groupby(["system_a", "system_b"], sort=False)}
+        picked: list[int] = []
+        for i, j in zip(*system_pairs, strict=True):
+            a, b = sorted((systems[i], systems[j]))
+            options = by_pair.get((a, b), [])
+            if options and len(picked) < size:
+                picked.append(options.pop(int(rng.integers(len(options)))))
+        chosen = pool.loc[picked]
+    chosen = chosen.assign(batch=k)
+    pairs = pd.concat([design.pairs, chosen], ignore_index=True) if len(design.pairs) else chosen.reset_index(drop=True)
+    manifest["batches"] = [*manifest["batches"], {"batch": k, "rule": reason, "n_comparisons": len(chosen)}]
+    manifest["n_comparisons"] = len(pairs)
+    return Design(pairs.reset_index(drop=True), manifest)

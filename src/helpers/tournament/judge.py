@@ -30,6 +30,17 @@ import numpy as np
 import pandas as pd
 
 from helpers.data import DataError
+from helpers.stats.bt import adaptive_pairs, adjacent_separated, fit_with_covariance
+from helpers.tournament.design import (
+    Design,
+    adaptive_manifest,
+    has_design,
+    next_batch,
+    read_design,
+    to_pairs,
+    write_design,
+)
+from helpers.tournament.rank import comparisons_from_predictions
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PARENT_POLL_S = 0.5
@@ -66,11 +77,60 @@ def judge_shard(*, judge: str, pairs: pd.DataFrame, names: list[str], dataset: s
     return summary.to_dict("records")
 
 
+TRAIN_PREFIX = "train."  # training pairs' names in a learned judge's pairs table (never a comparison id)
+
+
+def learns_from_labels(judge: str) -> bool:
+    """A judge that fits on human labels (``helpers.judges.learned.CrossFitJudge``: the source
+    and MiniLM reward models): in a tournament it needs labelled training pairs beside the
+    unlabelled comparisons."""
+    from helpers.judges.learned import CrossFitJudge
+    from helpers.judges.registry import import_object, load_spec
+
+    spec = load_spec(judge)
+    if spec.backend != "cpu":
+        return False
+    cls = import_object(spec.options["judge_class"])
+    return isinstance(cls, type) and issubclass(cls, CrossFitJudge)
+
+
+def training_pairs(source: str = "emoprefer", data_dir: str | Path | None = None) -> pd.DataFrame:
+    """Labelled pairs a learned judge trains on: a dataset of the study (``emoprefer``: the v1
+    benchmark, ``emopreferv2``) or a CSV/Parquet table ``name, a1, a2, preference`` (a1/a2/same)
+    that the user names. Names get the prefix :data:`TRAIN_PREFIX`, so they never collide with
+    the tournament's comparison ids."""
+    from helpers.data import dataset_specs, load_pairs, read_csv
+
+    if source in dataset_specs():
+        frame = load_pairs(source, "normal", data_dir)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"--train {source}: neither a dataset ({', '.join(sorted(dataset_specs()))}) nor a file")
+        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else None
+        if frame is None:
+            frame, problems = read_csv(path, ("name", "a1", "a2", "preference"))
+            if problems:
+                raise DataError(f"training table {path}: " + "; ".join(str(p) for p in problems[:10]))
+        missing = [c for c in ("name", "a1", "a2", "preference") if c not in frame.columns]
+        bad = ~frame["preference"].isin(["a1", "a2", "same"]) if not missing else None
+        if missing or bad.any():
+            detail = (f"lacks column(s) {', '.join(missing)}" if missing else
+                      f"row {int(bad.to_numpy().nonzero()[0][0]) + 1}: preference "
+                      f"{frame.loc[bad, 'preference'].iloc[0]!r} is not a1, a2 or same")
+            raise DataError(f"training table {path} {detail}; it needs name, a1, a2, preference (a1/a2/same)")
+    out = frame[["name", "a1", "a2", "preference"]].astype({"name": str}).copy()
+    out["name"] = TRAIN_PREFIX + out["name"]
+    out["media_name"] = out["name"]
+    return out.reset_index(drop=True)
+
+
 def judge_tournament(
     pairs: pd.DataFrame,
     judges: Sequence[str],
     store_root: str | Path,
     *,
+    training: pd.DataFrame | None = None,
     tag: str = "tournament",
     executor: str = "local",
     shards: int = 1,
@@ -86,8 +146,12 @@ def judge_tournament(
 ) -> pd.DataFrame:
     """Judge every comparison with every judge, ``shards`` shards per judge, on ``executor``.
     Shard ``i`` of ``n`` writes run folders named with dataset ``<tag>-<digest>.s<i>of<n>``
-    (:func:`pairs_digest`); re-running the same call resumes them. Returns the engine's summary
-    rows (one per run folder)."""
+    (:func:`pairs_digest`); re-running the same call resumes them. Judges that learn from labels
+    (:func:`learns_from_labels`) get ``training`` (:func:`training_pairs`) beside the
+    comparisons (without it, the comparisons' own human labels, as in the v1 demonstration), cross-fitted like the benchmark (each comparison judged by a model fitted on
+    labelled pairs of the other folds), and their run folders carry the training data's digest
+    (``<tag>-<digest>.t<training digest>.s<i>of<n>``): other training data, other runs. Returns
+    the engine's summary rows (one per run folder)."""
     from helpers.judges.registry import load_spec
     from helpers.run.launch import Shard, gpus_for, run_shards
 
@@ -95,10 +159,23 @@ def judge_tournament(
         raise DataError(f"tournament tag {tag!r} must match [A-Za-z0-9_.-]+ (it names run folders)")
     chunks = shard_names(pairs, shards)
     prefix = f"{tag}-{pairs_digest(pairs)}"
+    labelled = "preference" in pairs.columns and pairs["preference"].isin(["a1", "a2"]).any()
+    learned = {judge: learns_from_labels(judge) for judge in judges}
+    if any(learned.values()) and training is None and not labelled:
+        raise DataError(f"judge(s) {', '.join(j for j, yes in learned.items() if yes)} learn from human labels: give "
+                        "labelled training pairs (the CLI's --train, default the v1 benchmark)")
+
+    def judged(judge: str) -> tuple[pd.DataFrame, str]:
+        if not learned[judge] or training is None:  # comparisons with human labels: cross-fitted on those
+            return pairs, prefix
+        unlabelled = pairs.assign(preference=None) if "preference" not in pairs.columns else pairs
+        return pd.concat([unlabelled, training], ignore_index=True), f"{prefix}.t{pairs_digest(training)}"
+
     work = [
         Shard(
             key=f"{tag}-{judge}-s{i}of{len(chunks)}", fn=judge_shard, num_gpus=gpus_for(load_spec(judge)),
-            kwargs={"judge": judge, "pairs": pairs, "names": chunk, "dataset": f"{prefix}.s{i}of{len(chunks)}",
+            kwargs={"judge": judge, "pairs": judged(judge)[0], "names": chunk,
+                    "dataset": f"{judged(judge)[1]}.s{i}of{len(chunks)}",
                     "store_root": str(store_root), "rounds": rounds, "seed": seed, "strategy": strategy,
                     "input_type": input_type, "judge_llm": judge_llm, "backend": backend,
                     "media_dir": str(media_dir) if media_dir else None},
@@ -121,8 +198,10 @@ def tournament_predictions(store_root: str | Path, pairs: pd.DataFrame) -> pd.Da
     table = load_predictions(store_root)
     if table.empty:
         return table
-    digest = pairs_digest(pairs)
-    keep = table["name"].isin(set(pairs["name"])) & table["dataset"].astype(str).str.contains(f"-{digest}.s", regex=False)
+    groups = [group for _, group in pairs.groupby("batch", sort=True)] if "batch" in pairs.columns else [pairs]
+    # one digest per batch of an adaptive design; a learned judge's runs add their training digest
+    pattern = "|".join(f"-{pairs_digest(group)}(?:\\.t[0-9a-f]+)?\\.s" for group in groups)
+    keep = table["name"].isin(set(pairs["name"])) & table["dataset"].astype(str).str.contains(pattern, regex=True)
     return table[keep].reset_index(drop=True)
 
 
@@ -191,3 +270,58 @@ def workers_end_on_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# --------------------------------------------------------------------------- adaptive judging
+
+
+def judge_adaptive(entries: pd.DataFrame, folder: str | Path, judge: str, *, batch_size: int, max_comparisons: int,
+                   seed: int = 0, level: float = 0.95, prior: float = 1.0, tag: str = "tournament",
+                   **judging) -> Design:
+    """Judge a tournament in batches with one judge: a uniform first batch, then after each batch
+    a plain Bradley–Terry refit and the next batch drawn where the order is still uncertain
+    (:func:`helpers.stats.bt.adaptive_pairs`), until every adjacent pair is separated at
+    ``level`` (:func:`helpers.stats.bt.adjacent_separated`) or ``max_comparisons`` are drawn.
+
+    Kill-safe and resumable: each batch is written into ``design.csv`` (with its number) and
+    the manifest (with its rule) before it is judged, each batch judges into its own run
+    folders, so a re-run resumes the batch that was interrupted and draws the same later
+    batches from the same verdicts and seed. ``judging``: :func:`judge_tournament`'s settings."""
+    folder = Path(folder)
+    systems = sorted(entries["system"].unique())
+    store = folder / "predictions"
+
+    def judge_batch(design: Design, k: int) -> None:
+        batch = design.pairs[design.pairs["batch"] == k]
+        if len(batch):
+            judge_tournament(to_pairs(batch, entries), [judge], store, tag=tag, seed=seed, **judging)
+
+    if has_design(folder):
+        design = read_design(folder)
+        for k in range(len(design.manifest["batches"])):  # resumes: judged batches are read back, not judged again
+            judge_batch(design, k)
+    else:
+        empty = pd.DataFrame(columns=["comparison", "name", "system_a", "system_b", "batch"])
+        design = next_batch(Design(empty, adaptive_manifest(entries, batch_size, max_comparisons, seed, level)),
+                            entries, None, systems, "uniform")
+        write_design(design, folder)
+        judge_batch(design, 0)
+    while design.manifest.get("stopped") is None:
+        pairs = to_pairs(design.pairs, entries)
+        comparisons = comparisons_from_predictions(tournament_predictions(store, pairs), pairs)
+        theta, cov = fit_with_covariance(comparisons, systems, prior)
+        k = len(design.manifest["batches"])
+        stop = ("separated" if adjacent_separated(theta, cov, level)
+                else "budget" if len(design.pairs) >= max_comparisons else None)
+        if stop is None:
+            chosen = adaptive_pairs(theta, cov, batch_size, np.random.default_rng([seed, k, 1]))
+            grown = next_batch(design, entries, chosen, systems, "adaptive")
+            stop = "exhausted" if len(grown.pairs) == len(design.pairs) else None
+        if stop is not None:
+            design.manifest["stopped"] = stop
+            write_design(design, folder)
+            break
+        design = grown
+        write_design(design, folder)
+        judge_batch(design, k)
+    return design

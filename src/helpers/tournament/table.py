@@ -1,15 +1,20 @@
 """The systems table of a tournament: one description per (sample, system), validated.
 
-A tournament starts from a long table ``name, system, description`` (CSV or Parquet). Its names
-and systems become comparison ids and media paths, so this module refuses every row that would
-make an unsafe path, an ambiguous id, an empty text or a second description of the same system,
-and lists every problem with file, line (CSV) or row (Parquet), column and value at once.
+A tournament starts from a long table ``name, system, description`` (CSV or Parquet). Sample
+names become media paths and comparison ids, so they must be safe names. Systems are display
+names as a challenge publishes them (``videochat(emb)``, ``Qwen/Qwen2.5-Omni-7B``,
+``GPT-4o (2024-08-06)``): any non-empty text is accepted, and :func:`system_id` derives the safe
+id that comparison ids and paths use, while every leaderboard keeps the display name. This module
+refuses every row that would make an unsafe path, an ambiguous id, an empty text or a second
+description of the same system, and lists every problem with file, line (CSV) or row (Parquet),
+column and value at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +24,18 @@ from helpers.data import NAME_RULE, DataError, read_csv, safe_name
 COLUMNS = ("name", "system", "description")
 SEPARATOR = "__"
 LINE_COLUMNS = ("csv_line", "_line")  # where helpers.data.read_csv keeps each record's line
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def system_id(system: str) -> str:
+    """The id of a system in comparison ids and paths: the display name itself when it is
+    already safe (letters, digits, ``_ . -``, no ``__``, no ``..``), else a readable slug plus 8
+    hex digits of the name's SHA-256, so ``GPT-4o (2024-08-06)`` and ``GPT-4o 2024-08-06`` get
+    different ids and the same name always gets the same one."""
+    if SAFE_ID.fullmatch(system) and SEPARATOR not in system and ".." not in system:
+        return system
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "-", system).replace("..", ".").strip("-.")[:40] or "system"
+    return f"{slug}-{hashlib.sha256(system.encode('utf-8')).hexdigest()[:8]}"
 
 
 def _where(frame: pd.DataFrame, i: int) -> str:
@@ -44,9 +61,13 @@ def read_entries(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
     """Read a CSV (with 1-based line numbers) or Parquet (rows numbered from 1) long table."""
     path = Path(path)
     if not path.is_file():
-        return pd.DataFrame(), [f"{path}: file not found"]
+        return pd.DataFrame(), [f"{path}: file not found" + (" (it is a folder)" if path.is_dir() else "")]
     if path.suffix.lower() in (".parquet", ".pq"):
-        frame = pd.read_parquet(path)
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for a file that is not Parquet
+            return pd.DataFrame(), [f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc}); "
+                                    "save the table as Parquet, or as CSV with a .csv name"]
         missing = [c for c in COLUMNS if c not in frame.columns]
         if missing:
             return pd.DataFrame(), [f"{path}: missing required column(s) {', '.join(missing)}"]
@@ -58,20 +79,24 @@ def read_entries(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
 def check_entries(frame: pd.DataFrame, file: str) -> list[str]:
     """Every rule a tournament table obeys, as messages naming file, line/row, column, value.
 
-    Names and systems become comparison ids (and, for names, media paths), so both must be safe
-    for paths; systems may not contain the id separator ``__``. Each (name, system) has exactly one
-    non-empty description, and a tournament needs at least two systems and at least one sample
-    that two of them describe (else no comparison can be drawn).
+    Names become comparison ids and media paths, so they must be safe for paths; a system is any
+    non-empty display name (its :func:`system_id` goes into ids), and two display names may not
+    share an id. Each (name, system) has exactly one non-empty description, and a tournament
+    needs at least two systems and at least one sample that two of them describe (else no
+    comparison can be drawn).
     """
     problems: list[str] = []
     seen: dict[tuple[str, str], str] = {}
+    ids: dict[str, str] = {}
     for i, (name, system, text) in enumerate(zip(frame["name"], frame["system"], frame["description"], strict=True)):
         where = _where(frame, i)
-        for column, value in (("name", name), ("system", system)):
-            if not safe_name(value):  # the one sample-name rule of helpers.data
-                problems.append(_problem(file, where, column, value, f"{NAME_RULE} (it becomes a path and an id)"))
-        if isinstance(system, str) and SEPARATOR in system:
-            problems.append(_problem(file, where, "system", system, f"must not contain {SEPARATOR!r} (the comparison id separator)"))
+        if not safe_name(name):  # the one sample-name rule of helpers.data
+            problems.append(_problem(file, where, "name", name, f"{NAME_RULE} (it becomes a path and an id)"))
+        if not isinstance(system, str) or not system.strip():
+            problems.append(_problem(file, where, "system", system, "system name is empty (any non-empty name is fine)"))
+        elif ids.setdefault(system_id(system), system) != system:
+            problems.append(_problem(file, where, "system", system, f"its id {system_id(system)!r} is also the id of "
+                                     f"system {ids[system_id(system)]!r}; rename one of them"))
         if not isinstance(text, str) or not text.strip():
             problems.append(_problem(file, where, "description", text, "description is empty"))
         key = (name, system)
