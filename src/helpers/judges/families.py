@@ -27,11 +27,12 @@ class Family:
     num_frames: int | None = None  # fixed frame count instead of fps sampling
     audio_in_video: bool = False  # hears a video's own soundtrack (input type audiovideo)
     timed_frames: bool = False  # its processor times frames from their metadata (else assumes 24 fps)
+    fps_kwarg: bool = False  # its processor times frames from the ``fps`` it is given (default 2.0)
 
 
 FAMILIES: dict[str, Family] = {
     "qwen25omni": Family("Qwen2_5OmniThinkerForConditionalGeneration", audio=True, video=True,
-                         audio_in_video=True),
+                         audio_in_video=True, fps_kwarg=True),
     "qwen25vl": Family("Qwen2_5_VLForConditionalGeneration", video=True, timed_frames=True),
     "qwen2audio": Family("Qwen2AudioForConditionalGeneration", audio=True),
     "llavanextvideo": Family("LlavaNextVideoForConditionalGeneration", video=True, num_frames=8),
@@ -60,6 +61,22 @@ def check_input(spec: JudgeSpec, family: Family, request: Request) -> str:
     if (needs_audio and not family.audio) or (needs_video and not family.video):
         raise BackendError(f"judge {spec.name!r} ({spec.family}) cannot take input type {input_type!r}")
     return input_type
+
+
+ENGINES = ("transformers", "vllm")
+"""The local engines a judge runs on; a local judge's YAML names the paper's in ``options.engine``."""
+
+
+def video_timing(spec: JudgeSpec) -> str:
+    """How a timed family's frames are timed: ``paper`` (default; the paper's transformers 4.49
+    assumed 2 fps for already-sampled frames, :meth:`media.VideoFrames.metadata`) or ``source``
+    (the clip's real seconds between the sampled frames), from ``options.video_timing``."""
+    from helpers.judges.media import TIMINGS
+
+    timing = spec.options.get("video_timing", "paper")
+    if timing not in TIMINGS:
+        raise BackendError(f"judge {spec.name!r}: options.video_timing must be one of {TIMINGS}, got {timing!r}")
+    return timing
 
 
 def build_messages(request: Request, family: Family, system: str | None) -> list[dict]:

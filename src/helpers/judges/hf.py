@@ -38,7 +38,7 @@ from typing import Any
 from helpers.judges import decoding
 from helpers.judges import media as media_io
 from helpers.judges.base import Backend, BackendError, JudgeSpec, Request, Response
-from helpers.judges.families import build_messages, check_input, family_of, local_path
+from helpers.judges.families import build_messages, check_input, family_of, local_path, video_timing
 
 GENERATION_KEYS = decoding.KNOBS
 
@@ -282,7 +282,8 @@ class TransformersBackend(Backend):
             kwargs["videos"] = [v.frames for v in videos]
             kwargs["videos_kwargs"] = self._videos_kwargs()
             if self.family.timed_frames:  # its processor times the frames from their metadata
-                kwargs["videos_kwargs"]["video_metadata"] = [v.metadata() for v in videos]
+                timing = video_timing(self.spec)
+                kwargs["videos_kwargs"]["video_metadata"] = [v.metadata(timing) for v in videos]
         if input_type == "audio":
             kwargs["audio"] = [media_io.load_audio(r.media.audio) for r in batch]
             kwargs["sampling_rate"] = media_io.SAMPLE_RATE
@@ -307,9 +308,7 @@ class TransformersBackend(Backend):
         processor from resizing tiny or huge frames to its own defaults behind our back."""
         options = self.spec.options
         kwargs: dict[str, Any] = {"do_sample_frames": False}
-        if hasattr(self.processor.video_processor, "cap_pixels_per_frame"):
-            kwargs["cap_pixels_per_frame"] = True  # qwen-vl-utils' per-frame cap, as the paper's code
-        if self.family.num_frames is None:
+        if self.family.fps_kwarg:  # Omni times frames by this fps (2.0 when none is given)
             kwargs["fps"] = float(options.get("fps", media_io.DEFAULT_FPS))
         if "video_min_pixels" in options or "video_max_pixels" in options:
             kwargs["size"] = media_io.pixel_bounds(options)
