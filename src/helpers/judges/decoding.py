@@ -106,9 +106,12 @@ def translate(generation: dict | None, backend: str, who: str = "judge") -> dict
         out["max_tokens"] = settings["max_new_tokens"]
     temperature = settings.get("temperature", 1.0)
     out["temperature"] = 0.0 if not sampling or temperature < GREEDY_BELOW else temperature
-    for knob in ("top_p", "repetition_penalty"):
-        if knob in settings:
-            out[knob] = settings[knob]
+    if "repetition_penalty" in settings:
+        out["repetition_penalty"] = settings["repetition_penalty"]
+    if out["temperature"] == 0.0:  # greedy: vLLM resets top_p/top_k itself; send none it would change
+        return out
+    if "top_p" in settings:
+        out["top_p"] = settings["top_p"]
     if settings.get("top_k"):  # 0 = all tokens: vLLM's own value (older releases spell it -1)
         out["top_k"] = settings["top_k"]
     return out
