@@ -58,16 +58,25 @@ def test_the_translation_refuses_what_vllm_would_raise_to_its_minimum():
         decoding.normalise({"temperature": 0.005})
 
 
+def on_local_folder(spec, folder: Path):
+    """The spec with its hub id replaced by a local folder: under HF_HUB_OFFLINE=1 (make exports it)
+    ``EngineArgs.__post_init__`` resolves a hub id to its cached snapshot, which CI does not have."""
+    return dataclasses.replace(spec, checkpoint=str(folder))
+
+
 @pytest.mark.parametrize("name", LOCAL_JUDGES)
-def test_every_local_judges_engine_kwargs_are_real_engine_args(name):
-    args = EngineArgs(**engine_kwargs(load_spec(name)))
+def test_every_local_judges_engine_kwargs_are_real_engine_args(name, tmp_path):
+    kwargs = engine_kwargs(on_local_folder(load_spec(name), tmp_path))
+    args = EngineArgs(**kwargs)
     assert args.enable_prefix_caching is True and args.seed == 0
+    for key, value in kwargs.items():
+        assert getattr(args, key) == value, f"EngineArgs changed {key} of judge {name}"
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_every_family_gives_engine_args_vllm_accepts(family):
+def test_every_family_gives_engine_args_vllm_accepts(family, tmp_path):
     spec = dataclasses.replace(load_spec(LOCAL_JUDGES[0]), family=family, options={})
-    EngineArgs(**engine_kwargs(spec))
+    EngineArgs(**engine_kwargs(on_local_folder(spec, tmp_path)))
 
 
 def test_shutdown_lives_on_the_engine_core_client():
