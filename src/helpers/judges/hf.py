@@ -115,6 +115,25 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def omni_source(checkpoint: str, model_kwargs: dict) -> tuple[str, dict]:
+    """Where to load a full Qwen2.5-Omni checkpoint from, and the kwargs to load it with.
+
+    transformers' ``Qwen2_5OmniForConditionalGeneration.from_pretrained`` looks ``spk_dict.pt``
+    up with ``kwargs.pop("revision", None)`` although ``revision`` is its own parameter, so the
+    speaker file is always asked of ``main``: with ``HF_HUB_OFFLINE=1`` and only the pinned
+    revision cached, loading fails, and online it reads ``main``'s file. A hub id with a revision
+    is therefore resolved to that revision's snapshot folder first (downloading it when online,
+    as ``from_pretrained`` would) and loaded from the folder, where every file is that revision's.
+    """
+    revision = model_kwargs.get("revision")
+    if not revision or Path(checkpoint).is_dir():
+        return checkpoint, model_kwargs
+    from huggingface_hub import snapshot_download
+
+    folder = snapshot_download(checkpoint, revision=revision, local_files_only=bool(model_kwargs.get("local_files_only")))
+    return folder, {k: v for k, v in model_kwargs.items() if k != "revision"}
+
+
 class TransformersBackend(Backend):
     """A judge model loaded in-process with transformers (see the module docstring)."""
 
@@ -202,8 +221,9 @@ class TransformersBackend(Backend):
             config = transformers.AutoConfig.from_pretrained(checkpoint, **{
                 k: v for k, v in model_kwargs.items() if k in ("local_files_only", "revision")})
             if config.model_type == "qwen2_5_omni":
+                source, kwargs = omni_source(checkpoint, model_kwargs)
                 full = transformers.Qwen2_5OmniForConditionalGeneration.from_pretrained(
-                    checkpoint, enable_audio_output=False, **model_kwargs
+                    source, enable_audio_output=False, **kwargs
                 )
                 # What the full model's generate gives its thinker when return_audio=False.
                 eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
