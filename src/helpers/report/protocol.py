@@ -20,8 +20,11 @@ from helpers.judges.base import JudgeSpec
 from helpers.judges.families import FAMILIES
 from helpers.judges.registry import list_judges, load_spec
 
-COMPARED = ("engine", "video_timing", "frame_rule", "model", "max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty",
+COMPARED = ("engine", "api", "video_timing", "frame_rule", "model", "max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty",
             "fps", "num_frames", "max_frames", "max_pixels", "frames", "text_first", "seed", "describe_prompt")
+OPENAI_API = "chat completions (image_url parts)"
+"""The OpenAI-compatible endpoint the API judges call (``helpers.judges.openai``): chat completions
+serve every vendor here; the paper's GPT wrapper used the Responses API, a difference the card shows."""
 MEDIA_DEFAULTS = {"qwen25omni": {"fps": 2.0}, "qwen25vl": {"fps": 2.0}, "llavanextvideo": {"num_frames": 8}}
 
 
@@ -39,7 +42,7 @@ def judge_settings(spec: JudgeSpec) -> dict:
     if spec.backend == "openai":
         out.update({k: v for k, v in decoding.normalise(spec.generation).items()})
         out.update(frames=options.get("frames", "uniform"), text_first=bool(options.get("text_first", False)),
-                   seed=bool(options.get("send_seed", True)))
+                   seed=bool(options.get("send_seed", True)), api=OPENAI_API)
         if out["frames"] == "uniform":
             out["num_frames"] = int(options.get("num_frames", 8))
         elif out["frames"] == "emoprefer_gpt":
