@@ -19,12 +19,13 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: report test venv data lint check-python chromium clean-report help
+.PHONY: report test test-vllm venv data lint check-python chromium clean-report help
 
 help:
 	@echo "make report   build reports/index.html (set EMOPREFER_DATA=/folder/with/csvs when offline)"
 	@echo "              OFFICIAL_OUTPUTS=DIR also imports the authors' released output-matching/*.npz"
 	@echo "make test     ruff + pytest"
+	@echo "make test-vllm  the vLLM contract tests in their own .venv-vllm (real vLLM 0.33 on the CPU)"
 
 check-python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python >= 3.10" >&2; exit 1; }
@@ -85,3 +86,28 @@ test: lint chromium
 
 clean-report:
 	rm -rf $(EXECUTED) reports/tables reports/figures reports/index.html reports/runs
+
+# The vLLM contract environment: vLLM 0.33 installed with --no-deps beside the project's CPU torch and
+# transformers 5.20.2 (vLLM pins torch 2.14.0 and transformers<5.21, which the cpu extra does not allow).
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_REQS := tests/vllm_contract/requirements.txt
+
+$(VLLM_STAMP): $(VLLM_REQS) pyproject.toml | check-python
+	@echo "==> creating/updating $(VLLM_VENV) (vllm==0.33.0 --no-deps; first time takes several minutes)"
+	@test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	@$(VLLM_PY) -m pip install --quiet --upgrade pip
+	@$(VLLM_PY) -m pip install --quiet -r $(VLLM_REQS)
+	@$(VLLM_PY) -m pip install --quiet --no-deps vllm==0.33.0 xgrammar==0.2.8 'llguidance>=1.7.0,<1.8.0'
+	@$(VLLM_PY) -m pip install --quiet --no-deps torch==2.14.1 torchvision==0.29.1 transformers==5.20.2
+	@$(VLLM_PY) -m pip install --quiet --no-deps -e .
+	@touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	@echo "==> pytest (real vLLM contract + transformers backend under transformers 5.20.2)"
+	@$(VLLM_PY) -m pytest -q -p no:cacheprovider tests/vllm_contract; \
+	  rc=$$?; if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	@# a process of their own: test_vllm_backend checks that its fake, not the real vLLM, is imported
+	@$(VLLM_PY) -m pytest -q -p no:cacheprovider tests/test_hf_backend.py tests/test_vllm_backend.py \
+	  tests/test_paper_frames.py

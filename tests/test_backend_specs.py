@@ -128,7 +128,7 @@ def test_one_translation_for_both_backends():
 
     greedy = complete({"max_new_tokens": 7, "do_sample": False})
     assert translate(greedy, "transformers") == {"max_new_tokens": 7, "do_sample": False, "repetition_penalty": 1.0}
-    assert translate(greedy, "vllm") == {"max_tokens": 7, "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0}
+    assert translate(greedy, "vllm") == {"max_tokens": 7, "temperature": 0.0, "repetition_penalty": 1.0}
     sampled = complete({"max_tokens": 9, "temperature": 0.5, "top_k": 5})
     assert translate(sampled, "transformers") == {"max_new_tokens": 9, "do_sample": True, "temperature": 0.5,
                                                   "top_p": 1.0, "top_k": 5, "repetition_penalty": 1.0}

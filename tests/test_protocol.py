@@ -38,6 +38,10 @@ def test_the_closed_models_name_their_served_stand_ins():
                                                                                                    "differences"]
     assert "model: 'gpt-4o-2024-08-06' (paper 'gpt-4o')" in card.loc["gpt4o", "differences"]
     assert card.loc["gpt4o", "media"] == card.loc["gpt4o", "paper_media"] == "3 frames (1 fps for clips <= 3 s), text first"
+    for name in ("gpt4o", "gpt41"):  # the paper's GPT wrapper called the Responses API; ours, chat completions
+        assert ("api: 'chat completions (image_url parts)' (paper 'responses (input_image parts)')"
+                in card.loc[name, "differences"])
+        assert "seed" not in card.loc[name, "differences"], "neither sends a seed"
 
 
 def test_an_edited_yaml_shows_up_as_a_difference(tmp_path):

@@ -8,13 +8,14 @@ imported by any of this.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_vllm import Completion, FakeVLLM, Output
 from tiny_models import QWEN_SYSTEM, write_mp4, write_wav
 
+from helpers.judges import media as media_io
 from helpers.judges.base import BackendError, JudgeSpec, Media, Request
 from helpers.judges.vllm import (
     PAPER_TEXT_SAMPLING,
@@ -22,6 +23,7 @@ from helpers.judges.vllm import (
     build_inputs,
     cache_friendly_order,
     engine_kwargs,
+    input_groups,
     load_chat_template,
     sampling_kwargs,
 )
@@ -29,17 +31,6 @@ from helpers.judges.vllm import (
 pytestmark = pytest.mark.usefixtures("offline")  # text_lm, omni: tests/conftest.py
 
 
-
-@dataclass
-class Completion:
-    """One generated text, shaped like vLLM's ``CompletionOutput``."""
-    text: str
-
-
-@dataclass
-class Output:
-    """One request's result, shaped like vLLM's ``RequestOutput``."""
-    outputs: list
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory, text_lm, omni) -> dict[str, Path]:
@@ -62,7 +53,7 @@ def test_text_llm_uses_the_papers_sampling_with_a_seed_per_request(folders):
     assert sampling_kwargs(judge, seed=3) == {**PAPER_TEXT_SAMPLING, "seed": 3}
     assert PAPER_TEXT_SAMPLING == {"temperature": 0.7, "top_p": 0.8, "repetition_penalty": 1.05, "max_tokens": 512}
     greedy = spec("qwen25", folders["text"], generation={"temperature": 0, "max_new_tokens": 8})
-    assert sampling_kwargs(greedy, seed=0) == {**PAPER_TEXT_SAMPLING, "temperature": 0, "max_tokens": 8, "seed": 0}
+    assert sampling_kwargs(greedy, seed=0) == {"repetition_penalty": 1.05, "temperature": 0, "max_tokens": 8, "seed": 0}
     assert sampling_kwargs(spec("qwen25omni", "x"), seed=1)["max_tokens"] == 1024, "vLLM's default of 16 is too few"
     with pytest.raises(BackendError, match="temprature"):
         sampling_kwargs(spec("qwen25", "x", generation={"temprature": 1}), seed=0)
@@ -71,9 +62,14 @@ def test_text_llm_uses_the_papers_sampling_with_a_seed_per_request(folders):
 def test_engine_reserves_one_video_and_one_audio_for_omni_and_nothing_for_text():
     omni = engine_kwargs(spec("qwen25omni", "Qwen/Qwen2.5-Omni-7B", options={"tensor_parallel_size": 2, "system": "x"}))
     assert omni == {"model": "Qwen/Qwen2.5-Omni-7B", "enable_prefix_caching": True, "seed": 0,
-                    "limit_mm_per_prompt": {"video": 1, "audio": 1}, "tensor_parallel_size": 2}
-    assert engine_kwargs(spec("qwen25vl", "m"))["limit_mm_per_prompt"] == {"video": 1}
-    assert engine_kwargs(spec("qwen2audio", "m"))["limit_mm_per_prompt"] == {"audio": 1}
+                    "limit_mm_per_prompt": {"image": 0, "video": 1, "audio": 1}, "tensor_parallel_size": 2,
+                    "mm_processor_kwargs": {"fps": 2.0}}
+    vl = engine_kwargs(spec("qwen25vl", "m", options={"video_max_pixels": 151200, "max_model_len": 8192}))
+    assert vl["limit_mm_per_prompt"] == {"image": 0, "video": 1}, "vLLM would otherwise budget 999 images"
+    assert vl["mm_processor_kwargs"] == {"size": {"shortest_edge": 128 * 28 * 28, "longest_edge": 151200}}, (
+        "the profiler sizes the judge's largest frame, not the processor's")
+    assert vl["max_model_len"] == 8192
+    assert engine_kwargs(spec("qwen2audio", "m"))["limit_mm_per_prompt"] == {"image": 0, "audio": 1}
     assert "limit_mm_per_prompt" not in engine_kwargs(spec("qwen25", "m"))
     with pytest.raises(BackendError, match="no checkpoint"):
         VLLMBackend(JudgeSpec(name="x", family="qwen25", backend="vllm"))
@@ -94,9 +90,9 @@ def test_omni_audio_in_video_sends_frames_and_the_mp4_sound_behind_one_video_pla
     assert isinstance(frames, np.ndarray) and frames.shape == (4, 56, 56, 3)
     wave, rate = prompt["multi_modal_data"]["audio"]
     assert rate == 16_000 and wave.ndim == 1 and len(wave) == pytest.approx(32_000, rel=0.05)
-    assert prompt["mm_processor_kwargs"] == {"use_audio_in_video": True}
+    assert prompt["mm_processor_kwargs"] == {"use_audio_in_video": True, "fps": 2.0}, "Omni times frames by fps"
     # greedy stated explicitly: vLLM's own temperature 1.0 must never apply (issue 12)
-    assert sampling == [{"max_tokens": 1024, "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0, "seed": 5}]
+    assert sampling == [{"max_tokens": 1024, "temperature": 0.0, "repetition_penalty": 1.0, "seed": 5}]
     assert "vllm" not in sys.modules
 
 
@@ -109,7 +105,7 @@ def test_omni_video_audio_and_text_inputs(folders):
         Request("t", "p"),
     )
     _, prompts, _ = build_inputs([video, audio, text], judge, template)
-    assert set(prompts[0]["multi_modal_data"]) == {"video"} and "mm_processor_kwargs" not in prompts[0]
+    assert set(prompts[0]["multi_modal_data"]) == {"video"} and prompts[0]["mm_processor_kwargs"] == {"fps": 2.0}
     assert prompts[1]["prompt"].count("<|AUDIO|>") == 1 and "<|VIDEO|>" not in prompts[1]["prompt"]
     wave, rate = prompts[1]["multi_modal_data"]["audio"]
     assert rate == 16_000 and len(wave) == 32_000
@@ -154,15 +150,41 @@ def test_requests_sharing_a_video_are_adjacent_and_responses_keep_the_callers_or
     assert "vllm" not in sys.modules
 
 
-def test_qwen25vl_frames_travel_with_their_timing(folders):
-    judge = spec("qwen25vl", folders["omni"])
-    _, prompts, _ = build_inputs([Request("k", "p", media=Media("video", video=folders["video"]))], judge,
-                                 lambda messages: "prompt")
+def test_qwen25vl_frames_travel_with_the_papers_timing_or_the_clips(folders):
+    request = Request("k", "p", media=Media("video", video=folders["video"]))
+    judge = spec("qwen25vl", folders["omni"])  # default video_timing: paper
+    _, prompts, _ = build_inputs([request], judge, lambda messages: "prompt")
     frames, metadata = prompts[0]["multi_modal_data"]["video"]
     assert frames.shape[0] == 4
+    # transformers 4.49 assumed fps 2.0 for the paper's already-sampled frames: sampled_fps 2.0
+    assert metadata == {"total_num_frames": 4, "fps": 2.0, "frames_indices": [0, 1, 2, 3], "duration": 2.0}
+    assert prompts[0]["mm_processor_kwargs"] == {"do_sample_frames": False}
+    source = spec("qwen25vl", folders["omni"], options={"video_timing": "source"})
+    _, prompts, _ = build_inputs([request], source, lambda messages: "prompt")
+    _, metadata = prompts[0]["multi_modal_data"]["video"]
     assert metadata["fps"] == pytest.approx(10) and metadata["total_num_frames"] == 20
     assert metadata["frames_indices"] == [0, 6, 13, 19]
-    assert prompts[0]["mm_processor_kwargs"] == {"do_sample_frames": False}
+    with pytest.raises(BackendError, match="video_timing must be one of"):
+        build_inputs([request], spec("qwen25vl", folders["omni"], options={"video_timing": "x"}), lambda m: "")
+
+
+def test_requests_sharing_a_video_decode_it_once_and_groups_stay_within_their_byte_budget(folders):
+    judge = spec("qwen25vl", folders["omni"])
+    decoded = []
+
+    def counting_loader(path, **kwargs):
+        decoded.append(path)
+        return media_io.load_video(path, **kwargs)
+
+    requests = [Request(f"k{i}", "p", media=Media("video", video=folders["video" if i % 2 else "other_video"]))
+                for i in range(6)]
+    order, prompts, _ = build_inputs(requests, judge, lambda m: "", load_video=counting_loader)
+    assert len(decoded) == 2 and sorted(order) == list(range(6))
+    one_video = prompts[0]["multi_modal_data"]["video"][0].nbytes
+    decoded.clear()
+    groups = list(input_groups(requests, judge, lambda m: "", max_bytes=one_video, load_video=counting_loader))
+    assert [len(g[0]) for g in groups] == [3, 3], "each group holds one decoded video's requests"
+    assert len(decoded) == 2
 
 
 def test_a_family_that_cannot_hear_refuses_audio(folders):
@@ -173,54 +195,6 @@ def test_a_family_that_cannot_hear_refuses_audio(folders):
 
 
 # -- issue 12 case 8: vLLM gets large chunks, and close() really frees the GPU --------------------
-
-class FakeEngine:
-    def __init__(self):
-        self.shut = False
-
-    def shutdown(self):
-        self.shut = True
-
-
-class FakeVLLM:
-    """A stand-in ``vllm`` module: an ``LLM`` that answers 'a1', records each generate call and
-    can fail on a given call (a killed run), and the distributed teardown functions."""
-
-    def __init__(self, fail_on_call: int | None = None):
-        import types
-
-        self.calls: list[int] = []
-        self.engines: list[FakeEngine] = []
-        self.torn_down: list[str] = []
-        owner = self
-
-        class LLM:
-            def __init__(self, **kwargs):
-                self.kwargs = kwargs
-                self.llm_engine = FakeEngine()
-                owner.engines.append(self.llm_engine)
-
-            def generate(self, prompts, params, use_tqdm=False):
-                owner.calls.append(len(prompts))
-                if fail_on_call is not None and len(owner.calls) == fail_on_call:
-                    raise KeyboardInterrupt("killed")
-
-                return [Output([Completion("a1")]) for _ in prompts]
-
-        self.module = types.ModuleType("vllm")
-        self.module.LLM, self.module.SamplingParams, self.module.__version__ = LLM, dict, "0-fake"
-        distributed = types.ModuleType("vllm.distributed")
-        state = types.ModuleType("vllm.distributed.parallel_state")
-        state.destroy_model_parallel = lambda: owner.torn_down.append("destroy_model_parallel")
-        state.destroy_distributed_environment = lambda: owner.torn_down.append("destroy_distributed_environment")
-        distributed.parallel_state = state
-        self.modules = {"vllm": self.module, "vllm.distributed": distributed, "vllm.distributed.parallel_state": state}
-
-    def install(self, monkeypatch):
-        for name, module in self.modules.items():
-            monkeypatch.setitem(sys.modules, name, module)
-        return self
-
 
 def text_pairs(n: int):
     import pandas as pd
@@ -266,6 +240,7 @@ def test_close_shuts_the_engine_down_and_tears_down_vllms_distributed_state(fold
     backend.generate([Request("k", "a1 or a2?")])
     backend.close()
     assert fake.engines[0].shut, "the engine core is told to stop: collection alone keeps its GPU memory"
+    assert all(p.max_tokens == 512 and p.temperature == 0.7 and p.seed == 0 for p in fake.params)
     assert fake.torn_down == ["destroy_model_parallel", "destroy_distributed_environment"]
     assert backend._llm is None and backend.info["closed"] is True
     backend.generate([Request("k", "again")])

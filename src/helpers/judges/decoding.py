@@ -24,8 +24,15 @@ ALIASES = {"max_tokens": "max_new_tokens"}
 NEUTRAL = {"top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0}
 """What an unstated knob means on every backend: no nucleus cut, no top-k cut, no penalty."""
 GREEDY_BELOW = 1e-5
-"""Temperatures below this are argmax decoding (vLLM switches to greedy at the same value;
-transformers' softmax at such temperatures is one-hot)."""
+"""Temperatures below this are argmax decoding: transformers' softmax at such temperatures is
+one-hot, and vLLM calls a temperature below its ``_SAMPLING_EPS`` (1e-5) greedy -- but only one
+that reaches it: see :data:`VLLM_MIN_TEMPERATURE`."""
+VLLM_MIN_TEMPERATURE = 1e-2
+"""vLLM 0.33's ``SamplingParams.__post_init__`` raises any temperature in (0, ``_MAX_TEMP`` = 1e-2)
+to 1e-2 before its greedy test, so a raw 1e-6 would *sample* at 0.01 there. The translation
+therefore sends 0 (greedy) for temperatures below :data:`GREEDY_BELOW` and refuses those in
+[1e-5, 1e-2), which transformers samples at face value and vLLM at 0.01: no YAML temperature
+decodes differently on the two engines without a word."""
 PAPER_TEXT_SAMPLING = {"temperature": 0.7, "top_p": 0.8, "repetition_penalty": 1.05, "max_tokens": 512}
 """The paper's vLLM settings for the S3/S4 text LLM (EmoPrefer utils/qwen25.py)."""
 MLLM_MAX_TOKENS = 1024
@@ -58,6 +65,12 @@ def normalise(generation: dict | None, who: str = "judge") -> dict:
             raise DecodingError(f"{who}: temperature must be >= 0, got {settings['temperature']}")
         if settings.get("do_sample") is True and settings["temperature"] == 0:
             raise DecodingError(f"{who}: do_sample is true but temperature is 0; say do_sample: false for greedy")
+        if settings.get("do_sample", True) and GREEDY_BELOW <= settings["temperature"] < VLLM_MIN_TEMPERATURE:
+            raise DecodingError(
+                f"{who}: temperature {settings['temperature']:g} samples at face value in transformers but vLLM "
+                f"raises every temperature below {VLLM_MIN_TEMPERATURE:g} to {VLLM_MIN_TEMPERATURE:g}, so the two "
+                f"engines would decode differently; state a temperature below {GREEDY_BELOW:g} (argmax on both), "
+                f"0 with do_sample: false (greedy), or at least {VLLM_MIN_TEMPERATURE:g}")
         settings.setdefault("do_sample", settings["temperature"] > 0)
     return settings
 
@@ -93,9 +106,12 @@ def translate(generation: dict | None, backend: str, who: str = "judge") -> dict
         out["max_tokens"] = settings["max_new_tokens"]
     temperature = settings.get("temperature", 1.0)
     out["temperature"] = 0.0 if not sampling or temperature < GREEDY_BELOW else temperature
-    for knob in ("top_p", "repetition_penalty"):
-        if knob in settings:
-            out[knob] = settings[knob]
+    if "repetition_penalty" in settings:
+        out["repetition_penalty"] = settings["repetition_penalty"]
+    if out["temperature"] == 0.0:  # greedy: vLLM resets top_p/top_k itself; send none it would change
+        return out
+    if "top_p" in settings:
+        out["top_p"] = settings["top_p"]
     if settings.get("top_k"):  # 0 = all tokens: vLLM's own value (older releases spell it -1)
         out["top_k"] = settings["top_k"]
     return out

@@ -30,11 +30,12 @@ class Family:
     timed_frames: bool = False  # its processor times frames from their metadata (else assumes 24 fps)
     thinker_of: str | None = None  # full omni class of a hub checkpoint: load it talker-less, run its .thinker
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. Qwen3's enable_thinking=False
+    fps_kwarg: bool = False  # its processor times frames from the ``fps`` it is given (default 2.0)
 
 
 FAMILIES: dict[str, Family] = {
     "qwen25omni": Family("Qwen2_5OmniThinkerForConditionalGeneration", audio=True, video=True,
-                         audio_in_video=True, thinker_of="Qwen2_5OmniForConditionalGeneration"),
+                         audio_in_video=True, thinker_of="Qwen2_5OmniForConditionalGeneration", fps_kwarg=True),
     "qwen25vl": Family("Qwen2_5_VLForConditionalGeneration", video=True, timed_frames=True),
     "qwen2audio": Family("Qwen2AudioForConditionalGeneration", audio=True),
     "llavanextvideo": Family("LlavaNextVideoForConditionalGeneration", video=True, num_frames=8),
@@ -46,7 +47,7 @@ FAMILIES: dict[str, Family] = {
     # Qwen3-Omni: the thinker of a full checkpoint (model_type qwen3_omni_moe), audio inside video as
     # for Qwen2.5-Omni; its processor is an OmniModalProcessorMixin like Qwen2.5-Omni's (same call shape).
     "qwen3omni": Family("Qwen3OmniMoeThinkerForConditionalGeneration", audio=True, video=True,
-                        audio_in_video=True, thinker_of="Qwen3OmniMoeForConditionalGeneration"),
+                        audio_in_video=True, thinker_of="Qwen3OmniMoeForConditionalGeneration", fps_kwarg=True),
     # Qwen3-VL: video only; its processor writes each frame pair's timestamp from the video metadata.
     "qwen3vl": Family("Qwen3VLForConditionalGeneration", video=True, timed_frames=True),
     # Gemma 3n: audio (and images); no video input in transformers or vLLM, so it judges the audio track.
@@ -78,6 +79,22 @@ def check_input(spec: JudgeSpec, family: Family, request: Request) -> str:
     if (needs_audio and not family.audio) or (needs_video and not family.video):
         raise BackendError(f"judge {spec.name!r} ({spec.family}) cannot take input type {input_type!r}")
     return input_type
+
+
+ENGINES = ("transformers", "vllm")
+"""The local engines a judge runs on; a local judge's YAML names the paper's in ``options.engine``."""
+
+
+def video_timing(spec: JudgeSpec) -> str:
+    """How a timed family's frames are timed: ``paper`` (default; the paper's transformers 4.49
+    assumed 2 fps for already-sampled frames, :meth:`media.VideoFrames.metadata`) or ``source``
+    (the clip's real seconds between the sampled frames), from ``options.video_timing``."""
+    from helpers.judges.media import TIMINGS
+
+    timing = spec.options.get("video_timing", "paper")
+    if timing not in TIMINGS:
+        raise BackendError(f"judge {spec.name!r}: options.video_timing must be one of {TIMINGS}, got {timing!r}")
+    return timing
 
 
 def build_messages(request: Request, family: Family, system: str | None) -> list[dict]:

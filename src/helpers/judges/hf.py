@@ -38,7 +38,7 @@ from typing import Any
 from helpers.judges import decoding
 from helpers.judges import media as media_io
 from helpers.judges.base import Backend, BackendError, JudgeSpec, Request, Response
-from helpers.judges.families import build_messages, check_input, family_of, local_path
+from helpers.judges.families import build_messages, check_input, family_of, local_path, video_timing
 
 GENERATION_KEYS = decoding.KNOBS
 
@@ -113,6 +113,25 @@ def check_cpu_fallback(spec: JudgeSpec, n_bytes: int) -> None:
 
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def omni_source(checkpoint: str, model_kwargs: dict) -> tuple[str, dict]:
+    """Where to load a full Qwen2.5-Omni checkpoint from, and the kwargs to load it with.
+
+    transformers' ``Qwen2_5OmniForConditionalGeneration.from_pretrained`` looks ``spk_dict.pt``
+    up with ``kwargs.pop("revision", None)`` although ``revision`` is its own parameter, so the
+    speaker file is always asked of ``main``: with ``HF_HUB_OFFLINE=1`` and only the pinned
+    revision cached, loading fails, and online it reads ``main``'s file. A hub id with a revision
+    is therefore resolved to that revision's snapshot folder first (downloading it when online,
+    as ``from_pretrained`` would) and loaded from the folder, where every file is that revision's.
+    """
+    revision = model_kwargs.get("revision")
+    if not revision or Path(checkpoint).is_dir():
+        return checkpoint, model_kwargs
+    from huggingface_hub import snapshot_download
+
+    folder = snapshot_download(checkpoint, revision=revision, local_files_only=bool(model_kwargs.get("local_files_only")))
+    return folder, {k: v for k, v in model_kwargs.items() if k != "revision"}
 
 
 class TransformersBackend(Backend):
@@ -208,7 +227,8 @@ class TransformersBackend(Backend):
             config = transformers.AutoConfig.from_pretrained(checkpoint, **{
                 k: v for k, v in model_kwargs.items() if k in ("local_files_only", "revision")})
             if config.model_type == full_class.config_class.model_type:
-                full = full_class.from_pretrained(checkpoint, enable_audio_output=False, **model_kwargs)
+                source, kwargs = omni_source(checkpoint, model_kwargs)
+                full = full_class.from_pretrained(source, enable_audio_output=False, **kwargs)
                 # the hub's generation_config.json belongs to the full model, not to its thinker
                 self._checkpoint_generation = checkpoint_generation(full)
                 # What the full model's generate gives its thinker when return_audio=False.
@@ -290,7 +310,8 @@ class TransformersBackend(Backend):
             kwargs["videos"] = [v.frames for v in videos]
             kwargs["videos_kwargs"] = self._videos_kwargs()
             if self.family.timed_frames:  # its processor times the frames from their metadata
-                kwargs["videos_kwargs"]["video_metadata"] = [v.metadata() for v in videos]
+                timing = video_timing(self.spec)
+                kwargs["videos_kwargs"]["video_metadata"] = [v.metadata(timing) for v in videos]
         if input_type == "audio":
             kwargs["audio"] = [media_io.load_audio(r.media.audio) for r in batch]
             kwargs["sampling_rate"] = media_io.SAMPLE_RATE
@@ -315,9 +336,7 @@ class TransformersBackend(Backend):
         processor from resizing tiny or huge frames to its own defaults behind our back."""
         options = self.spec.options
         kwargs: dict[str, Any] = {"do_sample_frames": False}
-        if hasattr(self.processor.video_processor, "cap_pixels_per_frame"):
-            kwargs["cap_pixels_per_frame"] = True  # qwen-vl-utils' per-frame cap, as the paper's code
-        if self.family.num_frames is None:
+        if self.family.fps_kwarg:  # Omni times frames by this fps (2.0 when none is given)
             kwargs["fps"] = float(options.get("fps", media_io.DEFAULT_FPS))
         if "video_min_pixels" in options or "video_max_pixels" in options:
             kwargs["size"] = media_io.pixel_bounds(options)

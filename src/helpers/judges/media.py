@@ -43,10 +43,33 @@ class VideoFrames:
     source_fps: float = 0.0
     source_frames: int = 0
 
-    def metadata(self) -> dict:
-        """transformers' ``VideoMetadata`` fields: without them processors assume 24 fps."""
+    def metadata(self, timing: str = "source") -> dict:
+        """transformers' ``VideoMetadata`` fields for these frames (without any, processors assume
+        24 fps).
+
+        ``source``: the clip as it is (its rate, length and the sampled indices), so a processor
+        that times frames (Qwen2.5-VL: ``second_per_grid_ts = 2 / sampled_fps``) gets the real
+        seconds between them. ``paper``: the frames as transformers 4.49 timed them in the
+        paper's code, which handed already-sampled frames to the processor without any rate, so
+        it assumed its default fps :data:`PAPER_ASSUMED_FPS`: the metadata then describes exactly
+        these frames as a clip at that rate (``sampled_fps`` = 2.0, ``second_per_grid_ts`` = 1.0
+        whatever the clip's length).
+        """
+        if timing == "paper":
+            n = len(self.frames)
+            return {"total_num_frames": n, "fps": PAPER_ASSUMED_FPS, "frames_indices": list(range(n)),
+                    "duration": n / PAPER_ASSUMED_FPS}
+        if timing != "source":
+            raise MediaError(f"unknown video timing {timing!r} (known: {', '.join(TIMINGS)})")
         return {"total_num_frames": self.source_frames, "fps": self.source_fps, "frames_indices": list(self.indices),
                 "duration": self.duration_s}
+
+
+PAPER_ASSUMED_FPS = 2.0
+"""The fps transformers 4.49's Qwen2.5-VL processor took when none was passed
+(``output_kwargs["videos_kwargs"].pop("fps", 2.0)``), as in the paper's ``utils/qwen25vl.py``,
+which called ``process_vision_info`` without ``return_video_kwargs``."""
+TIMINGS = ("paper", "source")
 
 
 VIDEO_MIN_PIXELS = 128 * 28 * 28
@@ -135,9 +158,26 @@ def load_video(
     total, rate = _count_frames(path)
     if num_frames is None:
         n = frame_count(total, rate, fps=fps, min_frames=min_frames, max_frames=max_frames)
-    else:
-        n = max(1, min(num_frames, total))
-    return load_frames(path, np.linspace(0, total - 1, n).round().astype(int), total, rate)
+        return load_frames(path, np.linspace(0, total - 1, n).round().astype(int), total, rate)
+    return load_frames(path, np.asarray(fixed_count_indices(total, num_frames), dtype=int), total, rate)
+
+
+def fixed_count_indices(total_frames: int, num_frames: int) -> list[int]:
+    """``num_frames`` frames as transformers 4.49's ``default_sample_indices_fn`` picked them for
+    ``apply_chat_template(num_frames=...)`` (the paper's LLaVA-NeXT-Video path):
+    ``np.arange(0, total, total / num_frames, dtype=int)``.
+
+    numpy's integer ``arange`` casts the *step* to an integer (``int(start + step) - int(start)``)
+    and keeps the float length ``ceil(total / step)``, so the indices are ``i * int(total / n)``:
+    75 frames give 0, 9, ..., 63 (the clip's last 11 frames are never seen) and a clip shorter than
+    ``num_frames`` gives its first frame ``num_frames`` times. Written out rather than left to
+    numpy so that the rule is visible.
+    """
+    if total_frames < 1 or num_frames < 1:
+        raise MediaError(f"cannot pick {num_frames} frames from a clip of {total_frames}")
+    step = int(total_frames / num_frames)
+    length = int(np.ceil(total_frames / (total_frames / num_frames)))
+    return [i * step for i in range(length)]
 
 
 def emoprefer_gpt_indices(total_frames: int, video_fps: float, max_frames: int = 3) -> list[int]:

@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import yaml
@@ -20,6 +21,7 @@ from helpers.data import INPUT_TYPES
 from helpers.judges import decoding
 from helpers.judges.base import STRATEGIES, Backend, JudgeSpec, PairJudge
 from helpers.judges.decoding import DecodingError, check_yaml_generation
+from helpers.judges.families import ENGINES
 
 SPEC_BACKENDS = ("local", "openai", "cpu")
 SPEC_STRATEGIES = (*STRATEGIES, "-")  # a CPU judge lists "-" (it reads the texts itself)
@@ -90,6 +92,9 @@ def _spec_from_mapping(raw: dict, file: Path) -> JudgeSpec:
     if raw["backend"] == "openai" and not raw.get("api_key_env"):
         raise RegistryError(f"{file}: field 'api_key_env' (the NAME of the env variable with the key) is required")
     raw["generation"] = dict(raw.get("generation") or {})
+    if raw["backend"] == "local" and (raw.get("options") or {}).get("engine", "transformers") not in ENGINES:
+        raise RegistryError(f"{file}: field 'options.engine' must be one of {ENGINES} "
+                            f"(value {raw['options']['engine']!r})")
     if raw["backend"] == "local":
         try:
             check_yaml_generation(raw["generation"], str(file))
@@ -131,7 +136,10 @@ def vllm_available() -> bool:
 
 def resolve_backend(spec: JudgeSpec, backend: str = "auto") -> str:
     """Which backend will serve ``spec``: the user's explicit choice, ``openai`` for API judges,
-    else vLLM when importable with a CUDA GPU present and transformers otherwise."""
+    else the engine the judge's YAML names (``options.engine``: the one the paper ran it on;
+    transformers where it names none). A judge whose engine is vLLM runs on transformers, with a
+    warning, where vLLM cannot run (not importable or no CUDA GPU); the engine that ran enters the
+    run's identity and its cached steps' ids, so the two are never mixed."""
     if spec.backend == "cpu":
         return "cpu"
     if backend != "auto":
@@ -140,7 +148,15 @@ def resolve_backend(spec: JudgeSpec, backend: str = "auto") -> str:
         return backend
     if spec.backend == "openai":
         return "openai"
-    return "vllm" if vllm_available() and _gpu_present() else "transformers"
+    engine = spec.options.get("engine", "transformers")
+    if engine not in ENGINES:
+        raise RegistryError(f"judge {spec.name!r}: options.engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "vllm" and not (vllm_available() and _gpu_present()):
+        warnings.warn(f"judge {spec.name!r}: its engine is vLLM (the paper's), which cannot run here (needs vllm "
+                      "and a CUDA GPU); running it on transformers (a different engine: its rows and cached "
+                      "descriptions are kept apart from vLLM's)", UserWarning, stacklevel=1)
+        return "transformers"
+    return engine
 
 
 def engine_line(spec: JudgeSpec, backend: str = "auto") -> str:

@@ -37,13 +37,16 @@ from typing import Any
 from helpers.judges import decoding
 from helpers.judges import media as media_io
 from helpers.judges.base import Backend, BackendError, JudgeSpec, Request, Response
-from helpers.judges.families import build_messages, check_input, family_of, local_path
+from helpers.judges.families import build_messages, check_input, family_of, local_path, video_timing
 
 PAPER_TEXT_SAMPLING = decoding.PAPER_TEXT_SAMPLING
 """The paper's vLLM settings for the S3/S4 text LLM (Qwen2.5-7B-Instruct)."""
 MLLM_MAX_TOKENS = decoding.MLLM_MAX_TOKENS  # vLLM's own default is 16 tokens: far too few for a description
 ENGINE_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "max_num_seqs", "dtype",
                   "revision", "enforce_eager")
+MAX_DECODED_BYTES = 2 * 1024**3
+"""Host memory the decoded media of one ``LLM.generate`` call may hold (``options.max_decoded_bytes``):
+512 requests of 720p clips would otherwise hold ~14 GB of frames before generation starts."""
 CHUNK = 512
 """Requests handed to ``LLM.generate`` at once: enough for continuous batching and the prefix/
 encoder caches to work, few enough that a killed run loses little (results are stored per chunk)."""
@@ -59,9 +62,13 @@ def sampling_kwargs(spec: JudgeSpec, seed: int) -> dict:
 
 
 def limit_mm_per_prompt(spec: JudgeSpec) -> dict[str, int]:
-    """How many items of each medium one prompt may carry (vLLM reserves memory for them)."""
+    """How many items of each medium one prompt may carry. vLLM reserves memory for, and profiles,
+    every medium the model supports that is not set to 0 (999 images when ``image`` is unset), so
+    the modalities a judge never sends are stated as 0."""
     family = family_of(spec)
-    limits = {}
+    if not family.processor:
+        return {}
+    limits = {"image": 0}
     if family.video:
         limits["video"] = 1
     if family.audio:
@@ -69,14 +76,32 @@ def limit_mm_per_prompt(spec: JudgeSpec) -> dict[str, int]:
     return limits
 
 
+def processor_kwargs(spec: JudgeSpec) -> dict[str, Any]:
+    """The processor settings every request of this judge shares, given to the engine too
+    (``mm_processor_kwargs`` of ``vllm.LLM``) so that its memory profiler sizes the largest
+    frame the judge will send, not the processor's own bounds: the per-frame pixel bounds and,
+    for a family timed by ``fps`` (Omni), that fps."""
+    family, options = family_of(spec), spec.options
+    kwargs: dict[str, Any] = {}
+    if family.video and ("video_min_pixels" in options or "video_max_pixels" in options):
+        kwargs["size"] = media_io.pixel_bounds(options)
+    if family.fps_kwarg:
+        kwargs["fps"] = float(options.get("fps", media_io.DEFAULT_FPS))
+    return kwargs
+
+
 def engine_kwargs(spec: JudgeSpec) -> dict:
-    """Keyword arguments for ``vllm.LLM``: the checkpoint, media limits, caching and options."""
+    """Keyword arguments for ``vllm.LLM``: the checkpoint, media limits, the shared processor
+    settings, the context length, caching and options."""
     if not spec.checkpoint:
         raise BackendError(f"judge {spec.name!r}: no checkpoint (a hub id or a local folder) in its YAML")
     kwargs: dict[str, Any] = {"model": spec.checkpoint, "enable_prefix_caching": True, "seed": 0}
     limits = limit_mm_per_prompt(spec)
     if limits:
         kwargs["limit_mm_per_prompt"] = limits
+    shared = processor_kwargs(spec)
+    if shared:
+        kwargs["mm_processor_kwargs"] = shared
     kwargs.update({k: spec.options[k] for k in ENGINE_OPTIONS if k in spec.options})
     return kwargs
 
@@ -86,35 +111,56 @@ def multi_modal_inputs(
     spec: JudgeSpec,
     load_video: Callable[..., media_io.VideoFrames] = media_io.load_video,
     load_audio: Callable[..., Any] = media_io.load_audio,
+    cache: dict | None = None,
 ) -> tuple[dict, dict]:
-    """``multi_modal_data`` and ``mm_processor_kwargs`` for one request (empty for text)."""
+    """``multi_modal_data`` and ``mm_processor_kwargs`` for one request (empty for text).
+
+    ``cache`` (path -> decoded media) lets the requests of one chunk that share a video decode
+    it once."""
     family = family_of(spec)
     input_type = check_input(spec, family, request)
     options = spec.options
+    cache = {} if cache is None else cache
     data: dict[str, Any] = {}
-    processor_kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {}
+
+    def once(kind: str, path, load: Callable[[], Any]):
+        key = (kind, str(path))
+        if key not in cache:
+            cache[key] = load()
+        return cache[key]
+
     if input_type in ("video", "audiovideo"):
-        video = load_video(
+        video = once("video", request.media.video, lambda: load_video(
             request.media.video,
             fps=float(options.get("fps", media_io.DEFAULT_FPS)),
             max_frames=int(options.get("max_frames", media_io.MAX_FRAMES)),
             num_frames=options.get("num_frames", family.num_frames),
-        )
+        ))
         if family.timed_frames:
             # Qwen2.5-VL times frames from their metadata (else it assumes 24 fps); frames are sampled.
-            data["video"] = (video.frames, video.metadata())
-            processor_kwargs["do_sample_frames"] = False
+            data["video"] = (video.frames, video.metadata(video_timing(spec)))
+            kwargs["do_sample_frames"] = False
         else:
             data["video"] = video.frames
-        if "video_min_pixels" in options or "video_max_pixels" in options:
-            # the per-frame pixel bounds of the judge's protocol, as the transformers backend sends them
-            processor_kwargs["size"] = media_io.pixel_bounds(options)
+        kwargs.update(processor_kwargs(spec))
     if input_type == "audio":
-        data["audio"] = (load_audio(request.media.audio), media_io.SAMPLE_RATE)
+        data["audio"] = (once("audio", request.media.audio, lambda: load_audio(request.media.audio)),
+                         media_io.SAMPLE_RATE)
     if input_type == "audiovideo":
-        data["audio"] = (load_audio(request.media.video), media_io.SAMPLE_RATE)
-        processor_kwargs["use_audio_in_video"] = True
-    return data, processor_kwargs
+        data["audio"] = (once("audio", request.media.video, lambda: load_audio(request.media.video)),
+                         media_io.SAMPLE_RATE)
+        kwargs["use_audio_in_video"] = True
+    return data, kwargs
+
+
+def decoded_bytes(cache: dict) -> int:
+    """Host memory held by the decoded media of a chunk."""
+    total = 0
+    for value in cache.values():
+        array = value.frames if isinstance(value, media_io.VideoFrames) else value
+        total += int(getattr(array, "nbytes", 0))
+    return total
 
 
 def render_prompt(request: Request, spec: JudgeSpec, chat_template: Callable[[list[dict]], str]) -> str:
@@ -146,22 +192,46 @@ def build_inputs(
     requests: list[Request],
     spec: JudgeSpec,
     chat_template: Callable[[list[dict]], str],
+    *,
+    max_bytes: int | None = None,
     **loaders,
 ) -> tuple[list[int], list[dict], list[dict]]:
-    """Everything ``LLM.generate`` needs, in cache-friendly order: (order, prompts, sampling kwargs)."""
-    order = cache_friendly_order(requests)
-    prompts, sampling = [], []
-    for index in order:
+    """Everything ``LLM.generate`` needs, in cache-friendly order: (order, prompts, sampling kwargs).
+    Each video is decoded once however many requests share it."""
+    groups = list(input_groups(requests, spec, chat_template, max_bytes=max_bytes, **loaders))
+    return ([i for g in groups for i in g[0]], [p for g in groups for p in g[1]], [k for g in groups for k in g[2]])
+
+
+def input_groups(
+    requests: list[Request],
+    spec: JudgeSpec,
+    chat_template: Callable[[list[dict]], str],
+    *,
+    max_bytes: int | None = None,
+    **loaders,
+):
+    """:func:`build_inputs` in groups whose decoded media stay within ``max_bytes`` of host
+    memory (a group always holds at least one request), yielded one at a time so that a group is
+    generated and dropped before the next one is decoded."""
+    order, prompts, sampling, cache = [], [], [], {}
+    for index in cache_friendly_order(requests):
         request = requests[index]
-        data, processor_kwargs = multi_modal_inputs(request, spec, **loaders)
+        before = dict(cache)
+        data, kwargs = multi_modal_inputs(request, spec, cache=cache, **loaders)
+        if max_bytes is not None and order and decoded_bytes(cache) > max_bytes:
+            yield order, prompts, sampling  # this request's media start the next group
+            fresh = {k: v for k, v in cache.items() if k not in before}
+            order, prompts, sampling, cache = [], [], [], fresh
         prompt: dict[str, Any] = {"prompt": render_prompt(request, spec, chat_template)}
         if data:
             prompt["multi_modal_data"] = data
-        if processor_kwargs:
-            prompt["mm_processor_kwargs"] = processor_kwargs
+        if kwargs:
+            prompt["mm_processor_kwargs"] = kwargs
+        order.append(index)
         prompts.append(prompt)
         sampling.append(sampling_kwargs(spec, request.seed))
-    return order, prompts, sampling
+    if order:
+        yield order, prompts, sampling
 
 
 def load_chat_template(spec: JudgeSpec) -> Callable[[list[dict]], str]:
@@ -229,14 +299,15 @@ class VLLMBackend(Backend):
             return []
         if self._template is None:
             self._template = load_chat_template(self.spec)
-        order, prompts, sampling = build_inputs(requests, self.spec, self._template)
-        llm = self._engine()
-        start = time.perf_counter()
-        outputs = llm.generate(prompts, [self._sampling_params(**kw) for kw in sampling], use_tqdm=False)
-        latency = (time.perf_counter() - start) / len(requests)
         responses: list[Response | None] = [None] * len(requests)
-        for index, output in zip(order, outputs, strict=True):
-            responses[index] = Response(requests[index].key, output.outputs[0].text, latency)
+        max_bytes = int(self.spec.options.get("max_decoded_bytes", MAX_DECODED_BYTES))
+        for order, prompts, sampling in input_groups(requests, self.spec, self._template, max_bytes=max_bytes):
+            llm = self._engine()
+            start = time.perf_counter()
+            outputs = llm.generate(prompts, [self._sampling_params(**kw) for kw in sampling], use_tqdm=False)
+            latency = (time.perf_counter() - start) / len(order)
+            for index, output in zip(order, outputs, strict=True):
+                responses[index] = Response(requests[index].key, output.outputs[0].text, latency)
         self.calls += len(requests)
         return responses  # type: ignore[return-value]
 
@@ -257,34 +328,27 @@ class VLLMBackend(Backend):
 
 
 def shutdown_engine(llm) -> list[str]:
-    """Call whichever shutdown the installed vLLM offers (its API moved between releases), then
-    tear down its distributed state; returns what was called (for tests and logs)."""
-    called = []
-    engine = getattr(llm, "llm_engine", None)
-    for owner, name in ((llm, "shutdown"), (engine, "shutdown"), (getattr(engine, "engine_core", None), "shutdown")):
-        method = getattr(owner, name, None) if owner is not None else None
-        if callable(method):
-            method()
-            called.append(f"{type(owner).__name__}.{name}")
-            break
-    try:
-        from vllm.distributed import parallel_state
-    except ImportError:
-        return called
+    """Stop vLLM's engine core process and tear down its distributed state; returns what was
+    called (for tests and logs). In vLLM 0.33 (the pinned range) ``LLM`` has no ``shutdown``:
+    it lives on ``llm.llm_engine.engine_core`` (``EngineCoreClient.shutdown``)."""
+    llm.llm_engine.engine_core.shutdown()
+    called = ["engine_core.shutdown"]
+    from vllm.distributed import parallel_state
+
     for name in ("destroy_model_parallel", "destroy_distributed_environment"):
-        function = getattr(parallel_state, name, None)
-        if callable(function):
-            function()
-            called.append(name)
+        getattr(parallel_state, name)()
+        called.append(name)
     return called
 
 
 def release_cuda() -> None:
-    """Empty torch's CUDA cache (where torch and a GPU are present)."""
+    """Empty torch's CUDA cache, only where this process has initialised CUDA itself: touching
+    CUDA here first (``reset_peak_memory_stats`` does) would make vLLM start the next engine
+    (S3/S4's text LLM) with ``spawn``, which holds memory and fails in scripts without a main guard."""
     try:
         import torch
     except ImportError:
         return
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()

@@ -17,10 +17,14 @@ import yaml
 from helpers import paths
 from helpers.judges import decoding
 from helpers.judges.base import JudgeSpec
+from helpers.judges.families import FAMILIES
 from helpers.judges.registry import list_judges, load_spec
 
-COMPARED = ("model", "max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty",
+COMPARED = ("engine", "api", "video_timing", "frame_rule", "model", "max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty",
             "fps", "num_frames", "max_frames", "max_pixels", "frames", "text_first", "seed", "describe_prompt")
+OPENAI_API = "chat completions (image_url parts)"
+"""The OpenAI-compatible endpoint the API judges call (``helpers.judges.openai``): chat completions
+serve every vendor here; the paper's GPT wrapper used the Responses API, a difference the card shows."""
 MEDIA_DEFAULTS = {"qwen25omni": {"fps": 2.0}, "qwen25vl": {"fps": 2.0}, "llavanextvideo": {"num_frames": 8}}
 
 
@@ -38,7 +42,7 @@ def judge_settings(spec: JudgeSpec) -> dict:
     if spec.backend == "openai":
         out.update({k: v for k, v in decoding.normalise(spec.generation).items()})
         out.update(frames=options.get("frames", "uniform"), text_first=bool(options.get("text_first", False)),
-                   seed=bool(options.get("send_seed", True)))
+                   seed=bool(options.get("send_seed", True)), api=OPENAI_API)
         if out["frames"] == "uniform":
             out["num_frames"] = int(options.get("num_frames", 8))
         elif out["frames"] == "emoprefer_gpt":
@@ -47,6 +51,11 @@ def judge_settings(spec: JudgeSpec) -> dict:
             out["fps"] = float(options.get("fps", 1.0))
         return out
     out.update(decoding.protocol(spec))
+    out["engine"] = options.get("engine", "transformers")
+    if FAMILIES[spec.family].timed_frames:
+        out["video_timing"] = options.get("video_timing", "paper")
+    if FAMILIES[spec.family].num_frames is not None or "num_frames" in options:
+        out["frame_rule"] = "transformers 4.49 arange"
     media = {**MEDIA_DEFAULTS.get(spec.family, {}), **{k: options[k] for k in ("fps", "num_frames") if k in options}}
     if spec.input_type in ("video", "audiovideo"):
         out.update(media)
@@ -104,7 +113,7 @@ def protocol_card(models_dir: str | Path | None = None, paper_file: str | Path |
             continue
         ours = judge_settings(spec)
         theirs = paper.get(name)
-        backend = "vLLM on a GPU, else transformers" if spec.backend == "local" else f"OpenAI-compatible ({spec.api_base})"
+        backend = (ours["engine"] if spec.backend == "local" else f"OpenAI-compatible ({spec.api_base})")
         rows.append({
             "judge": name, "backend": backend, "checkpoint": spec.checkpoint, "input_type": spec.input_type,
             "decoding": describe_decoding(ours, spec.backend), "media": describe_media(ours),

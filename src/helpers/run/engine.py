@@ -311,6 +311,19 @@ def _backend_factory(spec: JudgeSpec, backend: BackendChoice) -> tuple[Callable[
     return (lambda: make_backend(spec, kind)), kind
 
 
+def _engine_kind(spec: JudgeSpec, backend: BackendChoice) -> str:
+    """The engine a run's identity records: the resolved backend kind; ``custom`` for a caller's
+    own ``spec -> Backend`` callable (tests, custom servers), whose engine the caller vouches for."""
+    return "custom" if callable(backend) else resolve_backend(spec, backend)
+
+
+def _engines(config: RunConfig, spec: JudgeSpec, llm_spec: JudgeSpec | None) -> dict[str, str | None]:
+    """The engines of the judge (``mllm``) and of its text LLM (``llm``), as identities record them."""
+    llm_choice = None if llm_spec is None else config.llm_backend or _llm_backend_choice(config.backend, llm_spec)
+    return {"mllm": _engine_kind(spec, config.backend),
+            "llm": None if llm_spec is None else _engine_kind(llm_spec, llm_choice)}
+
+
 def _llm_backend_choice(backend: BackendChoice, llm_spec: JudgeSpec) -> BackendChoice:
     """The text LLM follows the judge's backend choice, except that an API judge's ``openai``
     does not drag a local text LLM onto an endpoint it does not have."""
@@ -365,7 +378,8 @@ def run_plans(context: RunContext, tables: dict) -> list[RunPlan]:
         identity = build_identity(
             spec=spec, strategy=strategy, input_type=context.input_type, dataset=context.dataset,
             seed=context.seed, data_sha256=context.identity_data, llm_spec=llm,
-            parameters=_identity_parameters(context, strategy))
+            parameters=_identity_parameters(context, strategy), engine=_engines(context.config, spec, llm)["mllm"],
+            llm_engine=_engines(context.config, spec, llm)["llm"])
         names = sorted(tables["normal"]["name"])
         scope = {"samples": len(names), "samples_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
                  "orders": list(context.orders), "rounds": context.rounds}
@@ -470,6 +484,7 @@ def run(model: str | JudgeSpec | RunConfig, strategy: str = "all", **settings: A
         spec, mllm_factory, input_type=input_type, dataset=config.dataset, media_dir=config.media_dir,
         seed=context.seed, llm_spec=llm_spec, llm=llm_factory, steps=cached, batch_size=config.batch_size,
         progress=config.progress, share_descriptions=context.descriptions_shared,
+        engines=_engines(config, spec, llm_spec),
     )
     context = dataclasses.replace(context, backends={"judge": mllm_kind, "llm": llm_kind})
     summaries = []

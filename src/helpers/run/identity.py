@@ -7,9 +7,11 @@ data that has since been relabelled). The identity is a plain JSON-able dict kep
 run's manifest (``manifest["identity"]`` and its digest ``manifest["identity_sha256"]``):
 
 ``version``       of this scheme (a later scheme never matches an older one by accident)
-``judge``         the judge's name, family, checkpoint, generation settings, options and the
-                  endpoint (``api_base``) of an API judge: another server behind the same model
-                  name answers differently
+``judge``         the judge's name, family, checkpoint, generation settings, options, the
+                  endpoint (``api_base``) of an API judge (another server behind the same model
+                  name answers differently), and the ``engine`` that runs it (transformers, vllm,
+                  openai, ...): two engines decode differently (numerics, and a sampling judge's
+                  random stream)
 ``implementation`` for judges that read the pair themselves (CPU, learned): sha256 of the source
                   of the judge class's modules and of any fitted artefact (``PairJudge.implementation``)
 ``llm``           the same for the text LLM of S3/S4 (None otherwise)
@@ -18,7 +20,7 @@ run's manifest (``manifest["identity"]`` and its digest ``manifest["identity_sha
 ``data_sha256``   sha256 of the files the texts and labels come from (or of the caller's pairs)
 ``parameters``    any further run parameter that changes predictions (empty today; add yours)
 
-What is deliberately NOT in it: batch size, backend kind, media folder (they change
+What is deliberately NOT in it: batch size, media folder (they change
 how answers are produced, not which), and the *scope* -- samples, orders, rounds. A row is
 keyed by strategy|order|round|sample and its content is fixed by the identity alone (round r
 uses seed + r; a sample's texts and label are fixed by the data hash), so a run may grow or
@@ -53,13 +55,13 @@ class IdentityError(StoreError):
     """A run folder holds a run of another identity; the message names every changed field."""
 
 
-def spec_identity(spec: JudgeSpec | dict | None) -> dict | None:
+def spec_identity(spec: JudgeSpec | dict | None, engine: str | None = None) -> dict | None:
     """What of a judge's YAML shapes its answers (a label can point at new weights, so the
-    name is kept too: two judges never share a folder)."""
+    name is kept too: two judges never share a folder), and the engine that runs it."""
     if spec is None:
         return None
     record = spec if isinstance(spec, dict) else spec.__dict__
-    return {f: record.get(f) for f in SPEC_FIELDS}
+    return {**{f: record.get(f) for f in SPEC_FIELDS}, "engine": engine}
 
 
 def prompt_keys(spec: JudgeSpec, strategy: str) -> list[str]:
@@ -103,11 +105,13 @@ def implementation_identity(spec: JudgeSpec) -> dict | None:
 
 def build_identity(*, spec: JudgeSpec, strategy: str, input_type: str, dataset: str, seed: int,
                    data_sha256: dict[str, str], llm_spec: JudgeSpec | None = None,
-                   parameters: dict | None = None) -> dict:
+                   parameters: dict | None = None, engine: str | None = None,
+                   llm_engine: str | None = None) -> dict:
     """The identity of one run folder (see the module docstring for each field)."""
     return {
-        "version": IDENTITY_VERSION, "judge": spec_identity(spec), "implementation": implementation_identity(spec),
-        "llm": spec_identity(llm_spec) if strategy_record(strategy).uses_llm else None,
+        "version": IDENTITY_VERSION, "judge": spec_identity(spec, engine),
+        "implementation": implementation_identity(spec),
+        "llm": spec_identity(llm_spec, llm_engine) if strategy_record(strategy).uses_llm else None,
         "strategy": strategy, "input_type": input_type, "dataset": dataset, "seed": int(seed),
         "prompts": prompt_identity(spec, strategy), "data_sha256": dict(sorted(data_sha256.items())),
         "parameters": dict(sorted((parameters or {}).items())),

@@ -14,7 +14,7 @@ Every request of round r carries seed ``seed + r``: a round is a fresh generatio
 
 A cached step is reused only when everything that determines its text is the same, not just
 the judge's name: each key ends with ``id=<digest>`` of the checkpoint (and revision), the
-generation settings and the hashes of the prompt texts sent (for reasoning also the text LLM's
+engine that ran it (``engines``), the generation settings and the hashes of the prompt texts sent (for reasoning also the text LLM's
 and the description's identity). Editing a judge's YAML or a prompt therefore regenerates the
 texts; the old entries stay in ``steps.jsonl`` (never deleted) and are simply not matched.
 """
@@ -131,11 +131,13 @@ def text_hash(text: str | None) -> str | None:
     return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def model_identity(spec: JudgeSpec) -> dict:
-    """What of a judge's YAML shapes its generated text: the weights and how it decodes.
-    (The name is left out on purpose: it is a label, and a label can point at new weights.)"""
+def model_identity(spec: JudgeSpec, engine: str | None = None) -> dict:
+    """What of a judge's YAML shapes its generated text: the weights, how it decodes and the
+    engine that decodes (transformers and vLLM give different texts, and different random
+    streams when sampling). (The name is left out on purpose: it is a label, and a label can
+    point at new weights.)"""
     return {"checkpoint": spec.checkpoint, "revision": spec.options.get("revision"),
-            "generation": spec.generation}
+            "generation": spec.generation, "engine": engine}
 
 
 def step_identity(**parts: object) -> str:
@@ -182,6 +184,7 @@ class Pipeline:
         batch_size: int | None = None,
         progress: bool = True,
         share_descriptions: str | bool = "auto",
+        engines: dict[str, str | None] | None = None,
     ):
         self.judge, self.llm_spec = judge, llm_spec
         self._factories = {"mllm": mllm, "llm": llm}
@@ -197,9 +200,11 @@ class Pipeline:
         self.describe_prompt = prompts.build_describe(judge.options.get("describe_prompt", "describe_input"))
         self.prompt_hashes = {"describe": text_hash(self.describe_prompt),
                               "system": text_hash(self.system or judge.options.get("system"))}
-        self.describe_id = step_identity(step="describe", **model_identity(judge), prompts=self.prompt_hashes)
+        engines = engines or {}
+        self.describe_id = step_identity(step="describe", **model_identity(judge, engines.get("mllm")),
+                                         prompts=self.prompt_hashes)
         self.reason_id = None if llm_spec is None else step_identity(
-            step="S4_reason", description=self.describe_id, **model_identity(llm_spec),
+            step="S4_reason", description=self.describe_id, **model_identity(llm_spec, engines.get("llm")),
             prompts={"S4_reason": text_hash(prompts.prompt("S4_reason"))})
         self.backend_info: dict[str, dict] = {}
 
