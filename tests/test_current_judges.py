@@ -105,7 +105,7 @@ def test_every_family_has_a_tiny_checkpoint_to_test_it_with():
 def test_greedy_or_sampling_as_each_yaml_states_on_both_engines():
     assert decoding.is_deterministic(load_spec("qwen3omni"))
     assert sampling_kwargs(load_spec("qwen3omni"), seed=2) == {
-        "max_tokens": 1024, "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0, "seed": 2}
+        "max_tokens": 1024, "temperature": 0.0, "repetition_penalty": 1.0, "seed": 2}  # greedy: no top_p/top_k
     expected = {"qwen3vl": (512, 0.7, 0.8, 20), "qwen3_8b": (512, 0.7, 0.8, 20), "gemma3n": (512, 1.0, 0.95, 64)}
     for name, (length, temperature, top_p, top_k) in expected.items():
         spec = load_spec(name)
@@ -157,9 +157,9 @@ def test_qwen3omni_sends_vllm_the_frames_and_the_mp4_sound_behind_one_video_plac
     assert isinstance(prompt["multi_modal_data"]["video"], np.ndarray)
     wave, rate = prompt["multi_modal_data"]["audio"]
     assert rate == 16_000 and len(wave) == pytest.approx(16_000, rel=0.1), "1 s of the mp4's own sound"
-    assert prompt["mm_processor_kwargs"] == {"use_audio_in_video": True}
+    assert prompt["mm_processor_kwargs"] == {"use_audio_in_video": True, "fps": 2.0}, "Omni times frames by fps"
     assert sampling[0]["max_tokens"] == 1024 and sampling[0]["temperature"] == 0.0
-    assert engine_kwargs(judge)["limit_mm_per_prompt"] == {"video": 1, "audio": 1}
+    assert engine_kwargs(judge)["limit_mm_per_prompt"] == {"image": 0, "video": 1, "audio": 1}, "no image tower budget"
 
 
 def test_qwen3vl_frames_travel_with_their_timing_and_gemma3n_gets_the_wav(tiny):
@@ -169,7 +169,7 @@ def test_qwen3vl_frames_travel_with_their_timing_and_gemma3n_gets_the_wav(tiny):
     frames, metadata = prompt["multi_modal_data"]["video"]
     assert frames.shape == (4, 64, 64, 3) and metadata["total_num_frames"] == 10, "1 s at 10 fps, 2 fps, >= 4 frames"
     assert prompt["mm_processor_kwargs"] == {"do_sample_frames": False}
-    assert engine_kwargs(judge)["limit_mm_per_prompt"] == {"video": 1}
+    assert engine_kwargs(judge)["limit_mm_per_prompt"] == {"image": 0, "video": 1}
     gemma = shipped("gemma3n", tiny["gemma3n"])
     _, (audio_prompt,), _ = build_inputs([Request("k", "p", media=Media("audio", audio=tiny["audio"]))], gemma,
                                          load_chat_template(gemma))

@@ -273,7 +273,7 @@ def test_the_tournaments_judge_flags_are_run_config_fields():
     from helpers.tournament import judge as tournament
 
     translated = {"judge": "model", "store_root": "output_dir"}  # the tournament's own words for two fields
-    own = {"pairs", "judges", "names", "tag", "executor", "shards", "workers", "address"}
+    own = {"pairs", "training", "judges", "names", "tag", "executor", "shards", "workers", "address"}  # data and scheduling
     fields = {f.name for f in dataclasses.fields(engine.RunConfig)}
     for fn in (tournament.judge_shard, tournament.judge_tournament):
         names = set(inspect.signature(fn).parameters) - own
