@@ -78,6 +78,15 @@ def voting_curves(curve: pd.DataFrame, path=None) -> plt.Figure:
     return save(fig, path)
 
 
+def interval_marks(ax, x, y, lo, hi, marker: str = "o", color=None, label: str | None = None) -> None:
+    """Each point with its interval drawn from ``lo`` to ``hi`` as given. Not ``errorbar``: a
+    bootstrap percentile interval need not contain its point (and a degenerate one equals it up to
+    rounding noise, which ``errorbar`` refuses as a negative error)."""
+    line = ax.hlines(y, lo, hi, color=color, lw=1.2)
+    ax.plot(lo, y, "|", hi, y, "|", color=line.get_color()[0] if color is None else color, ms=6)
+    ax.plot(x, y, marker, ls="none", color=line.get_color()[0] if color is None else color, label=label)
+
+
 def forest(ratings: pd.DataFrame, title: str = "", path=None, label: str = "system",
            reference_line: float | None = None) -> plt.Figure:
     """Forest plot of ratings with their CIs (one panel per ``panel`` value if present);
@@ -90,8 +99,7 @@ def forest(ratings: pd.DataFrame, title: str = "", path=None, label: str = "syst
         part = ratings if panel is None else ratings[ratings["panel"] == panel]
         part = part.set_index(label).reindex(order).dropna(subset=["rating"])
         y = np.arange(len(part))
-        ax.errorbar(part["rating"], y, xerr=[part["rating"] - part["rating_lo"], part["rating_hi"] - part["rating"]],
-                    fmt="o", capsize=3)
+        interval_marks(ax, part["rating"], y, part["rating_lo"], part["rating_hi"], color="tab:blue")
         if reference_line is not None:
             ax.axvline(reference_line, color="0.5", ls=":")
         ax.set_yticks(y, part.index)

@@ -250,6 +250,8 @@ def ratings_figure(board: pd.DataFrame, order: Sequence[str] = tuple(V1_SYSTEMS)
     with its interval, the anchor at 1000."""
     import matplotlib.pyplot as plt
 
+    from helpers.report.plots import interval_marks
+
     order = list(order)
     cells = board[CELL].drop_duplicates().to_records(index=False)
     fig, axes = plt.subplots(1, len(cells), figsize=(3.2 * len(cells), 3.0), sharey=True, squeeze=False)
@@ -257,8 +259,8 @@ def ratings_figure(board: pd.DataFrame, order: Sequence[str] = tuple(V1_SYSTEMS)
         for k, (method, marker, colour) in enumerate((("plain", "o", "tab:blue"), ("style_control", "s", "tab:orange"))):
             part = board[(board["judge"] == judge) & (board["method"] == method)].set_index("system").loc[order]
             y = [i + (k - 0.5) * 0.25 for i in range(len(order))]
-            ax.errorbar(part["rating"], y, xerr=[part["rating"] - part["rating_lo"], part["rating_hi"] - part["rating"]],
-                        fmt=marker, color=colour, capsize=2, label=method.replace("_", " "))
+            interval_marks(ax, part["rating"], y, part["rating_lo"], part["rating_hi"], marker=marker, color=colour,
+                           label=method.replace("_", " "))
         ax.axvline(1000, color="grey", lw=0.5)
         ax.set_title(judge if strategy == "-" else f"{judge} {strategy}")
         ax.set_yticks(range(len(order)), order)
