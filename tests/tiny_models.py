@@ -50,10 +50,11 @@ QWEN_SYSTEM = "You are Qwen, a virtual human developed by the Qwen Team."  # a s
 
 
 def build_tokenizer(folder: Path, vocab_size: int = 500, named: dict | None = None, chat_template: str = CHAT_TEMPLATE,
-                    tail: tuple[str, ...] = ()):
+                    tail: tuple[str, ...] = (), words: tuple[str, ...] = ()):
     """A byte-level BPE trained here, wrapped as a left-padding Qwen2 tokenizer with ChatML
     (``named``: the family's special tokens by role, Qwen2.5-Omni's media tokens by default;
-    ``tail``: special tokens placed after the trained vocabulary, in order, as Gemma 3n's media tables)."""
+    ``tail``: special tokens placed after the trained vocabulary, in order, as Gemma 3n's media tables;
+    ``words``: literal (non-special) tokens placed before the tail, matched whole in text)."""
     named = OMNI_TOKENS if named is None else named
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *(t for t in named.values() if t not in tail)]
     import json
@@ -73,7 +74,7 @@ def build_tokenizer(folder: Path, vocab_size: int = 500, named: dict | None = No
     raw.train_from_iterator(CORPUS * 10, trainer)
     merges = [tuple(m.split()) if isinstance(m, str) else tuple(m) for m in json.loads(raw.to_str())["model"]["merges"]]
     vocab = raw.get_vocab()
-    vocab.update({token: len(vocab) + i for i, token in enumerate(tail)})
+    vocab.update({token: len(vocab) + i for i, token in enumerate((*words, *tail))})
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,
@@ -84,6 +85,7 @@ def build_tokenizer(folder: Path, vocab_size: int = 500, named: dict | None = No
     )
     tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in [*specials, *tail]],
                          special_tokens=True)
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in words])
     tokenizer.chat_template = chat_template
     tokenizer.save_pretrained(folder)
     return tokenizer
@@ -387,8 +389,16 @@ def build_qwen3omni_thinker(folder: Path) -> Path:
                      "num_experts_per_tok": 2, "moe_intermediate_size": 32},
         audio_token_id=ids["audio_token"], image_token_id=ids["image_token"], video_token_id=ids["video_token"],
         audio_start_token_id=ids["audio_bos_token"], vision_start_token_id=ids["vision_bos_token"],
+        # Qwen/Qwen3-Omni-30B-A3B-Instruct config.json, thinker_config.audio_end_token_id (151670, <|audio_end|>):
+        # not a declared field of transformers' config class, but the hub's file has it and vLLM 0.33's
+        # Qwen3-Omni processor reads it to close each audio span (audio-in-video interleaving).
+        audio_end_token_id=ids["audio_eos_token"],
         user_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
-        position_id_per_seconds=int(Qwen3OmniMoeProcessor.position_id_per_seconds),  # the processor interleaves by it
+        # Qwen/Qwen3-Omni-30B-A3B-Instruct config.json, thinker_config.position_id_per_seconds: 13 (the config
+        # class's default of 25 is a Qwen2.5-Omni leftover). The processor interleaves audio and video by the same
+        # 13 (transformers 5.20: Qwen3OmniMoeProcessorKwargs._defaults; 5.24: a class attribute), so it is
+        # written here as the hub's number rather than read from either transformers' layout.
+        position_id_per_seconds=13,
     )
     torch.manual_seed(0)
     model = Qwen3OmniMoeThinkerForConditionalGeneration(config)
@@ -468,7 +478,11 @@ def build_gemma3n(folder: Path) -> Path:
             *[f"<unused_audio_{i}>" for i in range(GEMMA_MEDIA_VOCAB - 2)])
     named = {**GEMMA_TEXT_TOKENS, **GEMMA_MEDIA_TOKENS, "bos_token": "<bos>", "start_of_turn": "<start_of_turn>",
              "end_of_turn": "<end_of_turn>"}
-    tokenizer = build_tokenizer(folder, named=named, chat_template=GEMMA_CHAT_TEMPLATE, tail=tail)
+    # google/gemma-3n-E2B-it's tokenizer holds newline runs as single pieces ("\n" 107, "\n\n" 108, "\n\n\n",
+    # "\n\n\n\n", ...); vLLM 0.33's Gemma 3n processor looks them up by text (gemma3n_mm.py
+    # _apply_token_matches) to merge the "\n\n" it inserts around media with neighbouring newlines.
+    newlines = tuple("\n" * n for n in range(4, 0, -1))
+    tokenizer = build_tokenizer(folder, named=named, chat_template=GEMMA_CHAT_TEMPLATE, tail=tail, words=newlines)
     tokenizer.eos_token = "<end_of_turn>"
     tokenizer.save_pretrained(folder)
     text_vocab = len(tokenizer) - len(tail)
