@@ -277,6 +277,8 @@ def vllm_engine_run(spec, requests, baseline: float) -> tuple[dict, list]:
               "non_empty": sum(bool(r.text.strip()) for r in responses), "sample": responses[0].text[:80],
               "loaded_gib": round(loaded, 2), "close_seconds": round(close_s, 2),
               "after_close_gib": round(after, 2), "release_wait_seconds": round(waited, 1),
+              # "held" first, so that a release check of an engine that never took memory cannot pass
+              "held_gib": round(loaded - baseline, 2),
               "returned_to_zero": after - baseline < RELEASED_BELOW_GIB and loaded - baseline > 1.0,
               "cuda_initialised_here_before_close": initialised_before,
               "cuda_initialised_here_after_close": torch.cuda.is_initialized(),
@@ -345,6 +347,10 @@ def run_vllm_step(python: str, timeout_s: int = VLLM_STEP_TIMEOUT_S) -> dict:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             tail = f"timed out after {timeout_s} s: {(proc.communicate()[0] or '')[-1500:]}"
+        try:  # an engine core orphaned by a crash would hold the GPU for steps 2-4
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         result = json.loads(out.read_text()) if out.exists() else {"status": "failed: no result", "tail": tail}
     result.update(python=python, returncode=proc.returncode, seconds=round(time.perf_counter() - start, 1))
     if not result["status"].startswith(("ok", "skipped")):
