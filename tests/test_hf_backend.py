@@ -263,4 +263,6 @@ def test_gpu_check_says_there_is_no_cuda_and_exits_0(tmp_path):
     gpu_check = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(gpu_check)
     assert gpu_check.main(["--out", str(tmp_path / "g.json")]) == 0
-    assert json.loads((tmp_path / "g.json").read_text())["status"] == "skipped: no CUDA"
+    figures = json.loads((tmp_path / "g.json").read_text())
+    assert figures["status"] == "skipped: no CUDA"
+    assert figures["vllm"]["status"].startswith("skipped: ")  # step 5 says why (no vLLM here, or no CUDA)
