@@ -367,7 +367,7 @@ def test_the_judges_table_of_the_summary_names_the_source(released, tmp_path, pa
     context = chapters.collect(setup(tmp_path / "store", tmp_path / "reports", predictions=False))
     table = chapters.judges_table(context).set_index("judge")
     assert table.loc["qwen25omni", "status"] == (
-        "ran: S1, S2, S3, S4; 2 round(s), 574 pairs (computed here from the authors' released outputs)")
+        "ran: S1, S2, S3, S4; 2 rounds, 574 pairs (computed here from the authors' released outputs)")
 
 
 def test_answers_of_two_text_llms_for_one_cell_are_refused(released, tmp_path):
