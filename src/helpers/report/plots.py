@@ -210,16 +210,16 @@ def plane_figure(report: pd.DataFrame, reported: pd.DataFrame, human_bound: floa
                         label=kind)
     spots = data.groupby([data["two_class_waf"].round(0), data["len_balanced_acc"].round(0)], sort=False)
     right = data["two_class_waf"].max() if len(data) else 0.0
-    for _, group in spots:  # labels of points near the right edge go to their left, inside the axes
-        x = group["two_class_waf"].iloc[0]
+    for _, group in spots:  # labels near the right edge go above-left of their point, inside the axes; the
+        x = group["two_class_waf"].iloc[0]  # others below-right, so a long label never runs into the edge's stack
         near_edge = x > right - 15
         ax.annotate("\n".join(group["label"]), (x, group["len_balanced_acc"].iloc[0]),
-                    xytext=(-5 if near_edge else 5, 6), textcoords="offset points", fontsize=8,
-                    ha="right" if near_edge else "left")
+                    xytext=(-5, 6) if near_edge else (5, -8), textcoords="offset points", fontsize=8,
+                    ha="right" if near_edge else "left", va="bottom" if near_edge else "top")
     ax.set_ylim(0, 102)
-    for level, text in ((50, "length alone"), (100, "oracle")):
+    for level, text, dy in ((50, "length alone", 3), (100, "oracle", -10)):  # left of the band, clear of the labels
         ax.axhline(level, color="grey", lw=0.8, ls="--")
-        ax.annotate(text, (0.72, level), xycoords=("axes fraction", "data"), xytext=(0, -10),
+        ax.annotate(text, (0.3, level), xycoords=("axes fraction", "data"), xytext=(0, dy),
                     textcoords="offset points", fontsize=8, color="grey", ha="right")
     if len(reported):  # their length-balanced accuracy is unknown: a band over the WAF range they span
         ax.axvspan(reported["two_class_waf"].min() - 0.3, reported["two_class_waf"].max() + 0.3, color="0.92", zorder=0,
