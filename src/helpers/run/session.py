@@ -193,13 +193,18 @@ def storage_message(folder: Path, exc: OSError, action: str) -> str:
             "rows already stored are kept and the run resumes where it stopped.")
 
 
-def write_json_atomic(path: Path, data: dict, secrets: dict[str, str] | None = None) -> None:
-    """Write to a temporary file then rename, so a kill never leaves half a file; on any error
-    the temporary file is removed and a storage problem becomes a :class:`StorageError`."""
+def write_atomic(path: Path, data: bytes, durable: bool = False) -> None:
+    """Write ``data`` to a temporary file then rename it over ``path``, so a kill never leaves half
+    a file; on any error the temporary file is removed and a storage problem becomes a
+    :class:`StorageError`. ``durable``: flush to disk before the rename (a file whose hash another
+    file records, such as a tournament's design)."""
     tmp = path.with_name(path.name + ".tmp")
-    text = json.dumps(redact(json.loads(json.dumps(data, default=str)), secrets or {}), indent=2, ensure_ascii=False)
     try:
-        tmp.write_text(text + "\n", encoding="utf-8")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         try:
@@ -209,6 +214,12 @@ def write_json_atomic(path: Path, data: dict, secrets: dict[str, str] | None = N
         if exc.errno in STORAGE_ERRNOS:
             raise StorageError(storage_message(path.parent, exc, f"write {path.name}")) from exc
         raise
+
+
+def write_json_atomic(path: Path, data: dict, secrets: dict[str, str] | None = None) -> None:
+    """``data`` as indented JSON, secrets redacted, written by :func:`write_atomic`."""
+    text = json.dumps(redact(json.loads(json.dumps(data, default=str)), secrets or {}), indent=2, ensure_ascii=False)
+    write_atomic(path, (text + "\n").encode("utf-8"))
 
 
 # --------------------------------------------------------------------------- the lifecycle
@@ -380,5 +391,5 @@ def read_run_manifest(folder: str | Path) -> RunManifest | None:
 
 
 __all__ = ["PredictionRow", "prediction_row", "COLUMNS", "ROW_FIELDS", "RAW_MAX_BYTES", "MANIFEST_SCHEMA",
-           "RunManifest", "RunSession", "StorageError", "row_key", "truncate_raw", "write_json_atomic",
+           "RunManifest", "RunSession", "StorageError", "row_key", "truncate_raw", "write_atomic", "write_json_atomic",
            "read_run_manifest"]

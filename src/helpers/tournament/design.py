@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -26,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.data import DataError
-from helpers.run.session import RunSession
+from helpers.run.session import RunSession, write_atomic
 from helpers.tournament.table import SEPARATOR, entries_sha256, system_id
 
 DESIGN_FILE = "design.csv"
@@ -96,17 +95,6 @@ def design_pairs(entries: pd.DataFrame, budget: int | None = None, seed: int = 0
     return Design(pairs, manifest)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all: a temporary file in the same folder, flushed to disk,
-    renamed over the target (a kill leaves the old file or the new one, never half of one)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def design_bytes(pairs: pd.DataFrame) -> bytes:
     """``design.csv`` as written (and hashed): the same pairs give the same bytes."""
     return pairs.to_csv(index=False, lineterminator="\n").encode("utf-8")
@@ -121,7 +109,7 @@ def write_design(design: Design, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     data = design_bytes(design.pairs)
     design.manifest["design_sha256"] = hashlib.sha256(data).hexdigest()
-    _atomic_write(folder / DESIGN_FILE, data)
+    write_atomic(folder / DESIGN_FILE, data, durable=True)  # whole or not at all, on disk before its manifest
     RunSession.record(folder, design.manifest)  # the store's one manifest writer (atomic, clear disk errors); after the design it commits
     return folder
 
