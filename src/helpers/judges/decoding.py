@@ -131,6 +131,17 @@ def protocol(spec: JudgeSpec) -> dict:
     return complete(spec.generation, defaults_for(spec), who=f"judge {spec.name!r}")
 
 
+def describe(settings: dict, backend: str = "local") -> str:
+    """Decoding settings in one line, as the protocol card and a grid's dry run show them."""
+    if backend == "openai" and "temperature" not in settings:
+        return "vendor defaults"
+    rep, length = settings.get("repetition_penalty", 1.0), settings.get("max_new_tokens", "?")
+    if not settings.get("do_sample"):
+        return f"greedy, rep {rep:g}, {length} tokens"
+    return (f"sample T={settings.get('temperature'):g} top_p={settings.get('top_p', 1.0):g} "
+            f"top_k={settings.get('top_k', 0) or 'all'} rep {rep:g}, {length} tokens")
+
+
 def is_deterministic(spec: JudgeSpec) -> bool:
     """Whether two requests with the same prompt and media get the same text by construction:
     greedy (or argmax-temperature) decoding of a local model. API judges never are."""

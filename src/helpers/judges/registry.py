@@ -152,7 +152,7 @@ def resolve_backend(spec: JudgeSpec, backend: str = "auto") -> str:
     if engine not in ENGINES:
         raise RegistryError(f"judge {spec.name!r}: options.engine must be one of {ENGINES}, got {engine!r}")
     if engine == "vllm" and not (vllm_available() and _gpu_present()):
-        warnings.warn(f"judge {spec.name!r}: its engine is vLLM (the paper's), which cannot run here (needs vllm "
+        warnings.warn(f"judge {spec.name!r}: its engine is vLLM (options.engine), which cannot run here (needs vllm "
                       "and a CUDA GPU); running it on transformers (a different engine: its rows and cached "
                       "descriptions are kept apart from vLLM's)", UserWarning, stacklevel=1)
         return "transformers"
@@ -161,11 +161,14 @@ def resolve_backend(spec: JudgeSpec, backend: str = "auto") -> str:
 
 def engine_line(spec: JudgeSpec, backend: str = "auto") -> str:
     """Which engine a run of ``spec`` uses, as a plan states it: the explicit choice, or for ``auto``
-    what this machine would pick and the rule (a GPU box with vLLM picks vLLM)."""
-    kind = resolve_backend(spec, backend)
-    if backend == "auto" and spec.backend == "local":
-        return f"auto ({kind} here; vllm with a CUDA GPU, else transformers)"
-    return kind
+    the engine the judge's YAML names and, for vLLM, what this machine falls back to (no warning:
+    a plan runs nothing)."""
+    if backend != "auto" or spec.backend != "local":
+        return resolve_backend(spec, backend)
+    engine = spec.options.get("engine", "transformers")
+    if engine == "vllm" and not (vllm_available() and _gpu_present()):
+        return "vllm (its YAML; transformers here, where vLLM cannot run)"
+    return f"{engine} (its YAML)"
 
 
 def decoding_line(spec: JudgeSpec) -> str:
@@ -176,10 +179,7 @@ def decoding_line(spec: JudgeSpec) -> str:
     if spec.backend == "openai":
         stated = decoding.normalise(spec.generation, who=f"judge {spec.name!r}")
         return ", ".join(f"{k}={v}" for k, v in stated.items()) or "vendor defaults"
-    s = decoding.protocol(spec)
-    mode = (f"sample T={s['temperature']:g} top_p={s['top_p']:g} top_k={s['top_k'] or 'all'}"
-            if s["do_sample"] else "greedy")
-    return f"{mode}, rep {s['repetition_penalty']:g}, {s.get('max_new_tokens', '?')} tokens"
+    return decoding.describe(decoding.protocol(spec))
 
 
 def make_backend(spec: JudgeSpec, backend: str = "auto") -> Backend:

@@ -64,16 +64,6 @@ def judge_settings(spec: JudgeSpec) -> dict:
     return out
 
 
-def describe_decoding(s: dict, backend: str) -> str:
-    if backend == "openai" and "temperature" not in s:
-        return "vendor defaults"
-    if not s.get("do_sample"):
-        return f"greedy, rep {s.get('repetition_penalty', 1.0):g}, {s.get('max_new_tokens', '?')} tokens"
-    top_k = s.get("top_k", 0) or "all"
-    return (f"sample T={s.get('temperature'):g} top_p={s.get('top_p', 1.0):g} top_k={top_k} "
-            f"rep {s.get('repetition_penalty', 1.0):g}, {s.get('max_new_tokens', '?')} tokens")
-
-
 def describe_media(s: dict) -> str:
     parts = []
     if s.get("frames") == "emoprefer_gpt":
@@ -116,9 +106,9 @@ def protocol_card(models_dir: str | Path | None = None, paper_file: str | Path |
         backend = (ours["engine"] if spec.backend == "local" else f"OpenAI-compatible ({spec.api_base})")
         rows.append({
             "judge": name, "backend": backend, "checkpoint": spec.checkpoint, "input_type": spec.input_type,
-            "decoding": describe_decoding(ours, spec.backend), "media": describe_media(ours),
+            "decoding": decoding.describe(ours, spec.backend), "media": describe_media(ours),
             "prompt": ours["describe_prompt"] + (f" + system {ours['system_prompt']}" if ours["system_prompt"] else ""),
-            "paper_decoding": describe_decoding(theirs, spec.backend) if theirs else "not in the paper",
+            "paper_decoding": decoding.describe(theirs, spec.backend) if theirs else "not in the paper",
             "paper_media": describe_media(theirs) if theirs else "not in the paper",
             "paper_source": theirs.get("source", "") if theirs else "",
             "differences": ("; ".join(differences(ours, theirs)) or "none") if theirs else "not in the paper",
