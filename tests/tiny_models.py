@@ -338,6 +338,12 @@ def build_qwen3_text_lm(folder: Path) -> Path:
     return _save(model, tokenizer, folder)
 
 
+def _qwen3_tokenizer(folder: Path):
+    """The Qwen3 families' tiny tokenizer and the ids of their named media tokens."""
+    tokenizer = build_tokenizer(folder, named=QWEN3_TOKENS, chat_template=QWEN3_CHAT_TEMPLATE)
+    return tokenizer, {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in QWEN3_TOKENS.items()}
+
+
 def build_qwen3vl(folder: Path) -> Path:
     """A tiny Qwen3-VL (video, frames timed from their metadata): 1-block 16 px vision tower with one
     deepstack layer, 2-layer decoder with interleaved M-RoPE."""
@@ -351,8 +357,7 @@ def build_qwen3vl(folder: Path) -> Path:
     )
 
     folder = Path(folder)
-    tokenizer = build_tokenizer(folder, named=QWEN3_TOKENS, chat_template=QWEN3_CHAT_TEMPLATE)
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in QWEN3_TOKENS.items()}
+    tokenizer, ids = _qwen3_tokenizer(folder)
     config = Qwen3VLConfig(
         text_config={**text_config(tokenizer), "head_dim": 16, "rope_parameters": QWEN3_ROPE},
         vision_config=QWEN3_VISION, image_token_id=ids["image_token"], video_token_id=ids["video_token"],
@@ -380,8 +385,7 @@ def build_qwen3omni_thinker(folder: Path) -> Path:
     )
 
     folder = Path(folder)
-    tokenizer = build_tokenizer(folder, named=QWEN3_TOKENS, chat_template=QWEN3_CHAT_TEMPLATE)
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in QWEN3_TOKENS.items()}
+    tokenizer, ids = _qwen3_tokenizer(folder)
     config = Qwen3OmniMoeThinkerConfig(
         audio_config={**AUDIO, "output_dim": 64, "n_window": 50, "n_window_infer": 100, "downsample_hidden_size": 8},
         vision_config=QWEN3_VISION,
