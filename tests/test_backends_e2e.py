@@ -50,7 +50,7 @@ def test_tiny_omni_and_text_llm_run_all_strategies_both_orders_and_resume(tmp_pa
     out = tmp_path / "predictions"
 
     def run():
-        return engine.run(judge, strategy="all", order="both", rounds=2, judge_llm=llm, backend="transformers",
+        return engine.run(judge, strategy="all", order="both", rounds=2, judge_llm=llm, engine="transformers",
                           pairs=pairs, media_dir=media_dir, output_dir=out, progress=False)
 
     first = run()
@@ -104,7 +104,7 @@ def test_infer_notebook_runs_tiny_judges_by_name_from_their_yaml(tmp_path, monke
     store = tmp_path / "store"
     papermill.execute_notebook(
         str(NOTEBOOK), str(tmp_path / "01_infer.ipynb"), cwd=str(NOTEBOOK.parent), progress_bar=False,
-        parameters={"model": "tiny_omni", "judge_llm": "tiny_llm", "backend": "transformers", "rounds": 1,
+        parameters={"model": "tiny_omni", "judge_llm": "tiny_llm", "engine": "transformers", "rounds": 1,
                     "names": names, "media_dir": str(media_dir), "output_dir": str(store), "data_dir": DATA},
     )
     table = load_predictions(store)

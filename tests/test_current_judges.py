@@ -262,7 +262,7 @@ def test_a_current_judge_and_qwen3_8b_run_s1_to_s4_in_both_orders(name, tiny, tm
     judge = shipped(name, tiny[name], max_new_tokens=3, **(SMALL_FRAMES if name == "qwen3omni" else {}))
     llm = shipped("qwen3_8b", tiny["qwen3_8b"], max_new_tokens=3)
     out = tmp_path / "predictions"
-    result = engine.run(judge, strategy="all", order="both", rounds=1, judge_llm=llm, backend="transformers",
+    result = engine.run(judge, strategy="all", order="both", rounds=1, judge_llm=llm, engine="transformers",
                         pairs=pairs, media_dir=media_dir, output_dir=out, progress=False)
     table = load_predictions(out)
     assert table.groupby("strategy").size().to_dict() == {"S1": 4, "S2": 4, "S3": 4, "S4": 4}

@@ -78,32 +78,32 @@ def test_a_run_made_on_transformers_is_not_resumed_on_vllm_and_the_error_names_t
     with pytest.raises(IdentityError, match=r"judge\.engine: 'transformers' -> 'vllm'"):
         run(tmp_path, "S1")
     with pytest.raises(IdentityError, match=r"judge\.engine: 'transformers' -> 'vllm'"):
-        run(tmp_path, "S1", backend="vllm")
-    again = run(tmp_path, "S1", backend="transformers")  # the engine it was made on resumes it
+        run(tmp_path, "S1", engine="vllm")
+    again = run(tmp_path, "S1", engine="transformers")  # the engine it was made on resumes it
     assert again.loc[0, "rows_new"] == 0
 
 
 def test_the_text_llms_engine_is_part_of_an_s3_runs_identity(tmp_path, engines):
     engines(gpu=True)
-    run(tmp_path, "S3", backend="vllm", llm_backend="vllm")
+    run(tmp_path, "S3", engine="vllm", llm_engine="vllm")
     assert manifest(tmp_path, "S3")["identity"]["llm"]["engine"] == "vllm"
     with pytest.raises(IdentityError, match=r"llm\.engine: 'vllm' -> 'transformers'"):
-        run(tmp_path, "S3", backend="vllm", llm_backend="transformers")
+        run(tmp_path, "S3", engine="vllm", llm_engine="transformers")
 
 
 def test_a_description_written_on_one_engine_is_not_reused_by_a_run_on_the_other(tmp_path, engines):
     """S2 and S3 share the judge's descriptions through the store's steps (one description per
     sample and round): on the same engine S3 writes none, on the other it writes its own."""
     engines(gpu=True)
-    run(tmp_path, "S2", backend="transformers")
+    run(tmp_path, "S2", engine="transformers")
     written = descriptions(tmp_path, "S2")
     assert len(written) == len(toy_pairs()) and {d["text"] for d in written}
 
-    run(tmp_path / "same", "S2", backend="transformers")
-    run(tmp_path / "same", "S3", backend="transformers")
+    run(tmp_path / "same", "S2", engine="transformers")
+    run(tmp_path / "same", "S3", engine="transformers")
     assert descriptions(tmp_path / "same", "S3") == [], "same engine: the cached descriptions are reused"
 
-    run(tmp_path, "S3", backend="vllm")
+    run(tmp_path, "S3", engine="vllm")
     regenerated = descriptions(tmp_path, "S3")
     assert len(regenerated) == len(written), "other engine: every description is made again"
     assert {d["key"] for d in regenerated}.isdisjoint({d["key"] for d in written})

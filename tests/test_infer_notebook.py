@@ -147,7 +147,7 @@ def test_notebook_runs_all_strategies_through_the_real_transformers_backend(tmp_
     papermill.execute_notebook(
         str(NOTEBOOK), str(out), cwd=str(NOTEBOOK.parent), progress_bar=False,
         parameters={"model": "tiny_text", "strategy": "all", "judge_llm": "tiny_text", "rounds": 1, "limit": 3,
-                    "backend": "transformers", "output_dir": str(store)},
+                    "engine": "transformers", "output_dir": str(store)},
     )
     table = load_predictions(store)
     assert table.groupby("strategy").size().to_dict() == {"S1": 6, "S2": 6, "S3": 6, "S4": 6}

@@ -23,7 +23,7 @@ from fake_backend import FAKE_LLM, FAKE_MLLM, FakeBackend
 from sklearn.metrics import f1_score
 
 from helpers import paths
-from helpers.data import DataError, swap_label
+from helpers.data import DataError, data_sha256, swap_label
 from helpers.judges.base import JudgeSpec
 from helpers.run import engine, launch, results
 from helpers.run.identity import IdentityError, build_identity, identity_changes
@@ -46,10 +46,10 @@ def toy_pairs(n: int = 6) -> pd.DataFrame:
     })
 
 
-def fake_run(store: Path, strategy: str = "S1", backend=FakeBackend, **kwargs) -> pd.DataFrame:
+def fake_run(store: Path, strategy: str = "S1", **kwargs) -> pd.DataFrame:
     kwargs = {"pairs": toy_pairs(), "rounds": 2, "output_dir": store, "progress": False, "judge_llm": FAKE_LLM,
-              "dataset": "toy"} | kwargs
-    return engine.run(kwargs.pop("spec", FAKE_MLLM), strategy, backend=backend, **kwargs)
+              "dataset": "toy", "engine": FakeBackend} | kwargs
+    return engine.run(kwargs.pop("spec", FAKE_MLLM), strategy, **kwargs)
 
 
 def manifest_in(folder: Path) -> dict:
@@ -97,7 +97,7 @@ def test_relabelled_data_is_not_resumed_into_stale_rows_or_scored_with_stale_lab
     assert "new run folder" in message
     assert (folder / "predictions.jsonl").read_bytes() == before  # not one row added
     assert manifest_in(folder)["data_sha256"]["preference_emoprefer.csv"] != \
-        json.loads(json.dumps(engine.data_sha256("emoprefer", new)))["preference_emoprefer.csv"]
+        json.loads(json.dumps(data_sha256("emoprefer", new)))["preference_emoprefer.csv"]
 
     # scoring the old store against the new data is refused, not scored with stale labels
     with pytest.raises(DataError, match=r"made on other emoprefer data.*preference_emoprefer.csv"):
@@ -158,7 +158,7 @@ def test_an_s1_prompt_edited_mid_run_is_refused_instead_of_mixing_old_and_new_ro
     edited_prompts(tmp_path, monkeypatch, "")
     store = tmp_path / "store"
     with pytest.raises(RuntimeError, match="endpoint exploded"):
-        fake_run(store, backend=lambda spec: CrashingBackend(spec, ok_batches=1))
+        fake_run(store, engine=lambda spec: CrashingBackend(spec, ok_batches=1))
     folder = store / "fake_mllm__S1__text__toy"
     kept = read_jsonl(folder / "predictions.jsonl")
     assert 0 < len(kept) < 6 * 2 * 2
@@ -262,7 +262,7 @@ def test_the_grid_does_not_count_a_cell_finished_when_its_data_changed(tmp_path)
 
 def test_a_crashing_run_is_marked_failed_with_the_error_and_resumes_to_complete(tmp_path):
     with pytest.raises(RuntimeError, match="endpoint exploded"):
-        fake_run(tmp_path, backend=lambda spec: CrashingBackend(spec, ok_batches=2))
+        fake_run(tmp_path, engine=lambda spec: CrashingBackend(spec, ok_batches=2))
     manifest = manifest_in(tmp_path / "fake_mllm__S1__text__toy")
     assert manifest["status"] == "failed"
     assert manifest["error"]["type"] == "RuntimeError" and "502 Bad Gateway" in manifest["error"]["message"]
@@ -328,7 +328,7 @@ def test_run_ids_cannot_leave_or_hide_in_the_store_root(tmp_path, bad):
 def test_an_endpoint_answering_garbage_is_counted_as_unparsed_and_warned_about(tmp_path):
     """Observed: empty or garbage content scored swap consistency 100.0 with status complete."""
     with pytest.warns(engine.UnparsedAnswersWarning, match=r"100.0% of the 24 answers.*'<html>502</html>'"):
-        summary = fake_run(tmp_path, backend=GarbageBackend)
+        summary = fake_run(tmp_path, engine=GarbageBackend)
     manifest = manifest_in(summary.loc[0, "folder"])
     assert manifest["parse"]["unparsed"] == 24 and manifest["parse"]["unparsed_pct"] == 100.0
     assert manifest["warnings"] and "matched no rule" in manifest["warnings"][0]
@@ -346,7 +346,7 @@ def test_an_endpoint_answering_garbage_is_counted_as_unparsed_and_warned_about(t
 def test_the_unparsed_warning_threshold_is_a_parameter(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", engine.UnparsedAnswersWarning)
-        summary = fake_run(tmp_path, backend=GarbageBackend, unparsed_warn_pct=100)
+        summary = fake_run(tmp_path, engine=GarbageBackend, unparsed_warn_pct=100)
     assert manifest_in(summary.loc[0, "folder"])["warnings"] == []
     ordinary = fake_run(tmp_path / "ordinary")  # the fake answers "no idea" 1 time in 6: below 50 %
     share = manifest_in(ordinary.loc[0, "folder"])["parse"]["unparsed_pct"]
@@ -361,7 +361,7 @@ def test_an_endpoint_echoing_the_api_key_leaves_no_trace_of_it_on_disk(tmp_path,
     sentinel = "sk-SENTINEL-echoed-by-the-server-42"
     monkeypatch.setenv("EMOPREFER_TEST_API_KEY", sentinel)
     spec = dataclasses.replace(FAKE_MLLM, api_key_env="EMOPREFER_TEST_API_KEY")
-    summary = fake_run(tmp_path, "all", backend=EchoingBackend, spec=spec, rounds=1)
+    summary = fake_run(tmp_path, "all", engine=EchoingBackend, spec=spec, rounds=1)
     written = [f for f in tmp_path.rglob("*") if f.is_file()]
     assert {f.name for f in written} >= {"predictions.jsonl", "steps.jsonl", "manifest.json"}
     for file in written:

@@ -23,7 +23,8 @@ from helpers.judges.base import ENGINES, JudgeSpec, Response
 from helpers.run import engine, launch, results, session, store
 from helpers.run.identity import IdentityError
 from helpers.run.session import RAW_MAX_BYTES, PredictionRow, RunSession, StorageError, prediction_row
-from helpers.run.strategies import STRATEGY_RECORDS, Item, Pipeline
+from helpers.judges.base import STRATEGY_RECORDS
+from helpers.run.strategies import Item, Pipeline
 
 ROOT = Path(__file__).parents[1]
 SRC = ROOT / "src" / "helpers"
@@ -95,7 +96,7 @@ def test_an_answer_above_64_kb_is_stored_cut_with_a_flag(tmp_path):
             return [Response(r.key, "a2 " + "x" * (5 * 1024 * 1024)) for r in requests]
 
     summary = engine.run(FAKE_MLLM, "S1", pairs=toy_pairs(2), rounds=1, order="normal", output_dir=tmp_path,
-                         progress=False, dataset="toy", backend=Rambling)
+                         progress=False, dataset="toy", engine=Rambling)
     file = tmp_path / summary.loc[0, "run_id"] / "predictions.jsonl"
     stored = store.read_jsonl(file)
     assert all(r["raw_truncated"] and r["pred"] == "a2" for r in stored)  # parsed from the whole answer
@@ -153,7 +154,7 @@ def test_another_endpoint_behind_the_same_model_name_is_refused_by_name(tmp_path
     here = dataclasses.replace(FAKE_MLLM, api_base="http://127.0.0.1:9001/v1")
     there = dataclasses.replace(FAKE_MLLM, api_base="http://127.0.0.1:9002/v1")
     kwargs = {"pairs": toy_pairs(), "rounds": 1, "output_dir": tmp_path, "progress": False, "dataset": "toy",
-              "backend": FakeBackend}
+              "engine": FakeBackend}
     engine.run(here, "S1", limit=3, **kwargs)
     with pytest.raises(IdentityError, match=r"api_base.*9001"):
         engine.run(there, "S1", **kwargs)
@@ -282,8 +283,17 @@ def test_the_tournaments_judge_flags_are_run_config_fields():
 
 def test_the_engine_choice_has_one_list_and_a_wrong_one_is_refused():
     assert ENGINES == ("auto", "transformers", "vllm", "openai")
-    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'transformers', 'vllm', 'openai'\)"):
-        engine.RunConfig("length", backend="local")
+    with pytest.raises(ValueError, match=r"engine must be one of \('auto', 'transformers', 'vllm', 'openai'\)"):
+        engine.RunConfig("length", engine="local")
+
+
+@pytest.mark.parametrize("old, new", [("backend", "engine"), ("llm_backend", "llm_engine")])
+def test_the_engine_setting_by_its_old_name_is_refused_with_its_new_one(old, new):
+    """Silently ignoring ``-p backend vllm`` would run on another engine than the user asked for."""
+    with pytest.raises(TypeError, match=f"the run setting '{old}' is now called '{new}'"):
+        engine.run("length", **{old: "vllm"})
+    with pytest.raises(TypeError, match=f"the run setting '{old}' is now called '{new}'"):
+        engine.RunConfig.from_parameters({"model": "length", old: "vllm"})
 
 
 def test_one_strategy_record_drives_the_pipeline_and_the_identity():

@@ -182,7 +182,7 @@ SCRIPT = textwrap.dedent("""
         "preference": ["a1", "a2", "same"] * 4,
     })
     engine.run(FAKE_MLLM, "all", pairs=pairs, rounds=2, output_dir=out, dataset="toy", judge_llm=FAKE_LLM,
-               backend=lambda spec: FakeBackend(spec, delay_s=delay), progress=False)
+               engine=lambda spec: FakeBackend(spec, delay_s=delay), progress=False)
 """)
 
 

@@ -46,7 +46,7 @@ class Recorder:
 
 def run(tmp_path, recorder, strategy="all", **kwargs):
     kwargs = {"pairs": toy_pairs(), "rounds": R, "output_dir": tmp_path, "progress": False,
-              "judge_llm": FAKE_LLM, "backend": recorder, "dataset": "toy"} | kwargs
+              "judge_llm": FAKE_LLM, "engine": recorder, "dataset": "toy"} | kwargs
     return engine.run(FAKE_MLLM, strategy, **kwargs)
 
 
@@ -67,7 +67,7 @@ def test_a_run_config_refuses_unknown_and_invalid_settings_before_anything_runs(
     with pytest.raises(ValueError, match="strategy must be one of"):
         engine.RunConfig(FAKE_MLLM, strategy="S5")
     config = engine.RunConfig(FAKE_MLLM, "S1", pairs=toy_pairs(), rounds=1, output_dir=tmp_path, progress=False,
-                              backend=FakeBackend, dataset="toy")
+                              engine=FakeBackend, dataset="toy")
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.rounds = 3
     with pytest.raises(TypeError, match="takes no further settings"):
@@ -176,7 +176,7 @@ def test_stored_steps_are_reused_only_for_the_same_checkpoints(tmp_path):
     run(tmp_path, Recorder(), strategy="S2")
     new_weights = dataclasses.replace(FAKE_MLLM, checkpoint="retrained")
     regenerated = total_calls(engine.run(new_weights, "S3", pairs=toy_pairs(), rounds=R, output_dir=tmp_path,
-                                         progress=False, judge_llm=FAKE_LLM, backend=Recorder(), dataset="toy"))
+                                         progress=False, judge_llm=FAKE_LLM, engine=Recorder(), dataset="toy"))
     assert regenerated == Counter({"describe": N * R, "S3": N * 2 * R})
     unchanged = Recorder()
     assert total_calls(run(tmp_path, unchanged, strategy="S4")) == Counter({"S4_reason": N * 2 * R,
@@ -204,10 +204,10 @@ def test_a_run_folder_is_not_resumed_with_other_weights_under_the_same_name(tmp_
     retrained = dataclasses.replace(FAKE_MLLM, checkpoint="retrained")
     with pytest.raises(StoreError, match=r"other checkpoint \(checkpoint='none'\).*new name"):
         engine.run(retrained, "S1", pairs=toy_pairs(), rounds=R, output_dir=tmp_path, progress=False,
-                   backend=Recorder(), dataset="toy")
+                   engine=Recorder(), dataset="toy")
     bigger_batches = dataclasses.replace(FAKE_MLLM, batch_size=7)  # not part of the identity
     assert len(engine.run(bigger_batches, "S1", pairs=toy_pairs(), rounds=R, output_dir=tmp_path, progress=False,
-                          backend=Recorder(), dataset="toy")) == 1
+                          engine=Recorder(), dataset="toy")) == 1
     assert len(load_predictions(tmp_path)) == N * 2 * R
 
 
@@ -278,7 +278,7 @@ def test_backend_choice_is_recorded_and_an_api_judge_keeps_a_local_text_llm(tmp_
     api_judge = JudgeSpec(name="api", family="openai", backend="openai", checkpoint="m", api_key_env="KEY_NAME",
                           input_type="text", options={"describe_prompt": "describe_input"})
     summary = engine.run(api_judge, "S3", pairs=toy_pairs(2), rounds=1, output_dir=tmp_path, dataset="toy",
-                         judge_llm=FAKE_LLM, backend="openai", progress=False)
+                         judge_llm=FAKE_LLM, engine="openai", progress=False)
     manifest = json.loads((Path(summary.loc[0, "folder"]) / "manifest.json").read_text())
     assert manifest["backends"] == {"judge": "openai", "llm": "transformers"}
     assert manifest["judge_spec"]["api_key_env"] == "KEY_NAME"
@@ -315,7 +315,7 @@ def test_an_api_judges_manifest_names_its_key_variable_but_never_holds_the_key(t
                               api_base=server.url, api_key_env="EMOPREFER_TEST_API_KEY", input_type="text",
                               batch_size=2, options={"describe_prompt": "describe_input"})
         summary = engine.run(api_judge, "S1", pairs=toy_pairs(2), rounds=1, output_dir=tmp_path, dataset="toy",
-                             backend="openai", progress=False)
+                             engine="openai", progress=False)
     finally:
         server.close()
     assert {r["auth"] for r in server.received} == {f"Bearer {sentinel}"}  # the key was used ...
@@ -380,7 +380,7 @@ def test_a_sampling_judge_describes_each_order_afresh_by_default_as_the_paper(tm
     deterministic decoding; under sampling it would inflate S2-S4 swap consistency."""
     recorder = Recorder()
     summary = engine.run(SAMPLING_MLLM, "all", pairs=toy_pairs(), rounds=R, output_dir=tmp_path, progress=False,
-                         judge_llm=FAKE_LLM, backend=recorder, dataset="toy")
+                         judge_llm=FAKE_LLM, engine=recorder, dataset="toy")
     calls = total_calls(summary)
     assert calls == expected_calls(N, R, 2, ["S1", "S2", "S3", "S4"], shared_descriptions=False)
     assert calls["describe"] == N * R * 2
@@ -399,7 +399,7 @@ def test_a_sampling_judge_describes_each_order_afresh_by_default_as_the_paper(tm
 
 def test_share_descriptions_can_be_forced_either_way(tmp_path):
     shared = total_calls(engine.run(SAMPLING_MLLM, "S2", pairs=toy_pairs(), rounds=R, output_dir=tmp_path / "a",
-                                    progress=False, backend=Recorder(), dataset="toy", share_descriptions=True))
+                                    progress=False, engine=Recorder(), dataset="toy", share_descriptions=True))
     assert shared == expected_calls(N, R, 2, ["S2"], shared_descriptions=True)
     fresh = total_calls(run(tmp_path / "b", Recorder(), strategy="S2", share_descriptions=False))
     assert fresh == expected_calls(N, R, 2, ["S2"], shared_descriptions=False) == Counter(

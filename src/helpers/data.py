@@ -625,6 +625,119 @@ def missing_media(names: Iterable[str], media_dir: str | Path | None, input_type
     return missing
 
 
+# --------------------------------------------------------------------------- the pairs of a run
+
+
+LABEL_FILE_ROLES = ("normal", "reverse")  # the files a prediction's texts and labels come from
+
+
+@dataclass(frozen=True)
+class RunPairs:
+    """The pairs one run judges, read once before any model loads.
+
+    ``full``: both orders of the whole set (a CPU judge fits on all of it, so a subset run gives
+    the labels of the full run); ``tables``: the chosen pairs per order, in file order;
+    ``data_sha256``: the hashes of the files (or of the caller's pairs) for the manifest, and
+    ``identity_data`` the part of them that fixes a prediction (``label_files``)."""
+
+    full: dict[str, pd.DataFrame]
+    tables: dict[str, pd.DataFrame]
+    data_sha256: dict[str, str]
+    identity_data: dict[str, str]
+
+    @property
+    def names(self) -> list[str]:
+        """The chosen sample names, in file order."""
+        return list(self.tables["normal"]["name"])
+
+    @property
+    def media_names(self) -> list[str]:
+        """The media the chosen pairs show (several pairs may share one video)."""
+        return list(self.tables["normal"]["media_name"])
+
+
+def run_pairs(dataset: str, pairs: pd.DataFrame | None = None, data_dir: str | Path | None = None,
+              names: Iterable[str] | None = None, limit: int | None = None) -> RunPairs:
+    """The pairs of a run: the dataset's official files (or the caller's ``pairs`` and a swapped
+    copy), the subset ``names``/``limit`` chose, and their hashes, in one place so that a run and a
+    grid's plan of it read the same tables."""
+    full = order_tables(dataset, pairs, data_dir)
+    chosen = select_pairs(full["normal"], names, limit)
+    tables = {o: t.set_index("name").loc[chosen["name"]].reset_index() for o, t in full.items()}
+    if pairs is None:
+        hashes, files = data_sha256(dataset, data_dir), dataset_spec(dataset).files
+    else:
+        hashes, files = {"pairs": pairs_sha256(full)}, None
+    return RunPairs(full=full, tables=tables, data_sha256=hashes, identity_data=label_files(hashes, files))
+
+
+def select_pairs(pairs: pd.DataFrame, names: Iterable[str] | None = None, limit: int | None = None) -> pd.DataFrame:
+    """The requested subset in file order: ``names`` first, then the first ``limit``."""
+    out = pairs
+    if names is not None:
+        unknown = sorted(set(names) - set(pairs["name"]))
+        if unknown:
+            raise DataError(f"{len(unknown)} requested name(s) not in the pairs: {', '.join(unknown[:20])}")
+        out = out[out["name"].isin(set(names))]
+    if limit is not None:
+        out = out.head(int(limit))
+    return out.reset_index(drop=True)
+
+
+def prepare_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Validate a caller's pairs table and add ``media_name`` (default: ``name``)."""
+    missing = [c for c in ("name", "a1", "a2") if c not in pairs.columns]
+    if missing:
+        raise DataError(f"pairs table lacks column(s) {', '.join(missing)}")
+    out = pairs.copy()
+    if "media_name" not in out.columns:
+        out["media_name"] = out["name"]
+    if out["name"].duplicated().any():
+        raise DataError(f"pairs table: duplicate name {out.loc[out['name'].duplicated(), 'name'].iloc[0]!r}")
+    for column in ("name", "media_name"):
+        out[column].map(check_name)
+    return out
+
+
+def order_tables(dataset: str, pairs: pd.DataFrame | None, data_dir: str | Path | None) -> dict[str, pd.DataFrame]:
+    """Both orders: the official files for a dataset, or a swapped copy of the caller's pairs."""
+    if pairs is None:
+        normal = prepare_pairs(load_pairs(dataset, "normal", data_dir))
+        reverse = prepare_pairs(load_pairs(dataset, "reverse", data_dir))
+    else:
+        normal = prepare_pairs(pairs)
+        reverse = swap_pairs(normal)
+    return {"normal": normal, "reverse": reverse}
+
+
+def pairs_sha256(tables: dict[str, pd.DataFrame]) -> str:
+    """Content hash of ALL caller-supplied pairs, labels included (no files to hash): a subset
+    run and the full run of the same pairs share it; a relabelled or edited pair changes it."""
+    columns = [c for c in ("name", "media_name", "a1", "a2", "preference") if c in tables["normal"].columns]
+    text = tables["normal"][columns].to_csv(index=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def label_files(data_sha256: dict[str, str], dataset_files: dict[str, str] | None) -> dict[str, str]:
+    """The part of a run's data hashes that fixes its predictions: the normal and reverse files
+    (a writers file beside them changes no prediction), or the caller's pairs."""
+    if not dataset_files:
+        return dict(data_sha256)
+    wanted = {dataset_files[r] for r in LABEL_FILE_ROLES if r in dataset_files}
+    return {f: h for f, h in data_sha256.items() if f in wanted}
+
+
+def check_media(names: Iterable[str], media_dir: str | Path | None, input_type: str) -> None:
+    """Stop before any model loads if a needed media file is missing, listing all of them."""
+    missing = missing_media(sorted(set(names)), media_dir, input_type)
+    if missing:
+        listing = "\n  ".join(str(p) for p in missing)
+        raise DataError(
+            f"{len(missing)} media file(s) missing for input_type {input_type!r} in {media_dir}:\n  {listing}\n"
+            "Supply them, or restrict the run with limit/names to samples whose media are present."
+        )
+
+
 # --------------------------------------------------------------------------- command line
 
 

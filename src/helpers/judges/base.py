@@ -55,6 +55,49 @@ description; S4 S3 with explicit reasoning): what a judge's ``strategies`` list 
 
 
 @dataclass(frozen=True)
+class Strategy:
+    """What one strategy is, read by the registry (which judges a run needs), the pipeline and the run
+    identity alike: one record, so no module tests strategy names itself.
+
+    ``describes``: the MLLM first describes the media (S2-S4); ``reasons``: the text LLM reasons
+    before a second call extracts the label (S4); ``verdict_role``: who gives the verdict
+    (``mllm``, ``llm`` or ``cpu``) and ``verdict_step`` the call count it is counted under;
+    ``prompts``: the templates of ``params/prompts.yaml`` it sends besides the judge's own
+    describe/system prompts."""
+
+    name: str
+    describes: bool
+    reasons: bool
+    verdict_role: str
+    verdict_step: str
+    prompts: tuple[str, ...]
+
+    @property
+    def uses_llm(self) -> bool:
+        """Whether the run needs the external text LLM (S3, S4)."""
+        return self.verdict_role == "llm"
+
+
+STRATEGY_RECORDS: dict[str, Strategy] = {
+    "S1": Strategy("S1", describes=False, reasons=False, verdict_role="mllm", verdict_step="S1", prompts=("S1",)),
+    "S2": Strategy("S2", describes=True, reasons=False, verdict_role="mllm", verdict_step="S2",
+                   prompts=("S2_judge",)),
+    "S3": Strategy("S3", describes=True, reasons=False, verdict_role="llm", verdict_step="S3", prompts=("S2_judge",)),
+    "S4": Strategy("S4", describes=True, reasons=True, verdict_role="llm", verdict_step="S4_extract",
+                   prompts=("S4_reason", "S4_extract")),
+    "-": Strategy("-", describes=False, reasons=False, verdict_role="cpu", verdict_step="cpu", prompts=()),
+}
+"""Every strategy a run folder can hold: the paper's S1-S4 and ``-`` (a CPU judge reads the pair)."""
+
+
+def strategy_record(name: str) -> Strategy:
+    """The record of ``name``; an unknown strategy is a ValueError naming the choices."""
+    if name not in STRATEGY_RECORDS:
+        raise ValueError(f"strategy must be one of {tuple(STRATEGY_RECORDS)}, got {name!r}")
+    return STRATEGY_RECORDS[name]
+
+
+@dataclass(frozen=True)
 class JudgeSpec:
     """One judge, as one YAML file in ``params/models/`` describes it."""
 

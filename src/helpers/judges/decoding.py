@@ -151,6 +151,20 @@ def is_deterministic(spec: JudgeSpec) -> bool:
     return not settings["do_sample"] or settings["temperature"] < GREEDY_BELOW
 
 
+SHARE_CHOICES = ("auto", True, False)
+
+
+def resolve_sharing(choice: str | bool, spec: JudgeSpec) -> bool:
+    """Whether one description serves both orders. ``auto`` (the default) follows the paper:
+    its code describes each order afresh, which equals sharing only when decoding is
+    deterministic (greedy local models); a sampling or API judge describes per order."""
+    if isinstance(choice, str) and choice.lower() in ("true", "false", "yes", "no"):
+        choice = choice.lower() in ("true", "yes")
+    if choice not in SHARE_CHOICES:
+        raise ValueError(f"share_descriptions must be 'auto', True or False, got {choice!r}")
+    return is_deterministic(spec) if choice == "auto" else bool(choice)
+
+
 def check_yaml_generation(generation: dict, file: str) -> None:
     """What the registry demands of a local judge's ``generation:``: valid knobs and a stated
     length (transformers would otherwise stop after 20 new tokens on checkpoints whose

@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import yaml
@@ -19,8 +20,8 @@ import yaml
 from helpers import paths
 from helpers.data import INPUT_TYPES
 from helpers.judges import decoding
-from helpers.judges.base import STRATEGIES, Backend, JudgeSpec, PairJudge
-from helpers.judges.decoding import DecodingError, check_yaml_generation
+from helpers.judges.base import STRATEGIES, STRATEGY_RECORDS, Backend, JudgeSpec, PairJudge, Strategy
+from helpers.judges.decoding import DecodingError, check_yaml_generation, resolve_sharing
 from helpers.judges.families import ENGINES
 
 SPEC_BACKENDS = ("local", "openai", "cpu")
@@ -31,6 +32,10 @@ BACKEND_CLASSES = {
     "openai": "helpers.judges.openai:OpenAIBackend",
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(JudgeSpec)}
+DEFAULT_JUDGE_LLM = "qwen25"  # the paper's external text LLM of S3/S4
+EngineChoice = str | Callable[[JudgeSpec], Backend]
+"""A run's engine choice: ``auto``, ``transformers``, ``vllm``, ``openai``, or a caller's own
+``spec -> Backend`` (tests, custom servers), recorded as the engine ``custom``."""
 
 
 class RegistryError(ValueError):
@@ -222,3 +227,99 @@ def _mask(value, secret: str):
     if isinstance(value, list | tuple):
         return [_mask(v, secret) for v in value]
     return value.replace(secret, "[key]") if isinstance(value, str) and secret in value else value
+
+
+# --------------------------------------------------------------------------- the judges of a run
+
+
+@dataclasses.dataclass(frozen=True)
+class RunJudges:
+    """The judges of one run as they will run, resolved once before any model loads.
+
+    ``spec`` (placed on the run's device, with the run's batch size), the S3/S4 text LLM
+    ``llm_spec`` (None when no chosen strategy needs one), the chosen ``strategies`` as records,
+    the ``input_type`` they read, the ``engines`` of the judge (``mllm``) and of the text LLM
+    (``llm``) as identities record them, whether S2-S4 share one description across orders
+    (``descriptions_shared``; None for a CPU judge) and the ``factories`` that load each
+    backend on first use. Resolving once means one fallback warning, and the identity, the
+    cache keys and the backends cannot disagree about an engine."""
+
+    spec: JudgeSpec
+    llm_spec: JudgeSpec | None
+    strategies: tuple[Strategy, ...]
+    input_type: str
+    engines: dict[str, str | None]
+    descriptions_shared: bool | None
+    factories: dict[str, Callable[[], Backend] | None]
+
+    @property
+    def cpu(self) -> bool:
+        """A judge that reads the two texts itself (no backend, strategy ``-``)."""
+        return self.spec.backend == "cpu"
+
+
+def run_judges(model: str | JudgeSpec, *, strategy: str = "all", judge_llm: str | JudgeSpec | None = None,
+               input_type: str | None = None, batch_size: int | None = None, device: str | None = None,
+               engine: EngineChoice = "auto", llm_engine: EngineChoice | None = None,
+               share_descriptions: str | bool = "auto") -> RunJudges:
+    """Everything a run needs to know about its judges (see :class:`RunJudges`). ``batch_size``
+    reaches the spec because backends chunk by their spec's batch size; ``device`` places local
+    judges; the text LLM follows the judge's engine unless ``llm_engine`` names its own."""
+    spec = place(_spec(model), device)
+    if batch_size:
+        spec = dataclasses.replace(spec, batch_size=int(batch_size))
+    strategies = _strategies(spec, strategy)
+    llm_spec = None
+    if spec.backend != "cpu" and any(s.uses_llm for s in strategies):
+        llm_spec = place(_spec(judge_llm or DEFAULT_JUDGE_LLM), device)
+    llm_choice = None if llm_spec is None else llm_engine or _llm_engine_choice(engine, llm_spec)
+    engines = {"mllm": engine_kind(spec, engine), "llm": None if llm_spec is None else engine_kind(llm_spec, llm_choice)}
+    factories = {"mllm": None if spec.backend == "cpu" else backend_factory(spec, engine, engines["mllm"]),
+                 "llm": None if llm_spec is None else backend_factory(llm_spec, llm_choice, engines["llm"])}
+    return RunJudges(
+        spec=spec, llm_spec=llm_spec, strategies=strategies, engines=engines, factories=factories,
+        input_type="text" if spec.backend == "cpu" else (input_type or spec.input_type),
+        descriptions_shared=None if spec.backend == "cpu" else resolve_sharing(share_descriptions, spec))
+
+
+def _spec(model: str | JudgeSpec) -> JudgeSpec:
+    return model if isinstance(model, JudgeSpec) else load_spec(model)
+
+
+def place(spec: JudgeSpec, device: str | None) -> JudgeSpec:
+    """A local judge placed on ``device`` (the backends' ``options.device``); others unchanged."""
+    if not device or spec.backend != "local":
+        return spec
+    return dataclasses.replace(spec, options={**spec.options, "device": device})
+
+
+def _strategies(spec: JudgeSpec, strategy: str) -> tuple[Strategy, ...]:
+    """The strategies a run executes: CPU judges always run as ``-``; ``all`` is the judge's list."""
+    if spec.backend == "cpu":
+        return (STRATEGY_RECORDS["-"],)
+    names: Sequence[str] = list(spec.strategies) if strategy == "all" else [strategy]
+    bad = [s for s in names if s not in STRATEGIES]
+    if bad:
+        raise ValueError(f"strategy must be one of {STRATEGIES} or 'all' for judge {spec.name!r}, got {bad[0]!r}")
+    return tuple(STRATEGY_RECORDS[s] for s in names)
+
+
+def engine_kind(spec: JudgeSpec, choice: EngineChoice) -> str:
+    """The engine a run's identity records: the resolved backend kind; ``custom`` for a caller's
+    own ``spec -> Backend`` callable (tests, custom servers), whose engine the caller vouches for."""
+    return "custom" if callable(choice) else resolve_backend(spec, choice)
+
+
+def _llm_engine_choice(choice: EngineChoice, llm_spec: JudgeSpec) -> EngineChoice:
+    """The text LLM follows the judge's engine choice, except that an API judge's ``openai``
+    does not drag a local text LLM onto an endpoint it does not have."""
+    if choice == "openai" and llm_spec.backend != "openai":
+        return "auto"
+    return choice
+
+
+def backend_factory(spec: JudgeSpec, choice: EngineChoice, kind: str) -> Callable[[], Backend]:
+    """Loads the backend of ``spec`` when called (the pipeline loads one model at a time)."""
+    if callable(choice):
+        return lambda: choice(spec)
+    return lambda: make_backend(spec, kind)

@@ -9,10 +9,9 @@ killed run resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,28 +19,22 @@ import pandas as pd
 from tqdm import tqdm
 
 from helpers import paths, prompts
-from helpers.data import (
-    DataError,
-    check_name,
-    data_sha256,
-    dataset_spec,
-    load_pairs,
-    missing_media,
-    swap_pairs,
-)
-from helpers.judges.base import ENGINES, Backend, JudgeSpec
-from helpers.judges.registry import load_spec, make_backend, make_pair_judge, resolve_backend
-from helpers.run.identity import build_identity, check_identity, identity_sha256, label_files
+from helpers.data import RunPairs, check_media, prepare_pairs, run_pairs, select_pairs
+from helpers.judges.base import ENGINES, STRATEGIES, JudgeSpec
+from helpers.judges.registry import EngineChoice, RunJudges, make_pair_judge, run_judges
+from helpers.run.identity import RunPlan, check_folders, check_identity, plan_runs
 from helpers.run.results import load_run, parse_report, run_metrics
 from helpers.run.session import RunSession, prediction_row, row_key
-from helpers.run.store import load_steps, make_run_id, now, read_jsonl, read_manifest, secrets_from_env
-from helpers.run.strategies import STRATEGIES, Item, Pipeline, resolve_sharing, strategy_record
+from helpers.run.store import load_steps, now, read_jsonl, read_manifest, secrets_from_env
+from helpers.run.strategies import Item, Pipeline
 
 ORDER_CHOICES = {"normal": ("normal",), "reverse": ("reverse",), "both": ("normal", "reverse")}
-BackendChoice = str | Callable[[JudgeSpec], Backend]
 ROLE_NAMES = {"mllm": "judge", "llm": "llm"}  # pipeline roles as the manifest's ``backends`` names them
 UNPARSED_WARN_PCT = 50.0  # a run with more answers than this (percent) matching no parser rule ends with a warning
 PATH_PARAMETERS = ("media_dir", "output_dir", "data_dir")  # read from the project root when relative
+RENAMED = {"backend": "engine", "llm_backend": "llm_engine"}
+"""Run settings that changed name (the engine choice was called ``backend``, a word the judge
+YAML uses for where a judge runs: local, openai, cpu)."""
 
 
 class UnparsedAnswersWarning(UserWarning):
@@ -60,102 +53,12 @@ def from_root(path: str | Path | None) -> Path | None:
     return path if path.is_absolute() else paths.project_root() / path
 
 
-def select_pairs(pairs: pd.DataFrame, names: Sequence[str] | None = None, limit: int | None = None) -> pd.DataFrame:
-    """The requested subset in file order: ``names`` first, then the first ``limit``."""
-    out = pairs
-    if names is not None:
-        unknown = sorted(set(names) - set(pairs["name"]))
-        if unknown:
-            raise DataError(f"{len(unknown)} requested name(s) not in the pairs: {', '.join(unknown[:20])}")
-        out = out[out["name"].isin(set(names))]
-    if limit is not None:
-        out = out.head(int(limit))
-    return out.reset_index(drop=True)
-
-
-def prepare_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Validate a caller's pairs table and add ``media_name`` (default: ``name``)."""
-    missing = [c for c in ("name", "a1", "a2") if c not in pairs.columns]
-    if missing:
-        raise DataError(f"pairs table lacks column(s) {', '.join(missing)}")
-    out = pairs.copy()
-    if "media_name" not in out.columns:
-        out["media_name"] = out["name"]
-    if out["name"].duplicated().any():
-        raise DataError(f"pairs table: duplicate name {out.loc[out['name'].duplicated(), 'name'].iloc[0]!r}")
-    for column in ("name", "media_name"):
-        out[column].map(check_name)
-    return out
-
-
-def order_tables(dataset: str, pairs: pd.DataFrame | None, data_dir) -> dict[str, pd.DataFrame]:
-    """Both orders: the official files for a dataset, or a swapped copy of the caller's pairs."""
-    if pairs is None:
-        normal = prepare_pairs(load_pairs(dataset, "normal", data_dir))
-        reverse = prepare_pairs(load_pairs(dataset, "reverse", data_dir))
-    else:
-        normal = prepare_pairs(pairs)
-        reverse = swap_pairs(normal)
-    return {"normal": normal, "reverse": reverse}
-
-
-def items_for(table: pd.DataFrame, order: str, rounds: int) -> list[Item]:
-    return [
-        Item(row.name, row.media_name, order, rnd, row.a1, row.a2, label)
-        for rnd in range(rounds)
-        for row, label in zip(table.itertuples(index=False), labels_of(table), strict=True)
-    ]
-
-
-def labels_of(table: pd.DataFrame) -> list[str | None]:
-    """Human labels where the pairs have them (tournament pairs may not): None, never NaN."""
-    if "preference" not in table.columns:
-        return [None] * len(table)
-    return [None if pd.isna(v) else str(v) for v in table["preference"]]
-
-
-def check_media(names: Sequence[str], media_dir, input_type: str) -> None:
-    """Stop before any model loads if a needed media file is missing, listing all of them."""
-    missing = missing_media(sorted(set(names)), media_dir, input_type)
-    if missing:
-        listing = "\n  ".join(str(p) for p in missing)
-        raise DataError(
-            f"{len(missing)} media file(s) missing for input_type {input_type!r} in {media_dir}:\n  {listing}\n"
-            "Supply them, or restrict the run with limit/names to samples whose media are present."
-        )
-
-
-def resolve_strategies(spec: JudgeSpec, strategy: str) -> list[str]:
-    """The strategies a run executes: CPU judges always run as ``-``; ``all`` is the judge's list."""
-    if spec.backend == "cpu":
-        return ["-"]
-    strategies = list(spec.strategies) if strategy == "all" else [strategy]
-    bad = [s for s in strategies if s not in STRATEGIES]
-    if bad:
-        raise ValueError(f"strategy must be one of {STRATEGIES} or 'all' for judge {spec.name!r}, got {bad[0]!r}")
-    return strategies
-
-
-# --------------------------------------------------------------------------- manifest
-
-
-def pairs_sha256(tables: dict[str, pd.DataFrame]) -> str:
-    """Content hash of ALL caller-supplied pairs, labels included (no files to hash): a subset
-    run and the full run of the same pairs share it; a relabelled or edited pair changes it."""
-    columns = [c for c in ("name", "media_name", "a1", "a2", "preference") if c in tables["normal"].columns]
-    text = tables["normal"][columns].to_csv(index=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def spec_record(spec: JudgeSpec | None) -> dict | None:
-    """The judge's YAML fields: checkpoint id or path, generation settings, the NAME of the key
-    variable (never its value)."""
-    if spec is None:
-        return None
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()}
-
-
-# --------------------------------------------------------------------------- running
+def check_renamed(settings: Mapping[str, Any]) -> None:
+    """Refuse a setting by its old name, saying the new one: ignoring ``-p backend vllm`` would
+    run on another engine than asked without a word."""
+    old = [name for name in RENAMED if name in settings]
+    if old:
+        raise TypeError("; ".join(f"the run setting {name!r} is now called {RENAMED[name]!r}" for name in old))
 
 
 # --------------------------------------------------------------------------- what a run is
@@ -177,7 +80,7 @@ class RunConfig:
     dataset: str = "emoprefer"
     input_type: str | None = None
     judge_llm: str | JudgeSpec | None = "qwen25"
-    backend: BackendChoice = "auto"
+    engine: EngineChoice = "auto"
     batch_size: int | None = None
     limit: int | None = None
     names: Sequence[str] | None = None
@@ -187,15 +90,15 @@ class RunConfig:
     data_dir: str | Path | None = None
     pairs: pd.DataFrame | None = None
     run_id: str | None = None
-    llm_backend: BackendChoice | None = None
+    llm_engine: EngineChoice | None = None
     progress: bool = True
     overwrite: bool = False
     unparsed_warn_pct: float = UNPARSED_WARN_PCT
     share_descriptions: str | bool = "auto"
     device: str | None = None
 
-    PROGRAMMATIC: ClassVar[tuple[str, ...]] = ("pairs", "run_id", "llm_backend", "progress")
-    """Fields only code passes (a table, a folder name, a callable backend, a progress bar): not
+    PROGRAMMATIC: ClassVar[tuple[str, ...]] = ("pairs", "run_id", "llm_engine", "progress")
+    """Fields only code passes (a table, a folder name, a callable engine, a progress bar): not
     notebook parameters."""
     RUNTIME: ClassVar[tuple[str, ...]] = ("overwrite",)
     """Fields that say how to run, not what the run is (a grid cell is the same cell with or without)."""
@@ -207,9 +110,9 @@ class RunConfig:
             raise ValueError(f"order must be one of {tuple(ORDER_CHOICES)}, got {self.order!r}")
         if int(self.rounds) < 1:
             raise ValueError(f"rounds must be at least 1, got {self.rounds}")
-        for name in ("backend", "llm_backend"):
+        for name in ("engine", "llm_engine"):
             choice = getattr(self, name)
-            if not (callable(choice) or choice in ENGINES or (name == "llm_backend" and choice is None)):
+            if not (callable(choice) or choice in ENGINES or (name == "llm_engine" and choice is None)):
                 raise ValueError(f"{name} must be one of {ENGINES} (or a callable spec -> Backend), got {choice!r}")
         object.__setattr__(self, "rounds", int(self.rounds))
         object.__setattr__(self, "seed", int(self.seed))
@@ -227,6 +130,7 @@ class RunConfig:
         other keys of ``parameters`` (a notebook's globals) are ignored, a missing ``model`` is an error."""
         if "model" not in parameters:
             raise TypeError("run parameters need 'model' (a judge name: params/models/<model>.yaml)")
+        check_renamed(parameters)
         wanted = {k: parameters[k] for k in cls.notebook_parameters() if k in parameters}
         wanted.update({k: from_root(wanted[k]) for k in PATH_PARAMETERS if k in wanted})
         return cls(**wanted, **programmatic)
@@ -253,154 +157,58 @@ class RunConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunContext:
-    """What a :class:`RunConfig` resolves to before any model loads: the judge (and S3/S4 text
-    LLM) as they will run, the strategies, orders and input type, the data's hashes and whether
-    S2-S4 share descriptions across orders. ``secrets`` and ``backends`` are filled in by
-    :func:`run` once it starts judging."""
+    """What a :class:`RunConfig` resolves to before any model loads: its judges as they will run
+    (``helpers.judges.registry.RunJudges``) and its pairs (``helpers.data.RunPairs``). Shared by
+    :func:`run` and :func:`planned_runs`, so a grid computes a cell's identity exactly as the run
+    would. ``secrets`` (the values of the judges' key variables, to redact) are filled in by :func:`run`."""
 
     config: RunConfig
-    spec: JudgeSpec
-    llm_spec: JudgeSpec | None
-    strategies: tuple[str, ...]
-    orders: tuple[str, ...]
-    input_type: str
-    data_sha256: dict
-    identity_data: dict
-    descriptions_shared: bool | None
+    judges: RunJudges
+    pairs: RunPairs
     secrets: dict = dataclasses.field(default_factory=dict)
-    backends: dict = dataclasses.field(default_factory=dict)
 
     @property
-    def root(self) -> Path:
-        return self.config.root
+    def orders(self) -> tuple[str, ...]:
+        return ORDER_CHOICES[self.config.order]
 
-    @property
-    def dataset(self) -> str:
-        return self.config.dataset
+    def plans(self) -> list[RunPlan]:
+        """The run folders this run writes, each with its identity and the row keys it must hold."""
+        c = self.config
+        return plan_runs(self.judges, self.pairs, dataset=c.dataset, seed=c.seed, orders=self.orders,
+                         rounds=c.rounds, run_id=c.run_id)
 
-    @property
-    def rounds(self) -> int:
-        return self.config.rounds
-
-    @property
-    def seed(self) -> int:
-        return self.config.seed
-
-    @property
-    def parameters(self) -> dict:
-        return self.config.parameters(self.descriptions_shared)
-
-
-@dataclasses.dataclass(frozen=True)
-class RunPlan:
-    """One run folder a run writes: its id, identity (and digest), scope and the row keys it must hold."""
-
-    run_id: str
-    strategy: str
-    llm: JudgeSpec | None
-    identity: dict
-    identity_sha256: str
-    scope: dict
-    expected: frozenset[str]
+    def manifest(self, plan: RunPlan) -> dict:
+        """What a run folder's manifest says about the run beside its identity and scope."""
+        c, j = self.config, self.judges
+        backends = {"judge": j.engines["mllm"]} | ({"llm": j.engines["llm"]} if plan.llm else {})
+        return {"judge": j.spec.name, "strategy": plan.strategy, "input_type": j.input_type, "dataset": c.dataset,
+                "parameters": c.parameters(j.descriptions_shared), "rounds": c.rounds, "orders": list(self.orders),
+                "seed": c.seed, "judge_spec": spec_record(j.spec), "llm_spec": spec_record(plan.llm),
+                "backends": backends, "prompt_hashes": prompts.prompt_hashes(), "data_sha256": self.pairs.data_sha256}
 
 
-def _backend_factory(spec: JudgeSpec, backend: BackendChoice) -> tuple[Callable[[], Backend], str]:
-    if callable(backend):
-        return (lambda: backend(spec)), getattr(backend, "__name__", "custom")
-    kind = resolve_backend(spec, backend)
-    return (lambda: make_backend(spec, kind)), kind
+def spec_record(spec: JudgeSpec | None) -> dict | None:
+    """The judge's YAML fields: checkpoint id or path, generation settings, the NAME of the key
+    variable (never its value)."""
+    if spec is None:
+        return None
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()}
 
 
-def _engine_kind(spec: JudgeSpec, backend: BackendChoice) -> str:
-    """The engine a run's identity records: the resolved backend kind; ``custom`` for a caller's
-    own ``spec -> Backend`` callable (tests, custom servers), whose engine the caller vouches for."""
-    return "custom" if callable(backend) else resolve_backend(spec, backend)
-
-
-def _engines(config: RunConfig, spec: JudgeSpec, llm_spec: JudgeSpec | None) -> dict[str, str | None]:
-    """The engines of the judge (``mllm``) and of its text LLM (``llm``), as identities record them."""
-    llm_choice = None if llm_spec is None else config.llm_backend or _llm_backend_choice(config.backend, llm_spec)
-    return {"mllm": _engine_kind(spec, config.backend),
-            "llm": None if llm_spec is None else _engine_kind(llm_spec, llm_choice)}
-
-
-def _llm_backend_choice(backend: BackendChoice, llm_spec: JudgeSpec) -> BackendChoice:
-    """The text LLM follows the judge's backend choice, except that an API judge's ``openai``
-    does not drag a local text LLM onto an endpoint it does not have."""
-    if backend == "openai" and llm_spec.backend != "openai":
-        return "auto"
-    return backend
-
-
-def prepare_run(config: RunConfig) -> tuple[RunContext, dict, pd.DataFrame, dict]:
-    """Everything a run is before any model loads: ``(context, full tables, chosen pairs,
-    chosen tables per order)``. Shared by :func:`run` and :func:`planned_runs`, so a grid
-    computes a cell's identity exactly as the run would. The description-sharing choice enters
-    the identity resolved (``descriptions_shared``), and only for the strategies that describe
-    (S2-S4). ``config.device`` places local judges (``with_device``); ``config.batch_size``
-    reaches the spec, because backends chunk by their spec's batch size."""
-    spec = config.model if isinstance(config.model, JudgeSpec) else load_spec(config.model)
-    if config.batch_size:
-        spec = dataclasses.replace(spec, batch_size=int(config.batch_size))
-    spec = with_device(spec, config.device)
-    full = order_tables(config.dataset, config.pairs, config.data_dir)
-    chosen = select_pairs(full["normal"], config.names, config.limit)
-    tables = {o: t.set_index("name").loc[chosen["name"]].reset_index() for o, t in full.items()}
-    strategies = resolve_strategies(spec, config.strategy)
-    llm_spec = None
-    if spec.backend != "cpu" and any(strategy_record(s).uses_llm for s in strategies):
-        judge_llm = config.judge_llm
-        llm_spec = with_device(judge_llm if isinstance(judge_llm, JudgeSpec) else load_spec(judge_llm or "qwen25"),
-                               config.device)
-    if config.pairs is None:
-        hashes, files = data_sha256(config.dataset, config.data_dir), dataset_spec(config.dataset).files
-    else:
-        hashes, files = {"pairs": pairs_sha256(full)}, None
-    context = RunContext(
-        config=config, spec=spec, llm_spec=llm_spec, strategies=tuple(strategies),
-        orders=ORDER_CHOICES[config.order],
-        input_type="text" if spec.backend == "cpu" else (config.input_type or spec.input_type),
-        data_sha256=hashes, identity_data=label_files(hashes, files),
-        descriptions_shared=None if spec.backend == "cpu" else resolve_sharing(config.share_descriptions, spec),
-    )
-    return context, full, chosen, tables
-
-
-def run_plans(context: RunContext, tables: dict) -> list[RunPlan]:
-    """One plan per run folder (``config.run_id`` names a single strategy's folder, or prefixes several)."""
-    spec, run_id, plans = context.spec, context.config.run_id, []
-    for strategy in context.strategies:
-        llm = context.llm_spec if strategy_record(strategy).uses_llm else None
-        rid = make_run_id(spec.name, strategy, context.input_type, context.dataset, llm.name if llm else None,
-                          context.seed)
-        if run_id:
-            rid = run_id if len(context.strategies) == 1 else f"{run_id}__{strategy}"
-        identity = build_identity(
-            spec=spec, strategy=strategy, input_type=context.input_type, dataset=context.dataset,
-            seed=context.seed, data_sha256=context.identity_data, llm_spec=llm,
-            parameters=_identity_parameters(context, strategy), engine=_engines(context.config, spec, llm)["mllm"],
-            llm_engine=_engines(context.config, spec, llm)["llm"])
-        names = sorted(tables["normal"]["name"])
-        scope = {"samples": len(names), "samples_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
-                 "orders": list(context.orders), "rounds": context.rounds}
-        expected = frozenset(row_key(strategy, o, r, n) for o in context.orders for r in range(context.rounds)
-                             for n in tables[o]["name"])
-        plans.append(RunPlan(run_id=rid, strategy=strategy, llm=llm, identity=identity,
-                             identity_sha256=identity_sha256(identity), scope=scope, expected=expected))
-    return plans
-
-
-def _identity_parameters(context: RunContext, strategy: str) -> dict:
-    """The run parameters that shape this strategy's answers: whether S2-S4 describe once for
-    both orders or per order changes their descriptions (and so their verdicts)."""
-    return {"descriptions_shared": context.descriptions_shared} if strategy_record(strategy).describes else {}
+def prepare_run(config: RunConfig) -> RunContext:
+    """Everything a run is before any model loads: its judges, then its pairs."""
+    judges = run_judges(config.model, strategy=config.strategy, judge_llm=config.judge_llm,
+                        input_type=config.input_type, batch_size=config.batch_size, device=config.device,
+                        engine=config.engine, llm_engine=config.llm_engine,
+                        share_descriptions=config.share_descriptions)
+    pairs = run_pairs(config.dataset, config.pairs, config.data_dir, config.names, config.limit)
+    return RunContext(config=config, judges=judges, pairs=pairs)
 
 
 def planned_runs(config: RunConfig) -> list[RunPlan]:
     """The run folders ``run(config)`` writes, each with its identity and the row keys it must
     hold (what ``helpers.run.launch`` compares before it calls a cell finished)."""
-    context, _, _, tables = prepare_run(config)
-    return run_plans(context, tables)
+    return prepare_run(config).plans()
 
 
 def run_state(plan: RunPlan, root: str | Path | None = None) -> str:
@@ -420,18 +228,6 @@ def run_state(plan: RunPlan, root: str | Path | None = None) -> str:
     return status if status in ("failed", "running", "interrupted") else "incomplete"
 
 
-def _precheck(plans: list[RunPlan], context: RunContext) -> None:
-    """Refuse before any model loads (and before S1 of an ``all`` run writes anything) when a
-    folder of this run holds a run of another identity; the locked check in each folder repeats it."""
-    if context.config.overwrite:
-        return
-    for plan in plans:
-        folder = context.root / plan.run_id
-        predictions = folder / "predictions.jsonl"
-        has_rows = predictions.is_file() and predictions.stat().st_size > 0
-        check_identity(folder, read_manifest(folder) or {}, plan.identity, has_rows)
-
-
 # --------------------------------------------------------------------------- running
 
 
@@ -442,7 +238,7 @@ def run(model: str | JudgeSpec | RunConfig, strategy: str = "all", **settings: A
     TypeError naming it); ``run(config)`` takes one ready-made.
 
     ``strategy``: S1..S4, ``all`` (the judge's strategies) or ``-`` (CPU judges, which ignore
-    the strategy). ``backend``: auto / transformers / vllm / openai, or a callable
+    the strategy). ``engine``: auto / transformers / vllm / openai, or a callable
     ``spec -> Backend`` (tests, custom servers). ``pairs`` replaces the dataset files (a
     ``media_name`` column names each pair's media when several pairs share a video).
     A run folder is resumed only by a run of the same identity (``helpers.run.identity``);
@@ -454,53 +250,43 @@ def run(model: str | JudgeSpec | RunConfig, strategy: str = "all", **settings: A
     ``cpu`` to run a local model on the CPU on purpose (otherwise a >= 1 B model that finds no
     GPU stops with what to install).
     """
+    context = prepare_run(_config(model, strategy, settings))
+    judges, config = context.judges, context.config
+    context = dataclasses.replace(context, secrets=secrets_from_env(
+        [judges.spec.api_key_env, judges.llm_spec.api_key_env if judges.llm_spec else None]))
+    plans = context.plans()
+    if not config.overwrite:
+        check_folders(plans, config.root)
+    if judges.cpu:
+        if config.strategy not in ("all", "-"):
+            print(f"note: {judges.spec.name!r} is a CPU judge that reads the texts itself; strategy "
+                  f"{config.strategy!r} is recorded as '-'")
+        return pd.DataFrame([run_cpu(context, plans[0])])
+    check_media(context.pairs.media_names, config.media_dir, judges.input_type)
+    pipeline = Pipeline(
+        judges.spec, judges.factories["mllm"], input_type=judges.input_type, dataset=config.dataset,
+        media_dir=config.media_dir, seed=config.seed, llm_spec=judges.llm_spec, llm=judges.factories["llm"],
+        steps=cached_steps(config.root, judges), batch_size=config.batch_size, progress=config.progress,
+        share_descriptions=judges.descriptions_shared, engines=judges.engines)
+    try:
+        return pd.DataFrame([run_strategy(pipeline, plan, context) for plan in plans])
+    finally:
+        pipeline.close()
+
+
+def _config(model: str | JudgeSpec | RunConfig, strategy: str, settings: dict[str, Any]) -> RunConfig:
     if isinstance(model, RunConfig):
         if settings or strategy != "all":
             raise TypeError("run(config) takes no further settings; change them with dataclasses.replace(config, ...)")
-        config = model
-    else:
-        config = RunConfig(model, strategy, **settings)
-    context, full, chosen, tables = prepare_run(config)
-    spec, llm_spec = context.spec, context.llm_spec
-    context = dataclasses.replace(
-        context, secrets=secrets_from_env([spec.api_key_env, getattr(llm_spec, "api_key_env", None)]))
-    plans = run_plans(context, tables)
-    _precheck(plans, context)
-    if spec.backend == "cpu":
-        if config.strategy not in ("all", "-"):
-            print(f"note: {spec.name!r} is a CPU judge that reads the texts itself; strategy {config.strategy!r} "
-                  "is recorded as '-'")
-        return pd.DataFrame([run_cpu(full, set(chosen["name"]), context, plans[0])])
-    input_type = context.input_type
-    check_media(chosen["media_name"], config.media_dir, input_type)
-    mllm_factory, mllm_kind = _backend_factory(spec, config.backend)
-    llm_factory, llm_kind = (None, None) if llm_spec is None else _backend_factory(
-        llm_spec, config.llm_backend or _llm_backend_choice(config.backend, llm_spec))
-    cached = {
-        s["key"]: s["text"] for s in load_steps(context.root)
-        if s.get("judge") == spec.name and s.get("input_type") == input_type
-    }
-    pipeline = Pipeline(
-        spec, mllm_factory, input_type=input_type, dataset=config.dataset, media_dir=config.media_dir,
-        seed=context.seed, llm_spec=llm_spec, llm=llm_factory, steps=cached, batch_size=config.batch_size,
-        progress=config.progress, share_descriptions=context.descriptions_shared,
-        engines=_engines(config, spec, llm_spec),
-    )
-    context = dataclasses.replace(context, backends={"judge": mllm_kind, "llm": llm_kind})
-    summaries = []
-    try:
-        for plan in plans:
-            summaries.append(run_strategy(pipeline, plan, tables, context))
-    finally:
-        pipeline.close()
-    return pd.DataFrame(summaries)
+        return model
+    check_renamed(settings)
+    return RunConfig(model, strategy, **settings)
 
 
-def with_device(spec: JudgeSpec, device: str | None) -> JudgeSpec:
-    """A local judge placed on ``device`` (the backends' ``options.device``); others unchanged."""
-    if not device or spec.backend != "local":
-        return spec
-    return dataclasses.replace(spec, options={**spec.options, "device": device})
+def cached_steps(root: Path, judges: RunJudges) -> dict[str, str]:
+    """Descriptions and reasoning of this judge and input type already in the store (any run folder)."""
+    return {s["key"]: s["text"] for s in load_steps(root)
+            if s.get("judge") == judges.spec.name and s.get("input_type") == judges.input_type}
 
 
 def _refusal(folder: Path, manifest: dict, identity: dict, done: set) -> None:
@@ -508,21 +294,16 @@ def _refusal(folder: Path, manifest: dict, identity: dict, done: set) -> None:
     check_identity(folder, manifest, identity, bool(done))
 
 
-def _open(plan: RunPlan, context: RunContext, backends: dict) -> RunSession:
+def _open(plan: RunPlan, context: RunContext) -> RunSession:
     """The run folder of ``plan``, checked and started (moved aside first under ``overwrite``)."""
-    session = RunSession(plan.run_id, context.root, identity=plan.identity, identity_sha256=plan.identity_sha256,
-                         scope=plan.scope, secrets=context.secrets, overwrite=context.config.overwrite,
-                         refuse=_refusal).open()
+    details = context.manifest(plan)
+    session = RunSession(plan.run_id, context.config.root, identity=plan.identity,
+                         identity_sha256=plan.identity_sha256, scope=plan.scope, secrets=context.secrets,
+                         overwrite=context.config.overwrite, refuse=_refusal).open()
     if session.moved is not None:
         print(f"note: overwrite=True: the run folder {session.folder} held another run; moved it to {session.moved}")
     try:
-        session.start({
-            "judge": context.spec.name, "strategy": plan.strategy, "input_type": context.input_type,
-            "dataset": context.dataset, "parameters": context.parameters, "rounds": context.rounds,
-            "orders": list(context.orders), "seed": context.seed, "judge_spec": spec_record(context.spec),
-            "llm_spec": spec_record(plan.llm), "backends": backends, "prompt_hashes": prompts.prompt_hashes(),
-            "data_sha256": context.data_sha256,
-        })
+        session.start(details)
     except BaseException:
         session.store.close()
         raise
@@ -547,17 +328,33 @@ def _close(session: RunSession, plan: RunPlan, context: RunContext) -> dict:
     status = session.close(plan.expected, parse=report, warnings=[warning] if warning else [])
     if warning:
         warnings.warn(store.redact(warning), UnparsedAnswersWarning, stacklevel=4)
-    return {"run_id": store.run_id, "strategy": plan.strategy, "dataset": context.dataset,
+    return {"run_id": store.run_id, "strategy": plan.strategy, "dataset": context.config.dataset,
             "status": status, "rows": len(store.done), "rows_new": session.written,
             "missing": len(plan.expected - store.done), "calls": dict(session.calls),
             "unparsed_pct": report["unparsed_pct"], "folder": str(store.folder)}
 
 
-def run_strategy(pipeline: Pipeline, plan: RunPlan, tables: dict, context: RunContext) -> dict:
+def labels_of(table: pd.DataFrame) -> list[str | None]:
+    """Human labels where the pairs have them (tournament pairs may not): None, never NaN."""
+    if "preference" not in table.columns:
+        return [None] * len(table)
+    return [None if pd.isna(v) else str(v) for v in table["preference"]]
+
+
+def items_for(table: pd.DataFrame, order: str, rounds: int) -> list[Item]:
+    """Every pair of one order in every round: the units that become predictions rows."""
+    return [
+        Item(row.name, row.media_name, order, rnd, row.a1, row.a2, label)
+        for rnd in range(rounds)
+        for row, label in zip(table.itertuples(index=False), labels_of(table), strict=True)
+    ]
+
+
+def run_strategy(pipeline: Pipeline, plan: RunPlan, context: RunContext) -> dict:
     """One strategy into its own run folder, skipping rows already stored."""
-    backends = {"judge": context.backends["judge"]} | ({"llm": context.backends["llm"]} if plan.llm else {})
-    with _open(plan, context, backends) as session:
-        items = [it for o in context.orders for it in items_for(tables[o], o, context.rounds)]
+    tables, rounds = context.pairs.tables, context.config.rounds
+    with _open(plan, context) as session:
+        items = [it for o in context.orders for it in items_for(tables[o], o, rounds)]
         todo = [it for it in items if row_key(plan.strategy, it.order, it.round, it.name) not in session.done]
         before = Counter(pipeline.calls)
 
@@ -582,17 +379,18 @@ def run_strategy(pipeline: Pipeline, plan: RunPlan, tables: dict, context: RunCo
         return _close(session, plan, context)
 
 
-def run_cpu(full: dict, chosen: set[str], context: RunContext, plan: RunPlan) -> dict:
+def run_cpu(context: RunContext, plan: RunPlan) -> dict:
     """A CPU judge reads each order's whole table (cross-fitted judges fit on the other folds,
     so a subset run gives the same labels as a full one) and keeps the chosen pairs; one batch
     per order and round, each followed by a manifest checkpoint."""
-    spec = context.spec
+    spec = context.judges.spec
     judge = make_pair_judge(spec)
-    with _open(plan, context, {"judge": "cpu"}) as session:
+    chosen = set(context.pairs.names)
+    with _open(plan, context) as session:
         info = {"judge": {"backend": "cpu", "judge_class": spec.options.get("judge_class")}}
-        jobs = [(o, r) for o in context.orders for r in range(context.rounds)]
+        jobs = [(o, r) for o in context.orders for r in range(context.config.rounds)]
         for order, rnd in tqdm(jobs, desc=f"{spec.name}", disable=not context.config.progress):
-            _cpu_job(judge, full[order], chosen, order, rnd, context, session, plan.run_id)
+            _cpu_job(judge, context.pairs.full[order], chosen, order, rnd, context, session, plan.run_id)
             session.checkpoint(backend_info=info)
         return _close(session, plan, context)
 
@@ -600,27 +398,27 @@ def run_cpu(full: dict, chosen: set[str], context: RunContext, plan: RunPlan) ->
 def _cpu_job(judge, table: pd.DataFrame, chosen: set[str], order: str, rnd: int, context: RunContext,
              session: RunSession, rid: str) -> int:
     """One order and round of a CPU judge; returns the rows written (0 when all were stored)."""
-    spec = context.spec
+    spec, dataset, seed = context.judges.spec, context.config.dataset, context.config.seed
     keep = table["name"].isin(chosen).to_numpy()
     keys = [row_key("-", order, rnd, n) for n in table["name"]]
     if all(k in session.done for k, kept in zip(keys, keep, strict=True) if kept):
         return 0
     started = now()
-    labels = judge.predict(table.drop(columns="media_name"), seed=context.seed + rnd)
+    labels = judge.predict(table.drop(columns="media_name"), seed=seed + rnd)
     if not labels.index.equals(table.index):
         raise ValueError(f"CPU judge {spec.name!r} returned labels not indexed like the pairs it was given")
     session.calls["cpu"] += int(keep.sum())
+    humans = labels_of(table)
     rows = [
         prediction_row(judge=spec.name, strategy="-", input_type="text", order=order, round=rnd, name=row.name,
                        gt=gt, pred=str(label), parse_rule="direct", raw=str(label), latency_s=0.0,
-                       created_at=started, run_id=rid, dataset=context.dataset, media_name=row.media_name,
-                       seed=context.seed + rnd)
-        for row, gt, label, kept in zip(table.itertuples(index=False), labels_of(table), labels, keep, strict=True)
+                       created_at=started, run_id=rid, dataset=dataset, media_name=row.media_name, seed=seed + rnd)
+        for row, gt, label, kept in zip(table.itertuples(index=False), humans, labels, keep, strict=True)
         if kept
     ]
     return session.append(rows)
 
 
-__all__ = ["run", "RunConfig", "RunContext", "RunPlan", "planned_runs", "run_state", "prepare_run", "run_plans",
+__all__ = ["run", "RunConfig", "RunContext", "RunPlan", "planned_runs", "run_state", "prepare_run",
            "parse_report", "UnparsedAnswersWarning", "UNPARSED_WARN_PCT", "from_root",
            "run_metrics", "load_run", "select_pairs", "prepare_pairs", "check_media"]

@@ -37,18 +37,21 @@ refuses resumption by name.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
+from pathlib import Path
 
 from helpers import prompts
-from helpers.judges.base import JudgeSpec
-from helpers.judges.registry import import_object
-from helpers.run.store import StoreError
-from helpers.run.strategies import strategy_record
+from helpers.data import RunPairs, label_files  # noqa: F401 (label_files: re-exported, its home is data)
+from helpers.judges.base import STRATEGY_RECORDS, JudgeSpec
+from helpers.judges.registry import RunJudges, import_object
+from helpers.run.session import row_key
+from helpers.run.store import StoreError, make_run_id, read_manifest
 
 IDENTITY_VERSION = 1
 SPEC_FIELDS = ("name", "family", "checkpoint", "generation", "options", "api_base")
-LABEL_FILE_ROLES = ("normal", "reverse")  # the files a prediction's texts and labels come from
 
 
 class IdentityError(StoreError):
@@ -66,7 +69,7 @@ def spec_identity(spec: JudgeSpec | dict | None, engine: str | None = None) -> d
 
 def prompt_keys(spec: JudgeSpec, strategy: str) -> list[str]:
     """The prompt templates (keys of ``params/prompts.yaml``) a strategy sends for this judge."""
-    record = strategy_record(strategy)
+    record = STRATEGY_RECORDS[strategy]
     if record.verdict_role == "cpu":
         return []
     keys = list(record.prompts)
@@ -82,15 +85,6 @@ def prompt_identity(spec: JudgeSpec, strategy: str) -> dict[str, str]:
     """sha256 (16 hex digits) of each template the strategy sends, read from the file now."""
     hashes = prompts.prompt_hashes()
     return {key: hashes[key] for key in prompt_keys(spec, strategy)}
-
-
-def label_files(data_sha256: dict[str, str], dataset_files: dict[str, str] | None) -> dict[str, str]:
-    """The part of a run's data hashes that fixes its predictions: the normal and reverse files
-    (a writers file beside them changes no prediction), or the caller's pairs."""
-    if not dataset_files:
-        return dict(data_sha256)
-    wanted = {dataset_files[r] for r in LABEL_FILE_ROLES if r in dataset_files}
-    return {f: h for f, h in data_sha256.items() if f in wanted}
 
 
 def implementation_identity(spec: JudgeSpec) -> dict | None:
@@ -111,7 +105,7 @@ def build_identity(*, spec: JudgeSpec, strategy: str, input_type: str, dataset: 
     return {
         "version": IDENTITY_VERSION, "judge": spec_identity(spec, engine),
         "implementation": implementation_identity(spec),
-        "llm": spec_identity(llm_spec, llm_engine) if strategy_record(strategy).uses_llm else None,
+        "llm": spec_identity(llm_spec, llm_engine) if STRATEGY_RECORDS[strategy].uses_llm else None,
         "strategy": strategy, "input_type": input_type, "dataset": dataset, "seed": int(seed),
         "prompts": prompt_identity(spec, strategy), "data_sha256": dict(sorted(data_sha256.items())),
         "parameters": dict(sorted((parameters or {}).items())),
@@ -180,5 +174,60 @@ def check_identity(folder: object, manifest: dict, identity: dict, has_rows: boo
     )
 
 
+# --------------------------------------------------------------------------- the folders of a run
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """One run folder a run writes: its id, identity (and digest), scope and the row keys it must hold."""
+
+    run_id: str
+    strategy: str
+    llm: JudgeSpec | None
+    identity: dict
+    identity_sha256: str
+    scope: dict
+    expected: frozenset[str]
+
+
+def plan_runs(judges: RunJudges, pairs: RunPairs, *, dataset: str, seed: int, orders: Sequence[str], rounds: int,
+              run_id: str | None = None) -> list[RunPlan]:
+    """One plan per strategy's run folder (``run_id`` names a single strategy's folder, or
+    prefixes several): what a run writes and what a grid compares before it calls a cell done."""
+    names = pairs.names
+    scope = {"samples": len(names), "samples_sha256": hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest(),
+             "orders": list(orders), "rounds": rounds}
+    return [_plan(judges, pairs, record.name, dataset=dataset, seed=seed, scope=scope, run_id=run_id,
+                  expected=frozenset(row_key(record.name, o, r, n) for o in orders for r in range(rounds)
+                                     for n in names))
+            for record in judges.strategies]
+
+
+def _plan(judges: RunJudges, pairs: RunPairs, strategy: str, *, dataset: str, seed: int, scope: dict,
+          run_id: str | None, expected: frozenset[str]) -> RunPlan:
+    record = STRATEGY_RECORDS[strategy]
+    llm = judges.llm_spec if record.uses_llm else None
+    # description sharing changes S2-S4's descriptions (and so their verdicts), not S1's
+    parameters = {"descriptions_shared": judges.descriptions_shared} if record.describes else {}
+    identity = build_identity(spec=judges.spec, strategy=strategy, input_type=judges.input_type, dataset=dataset,
+                              seed=seed, data_sha256=pairs.identity_data, llm_spec=llm, parameters=parameters,
+                              engine=judges.engines["mllm"], llm_engine=judges.engines["llm"] if llm else None)
+    rid = make_run_id(judges.spec.name, strategy, judges.input_type, dataset, llm.name if llm else None, seed)
+    if run_id:
+        rid = run_id if len(judges.strategies) == 1 else f"{run_id}__{strategy}"
+    return RunPlan(run_id=rid, strategy=strategy, llm=llm, identity=identity,
+                   identity_sha256=identity_sha256(identity), scope=scope, expected=expected)
+
+
+def check_folders(plans: Sequence[RunPlan], root: Path) -> None:
+    """Refuse before any model loads (and before S1 of an ``all`` run writes anything) when a
+    folder of the run holds a run of another identity; the locked check in each folder repeats it."""
+    for plan in plans:
+        folder = root / plan.run_id
+        predictions = folder / "predictions.jsonl"
+        has_rows = predictions.is_file() and predictions.stat().st_size > 0
+        check_identity(folder, read_manifest(folder) or {}, plan.identity, has_rows)
+
+
 __all__ = ["IDENTITY_VERSION", "IdentityError", "build_identity", "identity_sha256", "identity_changes",
-           "check_identity", "prompt_keys", "spec_identity", "label_files"]
+           "check_identity", "prompt_keys", "spec_identity", "label_files", "RunPlan", "plan_runs", "check_folders"]

@@ -375,7 +375,7 @@ def cell_protocol(cell: Cell) -> dict:
     """What a planned cell will run (for ``--dry-run``): engine, input type, the judge's decoding
     protocol and, for S3/S4, the text LLM's."""
     spec = load_spec(cell.model)
-    row = {"engine": engine_line(spec, str(cell.parameters.get("backend", "auto"))),
+    row = {"engine": engine_line(spec, str(cell.parameters.get("engine", "auto"))),
            "input_type": cell.parameters.get("input_type") or spec.input_type, "decoding": decoding_line(spec)}
     llm = cell.parameters.get("judge_llm")
     uses_llm = llm and cell.parameters.get("strategy") in ("S3", "S4", "all")

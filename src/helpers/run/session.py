@@ -303,8 +303,8 @@ class RunSession:
         m.error = None  # a past session's error stays in that session's record
         m.identity, m.identity_sha256, m.scope = self.identity, self.identity_sha256, self.scope
         m.provenance, m.status, m.schema_version = provenance(), "running", MANIFEST_SCHEMA
-        m.sessions.append({"started": now(), "ended": None, "rows_written": 0, "calls": {}, "scope": self.scope,
-                           **(session or {})})
+        m.sessions = [*m.sessions, {"started": now(), "ended": None, "rows_written": 0, "calls": {},
+                                    "scope": self.scope, **(session or {})}]
         m.created = m.created or now()
         self.started = True
         self.write()

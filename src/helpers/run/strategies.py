@@ -31,56 +31,22 @@ from tqdm import tqdm
 
 from helpers import prompts
 from helpers.data import media_paths
-from helpers.judges import decoding
-from helpers.judges.base import STRATEGIES, Backend, JudgeSpec, Media, Request, Response
+from helpers.judges.base import (
+    STRATEGIES,
+    Backend,
+    JudgeSpec,
+    Media,
+    Request,
+    Response,
+    Strategy,
+    strategy_record,
+)
 from helpers.judges.registry import backend_info
 from helpers.run.session import prediction_row, row_key
 from helpers.run.store import now
 
 MLLM_STEPS = ("S1", "describe", "S2")
 LLM_STEPS = ("S3", "S4_reason", "S4_extract")
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """What one strategy is, read by the pipeline, the engine and the run identity alike.
-
-    ``describes``: the MLLM first describes the media (S2-S4); ``reasons``: the text LLM reasons
-    before a second call extracts the label (S4); ``verdict_role``: who gives the verdict
-    (``mllm``, ``llm`` or ``cpu``) and ``verdict_step`` the call count it is counted under;
-    ``prompts``: the templates of ``params/prompts.yaml`` it sends besides the judge's own
-    describe/system prompts."""
-
-    name: str
-    describes: bool
-    reasons: bool
-    verdict_role: str
-    verdict_step: str
-    prompts: tuple[str, ...]
-
-    @property
-    def uses_llm(self) -> bool:
-        """Whether the run needs the external text LLM (S3, S4)."""
-        return self.verdict_role == "llm"
-
-
-STRATEGY_RECORDS: dict[str, Strategy] = {
-    "S1": Strategy("S1", describes=False, reasons=False, verdict_role="mllm", verdict_step="S1", prompts=("S1",)),
-    "S2": Strategy("S2", describes=True, reasons=False, verdict_role="mllm", verdict_step="S2",
-                   prompts=("S2_judge",)),
-    "S3": Strategy("S3", describes=True, reasons=False, verdict_role="llm", verdict_step="S3", prompts=("S2_judge",)),
-    "S4": Strategy("S4", describes=True, reasons=True, verdict_role="llm", verdict_step="S4_extract",
-                   prompts=("S4_reason", "S4_extract")),
-    "-": Strategy("-", describes=False, reasons=False, verdict_role="cpu", verdict_step="cpu", prompts=()),
-}
-"""Every strategy a run folder can hold: the paper's S1-S4 and ``-`` (a CPU judge reads the pair)."""
-
-
-def strategy_record(name: str) -> Strategy:
-    """The record of ``name``; an unknown strategy is a ValueError naming the choices."""
-    if name not in STRATEGY_RECORDS:
-        raise ValueError(f"strategy must be one of {tuple(STRATEGY_RECORDS)}, got {name!r}")
-    return STRATEGY_RECORDS[name]
 
 
 @dataclass(frozen=True)
@@ -103,21 +69,9 @@ def describe_key(judge: str, input_type: str, media_name: str, rnd: int, seed: i
     return f"describe|{judge}|{input_type}|{where}|r{rnd}|seed={seed}|id={identity}"
 
 
-SHARE_CHOICES = ("auto", True, False)
 ORDER_SEED_OFFSET = {"normal": 0, "reverse": 1_000_003}
 """Added to a per-order description's seed: the reversed order's description is a fresh sample
 (same prompt and media, so the same seed would repeat the normal order's text)."""
-
-
-def resolve_sharing(choice: str | bool, judge: JudgeSpec) -> bool:
-    """Whether one description serves both orders. ``auto`` (the default) follows the paper:
-    its code describes each order afresh, which equals sharing only when decoding is
-    deterministic (greedy local models); a sampling or API judge describes per order."""
-    if isinstance(choice, str) and choice.lower() in ("true", "false", "yes", "no"):
-        choice = choice.lower() in ("true", "yes")
-    if choice not in SHARE_CHOICES:
-        raise ValueError(f"share_descriptions must be 'auto', True or False, got {choice!r}")
-    return decoding.is_deterministic(judge) if choice == "auto" else bool(choice)
 
 
 def reason_key(judge: str, input_type: str, llm: str, dataset: str, name: str, order: str, rnd: int,
@@ -183,7 +137,7 @@ class Pipeline:
         on_steps: Callable[[list[dict]], object] | None = None,
         batch_size: int | None = None,
         progress: bool = True,
-        share_descriptions: str | bool = "auto",
+        share_descriptions: bool = True,
         engines: dict[str, str | None] | None = None,
     ):
         self.judge, self.llm_spec = judge, llm_spec
@@ -193,7 +147,7 @@ class Pipeline:
         self.steps = steps if steps is not None else {}
         self.on_steps = on_steps or (lambda rows: None)
         self.batch_size, self.progress = batch_size, progress
-        self.share_descriptions = resolve_sharing(share_descriptions, judge)
+        self.share_descriptions = bool(share_descriptions)  # resolved by the run (decoding.resolve_sharing)
         self.calls: Counter[str] = Counter()
         system_key = judge.options.get("system_prompt")
         self.system = prompts.prompt(system_key) if system_key else None

@@ -112,7 +112,7 @@ def parser() -> argparse.ArgumentParser:
     j.add_argument("--strategy", default="all", choices=("all", "-", *STRATEGIES))
     j.add_argument("--input-type", default=None)
     j.add_argument("--judge-llm", default="qwen25")
-    j.add_argument("--backend", default="auto")
+    j.add_argument("--engine", default="auto", help="auto, transformers, vllm or openai (as 01_infer's engine)")
     j.add_argument("--media-dir", default=None)
     r = cmd["rank"]
     r.add_argument("--human", default=None, help="CSV with name, system_a, system_b, winner (a/b/tie)")
@@ -164,7 +164,7 @@ def _judge(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int
         tag=system_id(folder.resolve().name),
         executor=args.executor, shards=args.shards, workers=args.workers, address=args.address,
         rounds=args.rounds, seed=asked.get("seed", 0), strategy=args.strategy, input_type=args.input_type,
-        judge_llm=args.judge_llm, backend=args.backend, media_dir=args.media_dir,
+        judge_llm=args.judge_llm, engine=args.engine, media_dir=args.media_dir,
     )
     print(summary.to_string(index=False))
     return 0
@@ -198,7 +198,7 @@ def _judge_adaptive(args: argparse.Namespace, entries: pd.DataFrame, folder: Pat
         entries, folder, args.judge[0], batch_size=args.batch_size, max_comparisons=limit, seed=seed, level=args.level,
         training=_training(args), tag=system_id(folder.resolve().name), executor=args.executor, shards=args.shards, workers=args.workers,
         address=args.address, rounds=args.rounds, strategy=args.strategy, input_type=args.input_type,
-        judge_llm=args.judge_llm, backend=args.backend, media_dir=args.media_dir,
+        judge_llm=args.judge_llm, engine=args.engine, media_dir=args.media_dir,
     )
     batches = design.manifest["batches"]
     print(f"adaptive design: {len(design.pairs)} comparisons in {len(batches)} batch(es), stopped: "

@@ -63,15 +63,15 @@ def pairs_digest(pairs: pd.DataFrame) -> str:
 
 def judge_shard(*, judge: str, pairs: pd.DataFrame, names: list[str], dataset: str, store_root: str,
                 rounds: int, seed: int, strategy: str, input_type: str | None, judge_llm: str | None,
-                backend: str, media_dir: str | None) -> list[dict]:
+                engine: str, media_dir: str | None) -> list[dict]:
     """One shard through the study's engine: both orders, into its own run folder of the store.
     The whole pairs table goes along so cross-fitted CPU judges fit exactly as in a full run."""
-    from helpers.run import engine
+    from helpers.run.engine import run
 
     end_with_parent()
-    summary = engine.run(
+    summary = run(
         judge, strategy=strategy, order="both", rounds=rounds, dataset=dataset, input_type=input_type,
-        judge_llm=judge_llm, backend=backend, media_dir=media_dir, output_dir=store_root, seed=seed,
+        judge_llm=judge_llm, engine=engine, media_dir=media_dir, output_dir=store_root, seed=seed,
         pairs=pairs, names=names, progress=False,
     )
     return summary.to_dict("records")
@@ -141,7 +141,7 @@ def judge_tournament(
     strategy: str = "all",
     input_type: str | None = None,
     judge_llm: str | None = "qwen25",
-    backend: str = "auto",
+    engine: str = "auto",
     media_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """Judge every comparison with every judge, ``shards`` shards per judge, on ``executor``.
@@ -177,7 +177,7 @@ def judge_tournament(
             kwargs={"judge": judge, "pairs": judged(judge)[0], "names": chunk,
                     "dataset": f"{judged(judge)[1]}.s{i}of{len(chunks)}",
                     "store_root": str(store_root), "rounds": rounds, "seed": seed, "strategy": strategy,
-                    "input_type": input_type, "judge_llm": judge_llm, "backend": backend,
+                    "input_type": input_type, "judge_llm": judge_llm, "engine": engine,
                     "media_dir": str(media_dir) if media_dir else None},
         )
         for judge in judges for i, chunk in enumerate(chunks)
