@@ -18,6 +18,10 @@ SUMMARY_NOTEBOOKS := $(sort $(wildcard notebooks/09_*.ipynb))
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
+# the notebooks run with notebooks/ as their working directory: a relative data folder is read from here
+ifneq ($(strip $(EMOPREFER_DATA)),)
+export EMOPREFER_DATA := $(abspath $(EMOPREFER_DATA))
+endif
 
 .PHONY: report test test-vllm venv data lint check-python chromium clean-report help
 

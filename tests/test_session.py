@@ -19,11 +19,10 @@ import pytest
 from fake_backend import FAKE_MLLM, FakeBackend
 
 from helpers.data import DataError
-from helpers.judges.base import ENGINES, JudgeSpec, Response
+from helpers.judges.base import ENGINES, STRATEGY_RECORDS, JudgeSpec, Response
 from helpers.run import engine, launch, results, session, store
 from helpers.run.identity import IdentityError
 from helpers.run.session import RAW_MAX_BYTES, PredictionRow, RunSession, StorageError, prediction_row
-from helpers.judges.base import STRATEGY_RECORDS
 from helpers.run.strategies import Item, Pipeline
 
 ROOT = Path(__file__).parents[1]
