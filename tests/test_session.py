@@ -20,9 +20,9 @@ from fake_backend import FAKE_MLLM, FakeBackend
 
 from helpers.data import DataError
 from helpers.judges.base import ENGINES, STRATEGY_RECORDS, JudgeSpec, Response
-from helpers.run import engine, launch, results, session, store
+from helpers.run import engine, launch, results, store
 from helpers.run.identity import IdentityError
-from helpers.run.session import RAW_MAX_BYTES, PredictionRow, RunSession, StorageError, prediction_row
+from helpers.run.store import RAW_MAX_BYTES, PredictionRow, RunSession, StorageError, prediction_row
 from helpers.run.strategies import Item, Pipeline
 
 ROOT = Path(__file__).parents[1]
@@ -56,11 +56,11 @@ def test_no_other_module_builds_a_row_dict_or_writes_a_manifest():
     row_builders, manifest_writers = [], []
     for path in SRC.rglob("*.py"):
         text = path.read_text()
-        if path.name != "session.py" and '"parse_rule":' in text and '"pred":' in text:
+        if path.name != "store.py" and '"parse_rule":' in text and '"pred":' in text:
             row_builders.append(path.name)
         writes = [line for line in text.splitlines() if "manifest" in line.lower()
                   and any(w in line for w in ("write_text(", "json.dump(", "write_manifest(", 'open("w'))]
-        if path.name != "session.py" and writes:
+        if path.name != "store.py" and writes:
             manifest_writers.append((path.name, writes))
     assert row_builders == [] and manifest_writers == []
 
@@ -70,9 +70,9 @@ def test_the_store_columns_are_the_row_schema_and_every_writer_stores_all_of_it(
     summary = cpu_run(tmp_path, JudgeSpec(name="len", family="cpu", backend="cpu",
                                           options={"judge_class": "helpers.judges.cpu:LengthJudge"}))
     rows = store.read_jsonl(tmp_path / summary.loc[0, "run_id"] / "predictions.jsonl")
-    assert rows and all(list(r) == list(session.ROW_FIELDS) for r in rows)
+    assert rows and all(list(r) == list(store.ROW_FIELDS) for r in rows)
     manifest = manifest_in(tmp_path / summary.loc[0, "run_id"])
-    assert manifest["schema_version"] == session.MANIFEST_SCHEMA and manifest["status"] == "complete"
+    assert manifest["schema_version"] == store.MANIFEST_SCHEMA and manifest["status"] == "complete"
 
 
 def test_a_label_outside_the_three_is_refused_before_it_is_stored():
@@ -213,7 +213,7 @@ def test_a_read_only_folder_leaves_no_temp_file_and_names_the_folder(tmp_path, m
             raise OSError(errno.EROFS, "Read-only file system")
         return real(src, dst)
 
-    monkeypatch.setattr(session.os, "replace", read_only)
+    monkeypatch.setattr(store.os, "replace", read_only)
     with pytest.raises(StorageError, match=r"read-only.*choose another store") as failed:
         with RunSession("r", tmp_path, identity={}) as run:
             run.start({"judge": "j"})

@@ -59,8 +59,7 @@ from helpers.data import (
 )
 from helpers.judges.registry import RegistryError, list_judges, load_spec
 from helpers.run.identity import IdentityError, identity_changes, identity_sha256
-from helpers.run.session import RunSession, prediction_row
-from helpers.run.store import make_run_id, now, read_jsonl, read_manifest
+from helpers.run.store import RunSession, make_run_id, now, prediction_row, read_jsonl, read_manifest
 from helpers.run.strategies import STRATEGIES
 
 OFFICIAL = "official-release"

@@ -24,8 +24,16 @@ from helpers.judges.base import ENGINES, STRATEGIES, JudgeSpec
 from helpers.judges.registry import EngineChoice, RunJudges, make_pair_judge, run_judges
 from helpers.run.identity import RunPlan, check_folders, check_identity, plan_runs
 from helpers.run.results import load_run, parse_report, run_metrics
-from helpers.run.session import RunSession, prediction_row, row_key
-from helpers.run.store import load_steps, now, read_jsonl, read_manifest, secrets_from_env
+from helpers.run.store import (
+    RunSession,
+    load_steps,
+    now,
+    prediction_row,
+    read_jsonl,
+    read_manifest,
+    row_key,
+    secrets_from_env,
+)
 from helpers.run.strategies import Item, Pipeline
 
 ORDER_CHOICES = {"normal": ("normal",), "reverse": ("reverse",), "both": ("normal", "reverse")}

@@ -47,8 +47,7 @@ from helpers import prompts
 from helpers.data import RunPairs, label_files  # noqa: F401 (label_files: re-exported, its home is data)
 from helpers.judges.base import STRATEGY_RECORDS, JudgeSpec
 from helpers.judges.registry import RunJudges, import_object
-from helpers.run.session import row_key
-from helpers.run.store import StoreError, make_run_id, read_manifest
+from helpers.run.store import StoreError, make_run_id, read_manifest, row_key
 
 IDENTITY_VERSION = 1
 SPEC_FIELDS = ("name", "family", "checkpoint", "generation", "options", "api_base")

@@ -42,8 +42,7 @@ from helpers.judges.base import (
     strategy_record,
 )
 from helpers.judges.registry import backend_info
-from helpers.run.session import prediction_row, row_key
-from helpers.run.store import now
+from helpers.run.store import now, prediction_row, row_key
 
 MLLM_STEPS = ("S1", "describe", "S2")
 LLM_STEPS = ("S3", "S4_reason", "S4_extract")

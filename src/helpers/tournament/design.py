@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.data import DataError
-from helpers.run.session import RunSession, write_atomic
+from helpers.run.store import RunSession, write_atomic
 from helpers.tournament.table import SEPARATOR, entries_sha256, system_id
 
 DESIGN_FILE = "design.csv"
