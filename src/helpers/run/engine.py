@@ -9,7 +9,6 @@ killed run resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +28,7 @@ from helpers.data import (
     missing_media,
     swap_pairs,
 )
+from helpers.digest import sha256_hex
 from helpers.judges.base import ENGINES, Backend, JudgeSpec
 from helpers.judges.registry import load_spec, make_backend, make_pair_judge, resolve_backend
 from helpers.run.identity import build_identity, check_identity, identity_sha256, label_files
@@ -144,7 +144,7 @@ def pairs_sha256(tables: dict[str, pd.DataFrame]) -> str:
     run and the full run of the same pairs share it; a relabelled or edited pair changes it."""
     columns = [c for c in ("name", "media_name", "a1", "a2", "preference") if c in tables["normal"].columns]
     text = tables["normal"][columns].to_csv(index=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_hex(text)
 
 
 def spec_record(spec: JudgeSpec | None) -> dict | None:
@@ -381,7 +381,7 @@ def run_plans(context: RunContext, tables: dict) -> list[RunPlan]:
             parameters=_identity_parameters(context, strategy), engine=_engines(context.config, spec, llm)["mllm"],
             llm_engine=_engines(context.config, spec, llm)["llm"])
         names = sorted(tables["normal"]["name"])
-        scope = {"samples": len(names), "samples_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
+        scope = {"samples": len(names), "samples_sha256": sha256_hex("\n".join(names)),
                  "orders": list(context.orders), "rounds": context.rounds}
         expected = frozenset(row_key(strategy, o, r, n) for o in context.orders for r in range(context.rounds)
                              for n in tables[o]["name"])

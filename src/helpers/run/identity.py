@@ -37,10 +37,10 @@ refuses resumption by name.
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from helpers import prompts
+from helpers.digest import sha256_hex
 from helpers.judges.base import JudgeSpec
 from helpers.judges.registry import import_object
 from helpers.run.store import StoreError
@@ -121,7 +121,7 @@ def build_identity(*, spec: JudgeSpec, strategy: str, input_type: str, dataset: 
 def identity_sha256(identity: dict) -> str:
     """Digest of an identity (JSON with sorted keys): equal digests, same run."""
     text = json.dumps(identity, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_hex(text)
 
 
 def _flatten(value: object, prefix: str = "") -> dict[str, object]:
