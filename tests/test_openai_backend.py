@@ -143,6 +143,7 @@ def test_server_errors_back_off_exponentially_then_fail_naming_endpoint_and_stat
     message = str(failure.value)
     assert server.url + "/chat/completions" in message and "HTTP 500" in message and "4 attempts" in message
     assert KEY not in message, "the key must never appear in an error"
+    assert f"your key was [redacted:{KEY_ENV}]" in message, "masked as everywhere else (helpers.secrets)"
     assert waits == pytest.approx([0.01, 0.02, 0.04])
     assert len(server.received) == 4
 

@@ -11,29 +11,29 @@ import yaml
 from synthetic import synthetic_predictions, write_predictions
 
 from helpers import data, paths
-from helpers.report.setup import paper_results, setup
+from helpers.report.setup import load_paper_results, setup
 
 needs_data = pytest.mark.skipif(not os.environ.get(data.DATA_ENV), reason=f"${data.DATA_ENV} not set")
 
 
 def test_the_papers_table_is_the_params_file_parsed():
     expected = yaml.safe_load((paths.params_dir() / "paper_results.yaml").read_text(encoding="utf-8"))
-    assert paper_results() == expected
-    assert paper_results()["human_consistency_bound"] == 69.31
+    assert load_paper_results() == expected
+    assert load_paper_results()["human_consistency_bound"] == 69.31
 
 
 def test_an_absent_papers_table_is_empty_and_a_malformed_one_is_refused_by_name(tmp_path):
-    assert paper_results(tmp_path / "absent.yaml") == {}
+    assert load_paper_results(tmp_path / "absent.yaml") == {}
     bad = tmp_path / "paper.yaml"
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ValueError, match=r"paper\.yaml: must be a YAML mapping"):
-        paper_results(bad)
+        load_paper_results(bad)
 
 
 def test_without_predictions_setup_makes_the_folders_and_reads_the_paper(tmp_path):
     ctx = setup(reports_dir=tmp_path / "reports", predictions_dir=tmp_path / "store", predictions=False)
     assert ctx.tables.is_dir() and ctx.figures.is_dir() and ctx.tables == tmp_path / "reports" / "tables"
-    assert ctx.predictions is None and ctx.paper == paper_results()
+    assert ctx.predictions is None and ctx.paper == load_paper_results()
     with pytest.raises(AttributeError):
         ctx.dataset = "emopreferv2"  # frozen: a notebook cannot change what it analyses halfway
 

@@ -337,7 +337,7 @@ def test_a_backend_that_reports_its_key_has_it_masked_before_any_manifest(monkey
     monkeypatch.setenv("EMOPREFER_TEST_API_KEY", "sk-SENTINEL")
     spec = dataclasses.replace(FAKE_MLLM, api_key_env="EMOPREFER_TEST_API_KEY")
     assert "sk-SENTINEL" not in json.dumps(backend_info(Careless(spec)))
-    assert backend_info(Careless(spec))["endpoint"] == "https://x/v1?key=[key]"
+    assert backend_info(Careless(spec))["endpoint"] == "https://x/v1?key=[redacted:EMOPREFER_TEST_API_KEY]"
 
 
 def test_a_given_run_id_is_suffixed_per_strategy(tmp_path):

@@ -37,6 +37,7 @@ import pandas as pd
 import yaml
 
 from helpers import paths
+from helpers.digest import sha256_hex
 
 LABELS = ("a1", "a2", "same")
 FALLBACK_RULE = "default_same"  # the parse_rule of an answer that names no label (scored as same, as the paper does)
@@ -714,8 +715,7 @@ def pairs_sha256(tables: dict[str, pd.DataFrame]) -> str:
     """Content hash of ALL caller-supplied pairs, labels included (no files to hash): a subset
     run and the full run of the same pairs share it; a relabelled or edited pair changes it."""
     columns = [c for c in ("name", "media_name", "a1", "a2", "preference") if c in tables["normal"].columns]
-    text = tables["normal"][columns].to_csv(index=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_hex(tables["normal"][columns].to_csv(index=False))
 
 
 def label_files(data_sha256: dict[str, str], dataset_files: dict[str, str] | None) -> dict[str, str]:

@@ -8,7 +8,6 @@ answers mostly fall through to the default ``same`` is not judging at all.
 
 from __future__ import annotations
 
-import hashlib
 from functools import cache
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import yaml
 
 from helpers import paths
 from helpers.data import FALLBACK_RULE, LABELS, fallback_share  # noqa: F401 - the parser's labels and fallback, defined with the data
+from helpers.digest import PROMPT_HASH_LEN, sha256_hex
 
 PROMPT_KEYS = ("S1", "describe_video", "describe_input", "S2_judge", "S4_reason", "S4_extract", "system_omni")
 
@@ -130,4 +130,4 @@ def parse_label(response: str, *, text_llm: bool = False) -> tuple[str, str]:
 def prompt_hashes(path: str | Path | None = None) -> dict[str, str]:
     """sha256 (first 16 hex digits) of each template, for run manifests: two runs with equal
     hashes sent the same texts."""
-    return {key: hashlib.sha256(text.encode("utf-8")).hexdigest()[:16] for key, text in load_prompts(path).items()}
+    return {key: sha256_hex(text, PROMPT_HASH_LEN) for key, text in load_prompts(path).items()}

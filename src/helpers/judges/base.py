@@ -8,7 +8,6 @@ about transformers, vLLM or HTTP. CPU baselines that read the pair directly impl
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
+
+from helpers.digest import sha256_hex
 
 
 class BackendError(RuntimeError):
@@ -203,4 +204,4 @@ def module_sha256(module: str) -> str:
     path = inspect.getsourcefile(importlib.import_module(module))
     if path is None:
         return "no source"
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_hex(Path(path).read_bytes())

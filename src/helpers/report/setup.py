@@ -6,7 +6,7 @@ the data files as they are now) and refused when there are none, and the paper's
 parsed. Why one function: the notebooks used to repeat these ~30 lines, so a change to where
 tables go or to the "run the judges first" rule had to be made six times.
 
-``params/paper_results.yaml`` is parsed here and nowhere else (:func:`paper_results`); the
+``params/paper_results.yaml`` is parsed here and nowhere else (:func:`load_paper_results`); the
 statistics take the parsed table as an argument.
 """
 
@@ -30,7 +30,7 @@ def paper_file() -> Path:
     return paths.params_dir() / "paper_results.yaml"
 
 
-def paper_results(path: str | Path | None = None) -> dict:
+def load_paper_results(path: str | Path | None = None) -> dict:
     """The numbers reported by the paper (``params/paper_results.yaml`` unless ``path``), parsed.
 
     Empty when the file is absent, so a chapter can say that no reported numbers are shown
@@ -100,5 +100,5 @@ def setup(predictions_dir: str | Path | None = None, reports_dir: str | Path | N
     return Analysis(
         dataset=dataset, data_dir=Path(data_dir) if data_dir else None,
         predictions_dir=Path(predictions_dir) if predictions_dir else paths.predictions_dir(),
-        reports_dir=reports, paper=paper_results(paper), predictions=loaded,
+        reports_dir=reports, paper=load_paper_results(paper), predictions=loaded,
     )

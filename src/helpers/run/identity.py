@@ -38,13 +38,13 @@ refuses resumption by name.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from helpers import prompts
 from helpers.data import RunPairs, label_files  # noqa: F401 (label_files: re-exported, its home is data)
+from helpers.digest import sha256_hex
 from helpers.judges.base import STRATEGY_RECORDS, JudgeSpec
 from helpers.judges.registry import RunJudges, import_object
 from helpers.run.store import StoreError, make_run_id, read_manifest, row_key
@@ -114,7 +114,7 @@ def build_identity(*, spec: JudgeSpec, strategy: str, input_type: str, dataset: 
 def identity_sha256(identity: dict) -> str:
     """Digest of an identity (JSON with sorted keys): equal digests, same run."""
     text = json.dumps(identity, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_hex(text)
 
 
 def _flatten(value: object, prefix: str = "") -> dict[str, object]:
@@ -194,7 +194,7 @@ def plan_runs(judges: RunJudges, pairs: RunPairs, *, dataset: str, seed: int, or
     """One plan per strategy's run folder (``run_id`` names a single strategy's folder, or
     prefixes several): what a run writes and what a grid compares before it calls a cell done."""
     names = pairs.names
-    scope = {"samples": len(names), "samples_sha256": hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest(),
+    scope = {"samples": len(names), "samples_sha256": sha256_hex("\n".join(sorted(names))),
              "orders": list(orders), "rounds": rounds}
     return [_plan(judges, pairs, record.name, dataset=dataset, seed=seed, scope=scope, run_id=run_id,
                   expected=frozenset(row_key(record.name, o, r, n) for o in orders for r in range(rounds)

@@ -56,11 +56,11 @@ import pandas as pd
 from helpers import paths
 from helpers.data import LABELS, ORDERS
 from helpers.run.provenance import git_revision, package_versions
+from helpers.secrets import redact, secrets_from_env  # noqa: F401 - secrets_from_env re-exported for run.engine
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.=-]+$")
 RUN_ID_MAX = 200  # a folder name, far below the 255 bytes file systems allow
 REPLACED_DIR = ".replaced"  # where overwrite=True moves a run folder of another identity
-MIN_SECRET_LEN = 8  # shorter "secrets" would redact ordinary words out of the answers
 MANIFEST_NAME = "manifest.json"
 LOCK_TIMEOUT_ENV = "EMOPREFER_LOCK_TIMEOUT_S"
 DEFAULT_LOCK_TIMEOUT_S = 15 * 60.0
@@ -95,33 +95,6 @@ def check_run_id(run_id: object) -> str:
     if len(run_id) > RUN_ID_MAX:
         raise StoreError(f"run id {run_id[:40]!r}... is {len(run_id)} characters long; at most {RUN_ID_MAX}")
     return run_id
-
-
-def redact(value, secrets: dict[str, str]):
-    """``value`` with every secret replaced by ``[redacted:<VARIABLE>]``, in every string of
-    nested dicts and lists: an endpoint that echoes the Authorization header must not put the
-    key into ``predictions.jsonl``. ``secrets`` maps the variable's NAME to its value."""
-    if not secrets:
-        return value
-    if isinstance(value, dict):
-        return {k: redact(v, secrets) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v, secrets) for v in value]
-    if isinstance(value, str):
-        for name, secret in secrets.items():
-            if secret in value:
-                value = value.replace(secret, f"[redacted:{name}]")
-    return value
-
-
-def secrets_from_env(names) -> dict[str, str]:
-    """The values of the named key variables that are set and long enough to be keys."""
-    found = {}
-    for name in dict.fromkeys(n for n in names if n):
-        value = os.environ.get(name, "")
-        if len(value.strip()) >= MIN_SECRET_LEN:
-            found[name] = value.strip()
-    return found
 
 
 def read_manifest(folder: str | Path) -> dict | None:

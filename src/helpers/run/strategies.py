@@ -21,7 +21,6 @@ texts; the old entries stay in ``steps.jsonl`` (never deleted) and are simply no
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from helpers import prompts
 from helpers.data import media_paths
+from helpers.digest import PROMPT_HASH_LEN, STEP_ID_LEN, sha256_hex
 from helpers.judges.base import (
     STRATEGIES,
     Backend,
@@ -81,7 +81,7 @@ def reason_key(judge: str, input_type: str, llm: str, dataset: str, name: str, o
 def text_hash(text: str | None) -> str | None:
     """sha256 (first 16 hex digits) of a prompt text actually sent, as ``prompts.prompt_hashes``
     reports the templates; None when there is no such text (no system prompt)."""
-    return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return None if text is None else sha256_hex(text, PROMPT_HASH_LEN)
 
 
 def model_identity(spec: JudgeSpec, engine: str | None = None) -> dict:
@@ -96,7 +96,7 @@ def model_identity(spec: JudgeSpec, engine: str | None = None) -> dict:
 def step_identity(**parts: object) -> str:
     """A short, stable digest of ``parts`` (JSON with sorted keys): equal digests, same inputs."""
     text = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    return sha256_hex(text, STEP_ID_LEN)
 
 
 def extract_prompt(reason: str) -> str:

@@ -405,9 +405,10 @@ def human_bound(paper: Mapping | None) -> float | None:
     return walk(paper, False)
 
 
-def paper_results(paper: Mapping | None) -> tuple[pd.DataFrame, float | None]:
-    """The paper's reported judges and its human consistency bound (None when not given), from
-    its parsed results table (None: no table)."""
+def paper_rows(paper: Mapping | None) -> tuple[pd.DataFrame, float | None]:
+    """The paper's reported judges (:func:`reported_judges`) and its human consistency bound
+    (:func:`human_bound`; None when not given), from its table as
+    ``helpers.report.setup.load_paper_results`` parsed it (None: no table)."""
     return reported_judges(paper), human_bound(paper)
 
 

@@ -14,7 +14,6 @@ by :func:`read_design` with the command that redraws it, never judged or ranked 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.data import DataError
+from helpers.digest import sha256_hex
 from helpers.run.store import RunSession, write_atomic
 from helpers.tournament.table import SEPARATOR, entries_sha256, system_id
 
@@ -108,7 +108,7 @@ def write_design(design: Design, folder: str | Path) -> Path:
         raise DataError(f"--out {folder} is a file, not a folder: name a folder for the tournament")
     folder.mkdir(parents=True, exist_ok=True)
     data = design_bytes(design.pairs)
-    design.manifest["design_sha256"] = hashlib.sha256(data).hexdigest()
+    design.manifest["design_sha256"] = sha256_hex(data)
     write_atomic(folder / DESIGN_FILE, data, durable=True)  # whole or not at all, on disk before its manifest
     RunSession.record(folder, design.manifest)  # the store's one manifest writer (atomic, clear disk errors); after the design it commits
     return folder
@@ -152,7 +152,7 @@ def read_design(folder: str | Path) -> Design:
     if recorded is None:
         raise DataError(f"{folder / MANIFEST_FILE} records no design_sha256 (drawn by an older version), so "
                         f"{DESIGN_FILE} cannot be verified; {_redraw(folder)}")
-    if hashlib.sha256(data).hexdigest() != recorded:
+    if sha256_hex(data) != recorded:
         rows = data.count(b"\n") - 1
         raise DataError(f"{folder / DESIGN_FILE} was changed after it was drawn (truncated or edited: {rows} rows, "
                         f"the manifest records {manifest.get('n_comparisons')}; its SHA-256 differs from the "

@@ -14,7 +14,6 @@ orphan writing into the store; an interrupt (SIGINT) of the parent terminates th
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import multiprocessing
 import os
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.data import DataError
+from helpers.digest import PAIRS_DIGEST_LEN, sha256_hex
 from helpers.stats.bt import adaptive_pairs, adjacent_separated, fit_with_covariance
 from helpers.tournament.design import (
     Design,
@@ -58,7 +58,7 @@ def pairs_digest(pairs: pd.DataFrame) -> str:
     name, so editing a description (or the emotion-word list) starts fresh run folders instead of
     resuming predictions made on the old texts."""
     rows = sorted(zip(pairs["name"], pairs["a1"], pairs["a2"], strict=True))
-    return hashlib.sha256(json.dumps(rows).encode("utf-8")).hexdigest()[:10]
+    return sha256_hex(json.dumps(rows), PAIRS_DIGEST_LEN)
 
 
 def judge_shard(*, judge: str, pairs: pd.DataFrame, names: list[str], dataset: str, store_root: str,

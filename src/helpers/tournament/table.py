@@ -12,7 +12,6 @@ column and value at once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers.data import NAME_RULE, DataError, read_csv, safe_name
+from helpers.digest import SYSTEM_ID_LEN, sha256_hex
 
 COLUMNS = ("name", "system", "description")
 SEPARATOR = "__"
@@ -35,7 +35,7 @@ def system_id(system: str) -> str:
     if SAFE_ID.fullmatch(system) and SEPARATOR not in system and ".." not in system:
         return system
     slug = re.sub(r"[^A-Za-z0-9.-]+", "-", system).replace("..", ".").strip("-.")[:40] or "system"
-    return f"{slug}-{hashlib.sha256(system.encode('utf-8')).hexdigest()[:8]}"
+    return f"{slug}-{sha256_hex(system, SYSTEM_ID_LEN)}"
 
 
 def _where(frame: pd.DataFrame, i: int) -> str:
@@ -153,4 +153,4 @@ def entries_sha256(entries: pd.DataFrame) -> str:
     with a changed table (a new system, an edited text) is refused instead of silently using a
     design drawn from the old one."""
     rows = sorted(zip(entries["name"], entries["system"], entries["description"], strict=True))
-    return hashlib.sha256(json.dumps(rows).encode("utf-8")).hexdigest()
+    return sha256_hex(json.dumps(rows))

@@ -1,0 +1,40 @@
+"""One masker for API keys (``helpers.secrets``): the predictions store, the run manifests, the
+backends' reported info and the OpenAI backend's error messages all mask through it."""
+
+from __future__ import annotations
+
+from helpers.secrets import MIN_SECRET_LEN, redact, secrets_from_env
+
+KEY = "sk-test-0123456789"
+
+
+def test_every_string_of_nested_dicts_lists_and_tuples_is_masked_with_the_variables_name():
+    value = {"raw": f"Bearer {KEY}", "rows": [KEY, ("x", f"{KEY}{KEY}")], "n": 3, "none": None,
+             "deep": {"url": f"https://x/v1?key={KEY}"}}
+    got = redact(value, {"MY_KEY": KEY})
+    assert got == {"raw": "Bearer [redacted:MY_KEY]", "rows": ["[redacted:MY_KEY]", ["x", "[redacted:MY_KEY][redacted:MY_KEY]"]],
+                   "n": 3, "none": None, "deep": {"url": "https://x/v1?key=[redacted:MY_KEY]"}}
+    assert redact(f"a {KEY} b", {"MY_KEY": KEY}) == "a [redacted:MY_KEY] b"
+    assert value["raw"] == f"Bearer {KEY}", "the input is not changed in place"
+
+
+def test_each_of_several_secrets_is_named_and_no_secrets_changes_nothing():
+    assert redact(["one-secret-value", "two-secret-value"], {"A": "one-secret-value", "B": "two-secret-value"}) \
+        == ["[redacted:A]", "[redacted:B]"]
+    value = {"t": (1, 2)}
+    assert redact(value, {}) is value and redact(value, None) is value
+
+
+def test_a_value_shorter_than_min_secret_len_is_not_a_secret():
+    short = "x" * (MIN_SECRET_LEN - 1)
+    assert redact(f"text {short} text", {"SHORT": short}) == f"text {short} text"
+    assert redact(f"a{'k' * MIN_SECRET_LEN}a", {"LONG": "k" * MIN_SECRET_LEN}) == "a[redacted:LONG]a"
+    assert redact(f"Bearer {KEY}", {"NL": f"{KEY}\n"}) == "Bearer [redacted:NL]", "compared stripped"
+
+
+def test_secrets_come_from_the_named_variables_that_hold_a_key(monkeypatch):
+    monkeypatch.setenv("EMOPREFER_TEST_KEY_A", f" {KEY}\n")
+    monkeypatch.setenv("EMOPREFER_TEST_KEY_SHORT", "EMPTY")
+    monkeypatch.delenv("EMOPREFER_TEST_KEY_UNSET", raising=False)
+    names = ["EMOPREFER_TEST_KEY_A", None, "EMOPREFER_TEST_KEY_SHORT", "EMOPREFER_TEST_KEY_UNSET", "EMOPREFER_TEST_KEY_A"]
+    assert secrets_from_env(names) == {"EMOPREFER_TEST_KEY_A": KEY}
