@@ -39,7 +39,7 @@ def test_whole_digests_of_text_and_bytes_equal_hashlibs():
 def test_every_shortened_use_gives_the_digest_it_gave_before():
     templates = prompts.load_prompts()
     assert prompts.prompt_hashes() == {key: hashlib_hex(text)[:16] for key, text in templates.items()}
-    assert strategies.text_hash(SAMPLE) == hashlib_hex(SAMPLE)[:16] and strategies.text_hash(None) is None
+    assert prompts.text_hash(SAMPLE) == hashlib_hex(SAMPLE)[:16] and prompts.text_hash(None) is None
     parts = {"step": "describe", "checkpoint": "x/y", "prompts": {"describe": "0123"}}
     assert strategies.step_identity(**parts) == hashlib_hex(json.dumps(parts, sort_keys=True, ensure_ascii=False))[:12]
     pairs = pd.DataFrame({"name": ["b", "a"], "a1": ["t1", "t2"], "a2": ["u1", "u2"]})

@@ -645,6 +645,8 @@ class RunPairs:
     tables: dict[str, pd.DataFrame]
     data_sha256: dict[str, str]
     identity_data: dict[str, str]
+    samples_sha256: str
+    """sha256 of the chosen names, sorted (a run folder's scope records which samples a session asked for)."""
 
     @property
     def names(self) -> list[str]:
@@ -666,10 +668,13 @@ def run_pairs(dataset: str, pairs: pd.DataFrame | None = None, data_dir: str | P
     chosen = select_pairs(full["normal"], names, limit)
     tables = {o: t.set_index("name").loc[chosen["name"]].reset_index() for o, t in full.items()}
     if pairs is None:
-        hashes, files = data_sha256(dataset, data_dir), dataset_spec(dataset).files
+        hashes = data_sha256(dataset, data_dir)
+        identity_data = label_files(hashes, dataset_spec(dataset).files)
     else:
-        hashes, files = {"pairs": pairs_sha256(full)}, None
-    return RunPairs(full=full, tables=tables, data_sha256=hashes, identity_data=label_files(hashes, files))
+        hashes = {"pairs": pairs_sha256(full)}  # a caller's pairs have no files: their content is hashed
+        identity_data = dict(hashes)
+    return RunPairs(full=full, tables=tables, data_sha256=hashes, identity_data=identity_data,
+                    samples_sha256=sha256_hex("\n".join(sorted(chosen["name"]))))
 
 
 def select_pairs(pairs: pd.DataFrame, names: Iterable[str] | None = None, limit: int | None = None) -> pd.DataFrame:

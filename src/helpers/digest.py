@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 
 PROMPT_HASH_LEN = 16
-"""``prompts.prompt_hashes`` (templates) and ``run.strategies.text_hash`` (texts actually sent):
+"""``prompts.prompt_hashes`` (templates) and ``prompts.text_hash`` (texts actually sent):
 64 bits, part of every run identity (``run.identity.prompt_identity``) and of the cached steps'
 identities, where a collision would call two different prompts the same; still short enough to
 read beside the template's name in a manifest."""

@@ -130,4 +130,11 @@ def parse_label(response: str, *, text_llm: bool = False) -> tuple[str, str]:
 def prompt_hashes(path: str | Path | None = None) -> dict[str, str]:
     """sha256 (first 16 hex digits) of each template, for run manifests: two runs with equal
     hashes sent the same texts."""
-    return {key: sha256_hex(text, PROMPT_HASH_LEN) for key, text in load_prompts(path).items()}
+    return {key: text_hash(text) for key, text in load_prompts(path).items()}
+
+
+def text_hash(text: str | None) -> str | None:
+    """The hash of a prompt: sha256 (first 16 hex digits) of a template or of a text actually
+    sent (a filled describe prompt, a system prompt), so the two compare; None when there is no
+    such text (no system prompt)."""
+    return None if text is None else sha256_hex(text, PROMPT_HASH_LEN)

@@ -194,7 +194,7 @@ def plan_runs(judges: RunJudges, pairs: RunPairs, *, dataset: str, seed: int, or
     """One plan per strategy's run folder (``run_id`` names a single strategy's folder, or
     prefixes several): what a run writes and what a grid compares before it calls a cell done."""
     names = pairs.names
-    scope = {"samples": len(names), "samples_sha256": sha256_hex("\n".join(sorted(names))),
+    scope = {"samples": len(names), "samples_sha256": pairs.samples_sha256,
              "orders": list(orders), "rounds": rounds}
     return [_plan(judges, pairs, record.name, dataset=dataset, seed=seed, scope=scope, run_id=run_id,
                   expected=frozenset(row_key(record.name, o, r, n) for o in orders for r in range(rounds)

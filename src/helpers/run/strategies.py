@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from helpers import prompts
 from helpers.data import media_paths
-from helpers.digest import PROMPT_HASH_LEN, STEP_ID_LEN, sha256_hex
+from helpers.digest import STEP_ID_LEN, sha256_hex
 from helpers.judges.base import (
     STRATEGIES,
     Backend,
@@ -76,12 +76,6 @@ ORDER_SEED_OFFSET = {"normal": 0, "reverse": 1_000_003}
 def reason_key(judge: str, input_type: str, llm: str, dataset: str, name: str, order: str, rnd: int,
                seed: int, identity: str) -> str:
     return f"S4_reason|{judge}|{input_type}|{llm}|{dataset}|{name}|{order}|r{rnd}|seed={seed}|id={identity}"
-
-
-def text_hash(text: str | None) -> str | None:
-    """sha256 (first 16 hex digits) of a prompt text actually sent, as ``prompts.prompt_hashes``
-    reports the templates; None when there is no such text (no system prompt)."""
-    return None if text is None else sha256_hex(text, PROMPT_HASH_LEN)
 
 
 def model_identity(spec: JudgeSpec, engine: str | None = None) -> dict:
@@ -151,14 +145,15 @@ class Pipeline:
         system_key = judge.options.get("system_prompt")
         self.system = prompts.prompt(system_key) if system_key else None
         self.describe_prompt = prompts.build_describe(judge.options.get("describe_prompt", "describe_input"))
-        self.prompt_hashes = {"describe": text_hash(self.describe_prompt),
-                              "system": text_hash(self.system or judge.options.get("system"))}
+        self.prompt_hashes = {"describe": prompts.text_hash(self.describe_prompt),
+                              "system": prompts.text_hash(self.system or judge.options.get("system"))}
+        self.reason_hashes = {"S4_reason": prompts.text_hash(prompts.prompt("S4_reason"))}
         engines = engines or {}
         self.describe_id = step_identity(step="describe", **model_identity(judge, engines.get("mllm")),
                                          prompts=self.prompt_hashes)
         self.reason_id = None if llm_spec is None else step_identity(
             step="S4_reason", description=self.describe_id, **model_identity(llm_spec, engines.get("llm")),
-            prompts={"S4_reason": text_hash(prompts.prompt("S4_reason"))})
+            prompts=self.reason_hashes)
         self.backend_info: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ backends
@@ -271,8 +266,7 @@ class Pipeline:
             "key": response.key, "step": step, "judge": self.judge.name, "llm": llm,
             "identity": self.reason_id if reason else self.describe_id, "checkpoint": self.judge.checkpoint,
             "llm_checkpoint": self.llm_spec.checkpoint if reason else None,
-            "prompt_hashes": {**self.prompt_hashes, **({"S4_reason": text_hash(prompts.prompt("S4_reason"))}
-                                                       if reason else {})},
+            "prompt_hashes": {**self.prompt_hashes, **(self.reason_hashes if reason else {})},
             "input_type": self.input_type, "dataset": self.dataset,
             "name": item.media_name if step == "describe" else item.name,
             "round": item.round, "order": order,
