@@ -29,10 +29,14 @@ without mixing anything. The scope of each session is recorded in ``manifest["sc
 ``helpers.run.launch`` checks that a folder holds every row a cell asks for.
 
 To add a run parameter that changes predictions, pass it in ``parameters`` of
-:func:`build_identity` -- in ``helpers.run.engine`` that is a ``RunConfig`` field (the one schema
-of run parameters: 01_infer and the grid derive theirs from it) which ``_identity_parameters``
-adds (as description sharing enters, resolved, as ``descriptions_shared``); a changed value then
-refuses resumption by name.
+:func:`build_identity` -- that is a ``RunConfig`` field of ``helpers.run.engine`` (the one schema
+of run parameters: 01_infer and the grid derive theirs from it), resolved where the run's judges
+or pairs are (``RunJudges``, ``RunPairs``), which :func:`plan_runs` adds (as description sharing
+enters, resolved, as ``descriptions_shared``); a changed value then refuses resumption by name.
+
+:func:`plan_runs` turns a run's judges and pairs into one :class:`RunPlan` per run folder (its
+id, identity, scope and the row keys it must hold), and :func:`check_folders` refuses, before any
+model loads, a folder that holds a run of another identity.
 """
 
 from __future__ import annotations
