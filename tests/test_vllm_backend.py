@@ -207,7 +207,7 @@ def run_vllm(judge, tmp_path, **kwargs):
     from helpers.run import engine
 
     return engine.run(judge, "S1", pairs=text_pairs(20), rounds=1, output_dir=tmp_path, dataset="toy",
-                      backend="vllm", progress=False, **kwargs)
+                      engine="vllm", progress=False, **kwargs)
 
 
 def test_vllm_receives_all_pending_requests_of_a_shard_in_one_chunk_not_batch_size(folders, tmp_path, monkeypatch):
