@@ -20,7 +20,7 @@ from tiny_models import VIDEO_PIXELS, build_omni_thinker, build_text_lm, write_m
 from helpers import paths
 from helpers.judges.base import JudgeSpec
 from helpers.run import engine
-from helpers.run.store import load_predictions
+from helpers.run.store import read_predictions
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("offline")]
 
@@ -54,7 +54,7 @@ def test_tiny_omni_and_text_llm_run_all_strategies_both_orders_and_resume(tmp_pa
                           pairs=pairs, media_dir=media_dir, output_dir=out, progress=False)
 
     first = run()
-    table = load_predictions(out)
+    table = read_predictions(out)
     assert len(table) == 4 * 2 * 2 * 2  # strategies x orders x rounds x pairs
     assert table.groupby("strategy").size().to_dict() == {"S1": 8, "S2": 8, "S3": 8, "S4": 8}
     assert set(table["pred"]) <= {"a1", "a2", "same"}
@@ -64,7 +64,7 @@ def test_tiny_omni_and_text_llm_run_all_strategies_both_orders_and_resume(tmp_pa
 
     again = run()
     assert all(not c for c in again["calls"]), "a finished run resumes without calling any model"
-    assert len(load_predictions(out)) == len(table)
+    assert len(read_predictions(out)) == len(table)
 
 
 DATA = os.environ.get("EMOPREFER_DATA")
@@ -107,7 +107,7 @@ def test_infer_notebook_runs_tiny_judges_by_name_from_their_yaml(tmp_path, monke
         parameters={"model": "tiny_omni", "judge_llm": "tiny_llm", "engine": "transformers", "rounds": 1,
                     "names": names, "media_dir": str(media_dir), "output_dir": str(store), "data_dir": DATA},
     )
-    table = load_predictions(store)
+    table = read_predictions(store)
     assert len(table) == 4 * 2 * 1 * 2  # S1-S4 x both orders x 1 round x 2 pairs
     assert set(table["name"]) == set(names) and set(table["judge"]) == {"tiny_omni"}
     manifests = [json.loads(p.read_text()) for p in store.glob("*/manifest.json")]

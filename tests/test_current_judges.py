@@ -41,7 +41,7 @@ from helpers.judges.registry import decoding_line, engine_line, load_spec, make_
 from helpers.judges.vllm import build_inputs, engine_kwargs, load_chat_template, sampling_kwargs
 from helpers.report.protocol import protocol_card
 from helpers.run import engine
-from helpers.run.store import load_predictions
+from helpers.run.store import read_predictions
 
 pytestmark = pytest.mark.usefixtures("offline")
 
@@ -264,7 +264,7 @@ def test_a_current_judge_and_qwen3_8b_run_s1_to_s4_in_both_orders(name, tiny, tm
     out = tmp_path / "predictions"
     result = engine.run(judge, strategy="all", order="both", rounds=1, judge_llm=llm, engine="transformers",
                         pairs=pairs, media_dir=media_dir, output_dir=out, progress=False)
-    table = load_predictions(out)
+    table = read_predictions(out)
     assert table.groupby("strategy").size().to_dict() == {"S1": 4, "S2": 4, "S3": 4, "S4": 4}
     assert set(table["pred"]) <= {"a1", "a2", "same"} and set(table["judge"]) == {name}
     assert not table.duplicated(["strategy", "order", "round", "name"]).any()

@@ -16,7 +16,7 @@ from sklearn.metrics import f1_score
 
 from helpers import paths
 from helpers.run import launch
-from helpers.run.store import load_predictions
+from helpers.run.store import read_predictions
 
 DATA = os.environ.get("EMOPREFER_DATA")
 NOTEBOOK = paths.project_root() / "notebooks" / "01_infer.ipynb"
@@ -37,7 +37,7 @@ def test_length_judge_notebook_writes_every_pair_order_and_round_and_a_manifest(
         str(NOTEBOOK), str(out), cwd=str(NOTEBOOK.parent), progress_bar=False,
         parameters={"model": "length", "strategy": "S1", "rounds": 2, "output_dir": str(tmp_path / "store")},
     )
-    table = load_predictions(tmp_path / "store")
+    table = read_predictions(tmp_path / "store")
     assert len(table) == 574 * 2 * 2
     assert table.groupby(["order", "round"]).size().eq(574).all()
     assert not table.duplicated(["order", "round", "name"]).any()
@@ -99,7 +99,7 @@ def test_grid_runs_present_cpu_judges_skips_missing_ones_and_finished_cells(tmp_
     assert first.loc["not_written_yet", "status"] == "skipped"
     assert "no params/models/not_written_yet.yaml" in first.loc["not_written_yet", "reason"]
     assert (tmp_path / "runs" / "grid_small" / "always_a1.ipynb").is_file()
-    assert len(load_predictions(tmp_path / "store")) == 20 * 2
+    assert len(read_predictions(tmp_path / "store")) == 20 * 2
 
     second = launch.run_grid(file, log=messages.append).set_index("cell")
     assert second.loc["always_a1", "reason"] == "finished earlier"
@@ -149,7 +149,7 @@ def test_notebook_runs_all_strategies_through_the_real_transformers_backend(tmp_
         parameters={"model": "tiny_text", "strategy": "all", "judge_llm": "tiny_text", "rounds": 1, "limit": 3,
                     "engine": "transformers", "output_dir": str(store)},
     )
-    table = load_predictions(store)
+    table = read_predictions(store)
     assert table.groupby("strategy").size().to_dict() == {"S1": 6, "S2": 6, "S3": 6, "S4": 6}
     assert set(table["pred"]) <= {"a1", "a2", "same"} and table["raw"].map(len).gt(0).all()
     manifests = {m["strategy"]: m for m in (json.loads(f.read_text()) for f in store.glob("*/manifest.json"))}
@@ -170,7 +170,7 @@ def test_limit_and_names_select_pairs_and_a_model_judge_without_media_lists_all_
     from helpers.run import engine
 
     summary = engine.run("length", limit=10, rounds=1, output_dir=tmp_path / "store", progress=False)
-    table = load_predictions(tmp_path / "store")
+    table = read_predictions(tmp_path / "store")
     assert summary.loc[0, "rows"] == len(table) == 10 * 2
     assert table.loc[table["order"] == "normal", "name"].tolist() == csv("preference_emoprefer.csv")["name"][:10].tolist()
     (tmp_path / "media").mkdir()

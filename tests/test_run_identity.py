@@ -27,7 +27,7 @@ from helpers.data import DataError, data_sha256, swap_label
 from helpers.judges.base import JudgeSpec
 from helpers.run import engine, launch, results
 from helpers.run.identity import IdentityError, build_identity, identity_changes
-from helpers.run.store import RunStore, StoreError, load_predictions, read_jsonl
+from helpers.run.store import RunStore, StoreError, read_jsonl, read_predictions
 from helpers.stats import metrics
 
 TESTS = Path(__file__).parent
@@ -112,7 +112,7 @@ def test_relabelled_data_is_not_resumed_into_stale_rows_or_scored_with_stale_lab
     relabelled = pd.read_csv(new / FILES[0], dtype=str, keep_default_na=False)
     normal = table[table["order"] == "normal"].set_index("name").loc[relabelled["name"]]
     assert normal["gt"].tolist() == relabelled["preference"].tolist()
-    assert paper_waf(table) == pytest.approx(paper_waf(load_predictions(tmp_path / "fresh")))
+    assert paper_waf(table) == pytest.approx(paper_waf(read_predictions(tmp_path / "fresh")))
     moved = list((store / ".replaced").iterdir())
     stale = pd.DataFrame(read_jsonl(moved[0] / "predictions.jsonl"))  # the old rows with their old gt
     assert paper_waf(stale) != pytest.approx(paper_waf(table))  # what resuming would have reported
@@ -350,7 +350,7 @@ def test_the_unparsed_warning_threshold_is_a_parameter(tmp_path):
     assert manifest_in(summary.loc[0, "folder"])["warnings"] == []
     ordinary = fake_run(tmp_path / "ordinary")  # the fake answers "no idea" 1 time in 6: below 50 %
     share = manifest_in(ordinary.loc[0, "folder"])["parse"]["unparsed_pct"]
-    rows = load_predictions(tmp_path / "ordinary")
+    rows = read_predictions(tmp_path / "ordinary")
     assert share == pytest.approx(100 * (rows["parse_rule"] == "default_same").mean(), abs=0.01)
 
 
@@ -382,4 +382,4 @@ def test_a_folder_with_rows_but_no_recorded_identity_is_refused_then_replaced_on
         fake_run(tmp_path, rounds=1)
     summary = fake_run(tmp_path, rounds=1, overwrite=True)
     assert summary.loc[0, "rows_new"] == 6 * 2 and len(list((tmp_path / ".replaced").iterdir())) == 1
-    assert load_predictions(tmp_path)["run_id"].tolist() == ["fake_mllm__S1__text__toy"] * 12  # old rows unseen
+    assert read_predictions(tmp_path)["run_id"].tolist() == ["fake_mllm__S1__text__toy"] * 12  # old rows unseen

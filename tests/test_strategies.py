@@ -16,7 +16,7 @@ from helpers import paths, prompts
 from helpers.data import DataError
 from helpers.judges.base import JudgeSpec
 from helpers.run import engine
-from helpers.run.store import StoreError, load_predictions, load_steps
+from helpers.run.store import StoreError, load_steps, read_predictions
 
 N, R = 5, 2
 
@@ -92,13 +92,13 @@ def test_full_grid_makes_exactly_the_calls_the_sharing_implies(tmp_path):
     seen = recorder.requests("fake_mllm") + recorder.requests("fake_llm")
     assert len(seen) == sum(calls.values())
     assert len({r.key for r in seen}) == len(seen)
-    assert len(load_predictions(tmp_path)) == 4 * N * 2 * R
+    assert len(read_predictions(tmp_path)) == 4 * N * 2 * R
 
 
 def test_descriptions_are_shared_across_orders_and_strategies(tmp_path):
     recorder = Recorder()
     run(tmp_path, recorder)
-    table = load_predictions(tmp_path)
+    table = read_predictions(tmp_path)
     described = table[table["strategy"].isin(["S2", "S3", "S4"])]
     keys = described["steps"].map(lambda s: s["describe"])
     # one description key per (sample, round), whatever the order or strategy
@@ -135,7 +135,7 @@ def test_reverse_order_swaps_texts_and_labels(tmp_path):
     by_key = {r.key: r for r in recorder.requests("fake_mllm")}
     pair = toy_pairs().iloc[1]
     assert by_key["S1|reverse|r0|s01"].prompt == prompts.build_s1(pair.a2, pair.a1)
-    table = load_predictions(tmp_path).set_index(["order", "name"])
+    table = read_predictions(tmp_path).set_index(["order", "name"])
     assert table.loc[("normal", "s01"), "gt"] == "a2"
     assert table.loc[("reverse", "s01"), "gt"] == "a1"
     assert table.loc[("reverse", "s02"), "gt"] == "same"
@@ -152,7 +152,7 @@ def test_each_round_is_a_fresh_generation_with_its_own_seed(tmp_path):
 def test_predictions_follow_the_parsing_rule(tmp_path):
     recorder = Recorder()
     run(tmp_path, recorder)
-    table = load_predictions(tmp_path)
+    table = read_predictions(tmp_path)
     for row in table.itertuples():
         label, rule = prompts.parse_label(row.raw, text_llm=row.strategy in ("S3", "S4"))
         assert (row.pred, row.parse_rule) == (label, rule)
@@ -208,7 +208,7 @@ def test_a_run_folder_is_not_resumed_with_other_weights_under_the_same_name(tmp_
     bigger_batches = dataclasses.replace(FAKE_MLLM, batch_size=7)  # not part of the identity
     assert len(engine.run(bigger_batches, "S1", pairs=toy_pairs(), rounds=R, output_dir=tmp_path, progress=False,
                           engine=Recorder(), dataset="toy")) == 1
-    assert len(load_predictions(tmp_path)) == N * 2 * R
+    assert len(read_predictions(tmp_path)) == N * 2 * R
 
 
 def test_an_edited_description_prompt_regenerates_the_descriptions(tmp_path, monkeypatch):
@@ -266,7 +266,7 @@ def test_missing_media_stops_the_run_with_the_full_list(tmp_path):
     assert recorder.made == []
     # restricting the run to present media works
     run(tmp_path / "store", recorder, strategy="S1", media_dir=media, input_type="audio", names=["s00"])
-    assert len(load_predictions(tmp_path / "store")) == 2 * R
+    assert len(read_predictions(tmp_path / "store")) == 2 * R
 
 
 def test_backend_choice_is_recorded_and_an_api_judge_keeps_a_local_text_llm(tmp_path, monkeypatch):
@@ -389,7 +389,7 @@ def test_a_sampling_judge_describes_each_order_afresh_by_default_as_the_paper(tm
     for r in described:
         by_order.setdefault(r.key.split("|")[4], set()).add(r.seed)
     assert by_order == {"normal": {0, 1}, "reverse": {1_000_003, 1_000_004}}, "the reversed order is a fresh sample"
-    table = load_predictions(tmp_path)
+    table = read_predictions(tmp_path)
     s2 = table[table["strategy"] == "S2"]
     assert s2.groupby(["name", "round"])["steps"].apply(lambda s: len({x["describe"] for x in s})).eq(2).all()
     manifest = json.loads((Path(summary.loc[1, "folder"]) / "manifest.json").read_text())

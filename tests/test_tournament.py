@@ -181,6 +181,21 @@ def test_the_engine_judges_every_comparison_in_both_orders(tmp_path):
     assert (alpha["winner"] == "a").all() and (comps["consistency"] == 1).all()
 
 
+def test_a_hand_edited_verdict_is_refused_by_the_tournament_as_by_the_benchmark(tmp_path):
+    """Observed: the tournament read the store raw, so a ``banana`` verdict reached the ranking;
+    it now reads through the benchmark's checked loader and names the folder and the key."""
+    table = long_table(3, systems=("alpha", "beta"))
+    pairs = T.to_pairs(T.design_pairs(table).pairs, table)
+    summary = T.judge_tournament(pairs, ["length"], tmp_path, tag="t")
+    file = Path(tmp_path) / summary.loc[0, "run_id"] / "predictions.jsonl"
+    lines = file.read_text().splitlines()
+    row = json.loads(lines[0])
+    file.write_text("\n".join([json.dumps(row | {"pred": "banana"}), *lines[1:]]) + "\n")
+    with pytest.raises(DataError, match=r"pred 'banana' is not one of a1, a2, same") as refused:
+        T.tournament_predictions(tmp_path, pairs)
+    assert str(file) in str(refused.value) and row["key"] in str(refused.value)
+
+
 def test_edited_texts_are_judged_afresh_not_resumed_from_the_old_texts(tmp_path):
     table = long_table(3, systems=("alpha", "beta"))
     pairs = T.to_pairs(T.design_pairs(table).pairs, table)

@@ -232,9 +232,9 @@ def adaptive_table(path, n_samples=40, n_systems=5):
 
 
 def stored_rows(out) -> int:
-    from helpers.run.store import load_predictions
+    from helpers.run.store import read_predictions
 
-    return len(load_predictions(out / "predictions"))
+    return len(read_predictions(out / "predictions"))
 
 
 def test_adaptive_judging_records_every_batch_resumes_and_repeats_from_the_seed(tmp_path, capsys):

@@ -219,18 +219,18 @@ def test_vllm_receives_all_pending_requests_of_a_shard_in_one_chunk_not_batch_si
 
 def test_vllm_chunks_are_stored_as_they_finish_so_a_killed_run_resumes(folders, tmp_path, monkeypatch):
     from helpers.judges import vllm as vllm_backend
-    from helpers.run.store import load_predictions
+    from helpers.run.store import read_predictions
 
     monkeypatch.setattr(vllm_backend.VLLMBackend, "chunk_size", 16)
     judge = spec("qwen25", folders["text"], batch_size=4, input_type="text")
     killed = FakeVLLM(fail_on_call=3).install(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_vllm(judge, tmp_path)
-    assert killed.calls == [16, 16, 8] and len(load_predictions(tmp_path)) == 32
+    assert killed.calls == [16, 16, 8] and len(read_predictions(tmp_path)) == 32
     again = FakeVLLM().install(monkeypatch)
     run_vllm(judge, tmp_path)
     assert again.calls == [8], "only the chunk that never came back is asked again"
-    table = load_predictions(tmp_path)
+    table = read_predictions(tmp_path)
     assert len(table) == 40 and not table.duplicated("key").any()
 
 

@@ -443,7 +443,7 @@ def collect(analysis: Analysis) -> Context:
     reports, predictions_root = analysis.reports_dir, analysis.predictions_dir
     context = Context(
         dataset=analysis.dataset, reports_dir=reports, predictions_dir=predictions_root,
-        registry=read_registry(), overview=runs_overview(store.load_predictions(predictions_root)),
+        registry=read_registry(), overview=runs_overview(store.read_predictions(predictions_root)),
         metrics=read_metrics(reports), paper=analysis.paper,
         prompts=load_prompts() if prompts_file().is_file() else None,
         manifests=read_manifests(predictions_root),

@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from helpers import prompts
-from helpers.data import RunPairs, label_files  # noqa: F401 (label_files: re-exported, its home is data)
+from helpers.data import RunPairs
 from helpers.digest import sha256_hex
 from helpers.judges.base import STRATEGY_RECORDS, JudgeSpec
 from helpers.judges.registry import RunJudges, import_object
@@ -233,4 +233,4 @@ def check_folders(plans: Sequence[RunPlan], root: Path) -> None:
 
 
 __all__ = ["IDENTITY_VERSION", "IdentityError", "build_identity", "identity_sha256", "identity_changes",
-           "check_identity", "prompt_keys", "spec_identity", "label_files", "RunPlan", "plan_runs", "check_folders"]
+           "check_identity", "prompt_keys", "spec_identity", "RunPlan", "plan_runs", "check_folders"]

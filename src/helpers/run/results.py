@@ -20,9 +20,17 @@ from pathlib import Path
 import pandas as pd
 
 from helpers import paths, prompts
-from helpers.data import LABELS, ORDERS, DataError, data_sha256, dataset_spec, dataset_specs, load_pairs
+from helpers.data import (
+    LABELS,
+    ORDERS,
+    DataError,
+    data_sha256,
+    dataset_spec,
+    dataset_specs,
+    label_files,
+    load_pairs,
+)
 from helpers.run import store
-from helpers.run.identity import label_files
 from helpers.stats import metrics
 from helpers.stats.metrics import check_predictions
 
@@ -33,7 +41,7 @@ def stored_rows(root: str | Path | None = None, run_ids: Iterable[str] | None = 
     folder. A hand-edited or duplicated line is refused naming the folder and the key, never
     scored (a ``banana`` would otherwise count as a wrong answer, a duplicate twice)."""
     root = Path(root) if root is not None else paths.predictions_dir()
-    table = store.load_predictions(root)
+    table = store.read_predictions(root)
     if run_ids is not None:
         table = table[table["run_id"].isin(set(run_ids))].reset_index(drop=True)
     if table.empty:

@@ -357,7 +357,7 @@ def load_steps(root: str | Path | None = None) -> list[dict]:
     return rows
 
 
-def load_predictions(root: str | Path | None = None) -> pd.DataFrame:
+def read_predictions(root: str | Path | None = None) -> pd.DataFrame:
     """All runs under ``root`` (default ``predictions_dir()``) as one tidy table with at least
     the columns of ``COLUMNS``; extra columns (dataset, llm, media_name, seed, key, steps)
     follow. Raw, as stored: ``helpers.run.results.load_predictions`` checks them for analysis."""

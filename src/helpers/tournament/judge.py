@@ -191,11 +191,12 @@ def judge_tournament(
 
 
 def tournament_predictions(store_root: str | Path, pairs: pd.DataFrame) -> pd.DataFrame:
-    """The store's rows for exactly these comparisons and texts (the same reader as the
-    benchmark; run folders of other texts under the same root are ignored)."""
-    from helpers.run.store import load_predictions
+    """The store's rows for exactly these comparisons and texts, read and checked as the
+    benchmark's are (``results.stored_rows``: a hand-edited or duplicated row is refused, never
+    ranked); run folders of other texts under the same root are ignored."""
+    from helpers.run.results import stored_rows
 
-    table = load_predictions(store_root)
+    table = stored_rows(store_root)
     if table.empty:
         return table
     groups = [group for _, group in pairs.groupby("batch", sort=True)] if "batch" in pairs.columns else [pairs]
