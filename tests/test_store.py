@@ -20,9 +20,9 @@ from helpers.run.store import (
     COLUMNS,
     RunStore,
     StoreError,
-    load_predictions,
     make_run_id,
     read_jsonl,
+    read_predictions,
     repair_jsonl,
 )
 
@@ -156,16 +156,16 @@ def test_a_writer_whose_lock_was_taken_over_stops_before_writing(tmp_path):
     assert json.loads(lock.read_text())["token"] == "theirs"  # the new owner's lock survives our close
 
 
-def test_load_predictions_concatenates_runs_with_the_contract_columns(tmp_path):
+def test_read_predictions_concatenates_runs_with_the_contract_columns(tmp_path):
     with RunStore("a", tmp_path) as store:
         store.append_predictions([row("k1", run_id="a"), row("k2", "s2", run_id="a")])
     with RunStore("b", tmp_path) as store:
         store.append_predictions([row("k1", judge="other", run_id="b")])
-    table = load_predictions(tmp_path)
+    table = read_predictions(tmp_path)
     assert list(table.columns[: len(COLUMNS)]) == COLUMNS
     assert len(table) == 3 and set(table["run_id"]) == {"a", "b"}
     assert table["round"].dtype.kind == "i"
-    assert load_predictions(tmp_path / "empty").columns.tolist() == COLUMNS
+    assert read_predictions(tmp_path / "empty").columns.tolist() == COLUMNS
 
 
 SCRIPT = textwrap.dedent("""
@@ -192,7 +192,7 @@ def run_script(out: Path, delay: float) -> subprocess.Popen:
 
 
 def comparable(root: Path) -> pd.DataFrame:
-    table = load_predictions(root).drop(columns=["created_at", "latency_s"])
+    table = read_predictions(root).drop(columns=["created_at", "latency_s"])
     return table.sort_values(["run_id", "key"]).reset_index(drop=True)
 
 

@@ -232,9 +232,10 @@ class RunJudges:
     ``llm_spec`` (None when no chosen strategy needs one), the chosen ``strategies`` as records,
     the ``input_type`` they read, the ``engines`` of the judge (``mllm``) and of the text LLM
     (``llm``) as identities record them, whether S2-S4 share one description across orders
-    (``descriptions_shared``; None for a CPU judge) and the ``factories`` that load each
-    backend on first use. Resolving once means one fallback warning, and the identity, the
-    cache keys and the backends cannot disagree about an engine."""
+    (``descriptions_shared``; None for a CPU judge), the ``factories`` that load each backend on
+    first use, and the ``secrets``: the values of their key variables, which the store redacts
+    from everything it writes (kept out of ``repr``). Resolving once means one fallback warning,
+    and the identity, the cache keys and the backends cannot disagree about an engine."""
 
     spec: JudgeSpec
     llm_spec: JudgeSpec | None
@@ -243,6 +244,7 @@ class RunJudges:
     engines: dict[str, str | None]
     descriptions_shared: bool | None
     factories: dict[str, Callable[[], Backend] | None]
+    secrets: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def cpu(self) -> bool:
@@ -271,7 +273,8 @@ def run_judges(model: str | JudgeSpec, *, strategy: str = "all", judge_llm: str 
     return RunJudges(
         spec=spec, llm_spec=llm_spec, strategies=strategies, engines=engines, factories=factories,
         input_type="text" if spec.backend == "cpu" else (input_type or spec.input_type),
-        descriptions_shared=None if spec.backend == "cpu" else resolve_sharing(share_descriptions, spec))
+        descriptions_shared=None if spec.backend == "cpu" else resolve_sharing(share_descriptions, spec),
+        secrets=secrets_from_env([spec.api_key_env, llm_spec.api_key_env if llm_spec else None]))
 
 
 def _spec(model: str | JudgeSpec) -> JudgeSpec:

@@ -32,7 +32,6 @@ from helpers.run.store import (
     read_jsonl,
     read_manifest,
     row_key,
-    secrets_from_env,
 )
 from helpers.run.strategies import Item, Pipeline
 
@@ -168,12 +167,11 @@ class RunContext:
     """What a :class:`RunConfig` resolves to before any model loads: its judges as they will run
     (``helpers.judges.registry.RunJudges``) and its pairs (``helpers.data.RunPairs``). Shared by
     :func:`run` and :func:`planned_runs`, so a grid computes a cell's identity exactly as the run
-    would. ``secrets`` (the values of the judges' key variables, to redact) are filled in by :func:`run`."""
+    would."""
 
     config: RunConfig
     judges: RunJudges
     pairs: RunPairs
-    secrets: dict = dataclasses.field(default_factory=dict)
 
     @property
     def orders(self) -> tuple[str, ...]:
@@ -260,8 +258,6 @@ def run(model: str | JudgeSpec | RunConfig, strategy: str = "all", **settings: A
     """
     context = prepare_run(_config(model, strategy, settings))
     judges, config = context.judges, context.config
-    context = dataclasses.replace(context, secrets=secrets_from_env(
-        [judges.spec.api_key_env, judges.llm_spec.api_key_env if judges.llm_spec else None]))
     plans = context.plans()
     if not config.overwrite:
         check_folders(plans, config.root)
@@ -306,7 +302,7 @@ def _open(plan: RunPlan, context: RunContext) -> RunSession:
     """The run folder of ``plan``, checked and started (moved aside first under ``overwrite``)."""
     details = context.manifest(plan)
     session = RunSession(plan.run_id, context.config.root, identity=plan.identity,
-                         identity_sha256=plan.identity_sha256, scope=plan.scope, secrets=context.secrets,
+                         identity_sha256=plan.identity_sha256, scope=plan.scope, secrets=context.judges.secrets,
                          overwrite=context.config.overwrite, refuse=_refusal).open()
     if session.moved is not None:
         print(f"note: overwrite=True: the run folder {session.folder} held another run; moved it to {session.moved}")

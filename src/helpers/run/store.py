@@ -56,7 +56,7 @@ import pandas as pd
 from helpers import paths
 from helpers.data import LABELS, ORDERS
 from helpers.run.provenance import git_revision, package_versions
-from helpers.secrets import redact, secrets_from_env  # noqa: F401 - secrets_from_env re-exported for run.engine
+from helpers.secrets import redact
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.=-]+$")
 RUN_ID_MAX = 200  # a folder name, far below the 255 bytes file systems allow
