@@ -153,7 +153,7 @@ def test_notebook_runs_all_strategies_through_the_real_transformers_backend(tmp_
     assert table.groupby("strategy").size().to_dict() == {"S1": 6, "S2": 6, "S3": 6, "S4": 6}
     assert set(table["pred"]) <= {"a1", "a2", "same"} and table["raw"].map(len).gt(0).all()
     manifests = {m["strategy"]: m for m in (json.loads(f.read_text()) for f in store.glob("*/manifest.json"))}
-    assert manifests["S3"]["backends"] == {"judge": "transformers", "llm": "transformers"}
+    assert manifests["S3"]["engines"] == {"judge": "transformers", "llm": "transformers"}
     assert manifests["S1"]["judge_spec"]["checkpoint"] == str(checkpoint)
     assert manifests["S2"]["calls_total"] == {"describe": 3, "S2": 6}
     assert manifests["S4"]["calls_total"] == {"S4_reason": 6, "S4_extract": 6}

@@ -240,6 +240,26 @@ def test_overwrite_moves_aside_and_never_deletes(tmp_path):
     assert len(store.read_jsonl(run.moved / "predictions.jsonl")) == 1
 
 
+def test_the_manifest_names_each_roles_engine_and_a_schema_2_folder_resumes_without_its_old_name(tmp_path):
+    """Schema 3 records ``engines`` (the run setting's name); a folder written under schema 2 with
+    ``backends`` keeps its rows on resume and ends with one record of the engines, not two."""
+    summary = engine.run(FAKE_MLLM, "S1", pairs=toy_pairs(3), rounds=1, order="normal", output_dir=tmp_path,
+                         progress=False, dataset="toy", engine=FakeBackend)
+    folder = tmp_path / summary.loc[0, "run_id"]
+    manifest = manifest_in(folder)
+    assert manifest["engines"] == {"judge": "custom"} and "backends" not in manifest
+    old = {k: v for k, v in manifest.items() if k != "engines"} | {"backends": manifest["engines"], "schema_version": 2}
+    (folder / "manifest.json").write_text(json.dumps(old))
+    rows = store.read_jsonl(folder / "predictions.jsonl")
+
+    engine.run(FAKE_MLLM, "S1", pairs=toy_pairs(3), rounds=1, order="normal", output_dir=tmp_path,
+               progress=False, dataset="toy", engine=FakeBackend)
+    resumed = manifest_in(folder)
+    assert resumed["schema_version"] == store.MANIFEST_SCHEMA == 3 and resumed["status"] == "complete"
+    assert resumed["engines"] == {"judge": "custom"} and "backends" not in resumed
+    assert store.read_jsonl(folder / "predictions.jsonl") == rows
+
+
 # --------------------------------------------------------------------------- one schema of run parameters
 
 

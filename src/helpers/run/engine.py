@@ -36,7 +36,7 @@ from helpers.run.store import (
 from helpers.run.strategies import Item, Pipeline
 
 ORDER_CHOICES = {"normal": ("normal",), "reverse": ("reverse",), "both": ("normal", "reverse")}
-ROLE_NAMES = {"mllm": "judge", "llm": "llm"}  # pipeline roles as the manifest's ``backends`` names them
+ROLE_NAMES = {"mllm": "judge", "llm": "llm"}  # pipeline roles as the manifest's ``engines`` names them
 UNPARSED_WARN_PCT = 50.0  # a run with more answers than this (percent) matching no parser rule ends with a warning
 PATH_PARAMETERS = ("media_dir", "output_dir", "data_dir")  # read from the project root when relative
 RENAMED = {"backend": "engine", "llm_backend": "llm_engine"}
@@ -186,11 +186,11 @@ class RunContext:
     def manifest(self, plan: RunPlan) -> dict:
         """What a run folder's manifest says about the run beside its identity and scope."""
         c, j = self.config, self.judges
-        backends = {"judge": j.engines["mllm"]} | ({"llm": j.engines["llm"]} if plan.llm else {})
+        engines = {"judge": j.engines["mllm"]} | ({"llm": j.engines["llm"]} if plan.llm else {})
         return {"judge": j.spec.name, "strategy": plan.strategy, "input_type": j.input_type, "dataset": c.dataset,
                 "parameters": c.parameters(j.descriptions_shared), "rounds": c.rounds, "orders": list(self.orders),
                 "seed": c.seed, "judge_spec": spec_record(j.spec), "llm_spec": spec_record(plan.llm),
-                "backends": backends, "prompt_hashes": prompts.prompt_hashes(), "data_sha256": self.pairs.data_sha256}
+                "engines": engines, "prompt_hashes": prompts.prompt_hashes(), "data_sha256": self.pairs.data_sha256}
 
 
 def spec_record(spec: JudgeSpec | None) -> dict | None:

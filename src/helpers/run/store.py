@@ -376,8 +376,13 @@ def read_predictions(root: str | Path | None = None) -> pd.DataFrame:
 # =========================================================================== the run record
 
 
-MANIFEST_SCHEMA = 2
-"""Version of the manifest layout: 2 adds ``schema_version`` and ``raw_truncated`` rows (1 had neither)."""
+MANIFEST_SCHEMA = 3
+"""Version of the manifest layout: 2 adds ``schema_version`` and ``raw_truncated`` rows (1 had neither);
+3 names the engine of each role ``engines`` (``{"judge": "vllm", "llm": "openai"}``), the run setting's
+name, where 2 called it ``backends``."""
+LEGACY_DETAILS = ("warnings", "backends")
+"""Keys a new session drops from a resumed manifest: ``warnings`` belong to the session that raised them,
+``backends`` is schema 2's name for ``engines``, which a resumed folder would otherwise hold beside it."""
 RAW_MAX_BYTES = 64 * 1024
 """Longest raw answer stored verbatim (UTF-8 bytes): a judge that rambles for megabytes would
 otherwise fill the disk (a 5 MB answer, 8 rows: 40 MB); a verdict never needs more."""
@@ -635,7 +640,7 @@ class RunSession:
     def start(self, details: dict, session: dict | None = None) -> None:
         """Record a new session: status ``running``, this run's identity, scope and provenance."""
         m = self.manifest
-        m.details = {k: v for k, v in {**m.details, **details}.items() if k not in ("warnings",)}
+        m.details = {k: v for k, v in {**m.details, **details}.items() if k not in LEGACY_DETAILS}
         m.error = None  # a past session's error stays in that session's record
         m.identity, m.identity_sha256, m.scope = self.identity, self.identity_sha256, self.scope
         m.provenance, m.status, m.schema_version = provenance(), "running", MANIFEST_SCHEMA
