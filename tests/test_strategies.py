@@ -280,7 +280,7 @@ def test_backend_choice_is_recorded_and_an_api_judge_keeps_a_local_text_llm(tmp_
     summary = engine.run(api_judge, "S3", pairs=toy_pairs(2), rounds=1, output_dir=tmp_path, dataset="toy",
                          judge_llm=FAKE_LLM, engine="openai", progress=False)
     manifest = json.loads((Path(summary.loc[0, "folder"]) / "manifest.json").read_text())
-    assert manifest["backends"] == {"judge": "openai", "llm": "transformers"}
+    assert manifest["engines"] == {"judge": "openai", "llm": "transformers"}
     assert manifest["judge_spec"]["api_key_env"] == "KEY_NAME"
 
 
