@@ -250,6 +250,7 @@ def test_the_manifest_names_each_roles_engine_and_a_schema_2_folder_resumes_with
     assert manifest["engines"] == {"judge": "custom"} and "backends" not in manifest
     old = {k: v for k, v in manifest.items() if k != "engines"} | {"backends": manifest["engines"], "schema_version": 2}
     (folder / "manifest.json").write_text(json.dumps(old))
+    assert store.read_run_manifest(folder).details["engines"] == {"judge": "custom"}  # read under today's name
     rows = store.read_jsonl(folder / "predictions.jsonl")
 
     engine.run(FAKE_MLLM, "S1", pairs=toy_pairs(3), rounds=1, order="normal", output_dir=tmp_path,

@@ -380,9 +380,6 @@ MANIFEST_SCHEMA = 3
 """Version of the manifest layout: 2 adds ``schema_version`` and ``raw_truncated`` rows (1 had neither);
 3 names the engine of each role ``engines`` (``{"judge": "vllm", "llm": "openai"}``), the run setting's
 name, where 2 called it ``backends``."""
-LEGACY_DETAILS = ("warnings", "backends")
-"""Keys a new session drops from a resumed manifest: ``warnings`` belong to the session that raised them,
-``backends`` is schema 2's name for ``engines``, which a resumed folder would otherwise hold beside it."""
 RAW_MAX_BYTES = 64 * 1024
 """Longest raw answer stored verbatim (UTF-8 bytes): a judge that rambles for megabytes would
 otherwise fill the disk (a 5 MB answer, 8 rows: 40 MB); a verdict never needs more."""
@@ -502,6 +499,8 @@ class RunManifest:
     @classmethod
     def from_json(cls, data: dict | None, run_id: str) -> RunManifest:
         data = dict(data or {})
+        if data.get("schema_version", 1) < 3 and "backends" in data:  # read an older folder under today's name
+            data["engines"] = data.pop("backends")
         typed = {k: data.pop(k) for k in cls.TYPED if k in data}
         typed["run_id"] = run_id
         prov = {k: data.pop(k) for k in ("git_revision", "packages", "platform", "python_executable") if k in data}
@@ -640,7 +639,7 @@ class RunSession:
     def start(self, details: dict, session: dict | None = None) -> None:
         """Record a new session: status ``running``, this run's identity, scope and provenance."""
         m = self.manifest
-        m.details = {k: v for k, v in {**m.details, **details}.items() if k not in LEGACY_DETAILS}
+        m.details = {k: v for k, v in {**m.details, **details}.items() if k not in ("warnings",)}
         m.error = None  # a past session's error stays in that session's record
         m.identity, m.identity_sha256, m.scope = self.identity, self.identity_sha256, self.scope
         m.provenance, m.status, m.schema_version = provenance(), "running", MANIFEST_SCHEMA
