@@ -143,16 +143,25 @@ def parse_report(rows: list[dict], examples: int = 3) -> dict:
             "unparsed_pct": round(100 * share, 2) if rows and share == share else None, "examples": shown}
 
 
+NO_LABELS = "no labels: no metrics"
+
+
 def run_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
     """Two-class WAF per order (mean over rounds, x100), swap consistency (x100) and the share
     of answers that matched no parser rule (``unparsed_pct``, scored ``same``) per judge cell:
     the paper's definitions, via ``helpers.stats.metrics``. ``rounds`` says how many rounds
-    each order had, so a metric from an unbalanced run says what it was computed from."""
+    each order had, so a metric from an unbalanced run says what it was computed from.
+
+    A run on an unlabelled pair file has no human label to score against: its metric columns
+    are empty and ``labels`` says ``no labels: no metrics`` (a missing label is never read as
+    ``same``); swap consistency needs no label and is still given."""
     rows = []
     for (judge, strategy, input_type), cell in predictions.groupby(["judge", "strategy", "input_type"]):
         row = {"judge": judge, "strategy": strategy, "input_type": input_type}
+        labelled = cell[cell["gt"].isin(LABELS)] if "gt" in cell.columns else cell.iloc[:0]
+        row["labels"] = f"{labelled['name'].nunique()} labelled pairs" if len(labelled) else NO_LABELS
         for order in ("normal", "reverse"):
-            part = cell[cell["order"] == order]
+            part = labelled[labelled["order"] == order]
             scores = [metrics.two_class(g["gt"], g["pred"])["waf"] for _, g in part.groupby("round")]
             row[f"two_class_waf_{order}"] = 100 * pd.Series(scores, dtype=float).mean()
         swap = metrics.swap_consistency_rounds(cell) if set(cell["order"]) == {"normal", "reverse"} else pd.Series()
