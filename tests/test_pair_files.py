@@ -125,3 +125,37 @@ def test_an_unlabelled_file_runs_end_to_end_and_its_closing_table_has_no_metrics
     manifest = json.loads((store / summary.loc[0, "run_id"] / "manifest.json").read_text())
     assert manifest["pair_file"] == str(path) and manifest["labelled"] is False
     assert manifest["identity"]["data_sha256"] == {"candidate.csv": read_pair_file(path).sha256}
+
+
+# --------------------------------------------------------------------------- MER2026 Track 3 layout
+
+
+def test_track3_datasets_are_registered_pair_files_read_from_mer2026_data_never_downloaded(tmp_path, monkeypatch):
+    from helpers.data import dataset_spec
+
+    for key, file in (("track3_emoprefer", "track3_emoprefer.csv"), ("track3_emopreferv2", "track3_emopreferv2.csv"),
+                      ("track3_candidate", "track3_candidate.csv")):
+        spec = dataset_spec(key)
+        assert spec.pair_file and spec.data_env == "MER2026_DATA" and spec.files == {"normal": file}
+        assert spec.base_url is None
+    monkeypatch.delenv("MER2026_DATA", raising=False)
+    with pytest.raises(DataError, match=r"'track3_candidate'.*not downloaded by this project: set MER2026_DATA"):
+        run_pairs("track3_candidate")
+    monkeypatch.setenv("MER2026_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match=r"\$MER2026_DATA points to .*nowhere, which is not a folder"):
+        run_pairs("track3_candidate")
+    monkeypatch.setenv("MER2026_DATA", str(tmp_path))
+    with pytest.raises(DataError, match=r"which has no track3_candidate\.csv"):
+        run_pairs("track3_candidate")
+
+
+def test_a_track3_run_carries_the_dataset_name_and_finds_media_in_the_mer2026_folder(tmp_path, monkeypatch):
+    from helpers.data import main
+
+    _pairs(labelled=False).to_csv(tmp_path / "track3_candidate.csv", index=False)
+    monkeypatch.setenv("MER2026_DATA", str(tmp_path))
+    config = engine.RunConfig("length", "-", dataset="track3_candidate", output_dir=tmp_path / "store")
+    context = engine.prepare_run(config)
+    assert context.dataset == "track3_candidate" and context.media_dir == tmp_path
+    assert context.plans()[0].run_id == "length__cpu__text__track3_candidate"
+    assert main(["check", "--dataset", "track3_candidate"]) == 0

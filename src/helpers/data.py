@@ -89,9 +89,14 @@ class DatasetSpec:
 
     key: str
     description: str
-    base_url: str
+    base_url: str | None
     files: dict[str, str]
     sha256: dict[str, str]
+    data_env: str | None = None
+    """The variable naming the folder of a user-supplied dataset (no cache, never downloaded)."""
+    pair_file: bool = False
+    """The dataset is one pair file (``files['normal']``, read by :func:`read_pair_file`): labels
+    optional, reverse order by swapping, media in the same folder's ``video/`` and ``audio/``."""
 
 
 def _short(value: str, width: int = 60) -> str:
@@ -109,9 +114,11 @@ def dataset_specs() -> dict[str, DatasetSpec]:
         key: DatasetSpec(
             key=key,
             description=entry.get("description", key),
-            base_url=entry["base_url"],
+            base_url=entry.get("base_url"),
             files=dict(entry["files"]),
             sha256=dict(entry.get("sha256") or {}),
+            data_env=entry.get("data_env"),
+            pair_file=bool(entry.get("pair_file", False)),
         )
         for key, entry in raw.items()
     }
@@ -164,6 +171,8 @@ def resolve_data_dir(dataset: str = "emoprefer", data_dir: str | Path | None = N
     ``EMOPREFER_DATA`` variable, the project cache ``data/raw/<dataset>/``, then a download from
     the official address into that cache."""
     spec = dataset_spec(dataset)
+    if spec.data_env:
+        return user_data_dir(spec, data_dir)
     explicit = [(data_dir, "the data_dir argument"), (os.environ.get(DATA_ENV), f"${DATA_ENV}")]
     for folder, origin in explicit:
         if folder:
@@ -178,6 +187,25 @@ def resolve_data_dir(dataset: str = "emoprefer", data_dir: str | Path | None = N
     if _has_files(cached, spec):
         return cached
     return download(dataset, cached)
+
+
+def user_data_dir(spec: DatasetSpec, data_dir: str | Path | None = None) -> Path:
+    """The folder of a dataset only its user can supply (MER2026's, under its agreement): the
+    ``data_dir`` argument or ``$<data_env>``; a missing folder or file is an error that says
+    where to point, never a download."""
+    folder = data_dir or os.environ.get(spec.data_env or "")
+    if not folder:
+        raise DataError(f"dataset {spec.key!r} ({spec.description}) is not downloaded by this project: set "
+                        f"{spec.data_env} to the folder that holds {spec.files['normal']} (e.g. your "
+                        "mer2026-dataset/, with video/ and audio/), or pass data_dir")
+    folder = Path(folder).expanduser()
+    origin = "data_dir" if data_dir else f"${spec.data_env}"
+    if not folder.is_dir():
+        raise DataError(f"{origin} points to {folder}, which is not a folder (dataset {spec.key!r})")
+    if not _has_files(folder, spec):
+        raise DataError(f"{origin} points to {folder}, which has no {spec.files['normal']} (dataset {spec.key!r}: "
+                        f"{spec.description})")
+    return folder
 
 
 def download(dataset: str, target: Path) -> Path:
@@ -688,13 +716,16 @@ class PairFile:
     sha256: str
     labelled: bool
     keyed: bool
+    name: str | None = None
+    """The registered dataset the file belongs to (``track3_candidate``), if any."""
 
     @property
     def dataset(self) -> str:
-        return pair_file_dataset(self.path)
+        """The name its runs and rows carry: the registered key, else ``file-<stem>``."""
+        return self.name or pair_file_dataset(self.path)
 
 
-def read_pair_file(path: str | Path) -> PairFile:
+def read_pair_file(path: str | Path, dataset: str | None = None) -> PairFile:
     """Read and check a pair file (CSV or Parquet); every problem is listed with its file, line
     (or row) and column, raised as one :class:`DataError`."""
     path = Path(path).expanduser()
@@ -712,7 +743,19 @@ def read_pair_file(path: str | Path) -> PairFile:
                           "a1": [_cell(v) for v in frame["a1"]], "a2": [_cell(v) for v in frame["a2"]]})
     if labelled:
         pairs["preference"] = [_cell(v) for v in frame["preference"]]
-    return PairFile(path=path, pairs=pairs, sha256=sha256_file(path), labelled=labelled, keyed=keys != names)
+    return PairFile(path=path, pairs=pairs, sha256=sha256_file(path), labelled=labelled, keyed=keys != names,
+                    name=dataset)
+
+
+def registered_pair_file(dataset: str, data_dir: str | Path | None = None) -> PairFile | None:
+    """The pair file a run's ``dataset`` names: a path, or a registered pair-file dataset
+    (``track3_*``: its file in the user's ``$MER2026_DATA``); None for the benchmark's datasets."""
+    if is_pair_file(dataset):
+        return read_pair_file(dataset)
+    spec = dataset_spec(dataset)
+    if not spec.pair_file:
+        return None
+    return read_pair_file(user_data_dir(spec, data_dir) / spec.files["normal"], dataset=dataset)
 
 
 # --------------------------------------------------------------------------- media
@@ -816,7 +859,7 @@ def run_pairs(dataset: str, pairs: pd.DataFrame | None = None, data_dir: str | P
     """The pairs of a run: the dataset's official files (or the caller's ``pairs`` and a swapped
     copy), the subset ``names``/``limit`` chose, and their hashes, in one place so that a run and a
     grid's plan of it read the same tables."""
-    source = read_pair_file(dataset) if pairs is None and is_pair_file(dataset) else None
+    source = registered_pair_file(dataset, data_dir) if pairs is None else None
     if source is not None:
         pairs = source.pairs
     full = order_tables(dataset, pairs, data_dir)
@@ -923,6 +966,22 @@ def summary(checked: Checked) -> str:
     return "\n".join(lines)
 
 
+def _check_pair_file(dataset: str, folder: str | None) -> int:
+    """``check --dataset track3_*``: the pair file's rules and a summary, or every problem and exit 1."""
+    try:
+        source = registered_pair_file(dataset, folder)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    labels = source.pairs["preference"].value_counts() if source.labelled else None
+    print(f"dataset: {dataset} ({dataset_spec(dataset).description})\nfile: {source.path}\n"
+          f"pairs: {len(source.pairs)} ({source.pairs['media_name'].nunique()} videos)\n"
+          + ("labels: none (predictions only, no metrics)" if labels is None else
+             "labels: " + ", ".join(f"{label} {int(labels.get(label, 0))}" for label in LABELS))
+          + f"\nsha256: {source.sha256}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         known = sorted(dataset_specs())
@@ -935,6 +994,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("dir", nargs="?", default=None, help=f"folder with the CSVs (default: ${DATA_ENV}, cache, download)")
     check.add_argument("--dataset", default="emoprefer", choices=known)
     args = parser.parse_args(argv)
+    if dataset_spec(args.dataset).pair_file:
+        return _check_pair_file(args.dataset, args.dir)
     try:
         checked = check_dataset(args.dataset, args.dir)
     except DataError as exc:

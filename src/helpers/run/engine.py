@@ -184,6 +184,15 @@ class RunContext:
         """The name the run's folders and rows carry (``file-<stem>`` for a pair file)."""
         return self.pairs.dataset or self.config.dataset
 
+    @property
+    def media_dir(self) -> Path | None:
+        """The run's media folder: as given, else a registered pair file's own folder (MER2026's
+        ``video/`` and ``audio/`` sit beside its CSVs)."""
+        source = self.pairs.pair_file
+        if self.config.media_dir is None and source is not None and source.name:
+            return source.path.parent
+        return None if self.config.media_dir is None else Path(self.config.media_dir)
+
     def plans(self) -> list[RunPlan]:
         """The run folders this run writes, each with its identity and the row keys it must hold."""
         c = self.config
@@ -275,10 +284,10 @@ def run(model: str | JudgeSpec | RunConfig, strategy: str = "all", **settings: A
             print(f"note: {judges.spec.name!r} is a CPU judge that reads the texts itself; strategy "
                   f"{config.strategy!r} is recorded as '-'")
         return pd.DataFrame([run_cpu(context, plans[0])])
-    check_media(context.pairs.media_names, config.media_dir, judges.input_type)
+    check_media(context.pairs.media_names, context.media_dir, judges.input_type)
     pipeline = Pipeline(
         judges.spec, judges.factories["mllm"], input_type=judges.input_type, dataset=context.dataset,
-        media_dir=config.media_dir, seed=config.seed, llm_spec=judges.llm_spec, llm=judges.factories["llm"],
+        media_dir=context.media_dir, seed=config.seed, llm_spec=judges.llm_spec, llm=judges.factories["llm"],
         steps=cached_steps(config.root, judges), batch_size=config.batch_size, progress=config.progress,
         share_descriptions=judges.descriptions_shared, engines=judges.engines)
     try:

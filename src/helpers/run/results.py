@@ -194,4 +194,6 @@ def load_run(summary: pd.DataFrame, output_dir: str | Path | None = None, data_d
 
 def _on_dataset_files(folder: Path) -> bool:
     manifest = store.read_manifest(folder) or {}
-    return manifest.get("dataset") in dataset_specs() and not (manifest.get("parameters") or {}).get("pairs_given")
+    dataset = manifest.get("dataset")
+    return (dataset in dataset_specs() and not dataset_specs()[dataset].pair_file
+            and not (manifest.get("parameters") or {}).get("pairs_given"))
