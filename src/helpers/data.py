@@ -658,7 +658,7 @@ def data_sha256(dataset: str = "emoprefer", data_dir: str | Path | None = None) 
 
 # --------------------------------------------------------------------------- pair files (any user's pairs)
 
-PAIR_FILE_SUFFIXES = (".csv", ".parquet", ".pq")
+PAIR_FILE_SUFFIXES = (".csv", *PARQUET_SUFFIXES)
 PAIR_FILE_COLUMNS = ("name", "a1", "a2")
 """A pair file needs these; ``preference`` (a1/a2/same, or empty for an unlabelled file) and
 ``pair_id`` (the key of each pair where one video has several pairs) are optional."""
@@ -677,25 +677,6 @@ def pair_file_dataset(path: str | Path) -> str:
     run id allows. The file's sha256 (in the run identity) tells two files of one stem apart."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(path).stem).strip(".-") or "pairs"
     return f"file-{stem}"
-
-
-def _scan_pair_table(path: Path, required: Iterable[str]) -> tuple[pd.DataFrame, list[Problem]]:
-    """The file's rows as strings with their problems, CSV or Parquet by suffix.
-
-    Stand-in for ``data.scan_table`` (engineer i28a's one reader of user tables); when it lands
-    this body becomes ``return scan_table(path, required)``."""
-    if not path.is_file():
-        return pd.DataFrame(), [Problem(str(path), None, None, None, "file not found")]
-    if path.suffix.lower() not in (".parquet", ".pq"):
-        return read_csv(path, required)
-    try:
-        frame = pd.read_parquet(path).astype(object).reset_index(drop=True)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a non-Parquet file
-        return pd.DataFrame(), [Problem(str(path), None, None, None, f"is not a readable Parquet file ({exc})")]
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        return pd.DataFrame(), [Problem(str(path), None, None, None, f"missing required column(s) {', '.join(missing)}")]
-    return frame, []
 
 
 def _cell(value: object) -> str:
@@ -788,7 +769,7 @@ def read_pair_file(path: str | Path, dataset: str | None = None) -> PairFile:
     """Read and check a pair file (CSV or Parquet); every problem is listed with its file, line
     (or row) and column, raised as one :class:`DataError`."""
     path = Path(path).expanduser()
-    frame, problems = _scan_pair_table(path, PAIR_FILE_COLUMNS)
+    frame, problems = scan_table(path, PAIR_FILE_COLUMNS)
     if not frame.empty:
         problems += _pair_problems(frame, str(path))
     if problems:
