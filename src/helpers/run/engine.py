@@ -426,7 +426,7 @@ def _cpu_job(judge, table: pd.DataFrame, chosen: set[str], order: str, rnd: int,
     if all(k in session.done for k, kept in zip(keys, keep, strict=True) if kept):
         return 0
     started = now()
-    labels = judge.predict(table.drop(columns="media_name"), seed=seed + rnd)
+    labels = judge.predict(table, seed=seed + rnd)  # media_name: learned judges group folds by video
     if not labels.index.equals(table.index):
         raise ValueError(f"CPU judge {spec.name!r} returned labels not indexed like the pairs it was given")
     session.calls["cpu"] += int(keep.sum())
