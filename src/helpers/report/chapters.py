@@ -28,12 +28,14 @@ from helpers.judges.registry import list_judges, load_spec
 from helpers.prompts import load_prompts, prompts_file
 from helpers.report import names, split_front_matter
 from helpers.report.setup import Analysis
+from helpers.reported import REPORTED, PaperResults, ReportedJudge
 from helpers.run import store
 from helpers.run.provenance import revision_note
 from helpers.stats import bt, simulate
-from helpers.stats.confound import REPORTED, human_bound, length_columns
+from helpers.stats.confound import length_columns
 from helpers.stats.metrics import (
     CELL,
+    best_order,
     best_strategy,
     metrics_table,
     normal_reverse_vote,
@@ -67,29 +69,21 @@ def infer_command(judge: str, media_dir: str | None = MEDIA_PLACEHOLDER) -> str:
 # --------------------------------------------------------------------------- the paper's reported table
 
 
-def paper_best(paper: dict | None) -> dict | None:
-    """The paper's best judge by two-class WAF, from its reported table."""
-    rows = [r for r in (paper or {}).get("judges", []) if isinstance(r, dict) and "two_class_waf" in r]
-    return max(rows, key=lambda r: r["two_class_waf"]) if rows else None
-
-
-def paper_table(paper: dict) -> pd.DataFrame:
-    """The paper's main table as rows labelled "reported by the paper", with its human
-    consistency bound as a last row (a swap-consistency figure only)."""
-    reported = pd.DataFrame(paper["judges"])
+def paper_table(paper: PaperResults) -> pd.DataFrame:
+    """The paper's main table as rows labelled "reported by the paper" (its agreement between
+    annotators is not a judge's row: the methods state it once, in words)."""
+    reported = paper.table()
     reported.insert(0, "source", REPORTED)
-    bound = {"source": REPORTED, "judge": "human consistency bound", "strategy": "",
-             "two_class_waf": np.nan, "two_class_acc": np.nan, "swap_consistency": paper["human_consistency_bound"]}
-    return pd.concat([reported, pd.DataFrame([bound])], ignore_index=True)
+    return reported
 
 
-def paper_check(table: pd.DataFrame, paper: dict, mapping: dict[str, dict] | None = None,
+def paper_check(table: pd.DataFrame, paper: PaperResults, mapping: dict[str, dict] | None = None,
                 tolerance: float = TOLERANCE) -> pd.DataFrame:
     """Each judge imported from the authors' outputs against the number the paper reports for
     it (its strategy, our recomputation): ``flag`` is True where they differ by more than
     ``tolerance`` points. ``table``: ``metrics.csv`` with a ``source`` column."""
     mapping = official_models() if mapping is None else mapping
-    reported = {row["judge"]: row for row in paper.get("judges", [])}
+    reported = {row.judge: row for row in paper.judges}
     by_judge = {entry["judge"] or model: entry.get("paper") for model, entry in
                 ((m, {"judge": e.get("judge") or m, **e}) for m, e in mapping.items())}
     imported = table[table.get("source", pd.Series(JUDGED, index=table.index)) == OFFICIAL]
@@ -99,13 +93,13 @@ def paper_check(table: pd.DataFrame, paper: dict, mapping: dict[str, dict] | Non
         if name not in reported:
             continue
         paper_row = reported[name]
-        cells = imported[(imported["judge"] == judge) & (imported["strategy"] == paper_row["strategy"])]
+        cells = imported[(imported["judge"] == judge) & (imported["strategy"] == paper_row.strategy)]
         for metric in PAPER_METRICS:
             ours = float(cells[metric].iloc[0]) if len(cells) else np.nan
-            diff = ours - float(paper_row[metric])
-            rows.append({"judge": judge, "paper judge": name, "strategy": paper_row["strategy"],
+            diff = ours - getattr(paper_row, metric)
+            rows.append({"judge": judge, "paper judge": name, "strategy": paper_row.strategy,
                          "input_type": cells["input_type"].iloc[0] if len(cells) else "", "metric": metric,
-                         "computed here": ours, "reported by the paper": float(paper_row[metric]),
+                         "computed here": ours, "reported by the paper": getattr(paper_row, metric),
                          "difference": round(diff, 2), "flag": bool(not np.isfinite(diff) or abs(diff) > tolerance + 1e-9)})
     return pd.DataFrame(rows, columns=["judge", "paper judge", "strategy", "input_type", "metric", "computed here",
                                        "reported by the paper", "difference", "flag"])
@@ -219,18 +213,18 @@ def main_table(best: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def metrics_markdown(best: pd.DataFrame, paper: dict, pairs: pd.DataFrame) -> str:
+def metrics_markdown(best: pd.DataFrame, paper: PaperResults, pairs: pd.DataFrame) -> str:
     """The best judge of this build, beside the paper's best (reported) and the majority-label
     classifier on the same pairs."""
-    top, reported = best.iloc[0], paper_best(paper)
+    top, reported = best.iloc[0], paper.best()
     majority = 100 * two_class(pairs["preference"], ["a2"] * len(pairs))["waf"]
     return (
         f"Of the {best['judge'].nunique()} judge(s) run here, **{top['judge']}** ({top['strategy']}, "
         f"{top['input_type']} input) scores best: two-class WAF **{top['two_class_waf']:.2f}** "
         f"(95% CI {top['two_class_waf_lo']:.2f}–{top['two_class_waf_hi']:.2f}), "
         f"two-class accuracy {top['two_class_acc']:.2f}, swap consistency {top['swap_consistency']:.2f}. "
-        f"For scale, the best judge reported by the paper, {reported['judge']} ({reported['strategy']}), "
-        f"has a reported two-class WAF of {reported['two_class_waf']:.2f}, and a classifier that always answers "
+        f"For scale, the best judge reported by the paper, {reported.judge} ({reported.strategy}), "
+        f"has a reported two-class WAF of {reported.two_class_waf:.2f}, and a classifier that always answers "
         f"the majority label scores a two-class WAF of {majority:.2f} on these pairs."
     )
 
@@ -321,11 +315,11 @@ def ranking_agreement(ratings: pd.DataFrame, sources: dict[str, pd.DataFrame], r
     return pd.DataFrame(rows)
 
 
-def paper_best_judge(paper: dict) -> tuple[dict, float, float]:
+def paper_best_judge(paper: PaperResults) -> tuple[ReportedJudge, float, float]:
     """The paper's best judge (by two-class WAF) with its reported two-class accuracy and swap
     consistency as fractions (4 decimals): the simulated judge "as good as the paper's best"."""
-    best = paper_best(paper)
-    return best, round(best["two_class_acc"] / 100, 4), round(best["swap_consistency"] / 100, 4)
+    best = paper.best()
+    return best, round(best.two_class_acc / 100, 4), round(best.swap_consistency / 100, 4)
 
 
 def fidelity_simulation(n_systems: int, grid: list[int], accuracies: list[float], p_best: float, s_best: float,
@@ -345,7 +339,7 @@ def fidelity_simulation(n_systems: int, grid: list[int], accuracies: list[float]
     return simulation
 
 
-def ranking_cost_markdown(needed: pd.DataFrame, best: dict, p_best: float, s_best: float, n_systems: int,
+def ranking_cost_markdown(needed: pd.DataFrame, best: ReportedJudge, p_best: float, s_best: float, n_systems: int,
                           target: float, n_reps: int) -> str:
     """How many comparisons a judge as good as the paper's best needs (``needed``:
     ``bt.comparisons_needed`` of the simulation), in one order and in both."""
@@ -357,7 +351,7 @@ def ranking_cost_markdown(needed: pd.DataFrame, best: dict, p_best: float, s_bes
             return "more than the largest grid point"
         return f"about {int(n):,} comparisons ({int(calls):,} judge calls)"
 
-    return (f"A judge as accurate as the paper's best ({best['judge']}, reported two-class accuracy "
+    return (f"A judge as accurate as the paper's best ({best.judge}, reported two-class accuracy "
             f"{100 * p_best:.2f}% and swap consistency {100 * s_best:.2f}%) needs {cost(False)} judged in one order, "
             f"or {cost(True)} when each comparison is judged in both orders, for the Bradley–Terry ranking of "
             f"{n_systems} systems to reach a mean Kendall tau of {target} with the truth "
@@ -407,7 +401,7 @@ class Context:
     registry: pd.DataFrame
     overview: pd.DataFrame
     metrics: pd.DataFrame | None
-    paper: dict | None
+    paper: PaperResults
     prompts: dict[str, str] | None
     manifests: list[dict]
     data_checked: data.Checked | None = None
@@ -417,7 +411,7 @@ class Context:
 
     @property
     def human(self) -> float | None:
-        return human_bound(self.paper)
+        return self.paper.human_two_class
 
     @property
     def cpu_judges(self) -> set[str]:
@@ -461,13 +455,6 @@ def collect(analysis: Analysis) -> Context:
 
 
 # --------------------------------------------------------------------------- headline numbers
-
-
-def best_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """Each judge's best cell (:func:`helpers.stats.metrics.best_strategy`), best judge first; judges
-    that tie are ordered by name (the report's one tie rule, as ``variables.best_judge``)."""
-    best = best_strategy(table)
-    return best.sort_values(["two_class_waf", "judge"], ascending=[False, True]).reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- judges chapter
@@ -573,16 +560,16 @@ def limitations(context: Context, data_dir=None) -> list[str]:
         items.append(f"Judges ran {rounds} round(s) here; the paper uses {PAPER_ROUNDS}, so round consistency "
                      "and round-averaged numbers are not directly comparable.")
     if not v2_available(data_dir):
-        items.append("**EmoPrefer-Data v2 is absent** (2,096 pairs, labels of 14 annotators). Everything here is "
-                     "measured on v1's 574 pairs with majority labels only, so the human consistency bound "
-                     "cannot be recomputed and is quoted from the paper.")
+        items.append("**EmoPrefer-Data v2 is absent** (2,096 pairs, single-annotator labels from a pool of 14). "
+                     "Everything here is measured on v1's 574 pairs, kept because all three annotators agreed, so "
+                     "the agreement between annotators cannot be recomputed and is quoted from the paper.")
     checked = context.data_checked
     if context.data_error:
         items.append(f"The data could not be checked: {context.data_error}")
     elif checked is not None and checked.sha_ok is False:
         items.append("The data files' sha256 differ from the paper's pinned files: results are not comparable "
                      "with the paper's.")
-    if context.human is None:
+    if not context.paper:
         items.append("The paper's reported table (`params/paper_results.yaml`) is missing, so no reported "
                      "numbers are shown beside ours.")
     if context.metrics is None:
@@ -594,8 +581,8 @@ def limitations(context: Context, data_dir=None) -> list[str]:
         items.append("Report chapters not written yet: " + ", ".join(f"`{c}`" for c in context.missing_chapters) + ".")
     items.append("The CPU judges see only the two texts, never the video: where they score well, the labels "
                  "reward properties of the texts (length, writing system) rather than emotion understanding.")
-    items.append("Bootstrap intervals resample pairs and treat the human majority labels as error-free; "
-                 "annotator disagreement is not propagated.")
+    items.append("Bootstrap intervals resample pairs and treat v1's unanimous labels as error-free; the pairs on "
+                 "which annotators disagreed were removed before release, so their disagreement cannot be propagated.")
     return items
 
 
@@ -678,9 +665,9 @@ def reproduce_markdown(context: Context) -> str:
 
 def headline_numbers(context: Context) -> dict[str, float | str | None]:
     """The numbers the abstract quotes, as data (the notebook saves them for checks)."""
-    out: dict[str, float | str | None] = {"human_bound_reported_by_paper": context.human}
+    out: dict[str, float | str | None] = {"human_agreement_two_class_reported_by_paper": context.human}
     if context.metrics is not None and not context.metrics.empty:
-        best = best_rows(context.metrics)
+        best = best_strategy(context.metrics)
         out.update(best_judge=best.iloc[0]["judge"], best_two_class_waf=float(best.iloc[0]["two_class_waf"]))
         length = best[best["judge"] == "length"]
         out["length_two_class_waf"] = float(length.iloc[0]["two_class_waf"]) if not length.empty else None
@@ -691,28 +678,24 @@ def headline_numbers(context: Context) -> dict[str, float | str | None]:
 
 # --------------------------------------------------------------------------- the paper-shaped main table
 
-HUMAN_ROW = "Human annotators: agreement between annotators, before the consensus filter"
-
-
-def results_main(best: pd.DataFrame, length: pd.DataFrame, paper: dict | None, n_decided: int,
+def results_main(best: pd.DataFrame, length: pd.DataFrame, paper: PaperResults, n_decided: int,
                  cis: pd.DataFrame | None = None) -> pd.DataFrame:
     """The main results table as data: the paper's reported rows (approximate 95% intervals over
     ``n_decided`` pairs, ``paper.reported_rows``) and each judge run here at its best strategy
-    (``best``: ``best_rows`` of ``metrics.csv``, bootstrap CIs), with the length-balanced accuracy
+    (``best``: ``metrics.best_strategy`` of ``metrics.csv``, bootstrap CIs), with the length-balanced accuracy
     and the accuracy on shorter-preferred pairs (``length``: ``confound.length_report``), and the
     CI-aware rank on two-class WAF over all rows; ``cis`` (``metrics.ci_table``) gives our rows'
-    accuracy intervals. The paper's human agreement is a last row with
-    its one number under swap consistency, the quantity it is measured like."""
+    accuracy intervals. The paper's agreement between annotators is not a judge and has no row."""
     from helpers.stats import paper as paper_view
 
-    reported = pd.DataFrame((paper or {}).get("judges", []))
+    reported = paper.table()
     columns = ["source", "judge", "strategy", "input_type", "pairs", "two_class_waf", "two_class_waf_lo",
                "two_class_waf_hi", "two_class_acc", "two_class_acc_lo", "two_class_acc_hi", "swap_consistency",
                "len_balanced_acc", "len_balanced_lo", "len_balanced_hi", "len_discordant_acc", "rank"]
     theirs = paper_view.reported_rows(reported, n_decided).assign(source=REPORTED, input_type="", pairs=n_decided) \
         if len(reported) else pd.DataFrame(columns=columns)
     keep = [*CELL, "len_balanced_acc", "len_balanced_lo", "len_balanced_hi", "len_discordant_acc"]
-    mine = best_rows(best)
+    mine = best_strategy(best)
     ours = mine.drop(columns=[c for c in keep if c not in CELL], errors="ignore").merge(length[keep], on=CELL, how="left")
     ours["source"] = mine["source_label"].to_numpy() if "source_label" in mine else SOURCE_LABELS[JUDGED]
     if cis is not None and len(cis):
@@ -722,11 +705,7 @@ def results_main(best: pd.DataFrame, length: pd.DataFrame, paper: dict | None, n
     ours["judge"] = ours["judge"].map(names.judge)
     rows = pd.concat([theirs, ours], ignore_index=True).reindex(columns=columns)
     rows["rank"] = paper_view.ci_rank(rows)
-    rows = rows.sort_values(["two_class_waf", "judge"], ascending=[False, True], kind="mergesort")
-    bound = human_bound(paper)
-    if bound is not None:
-        rows = pd.concat([rows, pd.DataFrame([{"source": REPORTED, "judge": HUMAN_ROW, "swap_consistency": bound}])],
-                         ignore_index=True)
+    rows = best_order(rows)
     return rows.reindex(columns=columns).reset_index(drop=True)
 
 

@@ -8,8 +8,9 @@ file from the computed tables (``reports/tables/*.csv``) after every analysis ha
 09), so a number in the prose is the number in the table, formatted as the table shows it
 (percentages with two decimals), and nothing is calculated a second time.
 
-The one tie rule: a "best" judge (or strategy) is the one with the highest *unrounded* mean;
-an exact tie goes to the code name that sorts first. It is stated once, in the results chapter.
+The one tie rule (``helpers.stats.metrics.best_order``): a "best" judge (or strategy) is the one
+with the highest *unrounded* mean; an exact tie goes to the code name that sorts first. It is
+stated once, in the results chapter.
 
 A missing value is written as "n/a" with the reason in the file's ``missing`` list, and a
 shortcode naming a key the file lacks is shown as ``?var:key`` (as Quarto shows it) and reported.
@@ -25,6 +26,8 @@ import pandas as pd
 import yaml
 
 from helpers.report import names
+from helpers.reported import HumanAgreement, PaperResults
+from helpers.stats.metrics import best_row
 
 FILE = "_variables.yml"
 SHORTCODE = re.compile(r"\{\{<\s*var\s+([^\s>]+)\s*>\}\}")
@@ -94,14 +97,6 @@ def resolve(text: str, values: dict, warnings: list[str]) -> str:
 # --------------------------------------------------------------------------- the values
 
 
-def best_judge(metrics: pd.DataFrame, column: str = "two_class_waf") -> pd.Series:
-    """The row with the highest unrounded ``column``; an exact tie goes to the first code name
-    (judge, then strategy)."""
-    ordered = metrics.assign(_v=metrics[column].astype(float)).sort_values(
-        ["_v", "judge", "strategy"], ascending=[False, True, True], kind="mergesort")
-    return ordered.drop(columns="_v").iloc[0]
-
-
 def _read(tables: Path, name: str) -> pd.DataFrame | None:
     path = tables / name
     return pd.read_csv(path, keep_default_na=True) if path.is_file() else None
@@ -132,7 +127,7 @@ def data_values(tables: Path) -> dict:
 def judge_values(metrics: pd.DataFrame, length: pd.DataFrame | None) -> dict:
     """The judges run here: the best by two-class WAF (the tie rule), the longer-text rule, and the
     length-balanced accuracies (from the confound table, which has their intervals)."""
-    best = best_judge(metrics)
+    best = best_row(metrics)
     out: dict = {"count": int(metrics["judge"].nunique()), "best": {"name": names.judge(best["judge"]),
                  **_interval(best, "two_class_waf")}}
     rows = metrics[metrics["judge"] == "length"]
@@ -141,7 +136,7 @@ def judge_values(metrics: pd.DataFrame, length: pd.DataFrame | None) -> dict:
                          "balanced": pct(rows.iloc[0].get("len_balanced_acc", np.nan))}
     if length is not None and len(length):
         graded = length[~length["judge"].isin(FLOORS)]
-        top = best_judge(graded, "len_balanced_acc")
+        top = best_row(graded, "len_balanced_acc")
         at_chance = graded[(graded["len_balanced_lo"] <= 50) & (graded["len_balanced_hi"] >= 50)]
         out["balanced"] = {"name": names.judge(top["judge"]), "value": pct(top["len_balanced_acc"]),
                            "lo": pct(top["len_balanced_lo"]), "hi": pct(top["len_balanced_hi"]),
@@ -152,13 +147,16 @@ def judge_values(metrics: pd.DataFrame, length: pd.DataFrame | None) -> dict:
     return out
 
 
-def paper_values(main: pd.DataFrame | None, human: float | None) -> dict:
-    out: dict = {"human_bound": pct(human) if human is not None else MISSING}
+def paper_values(main: pd.DataFrame | None, human: HumanAgreement | None) -> dict:
+    """The paper's best reported judge (with the approximate interval of the main table) and its
+    agreement between annotators, two-class and with ties (``helpers.reported``)."""
+    out: dict = {"human": {"two_class": pct(human.two_class) if human else MISSING,
+                           "with_ties": pct(human.with_ties) if human and human.with_ties is not None else MISSING}}
     if main is None:
         return out
     reported = main[main["source"] == "reported by the paper"].dropna(subset=["two_class_waf"])
     if len(reported):
-        best = best_judge(reported)
+        best = best_row(reported)
         out |= {"judges": len(reported), "best": {"name": best["judge"], "strategy": best["strategy"],
                                                    **_interval(best, "two_class_waf")},
                 "n": int(main["pairs"].dropna().iloc[0]) if "pairs" in main and main["pairs"].notna().any() else MISSING}
@@ -229,13 +227,13 @@ def adaptive_values(needed: pd.DataFrame | None) -> dict:
     return out
 
 
-def headline(tables: Path, human: float | None) -> dict:
+def headline(tables: Path, paper: PaperResults) -> dict:
     """Every value the chapters quote, from the tables in ``tables`` (missing tables leave their
     group out, so the shortcode shows ``?var:`` and the renderer warns)."""
     tables = Path(tables)
     metrics = _read(tables, "metrics.csv")
     length = _read(tables, "confound_length.csv")
-    values: dict = {"data": data_values(tables), "paper": paper_values(_read(tables, "results_main.csv"), human)}
+    values: dict = {"data": data_values(tables), "paper": paper_values(_read(tables, "results_main.csv"), paper.human)}
     if metrics is not None and len(metrics):
         values["judges"] = judge_values(metrics, length)
     values["shorter"] = shorter_values(_read(tables, "confound_shorter.csv"), length)

@@ -31,6 +31,7 @@ import yaml
 
 from helpers import paths
 from helpers.data import DataError, load_pairs
+from helpers.reported import PaperResults
 from helpers.tournament.design import comparison_id
 from helpers.tournament.rank import CELL
 from helpers.tournament.table import COLUMNS
@@ -317,7 +318,7 @@ def _length_sentence(length_row: pd.Series, board: pd.DataFrame, alignment: pd.D
 # --------------------------------------------------------------------------- adaptive design (notebook 07a)
 
 
-def adaptive_simulation(paper: dict | None, n_reps: int = 5, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+def adaptive_simulation(paper: PaperResults, n_reps: int = 5, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """Uniform vs adaptive designs for 10 and 50 simulated systems judged (both orders) by a
     simulated judge as accurate and as swap-consistent as the paper's best judge
     (``helpers.stats.simulate.adaptive_vs_uniform``); returns the curve and the judge used."""
@@ -326,7 +327,7 @@ def adaptive_simulation(paper: dict | None, n_reps: int = 5, seed: int = 0) -> t
 
     best, accuracy, consistency = paper_best_judge(paper)
     curve = adaptive_vs_uniform((10, 50), accuracy, consistency, n_reps=n_reps, seed=seed)
-    return curve, {"judge": best.get("model", best.get("judge")), "accuracy": accuracy, "swap_consistency": consistency}
+    return curve, {"judge": best.judge, "accuracy": accuracy, "swap_consistency": consistency}
 
 
 def adaptive_figure(curve: pd.DataFrame, needed: pd.DataFrame, target: float = 0.9, path: str | Path | None = None):
