@@ -45,12 +45,26 @@ class HumanAgreement:
 
 
 @dataclass(frozen=True)
+class Annotation:
+    """How the paper's labels were collected: v1 kept the ``v1_kept_unanimous`` of
+    ``v1_annotated_pairs`` pairs on which all ``v1_annotators`` agreed; v2 holds ``v2_pairs``
+    single-annotator labels from a pool of ``v2_annotator_pool``."""
+
+    v1_annotated_pairs: int
+    v1_annotators: int
+    v1_kept_unanimous: int
+    v2_pairs: int
+    v2_annotator_pool: int
+
+
+@dataclass(frozen=True)
 class PaperResults:
     """The parsed ``params/paper_results.yaml``; empty (falsy) when the file is absent."""
 
     judges: tuple[ReportedJudge, ...] = ()
     human: HumanAgreement | None = None
     source: Mapping[str, str] = field(default_factory=dict)
+    annotation: Annotation | None = None
 
     def __bool__(self) -> bool:
         return bool(self.judges) or self.human is not None
@@ -94,7 +108,13 @@ class PaperResults:
                 raise ValueError(f"{where}: human_agreement must be a mapping with two_class (and with_ties)")
             ties = human.get("with_ties")
             human = HumanAgreement(float(human["two_class"]), None if ties is None else float(ties))
-        return cls(tuple(judges), human, dict(parsed.get("source") or {}))
+        annotation = parsed.get("annotation")
+        if annotation is not None:
+            try:
+                annotation = Annotation(**{k: int(v) for k, v in annotation.items()})
+            except (AttributeError, TypeError, ValueError) as exc:
+                raise ValueError(f"{where}: annotation: {exc}") from exc
+        return cls(tuple(judges), human, dict(parsed.get("source") or {}), annotation)
 
 
 def paper_file() -> Path:

@@ -214,10 +214,10 @@ def main_table(best: pd.DataFrame) -> pd.DataFrame:
 
 
 def metrics_markdown(best: pd.DataFrame, paper: PaperResults, pairs: pd.DataFrame) -> str:
-    """The best judge of this build, beside the paper's best (reported) and the majority-label
-    classifier on the same pairs."""
+    """The best judge of this build, beside the paper's best (reported) and the classifier that
+    always answers the more frequent label on the same pairs."""
     top, reported = best.iloc[0], paper.best()
-    majority = 100 * two_class(pairs["preference"], ["a2"] * len(pairs))["waf"]
+    frequent = 100 * two_class(pairs["preference"], ["a2"] * len(pairs))["waf"]
     return (
         f"Of the {best['judge'].nunique()} judge(s) run here, **{top['judge']}** ({top['strategy']}, "
         f"{top['input_type']} input) scores best: two-class WAF **{top['two_class_waf']:.2f}** "
@@ -225,7 +225,7 @@ def metrics_markdown(best: pd.DataFrame, paper: PaperResults, pairs: pd.DataFram
         f"two-class accuracy {top['two_class_acc']:.2f}, swap consistency {top['swap_consistency']:.2f}. "
         f"For scale, the best judge reported by the paper, {reported.judge} ({reported.strategy}), "
         f"has a reported two-class WAF of {reported.two_class_waf:.2f}, and a classifier that always answers "
-        f"the majority label scores a two-class WAF of {majority:.2f} on these pairs."
+        f"a2, the more frequent label, scores a two-class WAF of {frequent:.2f} on these pairs."
     )
 
 
@@ -290,7 +290,7 @@ def system_ratings(pairs: pd.DataFrame, predictions: pd.DataFrame, ranked: pd.Da
     for row in ranked.itertuples():
         cell = predictions[(predictions["judge"] == row.judge) & (predictions["strategy"] == row.strategy)
                            & (predictions["input_type"] == row.input_type)]
-        sources[f"{row.judge} ({row.strategy})"] = bt.label_comparisons(pairs, normal_reverse_vote(cell))
+        sources[names.cell(row.judge, row.strategy)] = bt.label_comparisons(pairs, normal_reverse_vote(cell))
     reference = sorted(set(pairs["model1"]) | set(pairs["model2"]))[0]
     rated = [bt.bradley_terry(c, n_boot=n_boot, seed=seed, reference=reference, prior=prior).assign(source=s)
              for s, c in sources.items()]
@@ -307,7 +307,7 @@ def ranking_agreement(ratings: pd.DataFrame, sources: dict[str, pd.DataFrame], r
         tau, _ = bt.kendall_tau(human.to_numpy(), strength.to_numpy())
         others = group[group["system"] != reference]
         merged = sources[source].merge(sources["human labels"], on="name", suffixes=("", "_human"))
-        rows.append({"source": source, "top system": group.iloc[0]["system"],
+        rows.append({"labels from": source, "top system": group.iloc[0]["system"],
                      "rating gap": float(others["rating"].iloc[0] - 1000),
                      "gap 95% CI": f"[{others['rating_lo'].iloc[0] - 1000:.0f}, {others['rating_hi'].iloc[0] - 1000:.0f}]",
                      "Kendall tau vs human": tau,

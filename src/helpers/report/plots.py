@@ -171,17 +171,23 @@ def preference_curve_figure(pairs: pd.DataFrame, bins: int = 8, path=None) -> pl
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ax.errorbar(curve["log_ratio"], curve["p_a1"], yerr=[curve["p_a1"] - curve["lo"], curve["hi"] - curve["p_a1"]],
                 fmt="o", capsize=3, label="humans (binned, 95% CI)")
+    coverage = confound.ratio_coverage(pairs)
+    middle = coverage["threshold"]
+    ax.axvspan(-middle, middle, color="0.9", zorder=0,
+               label=f"|log ratio| < {middle:g}: {coverage['near_equal']} of {coverage['pairs']} pairs")
     if np.isfinite(human["coef"]):
         scale = confound.length_scale(pairs)
         grid = np.linspace(curve["log_ratio"].min() - 0.1, curve["log_ratio"].max() + 0.1, 200)
         fitted = 1 / (1 + np.exp(-(human["intercept"] + human["coef"] * grid / scale)))
-        ax.plot(grid, fitted, label=f"logistic fit (pseudo-R² {human['pseudo_r2']:.2f})")
+        inside = np.abs(grid) < middle  # drawn dashed where hardly any pair was observed
+        line, = ax.plot(np.where(inside, np.nan, grid), fitted, label=f"logistic fit (pseudo-R² {human['pseudo_r2']:.2f})")
+        ax.plot(np.where(inside, grid, np.nan), fitted, ls="--", color=line.get_color(), label="fit, extrapolated")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.axvline(0.0, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("log(len a1 / len a2)   (right: a1 longer)")
     ax.set_ylabel("P(humans prefer a1)")
     ax.set_ylim(0, 1)
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper left", fontsize=10)
     return save(fig, path)
 
 

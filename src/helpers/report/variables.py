@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 
 from helpers.report import names
-from helpers.reported import HumanAgreement, PaperResults
+from helpers.reported import Annotation, HumanAgreement, PaperResults
 from helpers.stats.metrics import best_row
 
 FILE = "_variables.yml"
@@ -115,12 +115,17 @@ def data_values(tables: Path) -> dict:
                 "decided": int(counts.sum() - counts.get("same", 0))}
     if confound is not None:
         rows = confound.set_index("quantity")
-        longer = rows.loc["longer description preferred"]
-        out["longer_preferred"] = {"value": pct(longer["percent"]), "lo": pct(longer["ci_low"]),
-                                   "hi": pct(longer["ci_high"]), "pairs": int(longer["pairs"])}
+
+        def share(quantity: str) -> dict:
+            row = rows.loc[quantity]
+            out = {"value": pct(row["percent"]), "lo": pct(row["ci_low"]), "hi": pct(row["ci_high"]),
+                   "pairs": int(row["pairs"])}
+            return out | ({"count": int(row["count"])} if "count" in row.index and pd.notna(row["count"]) else {})
+
+        out["longer_preferred"] = share("longer description preferred")
         if "MER-Caption+ wrote the longer text (all pairs)" in rows.index:
-            out["mercaption_longer"] = pct(rows.loc["MER-Caption+ wrote the longer text (all pairs)", "percent"])
-            out["mercaption_preferred"] = pct(rows.loc["MER-Caption+ preferred", "percent"])
+            out["mercaption_longer"] = share("MER-Caption+ wrote the longer text (all pairs)")
+            out["mercaption_preferred"] = share("MER-Caption+ preferred")
     return out
 
 
@@ -141,17 +146,21 @@ def judge_values(metrics: pd.DataFrame, length: pd.DataFrame | None) -> dict:
         out["balanced"] = {"name": names.judge(top["judge"]), "value": pct(top["len_balanced_acc"]),
                            "lo": pct(top["len_balanced_lo"]), "hi": pct(top["len_balanced_hi"]),
                            "judges": len(graded), "at_chance": len(at_chance),
+                           "names": ", ".join(names.judge(j) for j in sorted(graded["judge"].unique())),
                            "min": pct(graded["len_balanced_acc"].min()), "max": pct(graded["len_balanced_acc"].max())}
-        discordant = graded.assign(_d=graded["len_discordant_acc"])
-        out["shorter_acc"] = {"min": pct(discordant["_d"].min()), "max": pct(discordant["_d"].max())}
+        low, high = graded.loc[graded["len_discordant_acc"].idxmin()], graded.loc[graded["len_discordant_acc"].idxmax()]
+        out["shorter_acc"] = {"min": pct(low["len_discordant_acc"]), "max": pct(high["len_discordant_acc"]),
+                              "min_name": names.judge(low["judge"]), "max_name": names.judge(high["judge"])}
     return out
 
 
-def paper_values(main: pd.DataFrame | None, human: HumanAgreement | None) -> dict:
+def paper_values(main: pd.DataFrame | None, human: HumanAgreement | None, annotation: Annotation | None = None) -> dict:
     """The paper's best reported judge (with the approximate interval of the main table) and its
     agreement between annotators, two-class and with ties (``helpers.reported``)."""
     out: dict = {"human": {"two_class": pct(human.two_class) if human else MISSING,
                            "with_ties": pct(human.with_ties) if human and human.with_ties is not None else MISSING}}
+    if annotation is not None:
+        out["annotation"] = {k: f"{v:,}" for k, v in vars(annotation).items()}
     if main is None:
         return out
     reported = main[main["source"] == "reported by the paper"].dropna(subset=["two_class_waf"])
@@ -175,7 +184,8 @@ def shorter_values(contrast: pd.DataFrame | None, length: pd.DataFrame | None) -
         row = rows.loc[(short, feature)]
         other = rows.loc[("longer preferred", feature)]  # there the shorter text is the rejected one
         out[key] = {"preferred": pct(row["preferred"]), "rejected": pct(row["rejected"]), "p": names.p_value(row["p"]),
-                    "p_text": names.p_text(row["p"]), "shorter_rejected": pct(other["rejected"])}
+                    "r": f"{row['rank_biserial']:.2f}", "p_holm_text": names.p_text(row["p_holm"]),
+                    "shorter_rejected": pct(other["rejected"])}
     return out
 
 
@@ -227,13 +237,29 @@ def adaptive_values(needed: pd.DataFrame | None) -> dict:
     return out
 
 
+def official_values(pairing: pd.DataFrame | None) -> dict:
+    """The largest difference between the authors' round pairing and this study's
+    (``official_pairing.csv``, notebook 03), with the judge cell it occurs in."""
+    if pairing is None or pairing.empty:
+        return {}
+    top = best_row(pairing.assign(_abs=pairing["difference"].abs()), "_abs")
+    possible = best_row(pairing, "largest_possible_difference")
+    std = best_row(pairing.assign(_abs=pairing["std_difference"].abs()), "_abs")
+    cell = "" if top["strategy"] == "-" else f" ({top['strategy']})"
+    return {"cells": len(pairing), "max_diff": pct(abs(top["difference"])), "max_judge": names.judge(top["judge"]) + cell,
+            "ours": pct(top["swap_consistency"]), "theirs": pct(top["official_swap_consistency"]),
+            "max_possible": pct(possible["largest_possible_difference"]), "max_std_diff": pct(abs(std["std_difference"])),
+            "misread": int(pairing["answers_misread_past_10000"].sum())}
+
+
 def headline(tables: Path, paper: PaperResults) -> dict:
     """Every value the chapters quote, from the tables in ``tables`` (missing tables leave their
     group out, so the shortcode shows ``?var:`` and the renderer warns)."""
     tables = Path(tables)
     metrics = _read(tables, "metrics.csv")
     length = _read(tables, "confound_length.csv")
-    values: dict = {"data": data_values(tables), "paper": paper_values(_read(tables, "results_main.csv"), paper.human)}
+    values: dict = {"data": data_values(tables), "paper": paper_values(_read(tables, "results_main.csv"), paper.human,
+                                                                      paper.annotation)}
     if metrics is not None and len(metrics):
         values["judges"] = judge_values(metrics, length)
     values["shorter"] = shorter_values(_read(tables, "confound_shorter.csv"), length)
@@ -241,4 +267,10 @@ def headline(tables: Path, paper: PaperResults) -> dict:
     values["voting"] = voting_values(_read(tables, "voting.csv"))
     values["ranking"] = ranking_values(_read(tables, "ranking_cost.csv"))
     values["adaptive"] = adaptive_values(_read(tables, "adaptive_design.csv"))
+    values["official"] = official_values(_read(tables, "official_pairing.csv"))
+    coverage = _read(tables, "confound_coverage.csv")
+    if coverage is not None and len(coverage):
+        row = coverage.iloc[0]
+        values["coverage"] = {"threshold": f"{row['threshold']:g}", "near_equal": int(row["near_equal"]),
+                              "pairs": int(row["pairs"]), "percent": pct(row["percent"])}
     return values

@@ -44,7 +44,6 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 from sklearn.metrics import f1_score
-from statsmodels.stats.proportion import proportion_confint
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
 from helpers.data import LABELS, DataError
@@ -65,6 +64,15 @@ OURS = "this study"
 def log_length_ratio(pairs: pd.DataFrame) -> pd.Series:
     """``log(len(a1) / len(a2))`` in characters; positive when a1 is longer, antisymmetric in a1/a2."""
     return pd.Series(np.log(pairs["a1"].str.len().to_numpy(float) / pairs["a2"].str.len().to_numpy(float)), index=pairs.index)
+
+
+def ratio_coverage(pairs: pd.DataFrame, threshold: float = 0.35) -> dict:
+    """How many decided pairs have nearly equal lengths (``|log length ratio| < threshold``): where
+    the human preference curve is observed rather than extrapolated by its logistic fit."""
+    decided = pairs["preference"].isin(["a1", "a2"])
+    near = (log_length_ratio(pairs)[decided].abs() < threshold)
+    return {"threshold": threshold, "pairs": int(decided.sum()), "near_equal": int(near.sum()),
+            "percent": 100 * float(near.mean()) if len(near) else float("nan")}
 
 
 def longer_label(pairs: pd.DataFrame) -> pd.Series:
@@ -126,11 +134,14 @@ def length_summary(pairs: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def preference_rates(pairs: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """How often, among decided pairs, humans preferred the longer text and each writing model.
+def preference_rates(pairs: pd.DataFrame) -> pd.DataFrame:
+    """How often, among decided pairs, humans preferred the longer text and each writing model,
+    with Wilson 95% intervals (``metrics.wilson_interval``: the report's one interval for a
+    proportion of pairs).
 
     Pairs whose two texts have equal length are left out of the "longer" row, since no
-    description is longer there; the count of pairs behind each row is reported.
+    description is longer there; the pairs behind each row (``pairs``) and how many of them
+    count (``count``) are reported, so every share says its denominator.
     """
     strata = length_strata(pairs).dropna()  # decided pairs of unequal length
     rows = [("longer description preferred", (strata == "concordant").to_numpy())]
@@ -148,22 +159,16 @@ def preference_rates(pairs: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> 
         for model in models:
             rows.append((f"{MODEL_NAMES.get(model, model)} wrote the longer text (all pairs)", writer_of_longer == model))
     table = []
-    for i, (what, flags) in enumerate(rows):
-        share, lo, hi = metrics.bootstrap_share(flags, n_boot, seed + i)
+    for what, flags in rows:
+        flags = np.asarray(flags, dtype=bool)
+        share = flags.mean() if flags.size else np.nan
+        lo, hi = metrics.wilson_interval(int(flags.sum()), int(flags.size))
         table.append({"quantity": what, "percent": 100 * share, "ci_low": 100 * lo, "ci_high": 100 * hi,
-                      "pairs": int(len(flags))})
+                      "pairs": int(len(flags)), "count": int(flags.sum())})
     return pd.DataFrame(table)
 
 
 # --------------------------------------------------------------------------- strata
-
-
-def wilson(correct: float, n: int) -> tuple[float, float]:
-    """95% Wilson interval of a proportion (statsmodels); NaN for an empty stratum."""
-    if n == 0:
-        return float("nan"), float("nan")
-    lo, hi = proportion_confint(correct, n, alpha=0.05, method="wilson")
-    return float(lo), float(hi)
 
 
 def stratified_accuracy(gt: pd.Series, pred: pd.Series, strata: pd.Series) -> pd.DataFrame:
@@ -173,7 +178,7 @@ def stratified_accuracy(gt: pd.Series, pred: pd.Series, strata: pd.Series) -> pd
         mask = (strata == stratum).to_numpy()
         correct = float((same_as_a1(pred[mask]).to_numpy() == gt[mask].to_numpy()).sum())
         n = int(mask.sum())
-        lo, hi = wilson(correct, n)
+        lo, hi = metrics.wilson_interval(correct, n)
         rows.append({"stratum": stratum, "n": n, "correct": correct, "acc": correct / n if n else np.nan, "lo": lo, "hi": hi})
     return pd.DataFrame(rows).set_index("stratum")
 
@@ -289,7 +294,7 @@ def _summarise(key: dict, per_round: pd.DataFrame) -> dict:
     out = key | {"rounds": len(per_round), "pairs": int(mean["pairs"]), "two_class_waf": 100 * mean["two_class_waf"]}
     for stratum in ("concordant", "discordant"):
         n = int(mean[f"n_{stratum}"])
-        lo, hi = wilson(mean[f"correct_{stratum}"], n)
+        lo, hi = metrics.wilson_interval(mean[f"correct_{stratum}"], n)
         out |= {f"n_{stratum}": n, f"len_{stratum}_acc": 100 * mean[f"acc_{stratum}"],
                 f"len_{stratum}_lo": 100 * lo, f"len_{stratum}_hi": 100 * hi}
     out["len_balanced_acc"] = (out["len_concordant_acc"] + out["len_discordant_acc"]) / 2
@@ -337,7 +342,7 @@ def preference_curve(pairs: pd.DataFrame, bins: int = 8) -> pd.DataFrame:
     rows = []
     for interval, group in decided.groupby(binned, observed=True):
         n, k = len(group), float((group["preference"] == "a1").sum())
-        lo, hi = wilson(k, n)
+        lo, hi = metrics.wilson_interval(k, n)
         rows.append({"bin": str(interval), "log_ratio": float(ratio[group.index].mean()), "n": n,
                      "p_a1": k / n, "lo": lo, "hi": hi})
     return pd.DataFrame(rows)

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from statsmodels.stats.proportion import proportion_confint
 from sklearn.metrics import accuracy_score, f1_score
 
 from helpers.data import LABELS, DataError, fallback_share, swap_label
@@ -163,6 +164,18 @@ def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float
     if np.all(np.isnan(values)):
         return float("nan"), float("nan")
     lo, hi = np.nanquantile(values, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def wilson_interval(successes: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval (fractions) of ``successes`` out of ``n``; NaNs for ``n = 0``.
+
+    The one home of the interval the report gives every proportion of pairs (a share of decided
+    pairs, a stratum accuracy, the approximate interval of a reported row): one method per
+    quantity, so one number never carries two intervals."""
+    if not n:
+        return float("nan"), float("nan")
+    lo, hi = proportion_confint(successes, n, alpha=1 - level, method="wilson")
     return float(lo), float(hi)
 
 

@@ -26,10 +26,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.stats.proportion import proportion_confint
 
 from helpers.stats.bt import ci_ranks
 from helpers.stats.confound import length_strata
+from helpers.stats.metrics import wilson_interval
 
 # Words that soften a claim about the person's emotion. A short, fixed list (whole words,
 # case-insensitive), so that the feature is transparent rather than a lexicon's judgement.
@@ -43,8 +43,8 @@ def approx_interval(percent: float, n: int, level: float = 0.95) -> tuple[float,
     """Wilson interval (percent) of a reported percentage over ``n`` decided pairs."""
     if not n or not np.isfinite(percent):
         return float("nan"), float("nan")
-    lo, hi = proportion_confint(percent / 100 * n, n, alpha=1 - level, method="wilson")
-    return 100 * float(lo), 100 * float(hi)
+    lo, hi = wilson_interval(percent / 100 * n, n, level)
+    return 100 * lo, 100 * hi
 
 
 def reported_rows(reported: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -97,10 +97,25 @@ def preferred_and_rejected(pairs: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def rank_biserial(diff: np.ndarray) -> float:
+    """The matched-pairs rank-biserial correlation of paired differences (Kerby 2014): the share of
+    the rank sum held by positive differences minus the share held by negative ones, zeros dropped
+    as the Wilcoxon test drops them; from -1 (all rejected texts higher) to 1 (all preferred higher)."""
+    diff = np.asarray(diff, dtype=float)
+    diff = diff[diff != 0]
+    if not len(diff):
+        return float("nan")
+    ranks = stats.rankdata(np.abs(diff))
+    return float((ranks[diff > 0].sum() - ranks[diff < 0].sum()) / ranks.sum())
+
+
 def feature_contrast(pairs: pd.DataFrame, emotion_words: Iterable[str], hedges: Sequence[str] = HEDGES) -> pd.DataFrame:
     """Per stratum and feature: pairs, mean of the preferred and of the rejected texts, mean paired
-    difference (preferred − rejected) and the Wilcoxon signed-rank p-value (NaN when all
-    differences are zero)."""
+    difference (preferred − rejected), the Wilcoxon signed-rank p-value (NaN when all differences
+    are zero), its effect size (:func:`rank_biserial`) and the p-value Holm-adjusted over every
+    test of the table (statsmodels), so no test stands without its size and its correction."""
+    from statsmodels.stats.multitest import multipletests
+
     words = list(emotion_words)
     split = preferred_and_rejected(pairs)
     rows = []
@@ -112,8 +127,14 @@ def feature_contrast(pairs: pd.DataFrame, emotion_words: Iterable[str], hedges: 
             p = float(stats.wilcoxon(diff).pvalue) if len(diff) and np.any(diff != 0) else float("nan")
             rows.append({"stratum": stratum, "feature": feature, "pairs": len(part),
                          "preferred": float(won[feature].mean()), "rejected": float(lost[feature].mean()),
-                         "difference": float(diff.mean()) if len(diff) else float("nan"), "p": p})
-    return pd.DataFrame(rows)
+                         "difference": float(diff.mean()) if len(diff) else float("nan"), "p": p,
+                         "rank_biserial": rank_biserial(diff)})
+    table = pd.DataFrame(rows)
+    tested = table["p"].notna()
+    table["p_holm"] = np.nan
+    if tested.any():
+        table.loc[tested, "p_holm"] = multipletests(table.loc[tested, "p"], method="holm")[1]
+    return table
 
 
 def shorter_examples(pairs: pd.DataFrame, k: int = 3) -> pd.DataFrame:
