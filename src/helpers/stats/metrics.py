@@ -28,8 +28,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.proportion import proportion_confint
 from sklearn.metrics import accuracy_score, f1_score
+from statsmodels.stats.proportion import proportion_confint
 
 from helpers.data import LABELS, DataError, fallback_share, swap_label
 
