@@ -58,18 +58,18 @@ def test_the_judges_table_says_which_judges_ran_here_and_which_did_not(tmp_path)
     assert table.loc["length", "status"] == "ran: 2 rounds, 20 pairs"
     assert table.loc["qwen25omni", "status"] == "registered, not run here"
     assert table.loc["qwen25omni", "runs on"] == "GPU" and table.loc["gpt4o", "runs on"] == "API"
-    text = chapters.judges_markdown(context(tmp_path))
-    assert "`qwen25omni`, `gpt4o`" in text and chapters.infer_command("qwen25omni") in text
 
 
-def test_limitations_follow_from_what_the_build_lacks(tmp_path):
-    items = chapters.limitations(context(tmp_path, missing_notebooks=["06_confound"]), data_dir=tmp_path)
-    text = "\n".join(items)
-    assert items[0].startswith("**No MLLM judge ran in this build.**")
-    assert "EmoPrefer-Data v2 is absent" in text
-    assert "`06_confound`" in text and "metrics.csv` is missing" in text
+def test_the_build_table_says_what_this_build_holds_and_lacks(tmp_path):
+    build = chapters.build_table(context(tmp_path, missing_notebooks=["06_confound"]), data_dir=tmp_path)
+    status = build.set_index("key")["status"]
+    assert status["judges_run"] == "Longer-text rule, Random" and status["cpu_judges"] == "2"
+    assert status["model_judges_run"] == "none" and status["model_judges_missing"] == "qwen25omni, gpt4o"
+    assert status["v2"] == "absent" and status["notebooks"] == "06_confound" and status["metrics"] == "missing"
+    assert status["infer_command"] == chapters.infer_command("qwen25omni") and status["rounds"] == "2"
     ran_all = context(tmp_path, judges=("length", "qwen25omni", "gpt4o"), metrics=pd.DataFrame())
-    assert "No MLLM judge ran" not in "\n".join(chapters.limitations(ran_all, data_dir=tmp_path))
+    status = chapters.build_table(ran_all, data_dir=tmp_path).set_index("key")["status"]
+    assert status["model_judges_missing"] == "none" and status["metrics"] == "written"
 
 
 def test_prompts_are_shown_byte_for_byte_from_params():

@@ -48,7 +48,7 @@ COLUMNS = {
     "len_separated": "Length separates", "mean_length": "Mean length", "median_length": "Median length",
     "longer_pct": "Longer %", "preferred_pct": "Preferred %", "ci_low": "95% CI low", "ci_high": "95% CI high",
     "pvalue": "p", "p_holm": "p (Holm)", "pvalue_holm": "p (Holm)", "rank_biserial": "Rank-biserial r",
-    "labels_from": "Labels from", "vote_two_class_waf": "Vote 2-class WAF",
+    "labels_from": "Labels from", "count": "Count", "pairs": "Pairs", "quantity": "Quantity", "percent": "Percent", "vote_two_class_waf": "Vote 2-class WAF",
     "vote_two_class_acc": "Vote 2-class ACC", "vote_three_class_waf": "Vote 3-class WAF",
     "vote_three_class_acc": "Vote 3-class ACC", "log_strength": "Log strength",
     "masked_relation": "MER-Caption+ over its masked copy", "truncated_relation": "MERR-Fine over its first half",

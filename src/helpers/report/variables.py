@@ -268,6 +268,19 @@ def headline(tables: Path, paper: PaperResults) -> dict:
     values["ranking"] = ranking_values(_read(tables, "ranking_cost.csv"))
     values["adaptive"] = adaptive_values(_read(tables, "adaptive_design.csv"))
     values["official"] = official_values(_read(tables, "official_pairing.csv"))
+    tournament = _read(tables, "tournament_summary.csv")
+    if tournament is not None and len(tournament):
+        row = tournament.iloc[0]
+        values["tournament"] = {k: (pct(v) if isinstance(v, float) and k.endswith(("pct", "mercaption")) else
+                                    f"{v:.2f}" if isinstance(v, float) else "none" if pd.isna(v) else v)
+                                for k, v in row.items()}
+    build = _read(tables, "summary_build.csv")
+    if build is not None:
+        values["build"] = {str(k): str(v) for k, v in zip(build["key"], build["status"], strict=True)}
+    check = _read(tables, "metrics_official_check.csv")
+    if check is not None:
+        values["official_check"] = {"judges": int(check["judge"].nunique()) if len(check) else 0,
+                                    "flagged": int(check["flag"].astype(bool).sum()) if len(check) else 0}
     coverage = _read(tables, "confound_coverage.csv")
     if coverage is not None and len(coverage):
         row = coverage.iloc[0]
