@@ -14,9 +14,38 @@ from sklearn.metrics import confusion_matrix
 from helpers.data import LABELS
 from helpers.report import names
 
+SHOWN_PX = 736  # the report's text column at a 1280 px window (report.css: .article max-width 46rem)
+MIN_TEXT_PX = 10  # no figure text smaller than this where it is shown
+_DISPLAY_DPI = 100  # the lowest resolution a notebook shows a figure at (inline backend; plots.show uses 110)
+
+
+def text_px(fig: plt.Figure, size_pt: float, shown_px: float = SHOWN_PX, dpi: float = _DISPLAY_DPI) -> float:
+    """The height in screen pixels of ``size_pt`` text of ``fig`` where the page shows the figure:
+    the image is drawn at ``dpi`` and scaled down to ``shown_px`` when it is wider (the tight
+    bounding box, labels outside the axes included, is what is drawn)."""
+    width_in = fig.get_tightbbox(fig.canvas.get_renderer()).width
+    return size_pt / 72 * min(dpi, shown_px / width_in)
+
+
+def ensure_legible(fig: plt.Figure, shown_px: float = SHOWN_PX, min_px: float = MIN_TEXT_PX) -> plt.Figure:
+    """Raise every text of ``fig`` (titles, labels, ticks, legends, annotations) that would show
+    smaller than ``min_px`` at the report's column width to that size: the check that every figure
+    is drawn for the width it is shown at. Larger text can widen the figure, so it checks twice."""
+    for _ in range(2):
+        small = [t for t in fig.findobj(plt.Text) if t.get_visible() and t.get_text()
+                 and text_px(fig, t.get_fontsize(), shown_px) < min_px - 1e-6]
+        if not small:
+            break
+        scale = min(_DISPLAY_DPI, shown_px / fig.get_tightbbox(fig.canvas.get_renderer()).width)
+        for text in small:
+            text.set_fontsize(min_px * 72 / scale + 0.05)
+    return fig
+
 
 def save(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
-    """Save as PNG (creating the folder) and return the figure for display."""
+    """Check that its text is legible at the width the report shows it (:func:`ensure_legible`),
+    save as PNG (creating the folder) and return the figure for display."""
+    ensure_legible(fig)
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,6 +169,7 @@ def show(fig: plt.Figure) -> None:
 
     from IPython.display import Image, display
 
+    ensure_legible(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
