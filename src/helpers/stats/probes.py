@@ -267,9 +267,11 @@ def probe_of(dataset: str, config: ProbeConfig | None = None) -> str | None:
 
 def _pair_shares(predictions: pd.DataFrame, want: str) -> pd.Series:
     """Per pair, the share of its verdicts (both orders, all rounds) for the ``want`` text:
-    ``original`` (the label) or ``edited`` (the other side)."""
+    ``original`` (the label) or ``edited`` (the other side), a tie (``same``) counting half, so
+    that 50 means "does not respond" whether a judge ties or picks at random."""
     target = predictions["gt"] if want == "original" else predictions["gt"].map(swap_label)
-    return (predictions["pred"] == target).groupby(predictions["name"]).mean().sort_index()
+    score = (predictions["pred"] == target).astype(float) + 0.5 * (predictions["pred"] == "same")
+    return score.groupby(predictions["name"]).mean().sort_index()
 
 
 def share_with_interval(shares: pd.Series, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float, float]:
@@ -292,8 +294,8 @@ TABLE_COLUMNS = [
 
 def probe_table(by_probe: dict[str, pd.DataFrame], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """One row per judge cell run on any probe: verbosity sensitivity (% of verdicts for the padded
-    copy), length-matched two-class WAF against the human labels (the paper's metric, normal order,
-    mean over rounds, as in the main table) and content sensitivity (% of verdicts for the original),
+    copy, a tie counting half), length-matched two-class WAF against the human labels (the paper's metric, normal order,
+    mean over rounds, as in the main table) and content sensitivity (% of verdicts for the original, a tie half),
     each with its 95 % pair-bootstrap interval; NaN where a judge was not run on that probe."""
     cells: dict[tuple, dict] = {}
     for probe, table in by_probe.items():
