@@ -224,15 +224,15 @@ def test_probe_metrics_match_a_hand_count():
                                          ("p3", "normal", 1): "a1", ("p4", "normal", 1): "a1"})
     table = probes.probe_table({"verbosity": verbosity, "length_matched": matched, "content": content}, n_boot=200)
     row = table.iloc[0]
-    assert row["verbosity_padded"] == pytest.approx(100 * (1 + 0.5 + 0.25 + 1) / 4)
-    assert row["content_original"] == pytest.approx(100 * 3 / 4)
+    assert row["verbosity"] == pytest.approx(100 * (1 + 0.5 + 0.25 + 1) / 4)
+    assert row["content"] == pytest.approx(100 * 3 / 4)
     # two-class WAF: gt same dropped, predicted same counts as a1; mean over the two rounds
     gt = ["a1", "a2", "a1"]
     expected = np.mean([f1_score(gt, ["a1", "a1", "a1"], average="weighted"),
                         f1_score(gt, ["a1", "a2", "a1"], average="weighted")])
     assert row["matched_waf"] == pytest.approx(100 * expected, abs=0.01)
-    assert row["verbosity_lo"] <= row["verbosity_padded"] <= row["verbosity_hi"]
-    assert row["content_lo"] <= row["content_original"] <= row["content_hi"]
+    assert row["verbosity_lo"] <= row["verbosity"] <= row["verbosity_hi"]
+    assert row["content_lo"] <= row["content"] <= row["content_hi"]
     assert (row["verbosity_pairs"], row["matched_pairs"], row["content_pairs"]) == (4, 4, 4)
 
 
@@ -243,7 +243,7 @@ def test_the_table_has_a_row_per_judge_run_and_leaves_missing_probes_empty():
                 "content": verdicts("length", gts, one), "length_matched": None}
     table = probes.probe_table(by_probe, n_boot=50)
     assert list(table["judge"]) == ["length", "random"]
-    assert np.isnan(table.set_index("judge").loc["random", "content_original"])
+    assert np.isnan(table.set_index("judge").loc["random", "content"])
     assert table["matched_waf"].isna().all()
     pending = probes.pending_rows(table, ["length", "random", "qwen25omni"], CONFIG.datasets)
     assert list(pending["judge"]) == ["qwen25omni"]

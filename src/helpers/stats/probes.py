@@ -286,9 +286,9 @@ def share_with_interval(shares: pd.Series, n_boot: int, seed: int, level: float 
 
 TABLE_COLUMNS = [
     "judge", "strategy", "input_type",
-    "verbosity_padded", "verbosity_lo", "verbosity_hi", "verbosity_pairs",
-    "matched_waf", "matched_lo", "matched_hi", "matched_pairs",
-    "content_original", "content_lo", "content_hi", "content_pairs",
+    "verbosity", "verbosity_lo", "verbosity_hi", "verbosity_pairs",
+    "matched_waf", "matched_waf_lo", "matched_waf_hi", "matched_pairs",
+    "content", "content_lo", "content_hi", "content_pairs",
 ]
 
 
@@ -305,27 +305,68 @@ def probe_table(by_probe: dict[str, pd.DataFrame], n_boot: int = 1000, seed: int
             row = cells.setdefault(key, dict(zip(metrics.CELL, key, strict=True)))
             if probe == "verbosity":
                 value, lo, hi = share_with_interval(_pair_shares(cell, "edited"), n_boot, seed)
-                row |= {"verbosity_padded": value, "verbosity_lo": lo, "verbosity_hi": hi,
+                row |= {"verbosity": value, "verbosity_lo": lo, "verbosity_hi": hi,
                         "verbosity_pairs": cell["name"].nunique()}
             elif probe == "content":
                 value, lo, hi = share_with_interval(_pair_shares(cell, "original"), n_boot, seed)
-                row |= {"content_original": value, "content_lo": lo, "content_hi": hi,
+                row |= {"content": value, "content_lo": lo, "content_hi": hi,
                         "content_pairs": cell["name"].nunique()}
             else:
                 scored = metrics.metrics_table(cell, n_boot=n_boot, seed=seed).iloc[0]
-                row |= {"matched_waf": scored["two_class_waf"], "matched_lo": scored["two_class_waf_lo"],
-                        "matched_hi": scored["two_class_waf_hi"], "matched_pairs": cell["name"].nunique()}
+                row |= {"matched_waf": scored["two_class_waf"], "matched_waf_lo": scored["two_class_waf_lo"],
+                        "matched_waf_hi": scored["two_class_waf_hi"], "matched_pairs": cell["name"].nunique()}
     out = pd.DataFrame(list(cells.values()), columns=TABLE_COLUMNS)
     return out.sort_values(metrics.CELL, kind="mergesort").reset_index(drop=True)
 
 
+def fill_command(judge: str, datasets: dict[str, str]) -> str:
+    """The command that runs ``judge`` on every probe (add ``-p media_dir DIR`` for a judge that watches)."""
+    keys = " ".join(datasets.values())
+    return (f"for d in {keys}; do papermill notebooks/01_infer.ipynb reports/runs/{judge}__$d.ipynb "
+            f"-p model {judge} -p dataset $d; done")
+
+
 def pending_rows(table: pd.DataFrame, judges: Sequence[str], datasets: dict[str, str]) -> pd.DataFrame:
-    """Rows for judges that have no probe run yet, each naming the commands that fill it."""
+    """Rows for judges that have no probe run yet, each naming the command that fills it."""
     done = set(table["judge"])
-    rows = [{"judge": j, "command": " ; ".join(
-        f"papermill notebooks/01_infer.ipynb out.ipynb -p model {j} -p dataset {d} -p order both"
-        for d in datasets.values())} for j in judges if j not in done]
+    rows = [{"judge": j, "command": fill_command(j, datasets)} for j in dict.fromkeys(judges) if j not in done]
     return pd.DataFrame(rows, columns=["judge", "command"])
+
+
+def judges_to_fill(run_on_base: Sequence[str]) -> list[str]:
+    """The judges the probe table should have a row for: every judge run on the base dataset
+    here, and the paper's MLLM judges (``params/grid_paper.yaml``), whose rows fill in once run."""
+    from helpers.run.launch import GridError, load_grid
+
+    try:
+        paper = [cell.model for cell in load_grid(paths.params_dir() / "grid_paper.yaml").cells]
+    except GridError:
+        paper = []
+    return list(dict.fromkeys([*run_on_base, *paper]))
+
+
+def display_table(table: pd.DataFrame, pending: pd.DataFrame) -> pd.DataFrame:
+    """The probe table as the report shows it: display names, each figure with its interval
+    (``x, x_lo, x_hi`` for ``show(..., intervals=True)``), and the pending judges with the
+    command that fills their row."""
+    from helpers.report import names
+
+    shown = table.assign(judge=[names.judge(j) if s == "-" else f"{names.judge(j)} ({s}, {i})"
+                                for j, s, i in zip(table["judge"], table["strategy"], table["input_type"], strict=True)])
+    shown = shown[["judge", "verbosity", "verbosity_lo", "verbosity_hi", "matched_waf", "matched_waf_lo",
+                   "matched_waf_hi", "content", "content_lo", "content_hi"]].assign(fill_command="")
+    waiting = pending.rename(columns={"command": "fill_command"}).assign(judge=lambda f: f["judge"].map(names.judge))
+    return pd.concat([shown, waiting], ignore_index=True) if len(waiting) else shown
+
+
+def load_probe_predictions(root: str | Path | None, config: ProbeConfig | None = None) -> dict[str, pd.DataFrame]:
+    """Every probe's predictions in the store, scored against the probe files as they are now
+    (``helpers.run.results.load_predictions``: a run made on other probe files is refused)."""
+    # the store's reader, imported here: data.py imports this module to generate the probe files
+    from helpers.run.results import load_predictions
+
+    config = config or load_config()
+    return {probe: load_predictions(root, dataset) for probe, dataset in config.datasets.items()}
 
 
 # --------------------------------------------------------------------------- command line
