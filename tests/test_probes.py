@@ -247,4 +247,6 @@ def test_the_table_has_a_row_per_judge_run_and_leaves_missing_probes_empty():
     assert table["matched_waf"].isna().all()
     pending = probes.pending_rows(table, ["length", "random", "qwen25omni"], CONFIG.datasets)
     assert list(pending["judge"]) == ["qwen25omni"]
-    assert "-p dataset probe_content" in pending["command"].iloc[0]
+    command = pending["command"].iloc[0]
+    assert "-p model qwen25omni -p dataset $d" in command
+    assert all(d in command for d in CONFIG.datasets.values())
