@@ -114,6 +114,16 @@ def test_length_matched_pairs_are_within_the_tolerance_and_keep_the_human_label(
         check_padded(pairs.loc[name, shorter], row[shorter])
 
 
+def test_in_length_matched_pairs_which_text_is_longer_is_a_seeded_coin():
+    pairs = v1_like(200)
+    matched = probes.build_probes(pairs, CONFIG)[0]["length_matched"].set_index("name")
+    pairs = pairs.set_index("name").loc[matched.index]
+    was = pairs["a1"].str.len() > pairs["a2"].str.len()
+    now = matched["a1"].str.len() > matched["a2"].str.len()
+    assert (matched["a1"].str.len() != matched["a2"].str.len()).all()  # never a tie for the longer-text rule
+    assert 0.4 < (was == now).mean() < 0.6  # the longer-text rule agrees with v1's longer text half the time
+
+
 def test_content_probe_changes_only_mapped_emotion_words_within_the_tolerance(built):
     original, edited = sides(built["content"])
     assert len(original) > 0

@@ -116,13 +116,13 @@ def _rng(seed: int, *key: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def pad(text: str, target: int, config: ProbeConfig, rng: np.random.Generator) -> str | None:
-    """``text`` followed by neutral sentences until its length is within the tolerance of
-    ``target`` (characters), or None when no draw of the sentences lands in that window.
+def pad(text: str, window: tuple[float, float], config: ProbeConfig, rng: np.random.Generator) -> str | None:
+    """``text`` followed by neutral sentences until its length (characters) is within ``window``
+    (lo, hi), or None when no draw of the sentences lands in it.
 
     Sentences come in a seeded order, each used once before any repeats; where the next one would
     overshoot, the first later one that fits is taken instead."""
-    lo, hi = config.window(target)
+    lo, hi = window
     out = text.rstrip()
     if len(out) >= lo:
         return out if len(out) <= hi else None
@@ -136,6 +136,14 @@ def pad(text: str, target: int, config: ProbeConfig, rng: np.random.Generator) -
         pool.remove(fits[0])
         out = f"{out} {fits[0]}"
     return out
+
+
+def matched_window(target: int, name: str, config: ProbeConfig) -> tuple[float, float]:
+    """Where a shorter text is padded to: within the tolerance of ``target``, and on a seeded side
+    of it (strictly shorter or strictly longer, one pair in two), so that which text of a
+    length-matched pair is longer is a coin flip and the longer-text rule is at chance by construction."""
+    lo, hi = config.window(target)
+    return (lo, target - 1) if _rng(config.seed, "below", name).random() < 0.5 else (target + 1, hi)
 
 
 def _cased(word: str, replacement: str) -> str:
@@ -191,14 +199,16 @@ def build_probes(pairs: pd.DataFrame, config: ProbeConfig) -> tuple[dict[str, pd
     dropped = {p: {} for p in PROBES}
     for row in pairs.itertuples(index=False):
         text, side, writer, target = _shorter(row)
-        padded = pad(text, target, config, _rng(config.seed, "pad", row.name))
+        already = len(text.rstrip()) >= config.window(target)[0]
+        padded = text.rstrip() if already else pad(text, matched_window(target, row.name, config), config,
+                                                   _rng(config.seed, "pad", row.name))
         if padded is None:
             dropped["verbosity"]["no padding lands within the tolerance"] = dropped["verbosity"].get(
                 "no padding lands within the tolerance", 0) + 1
             dropped["length_matched"]["no padding lands within the tolerance"] = dropped["length_matched"].get(
                 "no padding lands within the tolerance", 0) + 1
         else:
-            if padded == text.rstrip():
+            if already:
                 reason = "texts already within the tolerance of each other (nothing to pad)"
                 dropped["verbosity"][reason] = dropped["verbosity"].get(reason, 0) + 1
             else:
