@@ -252,6 +252,39 @@ def official_values(pairing: pd.DataFrame | None) -> dict:
             "misread": int(pairing["answers_misread_past_10000"].sum())}
 
 
+def _names(judges) -> str:
+    """Display names as prose: "A", "A and B", "A, B and C", or "none"."""
+    shown = [names.judge(j) for j in judges]
+    return "none" if not shown else shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def probe_values(probes: pd.DataFrame | None, built: pd.DataFrame | None) -> dict:
+    """The probe suite (notebook 06b): for verbosity and content, which judges' 95 % interval lies
+    wholly above or below 50 (respond for / against the edited copy's side as the column counts);
+    the best length-matched WAF (the tie rule); each judge's three figures; the pairs per probe."""
+    out: dict = {}
+    if built is not None and len(built):
+        out["pairs"] = {row.probe: int(row.pairs) for row in built.itertuples()}
+    if probes is None or probes.empty:
+        return out
+    cpu = probes[probes["strategy"] == "-"]
+    out["judges"] = int(probes["judge"].nunique())
+    for key in ("verbosity", "content"):
+        rows = probes.dropna(subset=[key])
+        above, below = rows[rows[f"{key}_lo"] > 50], rows[rows[f"{key}_hi"] < 50]
+        out[key] = {"above": _names(above["judge"]), "above_n": len(above), "below": _names(below["judge"]),
+                    "below_n": len(below), "judges": len(rows), "min": pct(rows[key].min()), "max": pct(rows[key].max())}
+    matched = probes.dropna(subset=["matched_waf"])
+    if len(matched):
+        best = best_row(matched, "matched_waf")
+        out["matched"] = {"best": {"name": names.judge(best["judge"]), "value": pct(best["matched_waf"]),
+                                   "lo": pct(best["matched_waf_lo"]), "hi": pct(best["matched_waf_hi"])}}
+    out["judge"] = {row["judge"]: {key: {"value": pct(row[key]), "lo": pct(row[f"{key}_lo"]), "hi": pct(row[f"{key}_hi"])}
+                                   for key in ("verbosity", "matched_waf", "content")}
+                    for _, row in cpu.iterrows()}
+    return out
+
+
 def headline(tables: Path, paper: PaperResults) -> dict:
     """Every value the chapters quote, from the tables in ``tables`` (missing tables leave their
     group out, so the shortcode shows ``?var:`` and the renderer warns)."""
@@ -286,4 +319,5 @@ def headline(tables: Path, paper: PaperResults) -> dict:
         row = coverage.iloc[0]
         values["coverage"] = {"threshold": f"{row['threshold']:g}", "near_equal": int(row["near_equal"]),
                               "pairs": int(row["pairs"]), "percent": pct(row["percent"])}
+    values["probes"] = probe_values(_read(tables, "probes.csv"), _read(tables, "probes_built.csv"))
     return values
