@@ -56,7 +56,7 @@ import pandas as pd
 from helpers import paths
 from helpers.data import LABELS, ORDERS, DataError
 from helpers.run.provenance import git_revision, package_versions
-from helpers.secrets import redact
+from helpers.secrets import redact, redact_exception
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.=-]+$")
 RUN_ID_MAX = 200  # a folder name, far below the 255 bytes file systems allow
@@ -822,6 +822,8 @@ class RunSession:
         return self if self.store.locked else self.open()
 
     def __exit__(self, kind, exc, tb) -> None:
+        if exc is not None:  # the traceback a notebook shows must not quote a key either
+            redact_exception(exc, self.store.secrets)
         try:
             if exc is not None and self.started:
                 self.fail(exc)
