@@ -108,14 +108,15 @@ def paper_check(table: pd.DataFrame, paper: PaperResults, mapping: dict[str, dic
 
 
 def _run_folders(predictions_dir: Path):
-    """``(folder, manifest)`` of every run in the store; folders without predictions (e.g.
-    tournament designs kept beside the runs) are not runs, a run without a manifest has ``{}``."""
+    """``(folder, manifest)`` of every run in the store, the manifest typed (``store.read_manifest``);
+    folders without predictions (e.g. tournament designs kept beside the runs) are not runs, a run
+    without a manifest has None."""
     for folder in sorted(p for p in Path(predictions_dir).glob("*") if (p / "predictions.jsonl").is_file()):
-        yield folder, store.read_manifest(folder) or {}
+        yield folder, store.read_manifest(folder)
 
 
 def read_manifests(predictions_dir: Path) -> list[dict]:
-    """Each run's manifest, with its folder name as ``run_id`` and its stored row count."""
+    """Each run's typed manifest (or None), with its folder name as ``run_id`` and its stored row count."""
     return [{"run_id": folder.name, "stored_rows": len(store.read_jsonl(folder / "predictions.jsonl")),
              "manifest": manifest} for folder, manifest in _run_folders(predictions_dir)]
 
@@ -127,9 +128,11 @@ def run_sources(root: str | Path | None = None) -> pd.DataFrame:
     root = Path(root) if root is not None else paths.predictions_dir()
     rows = []
     for _, manifest in _run_folders(root):
-        source = manifest.get("source") or JUDGED
-        rows.append({"judge": manifest.get("judge"), "strategy": manifest.get("strategy"),
-                     "input_type": manifest.get("input_type"), "source": source,
+        if manifest is None:
+            continue  # nothing says where it came from: with_source counts it as this study's
+        source = manifest.source or JUDGED
+        rows.append({"judge": manifest.judge, "strategy": manifest.strategy,
+                     "input_type": manifest.input_type, "source": source,
                      "source_label": SOURCE_LABELS.get(source, source)})
     frame = pd.DataFrame(rows, columns=["judge", "strategy", "input_type", "source", "source_label"])
     return frame.groupby(["judge", "strategy", "input_type"], as_index=False).agg(
@@ -348,8 +351,8 @@ def judges_table(context: Context) -> pd.DataFrame:
         strategies=("strategy", lambda s: ", ".join(sorted(set(s)))),
         rounds=("rounds", "max"), pairs=("pairs", "max"),
     )
-    imported = {m["manifest"]["judge"]: f" ({m['manifest'].get('source_label') or m['manifest']['source']})"
-                for m in context.manifests if m["manifest"].get("source") and m["manifest"].get("judge")}
+    typed = [run["manifest"] for run in context.manifests if run["manifest"] is not None]
+    imported = {m.judge: f" ({m.source_label or m.source})" for m in typed if m.source and m.judge}
     rows = []
     for spec in context.registry.itertuples(index=False):
         where = "CPU (here)" if spec.backend == "cpu" else ("API" if spec.backend == "openai" else "GPU")
@@ -441,8 +444,7 @@ def data_table(context: Context) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["file", "sha256", "pinned"])
 
 
-def _field(manifest: dict, key: str):
-    value = manifest.get(key)
+def _field(value: object):
     return "—" if value is None or isinstance(value, (dict, list)) else value
 
 
@@ -451,20 +453,24 @@ def runs_table(context: Context) -> pd.DataFrame:
     cost in model calls, when, from which code (the run id names judge, strategy, input, data)."""
     rows = []
     for run in context.manifests:
-        m = run["manifest"]
-        calls = m.get("calls_total")
-        status = _field(m, "status")
-        if isinstance(m.get("error"), dict):  # a crashed run says how (engine: type and message)
-            status = f"{status}: {m['error'].get('type')}"
-        unparsed = (m.get("parse") or {}).get("unparsed_pct")
+        m = run["manifest"] or store.RunManifest(run["run_id"], status=None)
+        calls = m.recorded_calls
+        status = _field(m.status)
+        if m.error is not None:  # a crashed run says how (engine: type and message)
+            status = f"{status}: {m.error.get('type')}"
+        unparsed = m.parse.get("unparsed_pct")
         rows.append({
-            "run": run["run_id"], "rows": run["stored_rows"], "rounds": _field(m, "rounds"),
-            "status": status, "model calls": sum(calls.values()) if isinstance(calls, dict) else "—",
+            "run": run["run_id"], "rows": run["stored_rows"], "rounds": _field(m.rounds),
+            "status": status, "model calls": sum(calls.values()) if calls is not None else "—",
             "unparsed %": unparsed if unparsed is not None else "—",
-            "created": str(_field(m, "created"))[:19], "git": str(_field(m, "git_revision"))[:10],
+            "created": str(_field(m.created))[:19], "git": str(_field(m.git_revision))[:10],
         })
     columns = ["run", "rows", "rounds", "status", "model calls", "unparsed %", "created", "git"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _as_json(manifest: store.RunManifest | None) -> dict:
+    return {} if manifest is None else manifest.to_json()
 
 
 def manifests_html(context: Context) -> str:
@@ -473,7 +479,8 @@ def manifests_html(context: Context) -> str:
         return "<p>No run manifests: the predictions store is empty.</p>"
     blocks = [
         f"<details><summary>Manifest of run <code>{html.escape(run['run_id'])}</code></summary>"
-        f"<pre>{html.escape(json.dumps(run['manifest'], indent=2, ensure_ascii=False, default=str))}</pre></details>"
+        f"<pre>{html.escape(json.dumps(_as_json(run['manifest']), indent=2, ensure_ascii=False, default=str))}"
+        "</pre></details>"
         for run in context.manifests
     ]
     return "\n".join(blocks)
