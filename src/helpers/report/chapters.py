@@ -28,7 +28,7 @@ from helpers.judges.registry import list_judges, load_spec
 from helpers.prompts import load_prompts, prompts_file
 from helpers.report import names, split_front_matter
 from helpers.report.setup import Analysis
-from helpers.run import store
+from helpers.run import results, store
 from helpers.run.provenance import revision_note
 from helpers.stats import bt, simulate
 from helpers.stats.confound import REPORTED, human_bound, length_columns
@@ -148,8 +148,11 @@ def run_sources(root: str | Path | None = None) -> pd.DataFrame:
     (no ``source`` in their manifest) are ``this study``; imported ones say where they came from
     (``helpers.imports`` writes the source)."""
     root = Path(root) if root is not None else paths.predictions_dir()
+    left_out = set(results.left_out_runs(root)["run_id"])  # not complete: in no chapter, so not a source
     rows = []
-    for _, manifest in _run_folders(root):
+    for folder, manifest in _run_folders(root):
+        if folder.name in left_out:
+            continue
         source = manifest.get("source") or JUDGED
         rows.append({"judge": manifest.get("judge"), "strategy": manifest.get("strategy"),
                      "input_type": manifest.get("input_type"), "source": source,
@@ -414,6 +417,7 @@ class Context:
     data_error: str | None = None
     missing_notebooks: list[str] = field(default_factory=list)
     missing_chapters: list[str] = field(default_factory=list)
+    left_out: pd.DataFrame | None = None  # runs not complete, in no chapter (results.left_out_runs)
 
     @property
     def human(self) -> float | None:
@@ -443,10 +447,10 @@ def collect(analysis: Analysis) -> Context:
     reports, predictions_root = analysis.reports_dir, analysis.predictions_dir
     context = Context(
         dataset=analysis.dataset, reports_dir=reports, predictions_dir=predictions_root,
-        registry=read_registry(), overview=runs_overview(store.read_predictions(predictions_root)),
+        registry=read_registry(), overview=runs_overview(results.stored_rows(predictions_root, complete_only=True)),
         metrics=read_metrics(reports), paper=analysis.paper,
         prompts=load_prompts() if prompts_file().is_file() else None,
-        manifests=read_manifests(predictions_root),
+        manifests=read_manifests(predictions_root), left_out=results.left_out_runs(predictions_root),
     )
     try:
         context.data_checked = data.check_dataset(analysis.dataset, analysis.data_dir)
@@ -587,6 +591,8 @@ def limitations(context: Context, data_dir=None) -> list[str]:
                      "numbers are shown beside ours.")
     if context.metrics is None:
         items.append("`reports/tables/metrics.csv` is missing: the metrics notebook did not run in this build.")
+    if context.left_out is not None and not context.left_out.empty:
+        items.append(left_out_text(context.left_out))
     if context.missing_notebooks:
         items.append("Analysis notebooks not executed in this build: "
                      + ", ".join(f"`{n}`" for n in context.missing_notebooks) + ".")
@@ -597,6 +603,21 @@ def limitations(context: Context, data_dir=None) -> list[str]:
     items.append("Bootstrap intervals resample pairs and treat the human majority labels as error-free; "
                  "annotator disagreement is not propagated.")
     return items
+
+
+def left_out_text(left_out: pd.DataFrame) -> str:
+    """The runs no chapter uses, each with its status (``results.left_out_runs``)."""
+    listing = ", ".join(f"`{r.run_id}` ({r.status}, {r.rows} rows stored)" for r in left_out.itertuples())
+    return (f"**{len(left_out)} run(s) left out of every chapter** because their manifest does not say "
+            f"`complete`: {listing}. Rebuild the report once they have finished.")
+
+
+def left_out_markdown(context: Context) -> str:
+    """A warning callout naming the runs left out (the results chapter opens with it), or one line
+    saying every run in the store is complete."""
+    if context.left_out is None or context.left_out.empty:
+        return f"All {len(context.manifests)} run(s) in the predictions store are complete; every chapter reads them."
+    return f"::: {{.callout-warning}}\n{left_out_text(context.left_out)}\n:::"
 
 
 def limitations_markdown(context: Context, data_dir=None) -> str:

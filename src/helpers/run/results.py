@@ -4,7 +4,10 @@ data files as they are now (each run's manifest says which data it was made on).
 One reader serves 01_infer's closing table (:func:`load_run`) and the report
 (:func:`load_predictions`): both go through :func:`stored_rows`, which refuses a tampered row
 (a label outside a1/a2/same, an unknown order, a line stored twice) naming the run folder and
-the row's key. Scoring a finished run (:func:`parse_report`, :func:`run_metrics`) lives here
+the row's key. The report reads complete runs only (``complete_only``): a run whose manifest
+says ``running``, ``failed``, ``interrupted`` or ``incomplete`` is left out of every chapter and
+listed by :func:`left_out_runs`, so a report built while a judge writes never mixes its partial
+rows into some tables and not others. Scoring a finished run (:func:`parse_report`, :func:`run_metrics`) lives here
 too, not in the engine that wrote it.
 
 This is where the store (``helpers.run.store``, ``helpers.run.identity``) meets the metrics
@@ -34,16 +37,44 @@ from helpers.run import store
 from helpers.stats import metrics
 from helpers.stats.metrics import check_predictions
 
+COMPLETE = "complete"
+"""The one manifest status the report reads (``RunSession.close`` writes it when every planned row
+is stored). A folder without a manifest (a hand-written table) has no status and is read."""
 
-def stored_rows(root: str | Path | None = None, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+
+def run_statuses(root: str | Path | None = None) -> pd.DataFrame:
+    """``run_id, status`` of every run folder under ``root`` (a folder holding
+    ``predictions.jsonl``), the status from its typed manifest (None when it has none)."""
+    root = Path(root) if root is not None else paths.predictions_dir()
+    rows = []
+    for folder in sorted(p.parent for p in root.glob("*/predictions.jsonl")):
+        manifest = store.read_run_manifest(folder)
+        rows.append({"run_id": folder.name, "status": None if manifest is None else manifest.status})
+    return pd.DataFrame(rows, columns=["run_id", "status"])
+
+
+def left_out_runs(root: str | Path | None = None) -> pd.DataFrame:
+    """The runs the report leaves out of every chapter (``run_id, status, rows``): those whose
+    manifest says anything but ``complete`` (still running, failed, interrupted, incomplete)."""
+    root = Path(root) if root is not None else paths.predictions_dir()
+    runs = run_statuses(root)
+    runs = runs[runs["status"].notna() & (runs["status"] != COMPLETE)].reset_index(drop=True)
+    return runs.assign(rows=[len(store.read_jsonl(root / r / "predictions.jsonl")) for r in runs["run_id"]])
+
+
+def stored_rows(root: str | Path | None = None, run_ids: Iterable[str] | None = None, *,
+                complete_only: bool = False) -> pd.DataFrame:
     """The rows of the store (of ``run_ids`` only, when given), each checked as the writers
     wrote it: ``pred`` one of a1/a2/same, a known ``order``, no key stored twice in one run
     folder. A hand-edited or duplicated line is refused naming the folder and the key, never
-    scored (a ``banana`` would otherwise count as a wrong answer, a duplicate twice)."""
+    scored (a ``banana`` would otherwise count as a wrong answer, a duplicate twice).
+    ``complete_only``: without the rows of :func:`left_out_runs` (the report's reading)."""
     root = Path(root) if root is not None else paths.predictions_dir()
     table = store.read_predictions(root)
     if run_ids is not None:
         table = table[table["run_id"].isin(set(run_ids))].reset_index(drop=True)
+    if complete_only and not table.empty:
+        table = table[~table["run_id"].isin(set(left_out_runs(root)["run_id"]))].reset_index(drop=True)
     if table.empty:
         return table
     problems = []
@@ -68,11 +99,12 @@ def _where(root: Path, row: pd.Series) -> str:
 
 def load_predictions(root: str | Path | None = None, dataset: str | None = None,
                      data_dir: str | Path | None = None) -> pd.DataFrame:
-    """All runs of the predictions store (read by ``helpers.run.store``), checked for analysis.
+    """All complete runs of the predictions store (read by ``helpers.run.store``; a run still
+    running, failed or incomplete is left out: :func:`left_out_runs`), checked for analysis.
 
     With ``dataset``: only that dataset's rows, scored against its files as they are now
     (:func:`score_against_data`), so a label is never taken from a stale store."""
-    table = stored_rows(root)
+    table = stored_rows(root, complete_only=True)
     if table.empty:
         return table
     table = table.astype({"round": int, "name": str, "strategy": str})
