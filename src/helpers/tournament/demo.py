@@ -22,16 +22,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Sequence
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from helpers import paths
 from helpers.data import DataError, load_pairs
 from helpers.reported import PaperResults
+from helpers.stats.probes import emotion_words
 from helpers.tournament.design import comparison_id
 from helpers.tournament.rank import CELL
 from helpers.tournament.table import COLUMNS
@@ -45,13 +43,6 @@ V1_SYSTEMS = {
 IMPLIED = (("mercaptionplus", "mercaptionplus_masked"), ("merrfine", "merrfine_half"))
 """Relations the construction implies: (better, worse). Masking keeps length and removes
 emotional content; truncation removes content and length."""
-
-
-@cache
-def emotion_words() -> tuple[tuple[str, ...], str]:
-    """The documented emotion-word list and placeholder of ``params/emotion_words.yaml``."""
-    raw = yaml.safe_load((paths.params_dir() / "emotion_words.yaml").read_text(encoding="utf-8"))
-    return tuple(raw["words"]), str(raw.get("placeholder", "_"))
 
 
 def mask_emotion_words(text: str, words: Iterable[str] | None = None, placeholder: str | None = None) -> str:
