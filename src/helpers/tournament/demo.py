@@ -163,7 +163,7 @@ def wide_leaderboard(board: pd.DataFrame, digits: int = 0) -> pd.DataFrame:
     """One row per judge cell × system: ``rating [lo, hi] (rank)`` for plain and style-controlled
     BT side by side, for reading in a report."""
     cell = board.assign(text=[
-        f"{r:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (#{int(k)})"
+        f"{r:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (#{int(k)})" if np.isfinite(k) else f"{r:.{digits}f}"
         for r, lo, hi, k in zip(board["rating"], board["rating_lo"], board["rating_hi"], board["rank"], strict=True)
     ])
     wide = cell.pivot_table(index=["judge", "strategy", "input_type", "system"], columns="method", values="text", aggfunc="first")

@@ -206,6 +206,33 @@ def tournament_predictions(store_root: str | Path, pairs: pd.DataFrame) -> pd.Da
     return table[keep].reset_index(drop=True)
 
 
+SHARD_OF = re.compile(r"\.s(\d+)of(\d+)$")
+
+
+def unfinished(missing: pd.DataFrame, pairs: pd.DataFrame, predictions: pd.DataFrame) -> list[str]:
+    """One phrase per judge cell with unjudged comparisons (:func:`helpers.tournament.rank.unjudged`):
+    how many of the design's comparisons lack a verdict, and which shards (``judge --shards N``,
+    read from the run folders' shard tags) or adaptive batches hold them."""
+    phrases = []
+    for cell, group in missing.groupby(["judge", "strategy", "input_type"], sort=True):
+        names = set(group["name"])
+        where = ""
+        if "batch" in pairs.columns:
+            batches = sorted(int(b) for b in pairs.loc[pairs["name"].isin(names), "batch"].unique())
+            where = f"adaptive batch(es) {', '.join(map(str, batches))}"
+        else:
+            mine = predictions[(predictions["judge"] == cell[0]) & (predictions["strategy"] == cell[1])]
+            tags = mine["dataset"].astype(str).str.extract(SHARD_OF).dropna().astype(int)
+            if len(tags):
+                n = int(tags[1].max())
+                chunks = shard_names(pairs, n)
+                lacking = [i for i, chunk in enumerate(chunks) if names & set(chunk)]
+                where = "shard(s) " + ", ".join(f"s{i}of{n}" for i in lacking)
+        phrases.append(f"judge {cell[0]} ({cell[1]}): {len(names)} of {len(pairs)} comparisons have no verdict in "
+                       f"both orders" + (f" ({where} unfinished)" if where else ""))
+    return phrases
+
+
 # --------------------------------------------------------------------------- worker lifetime
 
 

@@ -1,0 +1,178 @@
+"""Issue 27: ranks that do not depend on the reference system, no leaderboard from too few
+bootstrap replicates or from an unfinished judge, and clear errors for the inputs that used to
+pass silently or end in a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import tournament as T
+from helpers.stats import bt as S
+from helpers.stats.simulate import synthetic_comparisons
+
+
+def comparisons_with_length(seed: int = 1) -> pd.DataFrame:
+    table = synthetic_comparisons([0.0, 0.1, 0.15, 0.5, 0.52, 1.0], 600, tie_rate=0.1, seed=seed)
+    table["length_diff"] = np.random.default_rng(seed).uniform(-1, 1, len(table))
+    return table
+
+
+def ratings(method: str, reference: str) -> pd.DataFrame:
+    table = comparisons_with_length()
+    if method == "plain":
+        board = S.bradley_terry(table, n_boot=200, seed=3, reference=reference, prior=1.0)
+    else:
+        board = S.fit_bt(table, ("length_diff",), n_boot=200, seed=3, reference=reference, prior=1.0).ratings
+    return board.set_index("system").sort_index()
+
+
+@pytest.mark.parametrize("method", ["plain", "style_control"])
+def test_another_reference_shifts_every_rating_and_bound_by_one_constant_and_keeps_the_ranks(method):
+    first, second = ratings(method, "s00"), ratings(method, "s05")
+    shift = second.loc["s00", "rating"] - first.loc["s00", "rating"]
+    assert abs(shift) > 50  # the anchor really moved
+    for column in ("rating", "rating_lo", "rating_hi"):
+        np.testing.assert_allclose(second[column] - first[column], shift, atol=1e-6)
+    assert first["rank"].tolist() == second["rank"].tolist()
+    assert first["rank"].nunique() > 1  # the data separate some systems: the ranks are not all 1
+    # the reference has an interval like any other system, not a zero-width anchor
+    assert (first["rating_hi"] - first["rating_lo"]).min() > 1
+
+
+def test_rank_is_one_plus_the_systems_that_win_in_at_least_97_5_percent_of_replicates():
+    # hand-made replicates: b above a in 98/100, c above a in 90/100, c vs b even
+    rng = np.random.default_rng(0)
+    boot = np.zeros((100, 3))
+    boot[:, 1] = np.where(np.arange(100) < 98, 1.0, -1.0)
+    boot[:, 2] = np.where(np.arange(100) < 90, 1.0, -1.0) + rng.normal(0, 1e-3, 100)
+    lo, hi, rank = S.reference_free_summary(np.array([0.0, 1.0, 1.0]), boot, 0.95)
+    assert rank.tolist() == [2, 1, 1]
+
+
+def test_an_interval_never_excludes_its_own_point_estimate():
+    # replicates all on one side of the point (a skewed bootstrap): the bound is widened to the point
+    point = np.array([0.0, 1.0, 2.0])
+    boot = np.tile([0.0, 3.0, 2.5], (200, 1)) + np.random.default_rng(1).normal(0, 0.01, (200, 3))
+    lo, hi, _ = S.reference_free_summary(point, boot, 0.95)
+    assert (lo <= point).all() and (point <= hi).all()
+    for seed in range(5):  # and on fitted data
+        board = S.bradley_terry(synthetic_comparisons([0, 0.2, 2.0], 15, seed=seed), n_boot=100, seed=seed, prior=0.5)
+        assert (board["log_strength_lo"] <= board["log_strength"]).all()
+        assert (board["log_strength"] <= board["log_strength_hi"]).all()
+
+
+@pytest.mark.parametrize("n_boot", [0, 1, S.MIN_RANK_BOOT - 1])
+def test_too_few_replicates_withhold_ranks_and_intervals(n_boot):
+    board = S.bradley_terry(comparisons_with_length(), n_boot=n_boot)
+    assert board["rank"].isna().all() and board["rating_lo"].isna().all()
+    assert str(S.MIN_RANK_BOOT) in board.attrs["ranks_withheld"]
+    fit = S.fit_bt(comparisons_with_length(), ("length_diff",), n_boot=n_boot)
+    assert fit.ratings["rank"].isna().all()
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def cli(*argv: object) -> int:
+    return T.main([str(a) for a in argv])
+
+
+def table(path: Path, systems=("alpha", "beta", "gamma"), n_samples: int = 8) -> Path:
+    rows = [(f"s{i:02d}", system, " ".join(["calm"] * (3 + 4 * k + i % 3)))
+            for i in range(n_samples) for k, system in enumerate(systems)]
+    pd.DataFrame(rows, columns=["name", "system", "description"]).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("n_boot", ["0", "1"])
+def test_rank_with_too_few_replicates_prints_no_ranked_leaderboard(tmp_path, capsys, n_boot):
+    path = table(tmp_path / "t.csv")
+    out = tmp_path / "tour"
+    assert cli("judge", path, "--out", out, "--judge", "length") == 0
+    capsys.readouterr()
+    assert cli("rank", path, "--out", out, "--n-boot", n_boot) == 0
+    printed = capsys.readouterr().out
+    assert "ranks and intervals withheld" in printed and " rank " not in printed.splitlines()[1]
+    assert pd.read_csv(out / "leaderboard.csv")["rank"].isna().all()
+
+
+def test_rank_refuses_an_unfinished_judge_naming_the_shards_and_partial_labels_every_output(tmp_path, capsys):
+    path = table(tmp_path / "t.csv")
+    out = tmp_path / "tour"
+    assert cli("judge", path, "--out", out, "--judge", "length", "--shards", "3") == 0
+    # as if killed after the first shard: the other shards' run folders never got written
+    runs = sorted(p for p in (out / "predictions").iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(runs) == 3
+    for run in runs:
+        if not run.name.endswith("s0of3"):
+            for child in run.iterdir():
+                child.unlink()
+            run.rmdir()
+    capsys.readouterr()
+    assert cli("rank", path, "--out", out, "--n-boot", "0") == 1
+    err = capsys.readouterr().err
+    assert "shard(s) s1of3, s2of3" in err and "16 of 24 comparisons have no verdict" in err
+    assert f"judge {path} --out {out} --judge length" in err and "--partial" in err
+    assert not (out / "leaderboard.csv").exists()
+    assert cli("rank", path, "--out", out, "--n-boot", "0", "--partial") == 0
+    assert "PARTIAL" in capsys.readouterr().out
+    for name in ("comparisons", "leaderboard", "length_effect"):
+        assert set(pd.read_csv(out / f"{name}.csv")["partial"]) == {"partial: 8 of 24"}
+    assert cli("judge", path, "--out", out, "--judge", "length", "--shards", "3") == 0  # the named way out
+    assert cli("rank", path, "--out", out, "--n-boot", "0") == 0
+    assert "partial" not in pd.read_csv(out / "leaderboard.csv").columns
+
+
+@pytest.mark.parametrize("level", ["5", "1", "inf", "nan", "0.4"])
+def test_a_confidence_level_outside_half_to_one_is_a_usage_error(tmp_path, capsys, level):
+    path = table(tmp_path / "t.csv")
+    with pytest.raises(SystemExit) as stop:
+        cli("judge", path, "--out", tmp_path / "o", "--judge", "length", "--adaptive", "--level", level)
+    assert stop.value.code == 2 and "argument --level" in capsys.readouterr().err
+
+
+def test_out_under_a_file_is_a_usage_error(tmp_path, capsys):
+    path = table(tmp_path / "t.csv")
+    with pytest.raises(SystemExit) as stop:
+        cli("design", path, "--out", path / "sub" / "tour")
+    assert stop.value.code == 2 and "is a file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_out_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    path = table(tmp_path / "t.csv")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert cli("design", path, "--out", locked / "tour") == 1
+    finally:
+        locked.chmod(0o700)
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_rank_writes_each_output_whole_or_not_at_all(tmp_path, monkeypatch, capsys):
+    path = table(tmp_path / "t.csv")
+    out = tmp_path / "tour"
+    assert cli("judge", path, "--out", out, "--judge", "length") == 0
+    assert cli("rank", path, "--out", out, "--n-boot", "0") == 0
+    before = (out / "comparisons.csv").read_bytes()
+    real_replace = os.replace
+
+    def disk_full(src, dst):
+        raise OSError(28, "No space left on device", str(dst))
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    assert cli("rank", path, "--out", out, "--n-boot", "0", "--seed", "1") == 1
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert "disk is full" in capsys.readouterr().err
+    assert (out / "comparisons.csv").read_bytes() == before
+    assert not list(out.glob("*.tmp"))
+    json.loads((out / "manifest.json").read_text())
