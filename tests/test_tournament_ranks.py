@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from helpers import tournament as T
+from helpers.data import DataError
 from helpers.stats import bt as S
 from helpers.stats.simulate import synthetic_comparisons
 
@@ -176,3 +177,61 @@ def test_rank_writes_each_output_whole_or_not_at_all(tmp_path, monkeypatch, caps
     assert (out / "comparisons.csv").read_bytes() == before
     assert not list(out.glob("*.tmp"))
     json.loads((out / "manifest.json").read_text())
+
+
+def test_conflicting_duplicate_human_labels_are_refused_naming_the_lines(tmp_path):
+    path = tmp_path / "human.csv"
+    path.write_text("name,system_a,system_b,winner\ns01,alpha,beta,a\ns01,beta,alpha,a\ns02,alpha,beta,b\ns01,alpha,beta,a\n")
+    with pytest.raises(DataError) as caught:
+        T.load_human(path)
+    message = str(caught.value)
+    assert "3 rows label the same comparison" in message and "line 2" in message and "line 3" in message
+
+
+@pytest.mark.parametrize(("first", "twin"), [("gpt", "gpt "), ("gpt", "g\u200bpt"), ("gpt", " gpt"),
+                                             ("caf\u00e9", "cafe\u0301")])
+def test_system_names_that_print_alike_are_refused(tmp_path, capsys, first, twin):
+    path = tmp_path / "t.csv"
+    rows = [(f"s{i}", system, f"text {i} {k}") for i in range(3) for k, system in enumerate((first, twin, "other"))]
+    pd.DataFrame(rows, columns=["name", "system", "description"]).to_csv(path, index=False)
+    assert cli("validate", path) == 1
+    assert f"prints like system {first!r}" in capsys.readouterr().err
+
+
+def training_file(path: Path, n: int) -> Path:
+    rows = [(f"t{i}", "a long calm text " * (1 + i % 3), "short", "a1" if i % 2 else "a2") for i in range(n)]
+    pd.DataFrame(rows, columns=["name", "a1", "a2", "preference"]).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_a_training_table_too_small_to_cross_fit_is_bad_data_not_a_traceback(tmp_path, capsys, n):
+    path = table(tmp_path / "t.csv")
+    train = training_file(tmp_path / "train.csv", n)
+    assert cli("judge", path, "--out", tmp_path / "o", "--judge", "minilm_rm", "--train", train) == 1
+    err = capsys.readouterr().err
+    assert "needs at least 20 decided pairs" in err and "Traceback" not in err
+
+
+def test_a_training_file_that_is_not_parquet_is_named(tmp_path, capsys):
+    path = table(tmp_path / "t.csv")
+    fake = tmp_path / "train.parquet"
+    fake.write_text("name,a1,a2,preference\n")
+    assert cli("judge", path, "--out", tmp_path / "o", "--judge", "minilm_rm", "--train", fake) == 1
+    assert "not a readable Parquet file" in capsys.readouterr().err
+
+
+def test_the_offline_training_error_names_data_dir(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EMOPREFER_DATA", str(tmp_path / "nowhere"))
+    path = table(tmp_path / "t.csv")
+    assert cli("judge", path, "--out", tmp_path / "o", "--judge", "minilm_rm", "--data-dir", tmp_path / "empty") == 1
+    err = capsys.readouterr().err
+    assert "--data-dir" in err and "Traceback" not in err
+
+
+def test_training_and_judged_texts_in_different_scripts_are_flagged():
+    from helpers.tournament.judge import script_mismatch
+
+    english = pd.DataFrame({"a1": ["a calm and happy face"] * 3, "a2": ["an angry voice"] * 3})
+    assert script_mismatch(english, ["他看起来很平静，语气温和。"] * 4) is not None
+    assert script_mismatch(english, ["she smiles warmly"] * 4) is None

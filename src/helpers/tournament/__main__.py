@@ -202,7 +202,7 @@ def _judge(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int
     design = check_design(folder, entries, args.table, asked)
     print(f"design: {len(design.pairs)} comparisons ({design.manifest.get('design')}) in {folder}")
     summary = judge_tournament(
-        to_pairs(design.pairs, entries), args.judge, folder / "predictions", training=_training(args),
+        to_pairs(design.pairs, entries), args.judge, folder / "predictions", training=_training(args, entries),
         tag=system_id(folder.resolve().name),
         executor=args.executor, shards=args.shards, workers=args.workers, address=args.address,
         rounds=args.rounds, seed=asked.get("seed", 0), strategy=args.strategy, input_type=args.input_type,
@@ -212,15 +212,19 @@ def _judge(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int
     return 0
 
 
-def _training(args: argparse.Namespace) -> pd.DataFrame | None:
-    """The labelled pairs learned judges train on, loaded only when one of the judges learns."""
-    from helpers.tournament.judge import learns_from_labels, training_pairs
+def _training(args: argparse.Namespace, entries: pd.DataFrame) -> pd.DataFrame | None:
+    """The labelled pairs learned judges train on, loaded only when one of the judges learns;
+    a warning when they are in another script than the table (:func:`script_mismatch`)."""
+    from helpers.tournament.judge import learns_from_labels, script_mismatch, training_pairs
 
     if not any(learns_from_labels(judge) for judge in args.judge):
         return None
     training = training_pairs(args.train, args.data_dir)
     print(f"learned judge(s) train on {args.train}: {len(training)} labelled pairs "
           f"({int(training['preference'].isin(['a1', 'a2']).sum())} decided)")
+    warning = script_mismatch(training, entries["description"])
+    if warning:
+        print(warning, file=sys.stderr)
     return training
 
 
@@ -238,7 +242,7 @@ def _judge_adaptive(args: argparse.Namespace, entries: pd.DataFrame, folder: Pat
         check_design(folder, entries, args.table, asked)
     design = judge_adaptive(
         entries, folder, args.judge[0], batch_size=args.batch_size, max_comparisons=limit, seed=seed, level=args.level,
-        training=_training(args), tag=system_id(folder.resolve().name), executor=args.executor, shards=args.shards, workers=args.workers,
+        training=_training(args, entries), tag=system_id(folder.resolve().name), executor=args.executor, shards=args.shards, workers=args.workers,
         address=args.address, rounds=args.rounds, strategy=args.strategy, input_type=args.input_type,
         judge_llm=args.judge_llm, engine=args.engine, media_dir=args.media_dir,
     )

@@ -94,20 +94,54 @@ def learns_from_labels(judge: str) -> bool:
     return isinstance(cls, type) and issubclass(cls, CrossFitJudge)
 
 
+MIN_TRAINING = 20  # decided training pairs a cross-fitted learned judge needs (5 folds, both labels in each)
+CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+SCRIPT_GAP = 0.5  # training and judged texts whose CJK shares differ by more than this are in different scripts
+
+
+def cjk_share(texts: Sequence[str]) -> float:
+    """Share of CJK characters (Han, kana, Hangul) among the non-space characters of ``texts``."""
+    joined = "".join(str(t) for t in texts)
+    letters = len(joined) - sum(ch.isspace() for ch in joined)
+    return len(CJK.findall(joined)) / letters if letters else 0.0
+
+
+def script_mismatch(training: pd.DataFrame, texts: Sequence[str]) -> str | None:
+    """A warning when a learned judge trains on texts of one script and judges another (an
+    English-trained reward model scoring Chinese descriptions): its verdicts then rest on
+    features it never saw labelled, and the leaderboard should not be read as a quality ranking."""
+    train, judged = cjk_share(pd.concat([training["a1"], training["a2"]])), cjk_share(texts)
+    if abs(train - judged) <= SCRIPT_GAP:
+        return None
+    return (f"warning: the learned judge's training texts are {train:.0%} CJK characters, the tournament's "
+            f"descriptions {judged:.0%}: it judges a language it was not trained on; train it on labelled pairs "
+            "in the table's language (--train TABLE) before reading its leaderboard")
+
+
 def training_pairs(source: str = "emoprefer", data_dir: str | Path | None = None) -> pd.DataFrame:
     """Labelled pairs a learned judge trains on: a dataset of the study (``emoprefer``: the v1
     benchmark, ``emopreferv2``) or a CSV/Parquet table ``name, a1, a2, preference`` (a1/a2/same)
     that the user names. Names get the prefix :data:`TRAIN_PREFIX`, so they never collide with
     the tournament's comparison ids."""
-    from helpers.data import dataset_specs, load_pairs, read_csv
+    from helpers.data import DATA_ENV, dataset_specs, load_pairs, read_csv
 
     if source in dataset_specs():
-        frame = load_pairs(source, "normal", data_dir)
+        try:
+            frame = load_pairs(source, "normal", data_dir)
+        except DataError as exc:  # offline, or a folder without the files: say how to point at them
+            raise DataError(f"--train {source}: {exc}\n(point the tournament at a folder with the {source} CSVs "
+                            f"with --data-dir FOLDER, or set {DATA_ENV})") from None
     else:
         path = Path(source)
         if not path.is_file():
             raise DataError(f"--train {source}: neither a dataset ({', '.join(sorted(dataset_specs()))}) nor a file")
-        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else None
+        frame = None
+        if path.suffix.lower() in (".parquet", ".pq"):
+            try:
+                frame = pd.read_parquet(path)
+            except Exception as exc:  # pyarrow: ArrowInvalid, OSError, ... for a file that is not Parquet
+                raise DataError(f"training table {path}: not a readable Parquet file ({type(exc).__name__}: {exc}); "
+                                "save it as Parquet, or as CSV with a .csv name") from None
         if frame is None:
             frame, problems = read_csv(path, ("name", "a1", "a2", "preference"))
             if problems:
@@ -119,6 +153,11 @@ def training_pairs(source: str = "emoprefer", data_dir: str | Path | None = None
                       f"row {int(bad.to_numpy().nonzero()[0][0]) + 1}: preference "
                       f"{frame.loc[bad, 'preference'].iloc[0]!r} is not a1, a2 or same")
             raise DataError(f"training table {path} {detail}; it needs name, a1, a2, preference (a1/a2/same)")
+    decided = frame["preference"].value_counts()
+    if decided.get("a1", 0) + decided.get("a2", 0) < MIN_TRAINING or not decided.get("a1", 0) or not decided.get("a2", 0):
+        raise DataError(f"--train {source}: {decided.get('a1', 0)} pairs labelled a1 and {decided.get('a2', 0)} labelled "
+                        f"a2; a learned judge needs at least {MIN_TRAINING} decided pairs with both labels (it is "
+                        "cross-fitted over folds, and each fold must learn both directions)")
     out = frame[["name", "a1", "a2", "preference"]].astype({"name": str}).copy()
     out["name"] = TRAIN_PREFIX + out["name"]
     out["media_name"] = out["name"]

@@ -154,6 +154,8 @@ def load_human(path: str | Path) -> pd.DataFrame:
                 problems.append(_problem(str(path), _where(frame, i), "system_b", row.system_b, "a system compared with itself"))
     if problems:
         raise DataError(f"{len(problems)} problem(s) in human labels {path}:\n  " + "\n  ".join(problems[:50]))
+    if frame.empty:
+        raise DataError(f"human labels {path}: no rows")
     flip = (frame["system_a"] > frame["system_b"]).to_numpy()
     out = pd.DataFrame({
         "name": frame["name"].to_numpy(),
@@ -162,6 +164,13 @@ def load_human(path: str | Path) -> pd.DataFrame:
         "winner": np.where(flip, frame["winner"].map({"a": "b", "b": "a", "tie": "tie"}), frame["winner"]),
     })
     out.insert(0, "comparison", [comparison_id(*r) for r in out[["name", "system_a", "system_b"]].itertuples(index=False)])
+    repeated = out["comparison"].duplicated(keep=False)
+    if repeated.any():  # each label would count as a comparison of its own, conflicting ones against each other
+        lines = [f"{_where(frame, i)} ({frame['name'].iat[i]}: {frame['system_a'].iat[i]} vs {frame['system_b'].iat[i]}, "
+                 f"winner {frame['winner'].iat[i]})" for i in np.flatnonzero(repeated.to_numpy())[:10]]
+        raise DataError(f"human labels {path}: {int(repeated.sum())} rows label the same comparison more than once "
+                        "(in either orientation); give one label per comparison (e.g. the annotators' majority):\n  "
+                        + "\n  ".join(lines))
     return out
 
 
