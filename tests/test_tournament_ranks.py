@@ -235,3 +235,49 @@ def test_training_and_judged_texts_in_different_scripts_are_flagged():
     english = pd.DataFrame({"a1": ["a calm and happy face"] * 3, "a2": ["an angry voice"] * 3})
     assert script_mismatch(english, ["他看起来很平静，语气温和。"] * 4) is not None
     assert script_mismatch(english, ["she smiles warmly"] * 4) is None
+
+
+# --------------------------------------------------------------------------- adaptive designs
+
+
+def tied_length_table(path: Path, n_samples: int = 60) -> Path:
+    """Four systems; 'twin_a' and 'twin_b' write texts of identical length on every sample, so the
+    length judge ties them every time and no number of comparisons separates them."""
+    rows = []
+    for i in range(n_samples):
+        for system, words in (("short", 3), ("twin_a", 8), ("twin_b", 8), ("long", 14)):
+            rows.append((f"v{i:03d}", system, " ".join([system[:4]] * (words + i % 4))))
+    pd.DataFrame(rows, columns=["name", "system", "description"]).to_csv(path, index=False)
+    return path
+
+
+def test_adaptive_design_keeps_its_batch_size_writes_one_run_folder_and_records_its_judge(tmp_path, capsys):
+    path = tied_length_table(tmp_path / "t.csv")
+    out = tmp_path / "tour"
+    flags = ("--adaptive", "--batch-size", "12", "--max-comparisons", "360")
+    assert cli("judge", path, "--out", out, "--judge", "length", *flags) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    sizes = [b["n_comparisons"] for b in manifest["batches"]]
+    assert len(sizes) >= 2 and all(size == 12 for size in sizes[:-1]), sizes
+    assert manifest["stopped"] in ("futile", "budget", "exhausted")  # twins never separate
+    assert manifest["judge"] == "length" and manifest["rounds"] == 1
+    runs = [p for p in (out / "predictions").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(runs) == 1, [p.name for p in runs]  # one run folder for the whole design, not one per batch
+    design = pd.read_csv(out / "design.csv")
+    assert not design["comparison"].duplicated().any() and len(design) == sum(sizes)
+    assert cli("rank", path, "--out", out, "--n-boot", "0") == 0
+    capsys.readouterr()
+    assert cli("judge", path, "--out", out, "--judge", "random", *flags) == 1  # another judge: refused
+    err = capsys.readouterr().err
+    assert "judge length in the design, random asked for" in err and "new\n--out" not in err and "--out folder" in err
+    assert "--batch_size" not in err  # the hint names only flags that exist
+
+
+def test_the_futile_rule_stops_when_no_pair_left_open_could_be_separated():
+    theta = np.array([0.0, 0.0, 3.0])
+    cov = np.diag([0.0, 0.01, 0.01])
+    # pairs (0,1) open and equal: never separable; (0,2), (1,2) separated already
+    assert not S.separable_pairs(theta, cov, np.array([1000, 1000, 1000])).any()
+    close = np.array([0.0, 0.2, 3.0])
+    assert S.separable_pairs(close, np.diag([0.0, 0.05, 0.05]), np.array([1000, 0, 0]))[0]
+    assert not S.separable_pairs(close, np.diag([0.0, 0.05, 0.05]), np.array([2, 0, 0]))[0]

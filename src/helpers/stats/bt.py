@@ -746,21 +746,46 @@ def flip_probabilities(theta: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, 
     return i, j, stats.norm.sf(np.abs(theta[i] - theta[j]) / se)
 
 
-def adaptive_pairs(theta: np.ndarray, cov: np.ndarray, size: int, rng: np.random.Generator,
-                   explore: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """The next ``size`` system pairs of an adaptive design: drawn with probability proportional
-    to the square of the chance that their estimated order is wrong (:func:`flip_probabilities`),
-    so the budget goes to pairs whose ranks still overlap and not to pairs already told apart
-    (the square concentrates it on the closest pairs: in the simulation of
-    ``notebooks/07a_adaptive.ipynb`` it needed fewer comparisons than the plain chance, its cube
-    or a flat weight on overlapping pairs); a share ``explore`` is drawn uniformly so that a pair
-    the current fit wrongly calls settled is still revisited. Seeded by ``rng``: the same fits
-    and seed give the same pairs."""
+def pair_weights(theta: np.ndarray, cov: np.ndarray, explore: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How much an adaptive design wants each system pair ``i < j``: proportional to the square
+    of the chance that their estimated order is wrong (:func:`flip_probabilities`), so the budget
+    goes to pairs whose ranks still overlap and not to pairs already told apart (the square
+    concentrates it on the closest pairs: in the simulation of ``notebooks/07a_adaptive.ipynb``
+    it needed fewer comparisons than the plain chance, its cube or a flat weight on overlapping
+    pairs); a share ``explore`` is spread uniformly so that a pair the current fit wrongly calls
+    settled is still revisited. Returns ``(i, j, weight)``, weights summing to 1."""
     i, j, flip = flip_probabilities(theta, cov)
     flip = flip**2
     weight = (1 - explore) * flip / flip.sum() + explore / len(flip) if flip.sum() > 0 else np.full(len(flip), 1 / len(flip))
-    pick = rng.choice(len(flip), size=size, p=weight / weight.sum())
+    return i, j, weight / weight.sum()
+
+
+def adaptive_pairs(theta: np.ndarray, cov: np.ndarray, size: int, rng: np.random.Generator,
+                   explore: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` system pairs drawn with replacement by :func:`pair_weights` (the simulation's
+    draw, where every pair can be compared again; a tournament draws comparisons without
+    replacement: :func:`helpers.tournament.design.next_batch`). Seeded by ``rng``."""
+    i, j, weight = pair_weights(theta, cov, explore)
+    pick = rng.choice(len(weight), size=size, p=weight)
     return i[pick], j[pick]
+
+
+def separable_pairs(theta: np.ndarray, cov: np.ndarray, available: np.ndarray, level: float = 0.95) -> np.ndarray:
+    """Which not-yet-separated pairs ``i < j`` (order of :func:`flip_probabilities`) the next
+    ``available[k]`` comparisons could still separate at ``level``, in the best case for each:
+    all of them spent on that pair, the estimated difference ``d`` unchanged, each adding the
+    Fisher information ``p (1 - p)`` (``p = sigmoid(d)``) to the difference's precision. When none
+    can, the next batch cannot change any CI-aware rank under the current estimate, and an
+    adaptive design stops ("futile") instead of judging comparisons that only add ties (two
+    systems of identical length under the length judge)."""
+    i, j, flip = flip_probabilities(theta, cov)
+    z = stats.norm.isf((1 - level) / 2)
+    d = np.abs(theta[i] - theta[j])
+    var = np.maximum(cov[i, i] + cov[j, j] - 2 * cov[i, j], 1e-300)
+    p = expit(d)
+    best = 1 / (1 / var + np.asarray(available, float) * p * (1 - p))
+    open_pairs = flip >= (1 - level) / 2
+    return open_pairs & (d / np.sqrt(best) >= z)
 
 
 def adjacent_separated(theta: np.ndarray, cov: np.ndarray, level: float = 0.95) -> bool:

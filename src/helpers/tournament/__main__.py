@@ -31,7 +31,7 @@ from helpers.tournament.design import (
     to_pairs,
     write_design,
 )
-from helpers.tournament.judge import judge_tournament, tournament_predictions, unfinished
+from helpers.tournament.judge import adaptive_universe, judge_tournament, tournament_predictions, unfinished
 from helpers.tournament.rank import (
     CELL,
     comparisons_from_predictions,
@@ -51,7 +51,8 @@ def _rank_outputs(folder: Path, entries: pd.DataFrame, args: argparse.Namespace)
     verdict, unless ``--partial``, when every table carries a ``partial`` column "partial: n of N"."""
     design = check_design(folder, entries, args.table)
     pairs = to_pairs(design.pairs, entries)
-    predictions = tournament_predictions(folder / "predictions", pairs)
+    universe = adaptive_universe(entries) if design.manifest.get("design") == "adaptive" else None
+    predictions = tournament_predictions(folder / "predictions", pairs, universe)
     missing = unjudged(predictions, pairs)
     if len(missing) and not args.partial:
         judges = " ".join(f"--judge {j}" for j in sorted(missing["judge"].unique()))
@@ -230,25 +231,27 @@ def _training(args: argparse.Namespace, entries: pd.DataFrame) -> pd.DataFrame |
 
 def _judge_adaptive(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int:
     """Judge in batches (:func:`helpers.tournament.judge.judge_adaptive`), refusing a stored
-    design drawn otherwise."""
+    design drawn otherwise or driven by another judge or judging."""
     from helpers.tournament.design import candidates
-    from helpers.tournament.judge import judge_adaptive
+    from helpers.tournament.judge import adaptive_judging, judge_adaptive
 
     seed = getattr(args, "seed", 0)
     limit = args.max_comparisons or len(candidates(entries))
+    training = _training(args, entries)
+    judging = {"training": training, "rounds": args.rounds, "strategy": args.strategy, "input_type": args.input_type,
+               "judge_llm": args.judge_llm}
     asked = {"design": "adaptive", "seed": seed, "batch_size": args.batch_size, "max_comparisons": limit,
-             "level": args.level}
+             "level": args.level, **adaptive_judging(args.judge[0], judging)}
     if has_design(folder):
         check_design(folder, entries, args.table, asked)
     design = judge_adaptive(
         entries, folder, args.judge[0], batch_size=args.batch_size, max_comparisons=limit, seed=seed, level=args.level,
-        training=_training(args, entries), tag=system_id(folder.resolve().name), executor=args.executor, shards=args.shards, workers=args.workers,
-        address=args.address, rounds=args.rounds, strategy=args.strategy, input_type=args.input_type,
-        judge_llm=args.judge_llm, engine=args.engine, media_dir=args.media_dir,
+        tag=system_id(folder.resolve().name), executor=args.executor, shards=args.shards, workers=args.workers,
+        address=args.address, engine=args.engine, media_dir=args.media_dir, **judging,
     )
     batches = design.manifest["batches"]
-    print(f"adaptive design: {len(design.pairs)} comparisons in {len(batches)} batch(es), stopped: "
-          f"{design.manifest['stopped']} ({folder})")
+    print(f"adaptive design: {len(design.pairs)} comparisons in {len(batches)} batch(es) "
+          f"({', '.join(str(b['n_comparisons']) for b in batches)}), stopped: {design.manifest['stopped']} ({folder})")
     return 0
 
 
