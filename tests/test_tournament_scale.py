@@ -109,7 +109,7 @@ def test_a_file_that_is_not_parquet_is_bad_data_named_not_a_traceback(tmp_path, 
     (tmp_path / "t.parquet").write_text("name,system,description\n")
     assert cli("validate", tmp_path / "t.parquet") == 1
     err = capsys.readouterr().err
-    assert f"{tmp_path / 't.parquet'}: not a readable Parquet file" in err and "Traceback" not in err
+    assert f"{tmp_path / 't.parquet'}: is not a readable Parquet file" in err and "Traceback" not in err
 
 
 def drawn(tmp_path):
