@@ -281,3 +281,27 @@ def test_the_futile_rule_stops_when_no_pair_left_open_could_be_separated():
     close = np.array([0.0, 0.2, 3.0])
     assert S.separable_pairs(close, np.diag([0.0, 0.05, 0.05]), np.array([1000, 0, 0]))[0]
     assert not S.separable_pairs(close, np.diag([0.0, 0.05, 0.05]), np.array([2, 0, 0]))[0]
+
+
+# --------------------------------------------------------------------------- the saving, measured over seeds
+
+
+def test_the_saving_table_has_a_median_and_intervals_over_20_seeds_for_each_spread_and_size():
+    from helpers.stats import simulate
+
+    short = {key: (size // 10, 4) for key, (size, _) in simulate.HORIZONS.items()}
+    per_seed = simulate.adaptive_savings(0.9, 1.0, n_seeds=20, target=0.5, horizons=short)
+    summary = simulate.saving_summary(per_seed)
+    assert sorted(zip(summary["n_systems"], summary["spread"], strict=True)) == sorted(
+        (m, s) for m in (10, 50) for s in ("close", "paper-like", "far"))
+    assert (summary["seeds"] == 20).all()
+    for row in summary.itertuples():
+        saving = per_seed[(per_seed["n_systems"] == row.n_systems) & (per_seed["spread"] == row.spread)]["saving"].dropna()
+        if len(saving):  # checked against numpy on the seeds' own savings
+            assert row.saving_median == pytest.approx(np.median(saving))
+            assert (row.saving_lo, row.saving_hi) == pytest.approx(tuple(np.quantile(saving, [0.025, 0.975])))
+            assert row.median_ci_lo <= row.saving_median <= row.median_ci_hi
+    # a seed's tournament does not depend on the seeds run beside it
+    alone = simulate.design_runs(np.linspace(-1, 1, 10), 20, 3, 0.9, 1.0, True, [7])
+    among = simulate.design_runs(np.linspace(-1, 1, 10), 20, 3, 0.9, 1.0, True, [3, 7])
+    np.testing.assert_allclose(alone[0], among[1])
