@@ -219,7 +219,7 @@ def ranking_agreement(ratings: pd.DataFrame, sources: dict[str, pd.DataFrame], r
         merged = sources[source].merge(sources["human labels"], on="name", suffixes=("", "_human"))
         rows.append({"labels from": source, "top system": group.iloc[0]["system"],
                      "rating gap": float(others["rating"].iloc[0] - 1000),
-                     "gap 95% CI": f"[{others['rating_lo'].iloc[0] - 1000:.0f}, {others['rating_hi'].iloc[0] - 1000:.0f}]",
+                     "gap 95% CI": f"[{others['gap_lo'].iloc[0]:.0f}, {others['gap_hi'].iloc[0]:.0f}]",
                      "Kendall tau vs human": tau,
                      "pair agreement %": 100 * float((merged["winner"] == merged["winner_human"]).mean())})
     return pd.DataFrame(rows)
