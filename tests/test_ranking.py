@@ -54,13 +54,13 @@ def test_recovers_known_strengths_with_ample_comparisons():
     assert covered.mean() >= 0.75  # 95% intervals: most contain the truth
 
 
-def test_bootstrap_is_reproducible_and_the_reference_has_no_spread():
+def test_bootstrap_is_reproducible_and_the_reference_has_an_interval_of_its_own():
     table = synthetic_comparisons([0.0, 0.5, 1.0], 300, tie_rate=0.1, seed=0)
     first = bt.bradley_terry(table, n_boot=300, seed=4, reference="s00")
     again = bt.bradley_terry(table, n_boot=300, seed=4, reference="s00")
     pd.testing.assert_frame_equal(first, again)
     ref = first.set_index("system").loc["s00"]
-    assert ref["rating_lo"] == ref["rating_hi"] == 1000.0
+    assert ref["rating_lo"] < ref["rating"] == 1000.0 < ref["rating_hi"]  # not a zero-width anchor (issue 27)
     board = bt.leaderboard(first)
     assert board.index.tolist() == [1, 2, 3] and board["system"].iloc[0] == first["system"].iloc[0]
 
@@ -108,3 +108,26 @@ def test_pairs_become_comparisons_between_their_writers():
     assert human[["system_a", "system_b", "winner"]].values.tolist() == [["m", "n", "a"], ["n", "m", "b"], ["m", "n", "tie"]]
     judge = bt.label_comparisons(pairs, pd.Series({"x": "a2", "y": "a2", "z": "a1"}))
     assert judge["winner"].tolist() == ["b", "b", "a"]
+
+
+def test_two_judges_with_the_same_win_count_get_the_same_rating_gap_whatever_pairs_they_win():
+    """Why the random judge and the length-removed reward model share one rating gap to eight
+    digits on v1: with two systems, the Bradley–Terry fit sees only how many comparisons each
+    system won (and the ties), not which; two judges that give MER-Caption+ the same number of wins
+    on different pairs get the same gap and different per-pair agreement with the humans."""
+    from helpers.report import chapters
+    from helpers.stats import bt
+
+    names = [f"p{i}" for i in range(40)]
+    pairs = pd.DataFrame({"name": names, "model1": "mercaptionplus", "model2": "merrfine",
+                          "preference": ["a1"] * 30 + ["a2"] * 10})
+    first = pd.Series(["a1"] * 25 + ["a2"] * 15, index=names)  # 25 wins for MER-Caption+
+    second = pd.Series(["a2"] * 15 + ["a1"] * 25, index=names)  # also 25, on other pairs
+    sources = {"human labels": bt.label_comparisons(pairs), "first": bt.label_comparisons(pairs, first),
+               "second": bt.label_comparisons(pairs, second)}
+    rated = pd.concat([bt.bradley_terry(c, n_boot=20, seed=0, reference="merrfine", prior=0.1).assign(source=s)
+                       for s, c in sources.items()], ignore_index=True)
+    table = chapters.ranking_agreement(rated, sources, "merrfine").set_index("labels from")
+    assert table.loc["first", "rating gap"] == table.loc["second", "rating gap"]
+    assert table.loc["first", "pair agreement %"] != table.loc["second", "pair agreement %"]
+    assert table.loc["first", "pair agreement %"] == 100 * (25 + 10) / 40  # p0-p24 and p30-p39 agree

@@ -71,16 +71,18 @@ def run_folder(source: str, root: Path) -> Path:
 
 def _pair_file(folders: Sequence[Path]) -> PairFile:
     """The one pair file every run was made on, re-read and checked against their identities."""
-    manifests = {f: store.read_manifest(f) or {} for f in folders}
-    files = {m.get("pair_file") for m in manifests.values()}
-    hashes = {tuple(sorted(((m.get("identity") or {}).get("data_sha256") or {}).items())) for m in manifests.values()}
-    if None in files:
-        bad = next(f for f, m in manifests.items() if not m.get("pair_file"))
-        raise DataError(f"run {bad} was not made on a pair file (-p dataset PATH.csv or track3_*): nothing to submit")
+    manifests = {f: store.read_manifest(f) for f in folders}
+    missing = [f for f, m in manifests.items() if m is None or not m.pair_file]
+    if missing:
+        raise DataError(f"run {missing[0]} was not made on a pair file (-p dataset PATH.csv or track3_*): "
+                        "nothing to submit")
+    files = {m.pair_file for m in manifests.values()}
+    hashes = {tuple(sorted((m.data_sha256 or {}).items())) for m in manifests.values()}
     if len(hashes) > 1:
-        raise DataError(f"the runs were made on different pair files ({', '.join(sorted(str(f) for f in files))}); "
+        raise DataError(f"the runs were made on different pair files ({', '.join(sorted(files))}); "
                         "a vote needs every judge on the same pairs")
-    source = read_pair_file(next(iter(sorted(files))), dataset=manifests[folders[0]].get("dataset"))
+    first = manifests[folders[0]]
+    source = read_pair_file(first.pair_file, dataset=first.dataset)
     if {source.path.name: source.sha256} != dict(next(iter(hashes))):
         raise DataError(f"{source.path} changed since the runs were made (its sha256 differs from their identity); "
                         "re-run the judges on it (overwrite=True) before submitting")
