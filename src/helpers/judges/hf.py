@@ -24,7 +24,7 @@ Why the choices:
 ``attn_implementation`` (e.g. ``flash_attention_2``), ``revision``, ``fps`` (default 2),
 ``max_frames``, ``num_frames`` (fixed frame count; LLaVA-NeXT-Video defaults to 8),
 ``video_min_pixels``/``video_max_pixels`` (per-frame pixel bounds passed on every processor
-call; Qwen's defaults 128*28*28 / 768*28*28 when unset).
+call; when unset, nothing is passed and the checkpoint's processor config supplies its own bounds).
 """
 
 from __future__ import annotations

@@ -746,8 +746,11 @@ def protocol_long(card: pd.DataFrame) -> pd.DataFrame:
     value beside the paper's code, so it fits a page; the wide card stays in protocol_card.csv."""
     rows = []
     for row in card.itertuples(index=False):
-        for setting, ours, theirs in (("decoding", row.decoding, row.paper_decoding), ("media", row.media, row.paper_media),
-                                      ("prompt", row.prompt, "")):
+        settings = [("decoding", row.decoding, row.paper_decoding), ("media", row.media, row.paper_media),
+                    ("prompt", row.prompt, "")]
+        if getattr(row, "vllm_engine", "-") != "-":
+            settings.append(("vLLM engine", row.vllm_engine, ""))
+        for setting, ours, theirs in settings:
             rows.append({"Judge": names.judge(row.judge), "Setting": setting, "This study": ours,
                          "Paper's code": theirs or "—"})
         rows.append({"Judge": names.judge(row.judge), "Setting": "differences", "This study": row.differences,
