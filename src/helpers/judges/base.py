@@ -165,6 +165,19 @@ class Backend(ABC):
         """Release models or connections (nothing to release by default)."""
         return None
 
+    def after_out_of_memory(self) -> None:
+        """Called after :meth:`generate` ran out of GPU memory, before the engine retries a smaller
+        batch (``helpers.run.strategies.Pipeline``): hand cached blocks back (nothing by default)."""
+        return None
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a CUDA out-of-memory error: torch's ``OutOfMemoryError`` (a RuntimeError
+    subclass) or a RuntimeError whose message says so (CUDA, cuBLAS and vLLM's own wording)."""
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
 
 class PairJudge(ABC):
     """A judge that reads the pair's texts itself (length, random, reward models).

@@ -353,6 +353,16 @@ class TransformersBackend(Backend):
             kwargs["use_audio_in_video"] = True
         return kwargs
 
+    def after_out_of_memory(self) -> None:
+        """Hand the failed batch's cached blocks back before the engine retries half of it."""
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     def close(self) -> None:
         """Drop the model and hand its GPU memory back (the engine loads the text LLM next)."""
         if self.model is None:

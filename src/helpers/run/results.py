@@ -47,8 +47,9 @@ def stored_rows(root: str | Path | None = None, run_ids: Iterable[str] | None = 
     if table.empty:
         return table
     problems = []
+    judged = is_judged(table)
     for column, allowed in (("pred", LABELS), ("order", ORDERS)):
-        bad = table[~table[column].isin(allowed)]
+        bad = table[~table[column].isin(allowed) & (judged if column == "pred" else True)]
         problems += [f"{_where(root, r)}: {column} {r[column]!r} is not one of {', '.join(allowed)}"
                      for _, r in bad.head(5).iterrows()]
     if "key" in table.columns:
@@ -60,6 +61,23 @@ def stored_rows(root: str | Path | None = None, run_ids: Iterable[str] | None = 
                         "restore the run folder, or re-run it into a new one (overwrite=True moves it aside):\n  "
                         + "\n  ".join(problems))
     return table
+
+
+def is_judged(table: pd.DataFrame) -> pd.Series:
+    """Rows that carry a verdict: not ``media_error`` rows (``store.MEDIA_ERROR``: the media could not be
+    decoded; no label, excluded from every metric and counted as ``media_error_n``)."""
+    if "status" not in table.columns:
+        return pd.Series(True, index=table.index)
+    return table["status"].fillna("ok") != store.MEDIA_ERROR
+
+
+def media_error_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """``media_error_n`` per judge cell (judge, strategy, input_type): rows whose media could not be decoded."""
+    keys = ["judge", "strategy", "input_type"]
+    if table.empty:
+        return pd.DataFrame(columns=[*keys, "media_error_n"])
+    errors = ~is_judged(table)
+    return (table.assign(media_error_n=errors.astype(int)).groupby(keys, as_index=False)["media_error_n"].sum())
 
 
 def _where(root: Path, row: pd.Series) -> str:
@@ -75,6 +93,7 @@ def load_predictions(root: str | Path | None = None, dataset: str | None = None,
     table = stored_rows(root)
     if table.empty:
         return table
+    table = table[is_judged(table)]  # media_error rows hold no verdict (media_error_counts counts them)
     table = table.astype({"round": int, "name": str, "strategy": str})
     if dataset is not None:
         if "dataset" in table.columns:
@@ -144,12 +163,15 @@ def parse_report(rows: list[dict], examples: int = 3) -> dict:
 
 
 def run_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Two-class WAF per order (mean over rounds, x100), swap consistency (x100) and the share
-    of answers that matched no parser rule (``unparsed_pct``, scored ``same``) per judge cell:
+    """Two-class WAF per order (mean over rounds, x100), swap consistency (x100), the share
+    of answers that matched no parser rule (``unparsed_pct``, scored ``same``) and the rows whose media
+    could not be decoded (``media_error_n``, excluded from the rest) per judge cell:
     the paper's definitions, via ``helpers.stats.metrics``. ``rounds`` says how many rounds
     each order had, so a metric from an unbalanced run says what it was computed from."""
     rows = []
-    for (judge, strategy, input_type), cell in predictions.groupby(["judge", "strategy", "input_type"]):
+    errors = media_error_counts(predictions).set_index(["judge", "strategy", "input_type"])["media_error_n"]
+    judged = predictions[is_judged(predictions)]
+    for (judge, strategy, input_type), cell in judged.groupby(["judge", "strategy", "input_type"]):
         row = {"judge": judge, "strategy": strategy, "input_type": input_type}
         for order in ("normal", "reverse"):
             part = cell[cell["order"] == order]
@@ -158,6 +180,7 @@ def run_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
         swap = metrics.swap_consistency_rounds(cell) if set(cell["order"]) == {"normal", "reverse"} else pd.Series()
         row["swap_consistency"] = 100 * swap.mean() if len(swap) else float("nan")
         row["unparsed_pct"] = metrics.unparsed_pct(cell)
+        row["media_error_n"] = int(errors.get((judge, strategy, input_type), 0))
         row["rounds"] = cell["round"].nunique()
         row["pairs"] = cell["name"].nunique()
         rows.append(row)
