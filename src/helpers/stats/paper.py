@@ -40,7 +40,9 @@ WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
 def approx_interval(percent: float, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson interval (percent) of a reported percentage over ``n`` decided pairs."""
+    """Wilson interval (percent) of a percentage of ``n`` decided pairs: exact in spirit for an
+    accuracy (a share of pairs; for one averaged over rounds, of its mean), an approximation for a
+    reported WAF, which is not a proportion."""
     if not n or not np.isfinite(percent):
         return float("nan"), float("nan")
     lo, hi = wilson_interval(percent / 100 * n, n, level)
