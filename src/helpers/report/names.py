@@ -38,6 +38,8 @@ WRITERS = {"mercaptionplus": "MER-Caption+", "merrfine": "MERR-Fine",
 STRATEGIES = {"-": "—", "": "—"}
 INPUTS = {"text": "text", "audiovideo": "audio + video", "video": "video", "audio": "audio"}
 COLUMNS = {
+    "verbosity": "Verbosity: % for the padded copy", "matched_waf": "Length-matched v1: 2-class WAF",
+    "content": "Content: % for the original", "fill_command": "Command that fills the row",
     "judge": "Judge", "source": "Source", "strategy": "Strategy", "input_type": "Input", "rounds": "Rounds",
     "two_class_waf": "2-class WAF", "two_class_acc": "2-class ACC", "three_class_waf": "3-class WAF",
     "three_class_acc": "3-class ACC", "swap_consistency": "Swap consistency", "round_consistency": "Round consistency",

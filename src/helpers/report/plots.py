@@ -303,3 +303,39 @@ def plane_figure(report: pd.DataFrame, reported: pd.DataFrame, path=None) -> plt
         strip.text(0.5, 0.5, "no reported table", transform=strip.transAxes, ha="center", fontsize=10)
     strip.set_xlabel("two-class WAF (%)", fontsize=11)
     return save(fig, path)
+
+
+# --------------------------------------------------------------------------- the probes (helpers.stats.probes)
+
+PROBE_PANELS = (
+    ("verbosity", "Verbosity\n% for the padded copy"),
+    ("matched_waf", "Length-matched v1\n2-class WAF"),
+    ("content", "Content\n% for the original"),
+)
+
+
+def probe_figure(table: pd.DataFrame, path=None) -> plt.Figure:
+    """Each judge's three probe figures with their 95 % intervals, one panel per probe and the
+    judges on a shared vertical axis; the dashed line at 50 is a judge that does not respond (or
+    chance). Drawn 8 in wide for the text column, text at 10 pt. A judge not run on a probe has
+    no mark in that panel (unknown, not zero)."""
+    rows = table.reset_index(drop=True)
+    labels = [names.judge(j) if s == "-" else f"{names.judge(j)} ({s}, {i})"
+              for j, s, i in zip(rows["judge"], rows["strategy"], rows["input_type"], strict=True)]
+    fig, axes = plt.subplots(1, len(PROBE_PANELS), figsize=(8, 0.42 * max(len(rows), 3) + 1.4), sharey=True)
+    y = np.arange(len(rows))[::-1]
+    for ax, (column, title) in zip(axes, PROBE_PANELS, strict=True):
+        known = rows[column].notna().to_numpy()
+        interval_marks(ax, rows[column][known], y[known], rows[f"{column}_lo"][known], rows[f"{column}_hi"][known],
+                       color="tab:blue")
+        ax.axvline(50, color="grey", lw=0.8, ls="--")
+        ax.set_xlim(-4, 104)
+        ax.set_xticks([0, 50, 100])
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(labelsize=10)
+        ax.grid(axis="x", color="0.9")
+    axes[0].set_yticks(y, labels)
+    axes[0].set_ylim(-0.7, len(rows) - 0.3)
+    fig.supxlabel("percent, with 95 % pair-bootstrap interval (dashed: 50, a judge that does not respond)", fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)

@@ -222,18 +222,29 @@ def ranking_values(cost: pd.DataFrame | None) -> dict:
     return out
 
 
-def adaptive_values(needed: pd.DataFrame | None) -> dict:
-    """The adaptive-design simulation (notebook 07a): comparisons to reach the target tau and the
-    ratio uniform / adaptive, per number of simulated systems (keys ``m10``, ``m50``, ...)."""
-    if needed is None or needed.empty:
+def adaptive_values(summary: pd.DataFrame | None, real: pd.DataFrame | None = None) -> dict:
+    """The adaptive-design simulation (notebook 07a): per number of systems and spread (keys
+    ``m10.close``, ``m50.far``, ...) the median saving over seeds with the 95 % range of the
+    seeds and the bootstrap interval of the median; ``real``: the v1 table judged both ways."""
+    if summary is None or summary.empty or "saving_median" not in summary:
         return {}
-    out: dict = {"target": f"{float(needed['target'].iloc[0]):.1f}"}
-    for row in needed.itertuples():
-        ratio = row.ratio_uniform_to_adaptive
-        out[f"m{int(row.n_systems)}"] = {
-            "uniform": f"{row.uniform:,.0f}" if np.isfinite(row.uniform) else MISSING,
-            "adaptive": f"{row.adaptive:,.0f}" if np.isfinite(row.adaptive) else MISSING,
-            "ratio": f"{ratio:.2f}" if np.isfinite(ratio) else MISSING}
+    out: dict = {"target": f"{float(summary['target'].iloc[0]):.1f}", "seeds": f"{int(summary['seeds'].min())}",
+                 "settings": f"{len(summary)}", "below_one": f"{int((summary['saving_lo'] < 1).sum())}"}
+    for row in summary.itertuples():
+        fine = np.isfinite(row.saving_median)
+        out.setdefault(f"m{int(row.n_systems)}", {})[str(row.spread).replace("-", "_")] = {
+            key: f"{getattr(row, column):.2f}" if fine else MISSING
+            for key, column in (("median", "saving_median"), ("lo", "saving_lo"), ("hi", "saving_hi"),
+                                ("ci_lo", "median_ci_lo"), ("ci_hi", "median_ci_hi"))}
+    if real is not None and len(real):
+        rows = real.set_index("design")
+        for design in ("round_robin", "adaptive"):
+            if design in rows.index:
+                r = rows.loc[design]
+                out[design] = {"comparisons": f"{int(r['comparisons']):,}", "calls": f"{int(r['judge_calls']):,}",
+                               "seconds": f"{float(r['seconds']):.1f}", "stopped": str(r["stopped"]),
+                               "batches": f"{int(r['batches'])}", "load": f"{float(r['load_average']):.1f}",
+                               "cores": f"{int(r['cores'])}"}
     return out
 
 
@@ -255,6 +266,39 @@ def official_values(pairing: pd.DataFrame | None) -> dict:
             "misread": int(pairing["answers_misread_past_10000"].sum())}
 
 
+def _names(judges) -> str:
+    """Display names as prose: "A", "A and B", "A, B and C", or "none"."""
+    shown = [names.judge(j) for j in judges]
+    return "none" if not shown else shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def probe_values(probes: pd.DataFrame | None, built: pd.DataFrame | None) -> dict:
+    """The probe suite (notebook 06b): for verbosity and content, which judges' 95 % interval lies
+    wholly above or below 50 (respond for / against the edited copy's side as the column counts);
+    the best length-matched WAF (the tie rule); each judge's three figures; the pairs per probe."""
+    out: dict = {}
+    if built is not None and len(built):
+        out["pairs"] = {row.probe: int(row.pairs) for row in built.itertuples()}
+    if probes is None or probes.empty:
+        return out
+    cpu = probes[probes["strategy"] == "-"]
+    out["judges"] = int(probes["judge"].nunique())
+    for key in ("verbosity", "content"):
+        rows = probes.dropna(subset=[key])
+        above, below = rows[rows[f"{key}_lo"] > 50], rows[rows[f"{key}_hi"] < 50]
+        out[key] = {"above": _names(above["judge"]), "above_n": len(above), "below": _names(below["judge"]),
+                    "below_n": len(below), "judges": len(rows), "min": pct(rows[key].min()), "max": pct(rows[key].max())}
+    matched = probes.dropna(subset=["matched_waf"])
+    if len(matched):
+        best = best_row(matched, "matched_waf")
+        out["matched"] = {"best": {"name": names.judge(best["judge"]), "value": pct(best["matched_waf"]),
+                                   "lo": pct(best["matched_waf_lo"]), "hi": pct(best["matched_waf_hi"])}}
+    out["judge"] = {row["judge"]: {key: {"value": pct(row[key]), "lo": pct(row[f"{key}_lo"]), "hi": pct(row[f"{key}_hi"])}
+                                   for key in ("verbosity", "matched_waf", "content")}
+                    for _, row in cpu.iterrows()}
+    return out
+
+
 def headline(tables: Path, paper: PaperResults) -> dict:
     """Every value the chapters quote, from the tables in ``tables`` (missing tables leave their
     group out, so the shortcode shows ``?var:`` and the renderer warns)."""
@@ -269,7 +313,7 @@ def headline(tables: Path, paper: PaperResults) -> dict:
     values["consistency"] = consistency_values(_read(tables, "consistency_pearson.csv"), _read(tables, "consistency.csv"))
     values["voting"] = voting_values(_read(tables, "voting.csv"))
     values["ranking"] = ranking_values(_read(tables, "ranking_cost.csv"))
-    values["adaptive"] = adaptive_values(_read(tables, "adaptive_design.csv"))
+    values["adaptive"] = adaptive_values(_read(tables, "adaptive_design.csv"), _read(tables, "adaptive_real.csv"))
     values["official"] = official_values(_read(tables, "official_pairing.csv"))
     tournament = _read(tables, "tournament_summary.csv")
     if tournament is not None and len(tournament):
@@ -289,4 +333,5 @@ def headline(tables: Path, paper: PaperResults) -> dict:
         row = coverage.iloc[0]
         values["coverage"] = {"threshold": f"{row['threshold']:g}", "near_equal": int(row["near_equal"]),
                               "pairs": int(row["pairs"]), "percent": pct(row["percent"])}
+    values["probes"] = probe_values(_read(tables, "probes.csv"), _read(tables, "probes_built.csv"))
     return values
