@@ -521,14 +521,16 @@ def manifests_html(context: Context) -> str:
 
 # --------------------------------------------------------------------------- the paper-shaped main table
 
-def results_main(best: pd.DataFrame, length: pd.DataFrame, paper: PaperResults, n_decided: int,
-                 cis: pd.DataFrame | None = None) -> pd.DataFrame:
+def results_main(best: pd.DataFrame, length: pd.DataFrame, paper: PaperResults, n_decided: int) -> pd.DataFrame:
     """The main results table as data: the paper's reported rows (approximate 95% intervals over
     ``n_decided`` pairs, ``paper.reported_rows``) and each judge run here at its best strategy
-    (``best``: ``metrics.best_strategy`` of ``metrics.csv``, bootstrap CIs), with the length-balanced accuracy
-    and the accuracy on shorter-preferred pairs (``length``: ``confound.length_report``), and the
-    CI-aware rank on two-class WAF over all rows; ``cis`` (``metrics.ci_table``) gives our rows'
-    accuracy intervals. The paper's agreement between annotators is not a judge and has no row."""
+    (``best``: ``metrics.best_strategy`` of ``metrics.csv``, bootstrap CIs of the WAF), with the
+    length-balanced accuracy and the accuracy on shorter-preferred pairs (``length``:
+    ``confound.length_report``), and the CI-aware rank on two-class WAF over all rows, best first on
+    the unrounded means. An accuracy is a share of the decided pairs, so every row's accuracy carries
+    the one interval of a share, the Wilson interval over ``n_decided`` pairs (the longer-text rule's
+    accuracy is the share of pairs where the longer text was preferred, with the same interval).
+    The paper's agreement between annotators is not a judge and has no row."""
     from helpers.stats import paper as paper_view
 
     reported = paper.table()
@@ -541,15 +543,12 @@ def results_main(best: pd.DataFrame, length: pd.DataFrame, paper: PaperResults, 
     mine = best_strategy(best)
     ours = mine.drop(columns=[c for c in keep if c not in CELL], errors="ignore").merge(length[keep], on=CELL, how="left")
     ours["source"] = mine["source_label"].to_numpy() if "source_label" in mine else SOURCE_LABELS[JUDGED]
-    if cis is not None and len(cis):
-        acc = cis[cis["metric"] == "two_class_acc"].rename(columns={"lo": "two_class_acc_lo", "hi": "two_class_acc_hi"})
-        ours = ours.drop(columns=["two_class_acc_lo", "two_class_acc_hi"], errors="ignore").merge(
-            acc[[*CELL, "two_class_acc_lo", "two_class_acc_hi"]], on=CELL, how="left")
+    bounds = [paper_view.approx_interval(v, n_decided) for v in ours["two_class_acc"].astype(float)]
+    ours["two_class_acc_lo"], ours["two_class_acc_hi"] = [b[0] for b in bounds], [b[1] for b in bounds]
     ours["judge"] = ours["judge"].map(names.judge)
-    rows = pd.concat([theirs, ours], ignore_index=True).reindex(columns=columns)
+    rows = pd.concat([theirs, ours], ignore_index=True).reindex(columns=[*columns, "two_class_waf_unrounded"])
     rows["rank"] = paper_view.ci_rank(rows)
-    rows = best_order(rows)
-    return rows.reindex(columns=columns).reset_index(drop=True)
+    return best_order(rows).reindex(columns=columns).reset_index(drop=True)
 
 
 def results_display(rows: pd.DataFrame) -> pd.DataFrame:
