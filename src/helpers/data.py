@@ -337,6 +337,65 @@ def read_csv(path: Path, required: Iterable[str]) -> tuple[pd.DataFrame, list[Pr
         return pd.DataFrame(), [Problem(str(path), None, None, None, f"cannot be read ({exc.strerror or exc})")]
 
 
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def scan_table(path: str | Path, required: Iterable[str] = ()) -> tuple[pd.DataFrame, list[Problem]]:
+    """Read a user's table, CSV or Parquet by its suffix, and collect its problems instead of raising.
+
+    A CSV goes through :func:`read_csv` (UTF-8, field size, syntax, duplicate or missing header
+    columns, no rows; strings, each record's line in ``csv_line``). A Parquet file gets the rules
+    that apply to it (readable as Parquet, each column once, required columns, at least one row,
+    no text over :data:`MAX_FIELD_CHARS`); its values keep their Parquet types and rows are cited
+    by number (1-based), as there are no lines."""
+    path = Path(path)
+    required = tuple(required)
+    if not path.is_file():
+        reason = "is a folder, not a table" if path.is_dir() else "file not found"
+        return pd.DataFrame(), [Problem(str(path), None, None, None, reason)]
+    if path.suffix.lower() not in PARQUET_SUFFIXES:
+        return read_csv(path, required)
+    return _scan_parquet(path, required)
+
+
+def _scan_parquet(path: Path, required: tuple[str, ...]) -> tuple[pd.DataFrame, list[Problem]]:
+    file = str(path)
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ... for a non-Parquet file
+        return pd.DataFrame(), [Problem(file, None, None, None,
+                                        f"is not a readable Parquet file ({type(exc).__name__}: {str(exc)[:200]}); "
+                                        "save the table as Parquet, or as CSV with a .csv name")]
+    header_problems = _header_problems(file, None, list(table.column_names), required)
+    if not header_problems and table.num_rows == 0:
+        header_problems.append(Problem(file, None, None, None, "has columns but no rows"))
+    if header_problems:
+        return pd.DataFrame(), header_problems
+    frame = table.to_pandas().astype(object).reset_index(drop=True)
+    problems = []
+    for column in frame.columns:
+        for index, value in enumerate(frame[column]):
+            if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+                problems.append(Problem(file, None, column, None,
+                                        f"row {index + 1}: text has {len(value):,} characters, more than the "
+                                        f"{MAX_FIELD_CHARS:,} accepted"))
+    return frame, problems
+
+
+def read_table(path: str | Path, required_columns: Iterable[str] = (), what: str = "table") -> pd.DataFrame:
+    """A user's table (CSV or Parquet) that obeys :func:`scan_table`'s rules, or a
+    :class:`DataError` listing every problem with file, line and column. ``what`` names the
+    table in the message (``"human labels"``, ``"pair file"``)."""
+    frame, problems = scan_table(path, required_columns)
+    if problems:
+        listing = "\n  ".join(str(p) for p in problems[:50])
+        more = "" if len(problems) <= 50 else f"\n  … and {len(problems) - 50} more"
+        raise DataError(f"{len(problems)} problem(s) in {what} {path}:\n  {listing}{more}")
+    return frame
+
+
 def _parse(lines: _Lines, required: Iterable[str]) -> tuple[pd.DataFrame, list[Problem]]:
     file, problems = lines.file, []
     reader = csv.reader(lines, strict=True)
@@ -360,7 +419,7 @@ def _parse(lines: _Lines, required: Iterable[str]) -> tuple[pd.DataFrame, list[P
         return pd.DataFrame(), [Problem(file, 1, None, None, "file is empty")]
     header_problems = _header_problems(file, header_line, lines.header, required)
     if not header_problems and not rows and not problems:
-        header_problems.append(Problem(file, header_line, None, None, "has a header but no data rows (0 pairs)"))
+        header_problems.append(Problem(file, header_line, None, None, "has a header but no data rows"))
     if header_problems:
         return pd.DataFrame(), header_problems + problems
     frame = pd.DataFrame(rows, columns=lines.header)
@@ -382,7 +441,7 @@ def _record_problem(file: str, line: int, record: list[str], header: list[str]) 
     return None
 
 
-def _header_problems(file: str, line: int, header: list[str], required: Iterable[str]) -> list[Problem]:
+def _header_problems(file: str, line: int | None, header: list[str], required: Iterable[str]) -> list[Problem]:
     problems = []
     first: dict[str, int] = {}
     for index, column in enumerate(header, 1):

@@ -25,6 +25,7 @@ from helpers.judges.registry import EngineChoice, RunJudges, make_pair_judge, ru
 from helpers.run.identity import RunPlan, check_folders, check_identity, plan_runs
 from helpers.run.results import load_run, parse_report, run_metrics
 from helpers.run.store import (
+    RunManifest,
     RunSession,
     load_steps,
     now,
@@ -225,12 +226,12 @@ def run_state(plan: RunPlan, root: str | Path | None = None) -> str:
     manifest = read_manifest(folder)
     if manifest is None:
         return "missing"
-    if manifest.get("identity_sha256") != plan.identity_sha256:
+    if manifest.identity_sha256 != plan.identity_sha256:
         return "other identity"
     held = {r["key"] for r in read_jsonl(folder / "predictions.jsonl")}
     if plan.expected <= held:
         return "complete"
-    status = manifest.get("status")
+    status = manifest.status
     return status if status in ("failed", "running", "interrupted") else "incomplete"
 
 
@@ -293,9 +294,9 @@ def cached_steps(root: Path, judges: RunJudges) -> dict[str, str]:
             if s.get("judge") == judges.spec.name and s.get("input_type") == judges.input_type}
 
 
-def _refusal(folder: Path, manifest: dict, identity: dict, done: set) -> None:
+def _refusal(folder: Path, manifest: RunManifest | None, identity: dict, done: set) -> None:
     """The engine's rule for resuming: the same identity, or an empty folder (``check_identity``)."""
-    check_identity(folder, manifest, identity, bool(done))
+    check_identity(folder, manifest.identity if manifest is not None else None, identity, bool(done))
 
 
 def _open(plan: RunPlan, context: RunContext) -> RunSession:

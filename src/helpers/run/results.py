@@ -21,8 +21,6 @@ import pandas as pd
 
 from helpers import paths, prompts
 from helpers.data import (
-    LABELS,
-    ORDERS,
     DataError,
     data_sha256,
     dataset_spec,
@@ -37,33 +35,18 @@ from helpers.stats.metrics import check_predictions
 
 def stored_rows(root: str | Path | None = None, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
     """The rows of the store (of ``run_ids`` only, when given), each checked as the writers
-    wrote it: ``pred`` one of a1/a2/same, a known ``order``, no key stored twice in one run
-    folder. A hand-edited or duplicated line is refused naming the folder and the key, never
-    scored (a ``banana`` would otherwise count as a wrong answer, a duplicate twice)."""
+    wrote it (``store.checked_rows``: the row schema, its key against its fields, its fields
+    against its run folder's manifest, no key twice). A hand-edited or duplicated line is refused
+    naming file, line and field, never scored (a ``banana`` would otherwise count as a wrong
+    answer, a duplicate twice, an edited round as another round)."""
     root = Path(root) if root is not None else paths.predictions_dir()
-    table = store.read_predictions(root)
-    if run_ids is not None:
-        table = table[table["run_id"].isin(set(run_ids))].reset_index(drop=True)
-    if table.empty:
-        return table
-    problems = []
-    for column, allowed in (("pred", LABELS), ("order", ORDERS)):
-        bad = table[~table[column].isin(allowed)]
-        problems += [f"{_where(root, r)}: {column} {r[column]!r} is not one of {', '.join(allowed)}"
-                     for _, r in bad.head(5).iterrows()]
-    if "key" in table.columns:
-        keyed = table[table["key"].notna()]  # hand-written tables may have no key: check_predictions covers them
-        dup = keyed[keyed.duplicated(["run_id", "key"])]
-        problems += [f"{_where(root, r)}: stored twice (a duplicated line)" for _, r in dup.head(5).iterrows()]
-    if problems:
-        raise DataError(f"{len(problems)} stored row(s) cannot be scored (edited by hand, or written by other code); "
-                        "restore the run folder, or re-run it into a new one (overwrite=True moves it aside):\n  "
-                        + "\n  ".join(problems))
-    return table
-
-
-def _where(root: Path, row: pd.Series) -> str:
-    return f"{root / str(row.get('run_id'))}/predictions.jsonl, key {row.get('key')!r}"
+    if run_ids is None:
+        return store.read_predictions(root)
+    rows = [row for run_id in sorted(set(run_ids)) for row in store.checked_rows(root / run_id)]
+    if not rows:
+        return pd.DataFrame(columns=store.COLUMNS)
+    table = pd.DataFrame(rows)
+    return table.reindex(columns=store.COLUMNS + [c for c in table.columns if c not in store.COLUMNS])
 
 
 def load_predictions(root: str | Path | None = None, dataset: str | None = None,
@@ -88,9 +71,7 @@ def load_predictions(root: str | Path | None = None, dataset: str | None = None,
 def _run_data_hashes(folder: Path) -> dict[str, str] | None:
     """The data hashes a run folder's manifest records (its identity's, else the older key)."""
     manifest = store.read_manifest(folder)
-    if manifest is None:
-        return None
-    return (manifest.get("identity") or {}).get("data_sha256") or manifest.get("data_sha256")
+    return None if manifest is None else manifest.data_sha256
 
 
 def score_against_data(table: pd.DataFrame, root: str | Path | None, dataset: str,
@@ -184,5 +165,5 @@ def load_run(summary: pd.DataFrame, output_dir: str | Path | None = None, data_d
 
 
 def _on_dataset_files(folder: Path) -> bool:
-    manifest = store.read_manifest(folder) or {}
-    return manifest.get("dataset") in dataset_specs() and not (manifest.get("parameters") or {}).get("pairs_given")
+    manifest = store.read_manifest(folder)
+    return manifest is not None and manifest.dataset in dataset_specs() and not manifest.parameters.get("pairs_given")
