@@ -258,7 +258,8 @@ def test_quarto_renders_the_article_into_reports_without_executing_notebooks():
     meta, body = report.split_front_matter((paths.reports_dir() / "index.qmd").read_text())
     assert [Path(c).stem for c in meta["chapters"]] == [
         "00_abstract", "05_introduction", "07_related", "10_data", "15_judges", "20_results", "25_confound",
-        "27_reward_models", "50_ranking", "80_discussion", "95_appendix"]
+        "27_reward_models", "28_probes", "50_ranking",
+        "80_discussion", "95_appendix"]
     assert report.CHAPTERS_BEGIN in body and report.CHAPTERS_END in body
 
 

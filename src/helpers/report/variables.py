@@ -269,7 +269,10 @@ def official_values(pairing: pd.DataFrame | None) -> dict:
 def _names(judges) -> str:
     """Display names as prose: "A", "A and B", "A, B and C", or "none"."""
     shown = [names.judge(j) for j in judges]
-    return "none" if not shown else shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+    if len(shown) < 2:
+        return shown[0] if shown else "none"
+    joint = "; " if any("," in name for name in shown) else ", "  # "A, with B; C" stays readable
+    return joint.join(shown[:-1]) + (";" if joint == "; " else "") + " and " + shown[-1]
 
 
 def probe_values(probes: pd.DataFrame | None, built: pd.DataFrame | None) -> dict:

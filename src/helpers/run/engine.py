@@ -444,8 +444,7 @@ def _cpu_job(judge, table: pd.DataFrame, chosen: set[str], order: str, rnd: int,
     if train is None:  # media_name stays: learned judges group their folds by video
         labels = judge.predict(table, seed=seed + rnd)
     else:  # probe pairs: a learning judge fits on the human labels of the dataset they were made from
-        labels = judge.predict_trained(table.drop(columns="media_name"), train[order].drop(columns="media_name"),
-                                       seed=seed + rnd)
+        labels = judge.predict_trained(table, train[order], seed=seed + rnd)  # folds by video, as on v1
     if not labels.index.equals(table.index):
         raise ValueError(f"CPU judge {spec.name!r} returned labels not indexed like the pairs it was given")
     session.calls["cpu"] += int(keep.sum())
