@@ -378,7 +378,8 @@ def run_strategy(pipeline: Pipeline, plan: RunPlan, context: RunContext) -> dict
             checkpoint()
 
         try:
-            pipeline.predict(plan.strategy, todo, keep, run_id=plan.run_id, on_steps=keep_steps)
+            pipeline.predict(plan.strategy, todo, keep, run_id=plan.run_id, on_steps=keep_steps,
+                             on_sending=session.sending)
         finally:
             session.calls = Counter(pipeline.calls) - before
         return _close(session, plan, context)

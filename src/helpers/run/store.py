@@ -733,9 +733,12 @@ class RunManifest:
         return out
 
     def calls_total(self) -> dict[str, int]:
+        """Model calls of every session, counting those in flight when a session stopped (sent;
+        whether answered is unknown, but the server counted them)."""
         total: Counter[str] = Counter()
         for past in self.sessions:
             total.update(past.get("calls", {}))
+            total.update(past.get("in_flight") or {})
         return dict(total)
 
 
@@ -885,12 +888,21 @@ class RunSession:
     def append_steps(self, records: list[dict]) -> int:
         return self.store.append_steps(records)
 
+    def sending(self, step: str, n: int) -> None:
+        """Record ``n`` requests of ``step`` as in flight before they go out: a session killed
+        before their answers are stored still counts them (``calls_total``), as the server did."""
+        self.manifest.sessions[-1]["in_flight"] = {step: n}
+        self.manifest.details["calls_total"] = self.manifest.calls_total()
+        self.write()
+
     def checkpoint(self, calls: Counter | dict | None = None, backend_info: dict | None = None) -> None:
         """Keep the session's call and row counts (and the backends' own descriptions) on disk
-        after every batch, so a killed session still tells its cost on resume."""
+        after every batch, so a killed session still tells its cost on resume; the batch that
+        was in flight is now counted among the calls."""
         if calls is not None:
             self.calls = Counter(calls)
         m = self.manifest
+        m.sessions[-1].pop("in_flight", None)
         m.sessions[-1].update(calls=dict(self.calls), rows_written=self.written)
         if backend_info:
             m.sessions[-1]["backend_info"] = backend_info
