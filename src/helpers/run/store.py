@@ -601,6 +601,15 @@ def _check_field(where: str, name: str, value: object, types: tuple[type, ...]) 
                      "the manifest was edited or damaged: restore it, or move the run folder aside")
 
 
+def _detail(name: str, empty: Callable[[], Any] | None = None, doc: str | None = None) -> property:
+    """A read-only view of the manifest detail ``name`` (``empty()`` where it is absent)."""
+    def read(self: RunManifest) -> Any:
+        value = self.details.get(name)
+        return empty() if value is None and empty is not None else value
+
+    return property(read, doc=doc or f"The manifest's {name!r}, as checked by ``RunManifest.from_json``.")
+
+
 @dataclasses.dataclass
 class RunManifest:
     """A run folder's ``manifest.json``, typed: the one record every reader goes through.
@@ -661,57 +670,23 @@ class RunManifest:
         return cls(run_id=run_id, **typed, provenance=prov, details=data, schema_version=version)
 
     # ------------------------------------------------------------------ the details other modules read
+    # (each checked by from_json against _DETAIL_FIELDS; None when the writer did not record it)
 
-    def _detail(self, name: str):
-        return self.details.get(name)
-
-    @property
-    def judge(self) -> str | None:
-        return self._detail("judge")
-
-    @property
-    def strategy(self) -> str | None:
-        return self._detail("strategy")
-
-    @property
-    def input_type(self) -> str | None:
-        return self._detail("input_type")
-
-    @property
-    def dataset(self) -> str | None:
-        return self._detail("dataset")
-
-    @property
-    def source(self) -> str | None:
-        """Where an imported run came from (``helpers.imports``); None for a run judged here."""
-        return self._detail("source")
-
-    @property
-    def source_label(self) -> str | None:
-        return self._detail("source_label")
-
-    @property
-    def parameters(self) -> dict:
-        return self._detail("parameters") or {}
-
-    @property
-    def rounds(self) -> int | None:
-        return self._detail("rounds")
-
-    @property
-    def parse(self) -> dict:
-        """The closing parse report (``unparsed_pct`` ...), empty before a run closes."""
-        return self._detail("parse") or {}
-
-    @property
-    def recorded_calls(self) -> dict | None:
-        """The model calls the last checkpoint recorded (``calls_total``), None when absent."""
-        return self._detail("calls_total")
+    judge = _detail("judge")
+    strategy = _detail("strategy")
+    input_type = _detail("input_type")
+    dataset = _detail("dataset")
+    source = _detail("source", doc="Where an imported run came from (``helpers.imports``); None for a run judged here.")
+    source_label = _detail("source_label")
+    rounds = _detail("rounds")
+    recorded_calls = _detail("calls_total", doc="The model calls the last checkpoint recorded; None when absent.")
+    parameters = _detail("parameters", empty=dict)
+    parse = _detail("parse", empty=dict, doc="The closing parse report (``unparsed_pct`` ...); empty before a run closes.")
 
     @property
     def data_sha256(self) -> dict | None:
         """The data hashes the run was made on: its identity's, else the older top-level key."""
-        return (self.identity or {}).get("data_sha256") or self._detail("data_sha256")
+        return (self.identity or {}).get("data_sha256") or self.details.get("data_sha256")
 
     @property
     def git_revision(self) -> str | None:
