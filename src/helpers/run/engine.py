@@ -410,7 +410,12 @@ def _cpu_job(judge, table: pd.DataFrame, chosen: set[str], order: str, rnd: int,
     if all(k in session.done for k, kept in zip(keys, keep, strict=True) if kept):
         return 0
     started = now()
-    labels = judge.predict(table.drop(columns="media_name"), seed=seed + rnd)
+    train = context.pairs.train
+    if train is None:
+        labels = judge.predict(table.drop(columns="media_name"), seed=seed + rnd)
+    else:  # probe pairs: a learning judge fits on the human labels of the dataset they were made from
+        labels = judge.predict_trained(table.drop(columns="media_name"), train[order].drop(columns="media_name"),
+                                       seed=seed + rnd)
     if not labels.index.equals(table.index):
         raise ValueError(f"CPU judge {spec.name!r} returned labels not indexed like the pairs it was given")
     session.calls["cpu"] += int(keep.sum())
