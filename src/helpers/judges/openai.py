@@ -246,15 +246,17 @@ class OpenAIBackend(Backend):
 
     def _post(self, data: bytes, key: str) -> dict:
         """One POST and its decoded JSON reply; every failure propagates for ``_complete`` to sort."""
-        http = urllib.request.Request(self.url, data=data, method="POST", headers={
+        post = urllib.request.Request(self.url, data=data, method="POST", headers={
             "Content-Type": "application/json", "Authorization": f"Bearer {key}"})
-        with urllib.request.urlopen(http, timeout=self.timeout_s) as reply:
+        with urllib.request.urlopen(post, timeout=self.timeout_s) as reply:
             declared = reply.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > self.max_reply_bytes:
                 raise ReplyTooLarge(f"Content-Length {int(declared):,}")
             data = reply.read(self.max_reply_bytes + 1)  # never more than the limit into memory
             if len(data) > self.max_reply_bytes:
                 raise ReplyTooLarge("no Content-Length; cut off at the limit")
+            if declared and declared.isdigit() and len(data) < int(declared):  # read(n) does not raise it itself
+                raise http.client.IncompleteRead(data, int(declared) - len(data))
             return json.loads(data.decode("utf-8"))
 
     def _error_detail(self, exc: urllib.error.HTTPError, key: str) -> str:

@@ -44,9 +44,6 @@ from helpers.judges.base import (
 from helpers.judges.registry import backend_info
 from helpers.run.store import now, prediction_row, row_key, truncate_raw
 
-MLLM_STEPS = ("S1", "describe", "S2")
-LLM_STEPS = ("S3", "S4_reason", "S4_extract")
-
 
 @dataclass(frozen=True)
 class Item:
