@@ -28,7 +28,7 @@ from helpers.prompts import load_prompts, prompts_file
 from helpers.report import names, split_front_matter
 from helpers.report.setup import Analysis
 from helpers.reported import REPORTED, PaperResults, ReportedJudge
-from helpers.run import store
+from helpers.run import results, store
 from helpers.run.provenance import revision_note
 from helpers.stats import bt, simulate
 from helpers.stats.confound import length_columns
@@ -125,8 +125,11 @@ def run_sources(root: str | Path | None = None) -> pd.DataFrame:
     (no ``source`` in their manifest) are ``this study``; imported ones say where they came from
     (``helpers.imports`` writes the source)."""
     root = Path(root) if root is not None else paths.predictions_dir()
+    left_out = set(results.left_out_runs(root)["run_id"])  # not complete: in no chapter, so not a source
     rows = []
-    for _, manifest in _run_folders(root):
+    for folder, manifest in _run_folders(root):
+        if folder.name in left_out:
+            continue
         if manifest is None:
             continue  # nothing says where it came from: with_source counts it as this study's
         source = manifest.source or JUDGED
@@ -157,7 +160,24 @@ def metrics_csv(predictions: pd.DataFrame, pairs: pd.DataFrame, cis: pd.DataFram
     ``cis``), the confound audit's length columns, and where each cell's judgements came from."""
     table = metrics_table(predictions, n_boot=n_boot, seed=seed, cis=cis)
     table = table.merge(length_columns(predictions, pairs), on=CELL, how="left")
+    table = with_media_errors(table, predictions, root)
     return with_source(table, root)
+
+
+def with_media_errors(table: pd.DataFrame, predictions: pd.DataFrame, root: str | Path | None) -> pd.DataFrame:
+    """``media_error_n`` beside ``unparsed_pct``: each cell's rows of the store (of the datasets scored) whose
+    media could not be decoded; they hold no verdict, so the metrics are over the other rows."""
+    from helpers.run.results import media_error_counts, stored_rows
+
+    stored = stored_rows(root)
+    if not stored.empty and "dataset" in stored.columns and "dataset" in predictions.columns:
+        stored = stored[stored["dataset"].isin(set(predictions["dataset"].dropna()))]
+    counts = media_error_counts(stored)
+    out = table.merge(counts, on=CELL, how="left")
+    out["media_error_n"] = out["media_error_n"].fillna(0).astype(int)
+    columns = list(table.columns)
+    at = columns.index("unparsed_pct") + 1 if "unparsed_pct" in columns else len(columns)
+    return out[[*columns[:at], "media_error_n", *columns[at:]]]
 
 
 def _mean_std(row: pd.Series, column: str) -> str:
@@ -215,7 +235,7 @@ def ranking_agreement(ratings: pd.DataFrame, sources: dict[str, pd.DataFrame], r
         merged = sources[source].merge(sources["human labels"], on="name", suffixes=("", "_human"))
         rows.append({"labels from": source, "top system": group.iloc[0]["system"],
                      "rating gap": float(others["rating"].iloc[0] - 1000),
-                     "gap 95% CI": f"[{others['rating_lo'].iloc[0] - 1000:.0f}, {others['rating_hi'].iloc[0] - 1000:.0f}]",
+                     "gap 95% CI": f"[{others['gap_lo'].iloc[0]:.0f}, {others['gap_hi'].iloc[0]:.0f}]",
                      "Kendall tau vs human": tau,
                      "pair agreement %": 100 * float((merged["winner"] == merged["winner_human"]).mean())})
     return pd.DataFrame(rows)
@@ -295,6 +315,7 @@ class Context:
     data_error: str | None = None
     missing_notebooks: list[str] = field(default_factory=list)
     missing_chapters: list[str] = field(default_factory=list)
+    left_out: pd.DataFrame | None = None  # runs not complete, in no chapter (results.left_out_runs)
 
     @property
     def human(self) -> float | None:
@@ -324,10 +345,10 @@ def collect(analysis: Analysis) -> Context:
     reports, predictions_root = analysis.reports_dir, analysis.predictions_dir
     context = Context(
         dataset=analysis.dataset, reports_dir=reports, predictions_dir=predictions_root,
-        registry=read_registry(), overview=runs_overview(store.read_predictions(predictions_root)),
+        registry=read_registry(), overview=runs_overview(results.stored_rows(predictions_root, complete_only=True)),
         metrics=read_metrics(reports), paper=analysis.paper,
         prompts=load_prompts() if prompts_file().is_file() else None,
-        manifests=read_manifests(predictions_root),
+        manifests=read_manifests(predictions_root), left_out=results.left_out_runs(predictions_root),
     )
     try:
         context.data_checked = data.check_dataset(analysis.dataset, analysis.data_dir)
@@ -402,6 +423,13 @@ def _listed(items: list[str]) -> str:
     return ", ".join(items) if items else "none"
 
 
+def left_out_listing(context: Context) -> list[str]:
+    """Each run no chapter uses (``results.left_out_runs``) as ``run_id (status, n rows stored)``."""
+    if context.left_out is None:
+        return []
+    return [f"{r.run_id} ({r.status}, {r.rows} rows stored)" for r in context.left_out.itertuples()]
+
+
 def build_table(context: Context, data_dir=None) -> pd.DataFrame:
     """What this build holds and lacks, as values (``key``, ``check``, ``status``): the judges run
     and not run, rounds, v2, the data hashes, the paper's table, the analyses and chapters. The
@@ -426,6 +454,7 @@ def build_table(context: Context, data_dir=None) -> pd.DataFrame:
         ("infer_command", "command that adds an MLLM judge", infer_command("qwen25omni")),
         ("revision", "code revision", revision_note()),
         ("runs", "run folders in the predictions store", str(len(context.manifests))),
+        ("left_out", "runs not complete, left out of every chapter", _listed(left_out_listing(context))),
     ]
     return pd.DataFrame(rows, columns=["key", "check", "status"])
 
@@ -535,8 +564,11 @@ def protocol_long(card: pd.DataFrame) -> pd.DataFrame:
     value beside the paper's code, so it fits a page; the wide card stays in protocol_card.csv."""
     rows = []
     for row in card.itertuples(index=False):
-        for setting, ours, theirs in (("decoding", row.decoding, row.paper_decoding), ("media", row.media, row.paper_media),
-                                      ("prompt", row.prompt, "")):
+        settings = [("decoding", row.decoding, row.paper_decoding), ("media", row.media, row.paper_media),
+                    ("prompt", row.prompt, "")]
+        if getattr(row, "vllm_engine", "-") != "-":
+            settings.append(("vLLM engine", row.vllm_engine, ""))
+        for setting, ours, theirs in settings:
             rows.append({"Judge": names.judge(row.judge), "Setting": setting, "This study": ours,
                          "Paper's code": theirs or "—"})
         rows.append({"Judge": names.judge(row.judge), "Setting": "differences", "This study": row.differences,
