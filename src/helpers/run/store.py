@@ -907,15 +907,18 @@ class RunSession:
         self.write()
 
     def checkpoint(self, calls: Counter | dict | None = None, backend_info: dict | None = None,
-                   backoffs: list[dict] | None = None, media_errors: dict[str, str] | None = None) -> None:
+                   backoffs: list[dict] | None = None, media_errors: dict[str, str] | None = None,
+                   answered: bool = True) -> None:
         """Keep the session's call and row counts (and the backends' own descriptions) on disk
-        after every batch, so a killed session still tells its cost on resume (the batch that was
-        in flight is now counted among the calls); ``backoffs``: each out-of-memory halving of
-        this session's batches, ``media_errors``: the files found undecodable."""
+        after every batch, so a killed session still tells its cost on resume; ``answered``: the
+        batch that was in flight came back and is now counted among the calls (False when it
+        failed: it stays in flight); ``backoffs``: each out-of-memory halving of this session's
+        batches, ``media_errors``: the files found undecodable."""
         if calls is not None:
             self.calls = Counter(calls)
         m = self.manifest
-        m.sessions[-1].pop("in_flight", None)
+        if answered:
+            m.sessions[-1].pop("in_flight", None)
         m.sessions[-1].update(calls=dict(self.calls), rows_written=self.written)
         if backoffs:
             m.sessions[-1]["oom_backoffs"] = list(backoffs)
