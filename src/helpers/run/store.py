@@ -446,12 +446,12 @@ class PredictionRow:
 
 
 COLUMNS = [f.name for f in dataclasses.fields(PredictionRow)][:13]
+"""The analysis columns every predictions table has (the store's contract with the metrics)."""
 MEDIA_ERROR = "media_error"
 """``status`` of a row whose media could not be decoded as the judge needs (``error`` says why): no verdict
 (``pred`` None), excluded from every metric, counted as ``media_error_n``; a resume does not retry it unless
 asked (``retry_errors``)."""
 ROW_STATUSES = ("ok", MEDIA_ERROR)
-"""The analysis columns every predictions table has (the store's contract with the metrics)."""
 ROW_FIELDS = tuple(f.name for f in dataclasses.fields(PredictionRow))
 
 
