@@ -10,6 +10,9 @@ PAPERMILL := $(PY) -m papermill --cwd notebooks --log-level WARNING
 DATASET ?= emoprefer
 EXECUTED := reports/executed
 GRID ?= params/grid_cpu.yaml
+# The CPU grid reruns in seconds, so a run folder whose identity changed (data, prompts, judge or engine
+# code) is moved aside to data/predictions/.replaced/ and judged afresh; any other grid refuses by name.
+GRID_OPTIONS ?= $(if $(filter params/grid_cpu.yaml,$(GRID)),--overwrite,)
 # OFFICIAL_OUTPUTS=DIR: the authors' output-matching/*.npz, imported (python -m helpers.imports) before the analyses
 OFFICIAL_OUTPUTS ?=
 ANALYSIS_NOTEBOOKS := $(sort $(wildcard notebooks/0[2-8]*.ipynb))
@@ -58,7 +61,7 @@ report: data
 	@$(PAPERMILL) notebooks/00_data.ipynb $(EXECUTED)/00_data.ipynb -p dataset $(DATASET)
 	@echo "==> probes: v1's descriptions edited one way each (params/probes.yaml) into data/probes/"
 	@$(PY) -m helpers.stats.probes || exit 1
-	@if [ -f $(GRID) ]; then echo "==> judging with the CPU judges ($(GRID))"; $(PY) -m helpers.run $(GRID); fi
+	@if [ -f $(GRID) ]; then echo "==> judging with the CPU judges ($(GRID))"; $(PY) -m helpers.run $(GRID) $(GRID_OPTIONS); fi
 	@if [ -n "$(OFFICIAL_OUTPUTS)" ]; then echo "==> importing the authors' released outputs ($(OFFICIAL_OUTPUTS))"; \
 	  $(PY) -m helpers.imports official "$(OFFICIAL_OUTPUTS)" --dataset $(DATASET) || exit 1; fi
 	@for nb in $(ANALYSIS_NOTEBOOKS) $(SUMMARY_NOTEBOOKS); do \

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -418,9 +417,10 @@ def prompts_markdown(prompts: dict[str, str] | None) -> str:
 
 def v2_available(data_dir=None) -> bool:
     """Whether EmoPrefer v2 files are at hand without downloading (an explicit folder or the cache)."""
-    spec = data.dataset_spec("emopreferv2")
-    folders = [Path(f) for f in (data_dir, os.environ.get(data.DATA_ENV)) if f] + [data.cache_dir("emopreferv2")]
-    return any((folder / spec.files["normal"]).is_file() for folder in folders)
+    try:
+        return data.local_data_dir("emopreferv2", data_dir) is not None  # the loader's own lookup
+    except data.DataError:
+        return False  # a named folder without the v2 files: the loader would refuse it too
 
 
 def _listed(items: list[str]) -> str:

@@ -36,7 +36,6 @@ JUDGES = {
 WRITERS = {"mercaptionplus": "MER-Caption+", "merrfine": "MERR-Fine",
            "mercaptionplus_masked": "MER-Caption+, emotion words masked", "merrfine_half": "MERR-Fine, first half"}
 STRATEGIES = {"-": "—", "": "—"}
-INPUTS = {"text": "text", "audiovideo": "audio + video", "video": "video", "audio": "audio"}
 COLUMNS = {
     "verbosity": "Verbosity: % for the padded copy", "matched_waf": "Length-matched v1: 2-class WAF",
     "content": "Content: % for the original", "fill_command": "Command that fills the row",

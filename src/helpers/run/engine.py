@@ -390,13 +390,13 @@ def run_strategy(pipeline: Pipeline, plan: RunPlan, context: RunContext) -> dict
         todo = [it for it in items if row_key(plan.strategy, it.order, it.round, it.name) not in session.done]
         before, backoffs_before = Counter(pipeline.calls), len(pipeline.backoffs)
 
-        def checkpoint() -> None:
+        def checkpoint(answered: bool = True) -> None:
             """Keep the manifest's call counts current, so a killed session still tells its cost,
             and record each backend's own description once it has been built and used, each
             out-of-memory back-off and each undecodable media file."""
             info = {ROLE_NAMES[role]: value for role, value in pipeline.backend_info.items()}
             session.checkpoint(Counter(pipeline.calls) - before, info, backoffs=pipeline.backoffs[backoffs_before:],
-                               media_errors=pipeline.media_errors)
+                               media_errors=pipeline.media_errors, answered=answered)
 
         def keep_steps(records: list[dict]) -> None:
             session.append_steps(records)
@@ -407,11 +407,12 @@ def run_strategy(pipeline: Pipeline, plan: RunPlan, context: RunContext) -> dict
             checkpoint()
 
         try:
-            pipeline.predict(plan.strategy, todo, keep, run_id=plan.run_id, on_steps=keep_steps)
+            pipeline.predict(plan.strategy, todo, keep, run_id=plan.run_id, on_steps=keep_steps,
+                             on_sending=session.sending)
         finally:
             session.calls = Counter(pipeline.calls) - before
-            if session.store.locked:
-                checkpoint()  # the back-offs before a failure are on record too
+            if session.store.locked:  # the back-offs before a failure are on record too; a batch that was
+                checkpoint(answered=False)  # out when it failed stays counted as in flight
         return _close(session, plan, context)
 
 

@@ -48,14 +48,13 @@ model loads, a folder that holds a run of another identity.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from helpers import prompts
 from helpers.data import RunPairs
-from helpers.digest import sha256_hex
+from helpers.digest import module_sha256, sha256_hex
 from helpers.judges.base import STRATEGY_RECORDS, JudgeSpec
 from helpers.judges.registry import BACKEND_CLASSES, RunJudges, import_object
 from helpers.run.store import StoreError, make_run_id, read_manifest, row_key
@@ -116,15 +115,6 @@ strategies, the prompt texts and their parser, the backend contract, the family 
 MEDIA_CODE = "helpers.judges.media"
 
 
-def source_sha256(module: str) -> str:
-    """sha256 of a module's source file as it is on disk now, found without importing it (a
-    backend module may import an engine this machine lacks)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.origin or not Path(spec.origin).is_file():
-        raise StoreError(f"cannot find the source of {module!r} to record it in the run identity")
-    return sha256_hex(Path(spec.origin).read_bytes())
-
-
 def code_identity(spec: JudgeSpec, input_type: str, engines: Sequence[str | None]) -> dict[str, str]:
     """sha256 of the source of each module on the path from ``RunConfig`` to this run's stored
     verdicts (see the module docstring); a CPU judge's own modules are in ``implementation``."""
@@ -134,7 +124,7 @@ def code_identity(spec: JudgeSpec, input_type: str, engines: Sequence[str | None
         modules += [BACKEND_CLASSES[e].partition(":")[0] for e in engines if e in BACKEND_CLASSES]
         if input_type != "text":
             modules.append(MEDIA_CODE)
-    return {module: source_sha256(module) for module in sorted(dict.fromkeys(modules))}
+    return {module: module_sha256(module) for module in sorted(dict.fromkeys(modules))}
 
 
 def build_identity(*, spec: JudgeSpec, strategy: str, input_type: str, dataset: str, seed: int,

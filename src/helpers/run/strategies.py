@@ -45,10 +45,7 @@ from helpers.judges.base import (
 )
 from helpers.judges.media import MediaError
 from helpers.judges.registry import backend_info
-from helpers.run.store import MEDIA_ERROR, now, prediction_row, row_key
-
-MLLM_STEPS = ("S1", "describe", "S2")
-LLM_STEPS = ("S3", "S4_reason", "S4_extract")
+from helpers.run.store import MEDIA_ERROR, now, prediction_row, row_key, truncate_raw
 
 
 @dataclass(frozen=True)
@@ -148,6 +145,7 @@ class Pipeline:
         self.input_type, self.dataset, self.media_dir, self.seed = input_type, dataset, media_dir, seed
         self.steps = steps if steps is not None else {}
         self.on_steps = on_steps or (lambda rows: None)
+        self.on_sending: Callable[[str, int], object] = lambda step, n: None  # before a batch goes out
         self.batch_size, self.progress = batch_size, progress
         self.share_descriptions = bool(share_descriptions)  # resolved by the run (decoding.resolve_sharing)
         self.calls: Counter[str] = Counter()
@@ -221,6 +219,7 @@ class Pipeline:
             batch = requests[start:start + min(size, self._limit.get(role, size))]
             start += len(batch)
             sent = [r for r in batch if self.media_error(r) is None]  # another request may have found a file bad
+            self.on_sending(step, len(sent))  # recorded first: a kill mid-batch still counts these calls
             responses = self._send(backend, role, step, sent)
             self.backend_info[role] = backend_info(backend)  # complete once loaded (lazy loaders fill it late)
             done = [r for r in sent if self.media_error(r) is None]
@@ -300,9 +299,9 @@ class Pipeline:
             records = []
             for response in responses:
                 item = wanted[response.key]
-                self.steps[response.key] = response.text
                 records.append(self._step_record("describe", response, item, llm=None,
                                                  order=None if self.share_descriptions else item.order))
+                self.steps[response.key] = records[-1]["text"]  # as stored, so a resumed run reads the same
             self.on_steps(records)
 
         self.generate("mllm", "describe", requests, keep)
@@ -318,15 +317,18 @@ class Pipeline:
         def keep(batch: list[Request], responses: list[Response]) -> None:
             records = []
             for response in responses:
-                self.steps[response.key] = response.text
                 records.append(self._step_record("S4_reason", response, wanted[response.key],
                                                  order=wanted[response.key].order, llm=self.llm_spec.name))
+                self.steps[response.key] = records[-1]["text"]  # as stored, so a resumed run reads the same
             self.on_steps(records)
 
         self.generate("llm", "S4_reason", requests, keep)
 
     def _step_record(self, step: str, response: Response, item: Item, order: str | None, llm: str | None) -> dict:
+        """The stored step; its text cut to ``RAW_MAX_BYTES`` like an answer (``raw_truncated``), and
+        the next step reads the text as stored, fresh or resumed."""
         reason = step == "S4_reason"
+        text, cut = truncate_raw(response.text)
         return {
             "key": response.key, "step": step, "judge": self.judge.name, "llm": llm,
             "identity": self.reason_id if reason else self.describe_id, "checkpoint": self.judge.checkpoint,
@@ -336,20 +338,24 @@ class Pipeline:
             "name": item.media_name if step == "describe" else item.name,
             "round": item.round, "order": order,
             "seed": self.seed + item.round + (self.describe_seed_offset(item) if step == "describe" else 0),
-            "text": response.text, "latency_s": response.latency_s, "created_at": now(),
+            "text": text, "raw_truncated": cut, "latency_s": response.latency_s, "created_at": now(),
         }
 
     # ------------------------------------------------------------------ strategies
 
     def predict(self, strategy: str, items: list[Item], on_rows: Callable[[list[dict]], object],
-                run_id: str = "", on_steps: Callable[[list[dict]], object] | None = None) -> None:
+                run_id: str = "", on_steps: Callable[[list[dict]], object] | None = None,
+                on_sending: Callable[[str, int], object] | None = None) -> None:
         """Judge ``items`` with ``strategy``; rows (of run folder ``run_id``) reach ``on_rows``
-        one batch at a time, new descriptions/reasoning ``on_steps`` (default: the pipeline's).
+        one batch at a time, new descriptions/reasoning ``on_steps`` (default: the pipeline's),
+        and ``on_sending(step, n)`` hears of each batch of ``n`` requests before it is sent.
         ``backend_info`` afterwards names the backends this strategy used (reused steps name
         theirs in their own run)."""
         self.backend_info = {}
         if on_steps is not None:
             self.on_steps = on_steps
+        if on_sending is not None:
+            self.on_sending = on_sending
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         record = strategy_record(strategy)
