@@ -19,7 +19,7 @@ def test_a_header_only_table_is_refused_naming_the_file(tmp_path, capsys):
     assert imports.main(["table", str(path), "--judge", "my_judge", "--input-type", "video",
                          "--output-dir", str(tmp_path / "store")]) == 1
     err = capsys.readouterr().err
-    assert f"{path}: holds no predictions (no rows below the header)" in err and "Traceback" not in err
+    assert f"{path}, line 1: has a header but no data rows" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("judge", ["../x", "a b", "x__y"])
@@ -56,14 +56,14 @@ def test_a_parquet_table_with_too_many_rows_is_refused_from_its_footer(tmp_path,
     pd.DataFrame({"name": ["x"] * 11}).to_parquet(path)
     monkeypatch.setattr(imports, "MAX_TABLE_ROWS", 10)
     with pytest.raises(imports.ImportsError, match="11 rows; at most 10 accepted"):
-        imports.read_table(path)
+        imports.read_prediction_table(path)
 
 
 def test_a_file_that_is_not_parquet_is_refused_naming_it(tmp_path):
     path = tmp_path / "preds.parquet"
     path.write_text("name,strategy\n")
-    with pytest.raises(imports.ImportsError, match=r"preds\.parquet: cannot be read"):
-        imports.read_table(path)
+    with pytest.raises(imports.ImportsError, match=r"preds\.parquet: is not a readable Parquet file"):
+        imports.read_prediction_table(path)
 
 
 @pytest.mark.parametrize("content", [42, {"text": "a1"}, 1.5])

@@ -92,6 +92,12 @@ class DatasetSpec:
     base_url: str
     files: dict[str, str]
     sha256: dict[str, str]
+    folder: str | None = None
+    """For a dataset generated here (the probes): its folder under ``data/``; it is never
+    downloaded and ``$EMOPREFER_DATA`` (the downloaded data) does not apply to it."""
+    train_on: str | None = None
+    """For pairs whose labels are a construction (the probes): the dataset whose human labels a
+    judge that learns from labels fits on (``PairJudge.predict_trained``)."""
 
 
 def _short(value: str, width: int = 60) -> str:
@@ -109,9 +115,11 @@ def dataset_specs() -> dict[str, DatasetSpec]:
         key: DatasetSpec(
             key=key,
             description=entry.get("description", key),
-            base_url=entry["base_url"],
+            base_url=entry.get("base_url", ""),
             files=dict(entry["files"]),
             sha256=dict(entry.get("sha256") or {}),
+            folder=entry.get("folder"),
+            train_on=entry.get("train_on"),
         )
         for key, entry in raw.items()
     }
@@ -162,8 +170,11 @@ def cache_dir(dataset: str) -> Path:
 def resolve_data_dir(dataset: str = "emoprefer", data_dir: str | Path | None = None) -> Path:
     """The folder holding ``dataset``'s CSVs, in this order: the ``data_dir`` argument, the
     ``EMOPREFER_DATA`` variable, the project cache ``data/raw/<dataset>/``, then a download from
-    the official address into that cache."""
+    the official address into that cache. A generated dataset (``folder`` in its spec, the probes)
+    lives in ``data/<folder>/`` and is generated there when its files are missing."""
     spec = dataset_spec(dataset)
+    if spec.folder:
+        return generated_dir(spec)
     explicit = [(data_dir, "the data_dir argument"), (os.environ.get(DATA_ENV), f"${DATA_ENV}")]
     for folder, origin in explicit:
         if folder:
@@ -178,6 +189,21 @@ def resolve_data_dir(dataset: str = "emoprefer", data_dir: str | Path | None = N
     if _has_files(cached, spec):
         return cached
     return download(dataset, cached)
+
+
+def generated_dir(spec: DatasetSpec) -> Path:
+    """The folder of a dataset generated from another one (``python -m helpers.stats.probes``
+    writes it; it is run here when the files are missing, from the base data as they are now)."""
+    folder = paths.data_dir() / spec.folder
+    if not _has_files(folder, spec):
+        # generated from the data: imported only when needed (probes reads this module)
+        from helpers.stats.probes import write_probe_files
+
+        write_probe_files(folder)
+    if not _has_files(folder, spec):
+        raise DataError(f"dataset {spec.key!r} ({spec.description}): {folder / spec.files['normal']} was not "
+                        "generated; run python -m helpers.stats.probes")
+    return folder
 
 
 def download(dataset: str, target: Path) -> Path:
@@ -311,6 +337,65 @@ def read_csv(path: Path, required: Iterable[str]) -> tuple[pd.DataFrame, list[Pr
         return pd.DataFrame(), [Problem(str(path), None, None, None, f"cannot be read ({exc.strerror or exc})")]
 
 
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def scan_table(path: str | Path, required: Iterable[str] = ()) -> tuple[pd.DataFrame, list[Problem]]:
+    """Read a user's table, CSV or Parquet by its suffix, and collect its problems instead of raising.
+
+    A CSV goes through :func:`read_csv` (UTF-8, field size, syntax, duplicate or missing header
+    columns, no rows; strings, each record's line in ``csv_line``). A Parquet file gets the rules
+    that apply to it (readable as Parquet, each column once, required columns, at least one row,
+    no text over :data:`MAX_FIELD_CHARS`); its values keep their Parquet types and rows are cited
+    by number (1-based), as there are no lines."""
+    path = Path(path)
+    required = tuple(required)
+    if not path.is_file():
+        reason = "is a folder, not a table" if path.is_dir() else "file not found"
+        return pd.DataFrame(), [Problem(str(path), None, None, None, reason)]
+    if path.suffix.lower() not in PARQUET_SUFFIXES:
+        return read_csv(path, required)
+    return _scan_parquet(path, required)
+
+
+def _scan_parquet(path: Path, required: tuple[str, ...]) -> tuple[pd.DataFrame, list[Problem]]:
+    file = str(path)
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ... for a non-Parquet file
+        return pd.DataFrame(), [Problem(file, None, None, None,
+                                        f"is not a readable Parquet file ({type(exc).__name__}: {str(exc)[:200]}); "
+                                        "save the table as Parquet, or as CSV with a .csv name")]
+    header_problems = _header_problems(file, None, list(table.column_names), required)
+    if not header_problems and table.num_rows == 0:
+        header_problems.append(Problem(file, None, None, None, "has columns but no rows"))
+    if header_problems:
+        return pd.DataFrame(), header_problems
+    frame = table.to_pandas().astype(object).reset_index(drop=True)
+    problems = []
+    for column in frame.columns:
+        for index, value in enumerate(frame[column]):
+            if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+                problems.append(Problem(file, None, column, None,
+                                        f"row {index + 1}: text has {len(value):,} characters, more than the "
+                                        f"{MAX_FIELD_CHARS:,} accepted"))
+    return frame, problems
+
+
+def read_table(path: str | Path, required_columns: Iterable[str] = (), what: str = "table") -> pd.DataFrame:
+    """A user's table (CSV or Parquet) that obeys :func:`scan_table`'s rules, or a
+    :class:`DataError` listing every problem with file, line and column. ``what`` names the
+    table in the message (``"human labels"``, ``"pair file"``)."""
+    frame, problems = scan_table(path, required_columns)
+    if problems:
+        listing = "\n  ".join(str(p) for p in problems[:50])
+        more = "" if len(problems) <= 50 else f"\n  … and {len(problems) - 50} more"
+        raise DataError(f"{len(problems)} problem(s) in {what} {path}:\n  {listing}{more}")
+    return frame
+
+
 def _parse(lines: _Lines, required: Iterable[str]) -> tuple[pd.DataFrame, list[Problem]]:
     file, problems = lines.file, []
     reader = csv.reader(lines, strict=True)
@@ -334,7 +419,7 @@ def _parse(lines: _Lines, required: Iterable[str]) -> tuple[pd.DataFrame, list[P
         return pd.DataFrame(), [Problem(file, 1, None, None, "file is empty")]
     header_problems = _header_problems(file, header_line, lines.header, required)
     if not header_problems and not rows and not problems:
-        header_problems.append(Problem(file, header_line, None, None, "has a header but no data rows (0 pairs)"))
+        header_problems.append(Problem(file, header_line, None, None, "has a header but no data rows"))
     if header_problems:
         return pd.DataFrame(), header_problems + problems
     frame = pd.DataFrame(rows, columns=lines.header)
@@ -356,7 +441,7 @@ def _record_problem(file: str, line: int, record: list[str], header: list[str]) 
     return None
 
 
-def _header_problems(file: str, line: int, header: list[str], required: Iterable[str]) -> list[Problem]:
+def _header_problems(file: str, line: int | None, header: list[str], required: Iterable[str]) -> list[Problem]:
     problems = []
     first: dict[str, int] = {}
     for index, column in enumerate(header, 1):
@@ -647,6 +732,9 @@ class RunPairs:
     identity_data: dict[str, str]
     samples_sha256: str
     """sha256 of the chosen names, sorted (a run folder's scope records which samples a session asked for)."""
+    train: dict[str, pd.DataFrame] | None = None
+    """Both orders of the dataset a learning judge fits on when these pairs' labels are a
+    construction (a probe's ``train_on``); None for ordinary pairs, which judges fit on themselves."""
 
     @property
     def names(self) -> list[str]:
@@ -667,14 +755,20 @@ def run_pairs(dataset: str, pairs: pd.DataFrame | None = None, data_dir: str | P
     full = order_tables(dataset, pairs, data_dir)
     chosen = select_pairs(full["normal"], names, limit)
     tables = {o: t.set_index("name").loc[chosen["name"]].reset_index() for o, t in full.items()}
+    train = None
     if pairs is None:
         hashes = data_sha256(dataset, data_dir)
         identity_data = label_files(hashes, dataset_spec(dataset).files)
+        base = dataset_spec(dataset).train_on
+        if base:  # a learning judge's verdicts depend on the labels it fits on: they enter the identity
+            train = order_tables(base, None, data_dir)
+            base_files = label_files(data_sha256(base, data_dir), dataset_spec(base).files)
+            identity_data |= {f"{base}/{f}": h for f, h in base_files.items()}
     else:
         hashes = {"pairs": pairs_sha256(full)}  # a caller's pairs have no files: their content is hashed
         identity_data = dict(hashes)
     return RunPairs(full=full, tables=tables, data_sha256=hashes, identity_data=identity_data,
-                    samples_sha256=sha256_hex("\n".join(sorted(chosen["name"]))))
+                    samples_sha256=sha256_hex("\n".join(sorted(chosen["name"]))), train=train)
 
 
 def select_pairs(pairs: pd.DataFrame, names: Iterable[str] | None = None, limit: int | None = None) -> pd.DataFrame:

@@ -50,16 +50,27 @@ from helpers.data import (
     INPUT_TYPES,
     LABELS,
     ORDERS,
+    PARQUET_SUFFIXES,
     DataError,
     data_sha256,
     dataset_spec,
     load_pairs,
+    read_table,
     resolve_data_dir,
+    scan_table,
     sha256_file,
 )
 from helpers.judges.registry import RegistryError, list_judges, load_spec
 from helpers.run.identity import IdentityError, identity_changes, identity_sha256
-from helpers.run.store import RunSession, make_run_id, now, prediction_row, read_jsonl, read_manifest
+from helpers.run.store import (
+    RunManifest,
+    RunSession,
+    make_run_id,
+    now,
+    prediction_row,
+    read_jsonl,
+    read_manifest,
+)
 from helpers.run.strategies import STRATEGIES
 
 OFFICIAL = "official-release"
@@ -257,7 +268,7 @@ def dataset_rows(dataset: str, order: str, data_dir: str | Path | None = None) -
     role = "reverse" if order == "reverse" and "reverse" in spec.files else "normal"
     file = resolve_data_dir(dataset, data_dir) / spec.files[role]
     if file.is_file():
-        names = pd.read_csv(file, usecols=["name"], dtype=str, keep_default_na=False)["name"]
+        names = read_table(file, ("name",), "data file")["name"]
         pairs = pairs.set_index("name").loc[names].reset_index()
     return pairs.assign(csv=file.name).reset_index(drop=True)
 
@@ -303,10 +314,9 @@ def run_identity(source: str, data_hashes: dict, judge: str, strategy: str, inpu
 
 def _stored_cells(folder: Path) -> tuple[set[tuple], str]:
     """The judge cells a run folder holds (from its manifest, else its rows) and its source."""
-    manifest = read_manifest(folder) or {}
-    if manifest.get("judge"):
-        return {(manifest.get("judge"), manifest.get("strategy"), manifest.get("input_type"))}, \
-            manifest.get("source") or "judged here"
+    manifest = read_manifest(folder)
+    if manifest is not None and manifest.judge:
+        return {(manifest.judge, manifest.strategy, manifest.input_type)}, manifest.source or "judged here"
     rows = read_jsonl(folder / "predictions.jsonl")
     return {(r.get("judge"), r.get("strategy"), r.get("input_type")) for r in rows}, "judged here"
 
@@ -339,11 +349,11 @@ def write_run(run_id: str, rows: list[dict], manifest: dict, root: Path, overwri
     manifest = dict(manifest)
     identity, keys, steps = manifest.pop("identity"), {r["key"] for r in rows}, manifest.pop("steps", None) or []
 
-    def refuse(folder: Path, stored: dict, now_identity: dict, done: set) -> None:
-        if not stored and not done:
+    def refuse(folder: Path, stored: RunManifest | None, now_identity: dict, done: set) -> None:
+        if stored is None and not done:
             return
         changes = list(dict.fromkeys(field.split(".")[0] for field, _, _ in
-                                     identity_changes(stored.get("identity"), now_identity)))
+                                     identity_changes(stored.identity if stored else None, now_identity)))
         if changes or done - keys:
             raise IdentityError(
                 f"run folder {folder} already holds other predictions (different {', '.join(changes) or 'stored rows'}); "
@@ -571,8 +581,10 @@ def _print_skipped(found: Found, dataset: str, allow_pickle: bool) -> None:
 # --------------------------------------------------------------------------- table import
 
 
-def read_table(path: str | Path) -> tuple[pd.DataFrame, str]:
-    """A predictions table and how its rows are cited in errors (``line`` for CSV/JSONL)."""
+def read_prediction_table(path: str | Path) -> tuple[pd.DataFrame, str]:
+    """A predictions table and how its rows are cited in errors: CSV and Parquet through the one
+    reader of a user's table (:func:`helpers.data.scan_table`: UTF-8, field size, duplicate
+    headers), JSONL line by line."""
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.is_file():
@@ -580,29 +592,38 @@ def read_table(path: str | Path) -> tuple[pd.DataFrame, str]:
     if path.stat().st_size > MAX_TABLE_BYTES:
         raise ImportsError(f"{path}: {path.stat().st_size / 2**30:.1f} GiB; a predictions table of this dataset is "
                            f"far smaller (at most {MAX_TABLE_BYTES // 2**30} GiB accepted)")
-    try:
-        if suffix in (".parquet", ".pq"):
-            import pyarrow.parquet as pq
-
-            rows = pq.ParquetFile(path).metadata.num_rows
-            if rows > MAX_TABLE_ROWS:
-                raise ImportsError(f"{path}: {rows:,} rows; at most {MAX_TABLE_ROWS:,} accepted")
-        if suffix == ".csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False), "csv"
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path).astype(object), "parquet"
-        if suffix in (".jsonl", ".ndjson"):
+    if suffix in (".jsonl", ".ndjson"):
+        try:
             return pd.DataFrame(read_jsonl(path)), "jsonl"
-    except ImportsError:
-        raise
-    except (ValueError, OSError, UnicodeDecodeError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise ImportsError(f"{path}: cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
-    raise ImportsError(f"{path}: unknown table type {suffix!r}; use .csv, .parquet or .jsonl")
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            raise ImportsError(f"{path}: cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if suffix not in (".csv", *PARQUET_SUFFIXES):
+        raise ImportsError(f"{path}: unknown table type {suffix!r}; use .csv, .parquet or .jsonl")
+    if suffix in PARQUET_SUFFIXES:
+        _check_parquet_rows(path)
+    table, problems = scan_table(path)
+    if problems:
+        raise ImportsError(f"{len(problems)} problem(s) in {path}; nothing imported:\n  "
+                           + "\n  ".join(str(p) for p in problems[:MAX_LISTED]))
+    return table, "csv" if suffix == ".csv" else "parquet"
 
 
-def _where(path: Path, kind: str, index: int) -> str:
-    return f"{path}, line {index + 2}" if kind == "csv" else (
-        f"{path}, line {index + 1}" if kind == "jsonl" else f"{path}, row {index}")
+def _check_parquet_rows(path: Path) -> None:
+    """Refuse a Parquet table with more rows than any predictions table has, from its footer."""
+    try:
+        import pyarrow.parquet as pq
+
+        rows = pq.ParquetFile(path).metadata.num_rows
+    except Exception:  # noqa: BLE001 - not Parquet: scan_table says so with the reason
+        return
+    if rows > MAX_TABLE_ROWS:
+        raise ImportsError(f"{path}: {rows:,} rows; at most {MAX_TABLE_ROWS:,} accepted")
+
+
+def _where(table: pd.DataFrame, path: Path, kind: str, index: int) -> str:
+    if kind == "csv":
+        return f"{path}, line {table['csv_line'].iloc[index]}"
+    return f"{path}, line {index + 1}" if kind == "jsonl" else f"{path}, row {index}"
 
 
 def _as_round(value) -> int | None:
@@ -626,7 +647,7 @@ def check_table(table: pd.DataFrame, path: Path, kind: str, names: set[str]) -> 
     problems = []
     for column, ok, rule in rules:
         bad = [i for i, v in enumerate(table[column]) if not ok(v)]
-        problems += [f"{_where(path, kind, i)}, column '{column}': {table[column].iloc[i]!r} {rule}"
+        problems += [f"{_where(table, path, kind, i)}, column '{column}': {table[column].iloc[i]!r} {rule}"
                      for i in bad[:MAX_LISTED]]
         if len(bad) > MAX_LISTED:
             problems.append(f"{path}, column '{column}': … and {len(bad) - MAX_LISTED} more such rows")
@@ -640,7 +661,7 @@ def _duplicates_and_gaps(table: pd.DataFrame, path: Path, kind: str, names: set[
     first: dict[tuple, int] = {}
     for i, key in enumerate(keys.itertuples(index=False, name=None)):
         if key in first:
-            problems.append(f"{_where(path, kind, i)}: duplicate of {_where(path, kind, first[key]).split(', ')[-1]} "
+            problems.append(f"{_where(table, path, kind, i)}: duplicate of {_where(table, path, kind, first[key]).split(', ')[-1]} "
                             f"(strategy {key[0]}, order {key[1]}, round {key[2]}, name {key[3]!r})")
         first.setdefault(key, i)
     for (strategy, order, rnd), part in keys.groupby(["strategy", "order", "round"], sort=True):
@@ -674,7 +695,7 @@ def import_table(path: str | Path, judge: str, dataset: str = "emoprefer", input
     """Import a predictions table of ``judge`` (one run folder per strategy); refuses the whole
     table, listing every problem, before anything is written."""
     path = Path(path)
-    table, kind = read_table(path)
+    table, kind = read_prediction_table(path)
     if table.empty:
         raise ImportsError(f"{path}: holds no predictions (no rows{' below the header' if len(table.columns) else ''}); "
                            f"a table needs one row per prediction with columns {', '.join(TABLE_COLUMNS)}")

@@ -196,6 +196,12 @@ class PairJudge(ABC):
     def predict(self, pairs: pd.DataFrame, *, seed: int = 0) -> pd.Series:
         """Labels indexed like ``pairs``."""
 
+    def predict_trained(self, pairs: pd.DataFrame, train: pd.DataFrame, *, seed: int = 0) -> pd.Series:
+        """Labels for ``pairs`` whose own labels are a construction (a probe: "the original text"),
+        for a judge that learns from labels to fit on ``train`` (the human-labelled pairs, same
+        order) instead. A judge that learns nothing ignores ``train``; learning judges override."""
+        return self.predict(pairs, seed=seed)
+
 
 def module_sha256(module: str) -> str:
     """sha256 of a module's source file as it is on disk now."""

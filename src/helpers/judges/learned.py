@@ -108,6 +108,27 @@ class CrossFitJudge(PairJudge):
         self.seed = seed
         return cross_fit(prepared, self.folds, seed, self.fit, self.predict_fitted).rename("pred")
 
+    def predict_trained(self, pairs: pd.DataFrame, train: pd.DataFrame, *, seed: int = 0) -> pd.Series:
+        """Verdicts on edited pairs (probes) from the models of the human-labelled run: a pair
+        named like a training pair is predicted by the model fitted without that pair's fold (the
+        same folds as :meth:`predict` on ``train``), an unknown name by a model fitted on all of it."""
+        self.seed = seed
+        prepared_train = self.prepare(train)
+        prepared = self.prepare(pairs)
+        folds = pair_folds(prepared_train["name"], self.folds, seed)
+        fold_of = dict(zip(prepared_train["name"], folds, strict=True))
+        target = prepared["name"].map(fold_of)
+        decided = prepared_train["preference"].isin(DECIDED)
+        out = pd.Series(index=pairs.index, dtype=object)
+        for fold in [*range(self.folds), None]:
+            held = target.isna() if fold is None else target == fold
+            if not held.any():
+                continue
+            keep = decided if fold is None else decided & (folds != fold)
+            model = self.fit(prepared_train[keep].sort_values("name", kind="mergesort"))
+            out[held] = self.predict_fitted(model, prepared[held]).to_numpy()
+        return out.rename("pred")
+
 
 # --------------------------------------------------------------------------- source
 

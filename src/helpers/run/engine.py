@@ -25,6 +25,7 @@ from helpers.judges.registry import EngineChoice, RunJudges, make_pair_judge, ru
 from helpers.run.identity import RunPlan, check_folders, check_identity, plan_runs
 from helpers.run.results import load_run, parse_report, run_metrics
 from helpers.run.store import (
+    RunManifest,
     RunSession,
     load_steps,
     now,
@@ -225,12 +226,12 @@ def run_state(plan: RunPlan, root: str | Path | None = None) -> str:
     manifest = read_manifest(folder)
     if manifest is None:
         return "missing"
-    if manifest.get("identity_sha256") != plan.identity_sha256:
+    if manifest.identity_sha256 != plan.identity_sha256:
         return "other identity"
     held = {r["key"] for r in read_jsonl(folder / "predictions.jsonl")}
     if plan.expected <= held:
         return "complete"
-    status = manifest.get("status")
+    status = manifest.status
     return status if status in ("failed", "running", "interrupted") else "incomplete"
 
 
@@ -293,9 +294,9 @@ def cached_steps(root: Path, judges: RunJudges) -> dict[str, str]:
             if s.get("judge") == judges.spec.name and s.get("input_type") == judges.input_type}
 
 
-def _refusal(folder: Path, manifest: dict, identity: dict, done: set) -> None:
+def _refusal(folder: Path, manifest: RunManifest | None, identity: dict, done: set) -> None:
     """The engine's rule for resuming: the same identity, or an empty folder (``check_identity``)."""
-    check_identity(folder, manifest, identity, bool(done))
+    check_identity(folder, manifest.identity if manifest is not None else None, identity, bool(done))
 
 
 def _open(plan: RunPlan, context: RunContext) -> RunSession:
@@ -408,7 +409,12 @@ def _cpu_job(judge, table: pd.DataFrame, chosen: set[str], order: str, rnd: int,
     if all(k in session.done for k, kept in zip(keys, keep, strict=True) if kept):
         return 0
     started = now()
-    labels = judge.predict(table.drop(columns="media_name"), seed=seed + rnd)
+    train = context.pairs.train
+    if train is None:
+        labels = judge.predict(table.drop(columns="media_name"), seed=seed + rnd)
+    else:  # probe pairs: a learning judge fits on the human labels of the dataset they were made from
+        labels = judge.predict_trained(table.drop(columns="media_name"), train[order].drop(columns="media_name"),
+                                       seed=seed + rnd)
     if not labels.index.equals(table.index):
         raise ValueError(f"CPU judge {spec.name!r} returned labels not indexed like the pairs it was given")
     session.calls["cpu"] += int(keep.sum())

@@ -44,6 +44,8 @@ only fault tolerance needed, and it is the store's, not the executor's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import itertools
 import json
 import os
@@ -275,20 +277,103 @@ def _cell_id(values: dict) -> str:
     return "".join(c if c.isalnum() or c in "_.=-" else "-" for c in text)
 
 
-def load_grid(file: str | Path, overrides: dict | None = None) -> Grid:
-    """Read a grid YAML; ``overrides`` (from ``-p``) replace fixed parameters in every cell."""
-    file = Path(file)
+GRID_KEYS: dict[str, tuple[type, ...]] = {"notebook": (str,), "executed_dir": (str,), "matrix": (dict,),
+                                          "parameters": (dict,), "gpus": (list,), "description": (str,)}
+"""The keys a grid YAML may have and the YAML types each may hold."""
+_YAML_TYPES = {"str": (str,), "Path": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
+               "None": (type(None),), "EngineChoice": (str,), "JudgeSpec": (), "Sequence[str]": (list,)}
+
+
+def _kind(value: object) -> str:
+    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false", int: "a whole number",
+            float: "a number", type(None): "empty (null)"}.get(type(value), type(value).__name__)
+
+
+def parameter_types() -> dict[str, tuple[type, ...]]:
+    """The YAML types each run parameter accepts, read from ``RunConfig``'s annotations (the one
+    schema of run parameters), so a grid is checked against the fields a run really has."""
+    fields = {f.name: f.type for f in dataclasses.fields(engine.RunConfig)}
+    out = {}
+    for name in engine.RunConfig.notebook_parameters():
+        parts = [p.strip() for p in str(fields[name]).split("|")]
+        out[name] = tuple(t for p in parts for t in _YAML_TYPES.get(p, (object,)))
+    return out
+
+
+def _suggest(name: str, known) -> str:
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(sorted(known))}"
+
+
+def _check_parameter(file: Path, where: str, name: object, value: object, types: dict) -> None:
+    if name in engine.RENAMED:
+        raise GridError(f"{file}: {where}: the run parameter {name!r} is now called {engine.RENAMED[name]!r}")
+    if name not in types:
+        raise GridError(f"{file}: {where}: unknown run parameter {name!r}{_suggest(name, types)}")
+    allowed = types[name]
+    if object in allowed:
+        return
+    if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+        expected = " or ".join(dict.fromkeys(_kind(t() if t is not type(None) else None) for t in allowed))
+        raise GridError(f"{file}: {where}: {name} must be {expected}, not {_kind(value)} ({value!r})")
+
+
+def _read_yaml(file: Path) -> object:
+    """The grid file's YAML, or one GridError saying why it cannot be read."""
     if not file.is_file():
-        raise GridError(f"grid file {file} not found")
-    raw = yaml.safe_load(file.read_text()) or {}
-    if not isinstance(raw, dict) or not isinstance(raw.get("matrix"), dict) or not raw["matrix"]:
+        raise GridError(f"grid file {file} not found" + (" (it is a folder)" if file.is_dir() else ""))
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GridError(f"{file}: not a text file (byte 0x{file.read_bytes()[exc.start]:02X} at offset {exc.start} "
+                        "is not UTF-8); a grid is a YAML text file") from None
+    except OSError as exc:
+        raise GridError(f"{file}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise GridError(f"{file}{where}: not valid YAML ({problem})") from None
+
+
+def check_grid(file: Path, raw: object, overrides: dict | None = None) -> dict:
+    """Every rule of a grid file, checked before anything runs: a mapping of the known keys
+    (a misspelt one gets a suggestion), each of its type, a non-empty ``matrix`` of lists, and
+    every parameter (matrix, fixed, ``-p``) a ``RunConfig`` field of the right type."""
+    if raw is None:
+        raise GridError(f"{file}: is empty; a grid needs a 'matrix' mapping of parameter -> list of values")
+    if not isinstance(raw, dict):
+        raise GridError(f"{file}: a grid is a mapping of keys ({', '.join(GRID_KEYS)}), not {_kind(raw)}")
+    for key, value in raw.items():
+        if key not in GRID_KEYS:
+            raise GridError(f"{file}: unknown key {key!r}{_suggest(key, GRID_KEYS)}")
+        if value is not None and not isinstance(value, GRID_KEYS[key]):
+            raise GridError(f"{file}: {key} must be {_kind(GRID_KEYS[key][0]())}, not {_kind(value)} ({value!r})")
+    if not isinstance(raw.get("matrix"), dict) or not raw["matrix"]:
         raise GridError(f"{file}: needs a 'matrix' mapping of parameter -> list of values")
-    unknown = set(raw) - {"notebook", "executed_dir", "matrix", "parameters", "gpus", "description"}
-    if unknown:
-        raise GridError(f"{file}: unknown key(s) {', '.join(sorted(unknown))}")
+    types = parameter_types()
     for key, values in raw["matrix"].items():
         if not isinstance(values, list) or not values:
             raise GridError(f"{file}: matrix.{key} must be a non-empty list")
+        for value in values:
+            _check_parameter(file, f"matrix.{key}", key, value, types)
+    for key, value in (raw.get("parameters") or {}).items():
+        _check_parameter(file, f"parameters.{key}", key, value, types)
+    for key, value in (overrides or {}).items():
+        _check_parameter(file, f"-p {key}", key, value, types)
+    for gpu in raw.get("gpus") or []:
+        if isinstance(gpu, bool) or not isinstance(gpu, (int, str)):
+            raise GridError(f"{file}: gpus must list GPU ids (0, 1, ...), not {_kind(gpu)} ({gpu!r})")
+    return raw
+
+
+def load_grid(file: str | Path, overrides: dict | None = None) -> Grid:
+    """Read a grid YAML (:func:`check_grid`); ``overrides`` (from ``-p``) replace fixed
+    parameters in every cell, and every cell must make a valid ``RunConfig``."""
+    file = Path(file)
+    raw = check_grid(file, _read_yaml(file), overrides)
     root = paths.project_root()
     notebook = root / raw.get("notebook", "notebooks/01_infer.ipynb")
     executed = root / raw.get("executed_dir", "reports/runs") / file.stem
@@ -298,6 +383,10 @@ def load_grid(file: str | Path, overrides: dict | None = None) -> Grid:
     for combo in itertools.product(*(raw["matrix"][k] for k in keys)):
         values = dict(zip(keys, combo, strict=True))
         cell_id = _cell_id(values)
+        try:
+            engine.RunConfig.from_parameters(fixed | values)
+        except (TypeError, ValueError) as exc:
+            raise GridError(f"{file}: cell {cell_id}: {exc}") from None
         cells.append(Cell(cell_id, fixed | values, executed / f"{cell_id}.ipynb"))
     gpus = [str(g) for g in raw.get("gpus") or []]
     return Grid(file.stem, notebook, executed, cells, gpus)

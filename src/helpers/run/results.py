@@ -24,8 +24,6 @@ import pandas as pd
 
 from helpers import paths, prompts
 from helpers.data import (
-    LABELS,
-    ORDERS,
     DataError,
     data_sha256,
     dataset_spec,
@@ -48,9 +46,13 @@ def run_statuses(root: str | Path | None = None) -> pd.DataFrame:
     root = Path(root) if root is not None else paths.predictions_dir()
     rows = []
     for folder in sorted(p.parent for p in root.glob("*/predictions.jsonl")):
-        manifest = store.read_run_manifest(folder)
+        manifest = store.read_manifest(folder)
         rows.append({"run_id": folder.name, "status": None if manifest is None else manifest.status})
     return pd.DataFrame(rows, columns=["run_id", "status"])
+
+
+def _left_out(statuses: pd.DataFrame) -> pd.Series:
+    return statuses["status"].notna() & (statuses["status"] != COMPLETE)
 
 
 def left_out_runs(root: str | Path | None = None) -> pd.DataFrame:
@@ -58,43 +60,30 @@ def left_out_runs(root: str | Path | None = None) -> pd.DataFrame:
     manifest says anything but ``complete`` (still running, failed, interrupted, incomplete)."""
     root = Path(root) if root is not None else paths.predictions_dir()
     runs = run_statuses(root)
-    runs = runs[runs["status"].notna() & (runs["status"] != COMPLETE)].reset_index(drop=True)
+    runs = runs[_left_out(runs)].reset_index(drop=True)
     return runs.assign(rows=[len(store.read_jsonl(root / r / "predictions.jsonl")) for r in runs["run_id"]])
 
 
 def stored_rows(root: str | Path | None = None, run_ids: Iterable[str] | None = None, *,
                 complete_only: bool = False) -> pd.DataFrame:
     """The rows of the store (of ``run_ids`` only, when given), each checked as the writers
-    wrote it: ``pred`` one of a1/a2/same, a known ``order``, no key stored twice in one run
-    folder. A hand-edited or duplicated line is refused naming the folder and the key, never
-    scored (a ``banana`` would otherwise count as a wrong answer, a duplicate twice).
-    ``complete_only``: without the rows of :func:`left_out_runs` (the report's reading)."""
+    wrote it (``store.checked_rows``: the row schema, its key against its fields, its fields
+    against its run folder's manifest, no key twice). A hand-edited or duplicated line is refused
+    naming file, line and field, never scored (a ``banana`` would otherwise count as a wrong
+    answer, a duplicate twice, an edited round as another round). ``complete_only``: the folders
+    of :func:`left_out_runs` are not read at all (the report's reading)."""
     root = Path(root) if root is not None else paths.predictions_dir()
-    table = store.read_predictions(root)
-    if run_ids is not None:
-        table = table[table["run_id"].isin(set(run_ids))].reset_index(drop=True)
-    if complete_only and not table.empty:
-        table = table[~table["run_id"].isin(set(left_out_runs(root)["run_id"]))].reset_index(drop=True)
-    if table.empty:
-        return table
-    problems = []
-    for column, allowed in (("pred", LABELS), ("order", ORDERS)):
-        bad = table[~table[column].isin(allowed)]
-        problems += [f"{_where(root, r)}: {column} {r[column]!r} is not one of {', '.join(allowed)}"
-                     for _, r in bad.head(5).iterrows()]
-    if "key" in table.columns:
-        keyed = table[table["key"].notna()]  # hand-written tables may have no key: check_predictions covers them
-        dup = keyed[keyed.duplicated(["run_id", "key"])]
-        problems += [f"{_where(root, r)}: stored twice (a duplicated line)" for _, r in dup.head(5).iterrows()]
-    if problems:
-        raise DataError(f"{len(problems)} stored row(s) cannot be scored (edited by hand, or written by other code); "
-                        "restore the run folder, or re-run it into a new one (overwrite=True moves it aside):\n  "
-                        + "\n  ".join(problems))
-    return table
-
-
-def _where(root: Path, row: pd.Series) -> str:
-    return f"{root / str(row.get('run_id'))}/predictions.jsonl, key {row.get('key')!r}"
+    if complete_only:
+        statuses = run_statuses(root)
+        complete = statuses.loc[~_left_out(statuses), "run_id"]
+        run_ids = complete if run_ids is None else set(run_ids) & set(complete)
+    if run_ids is None:
+        return store.read_predictions(root)
+    rows = [row for run_id in sorted(set(run_ids)) for row in store.checked_rows(root / run_id)]
+    if not rows:
+        return pd.DataFrame(columns=store.COLUMNS)
+    table = pd.DataFrame(rows)
+    return table.reindex(columns=store.COLUMNS + [c for c in table.columns if c not in store.COLUMNS])
 
 
 def load_predictions(root: str | Path | None = None, dataset: str | None = None,
@@ -120,9 +109,7 @@ def load_predictions(root: str | Path | None = None, dataset: str | None = None,
 def _run_data_hashes(folder: Path) -> dict[str, str] | None:
     """The data hashes a run folder's manifest records (its identity's, else the older key)."""
     manifest = store.read_manifest(folder)
-    if manifest is None:
-        return None
-    return (manifest.get("identity") or {}).get("data_sha256") or manifest.get("data_sha256")
+    return None if manifest is None else manifest.data_sha256
 
 
 def score_against_data(table: pd.DataFrame, root: str | Path | None, dataset: str,
@@ -216,5 +203,5 @@ def load_run(summary: pd.DataFrame, output_dir: str | Path | None = None, data_d
 
 
 def _on_dataset_files(folder: Path) -> bool:
-    manifest = store.read_manifest(folder) or {}
-    return manifest.get("dataset") in dataset_specs() and not (manifest.get("parameters") or {}).get("pairs_given")
+    manifest = store.read_manifest(folder)
+    return manifest is not None and manifest.dataset in dataset_specs() and not manifest.parameters.get("pairs_given")

@@ -99,7 +99,7 @@ def training_pairs(source: str = "emoprefer", data_dir: str | Path | None = None
     benchmark, ``emopreferv2``) or a CSV/Parquet table ``name, a1, a2, preference`` (a1/a2/same)
     that the user names. Names get the prefix :data:`TRAIN_PREFIX`, so they never collide with
     the tournament's comparison ids."""
-    from helpers.data import dataset_specs, load_pairs, read_csv
+    from helpers.data import dataset_specs, load_pairs, read_table
 
     if source in dataset_specs():
         frame = load_pairs(source, "normal", data_dir)
@@ -107,11 +107,7 @@ def training_pairs(source: str = "emoprefer", data_dir: str | Path | None = None
         path = Path(source)
         if not path.is_file():
             raise DataError(f"--train {source}: neither a dataset ({', '.join(sorted(dataset_specs()))}) nor a file")
-        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else None
-        if frame is None:
-            frame, problems = read_csv(path, ("name", "a1", "a2", "preference"))
-            if problems:
-                raise DataError(f"training table {path}: " + "; ".join(str(p) for p in problems[:10]))
+        frame = read_table(path, ("name", "a1", "a2", "preference"), "training table")  # the one reader of a user's table
         missing = [c for c in ("name", "a1", "a2", "preference") if c not in frame.columns]
         bad = ~frame["preference"].isin(["a1", "a2", "same"]) if not missing else None
         if missing or bad.any():

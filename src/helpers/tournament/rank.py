@@ -23,7 +23,7 @@ import pandas as pd
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score
 
-from helpers.data import DataError, read_csv, swap_label
+from helpers.data import DataError, scan_table, swap_label
 from helpers.stats.bt import SCORE, WINNERS, bradley_terry, ci_ranks, fit_bt
 from helpers.stats.metrics import CELL
 from helpers.tournament.design import comparison_id
@@ -123,11 +123,8 @@ def load_human(path: str | Path) -> pd.DataFrame:
     (winner in a/b/tie relative to the columns as written), turned to the design's canonical
     orientation (system_a < system_b) with its ``comparison`` id."""
     path = Path(path)
-    frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else None
-    problems: list[str] = []
-    if frame is None:
-        frame, found = read_csv(path, ("name", "system_a", "system_b", "winner"))
-        problems += [str(p) for p in found]
+    frame, found = scan_table(path, ("name", "system_a", "system_b", "winner"))  # the one reader of a user's table
+    problems = [str(p) for p in found]
     if not problems:
         for i, row in enumerate(frame.itertuples(index=False)):
             if row.winner not in WINNERS:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers.data import NAME_RULE, DataError, read_csv, safe_name
+from helpers.data import NAME_RULE, DataError, safe_name, scan_table
 from helpers.digest import SYSTEM_ID_LEN, sha256_hex
 
 COLUMNS = ("name", "system", "description")
@@ -59,20 +59,7 @@ def _problem(file: str, where: str, column: str | None, value: object, message: 
 
 def read_entries(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
     """Read a CSV (with 1-based line numbers) or Parquet (rows numbered from 1) long table."""
-    path = Path(path)
-    if not path.is_file():
-        return pd.DataFrame(), [f"{path}: file not found" + (" (it is a folder)" if path.is_dir() else "")]
-    if path.suffix.lower() in (".parquet", ".pq"):
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for a file that is not Parquet
-            return pd.DataFrame(), [f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc}); "
-                                    "save the table as Parquet, or as CSV with a .csv name"]
-        missing = [c for c in COLUMNS if c not in frame.columns]
-        if missing:
-            return pd.DataFrame(), [f"{path}: missing required column(s) {', '.join(missing)}"]
-        return frame.reset_index(drop=True), []
-    frame, problems = read_csv(path, COLUMNS)
+    frame, problems = scan_table(path, COLUMNS)  # the one reader of a user's table
     return frame, [str(p) for p in problems]
 
 
