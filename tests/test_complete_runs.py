@@ -12,7 +12,7 @@ import nbformat
 import pytest
 
 from helpers import data, paths
-from helpers.report import chapters, freshness, names
+from helpers.report import chapters, freshness
 from helpers.report.render import main, render
 from helpers.report.setup import setup
 from helpers.run import engine, results
@@ -59,13 +59,12 @@ def test_a_run_still_writing_or_failed_is_in_no_chapter_and_is_listed_with_its_s
         context = chapters.collect(setup(store, reports, predictions=False))
         assert set(context.overview["judge"]) == {"length"}
         assert chapters.judges_table(context).set_index("judge").loc["random", "status"] == "registered, not run here"
-        note = chapters.left_out_markdown(context)
-        assert note.startswith('::: {.callout-warning title="Runs left out of this report"}\n2 run(s)')
-        build = chapters.build_table(context).set_index("key")["status"]
-        for text in (note, build["left_out"]):
-            assert ("bt__cpu__text__emoprefer (failed, 12 rows stored), "
-                    "random__cpu__text__emoprefer (running, 28 rows stored)") in text
-        assert build["judges_run"] == names.judge("length")  # the build-gaps table counts no partial run
+        status = chapters.build_table(context).set_index("key").loc["left_out", "status"]
+        assert "random__cpu__text__emoprefer (running, 28 rows stored)" in status
+        assert "bt__cpu__text__emoprefer (failed, 12 rows stored)" in status
+        # the results chapter opens by quoting that status
+        chapter = (paths.project_root() / "reports" / "sections" / "20_results.qmd").read_text(encoding="utf-8")
+        assert "{{< var build.left_out >}}" in chapter.split("\n\n", 2)[1]
         # the runs table still lists every folder, with its status
         assert set(chapters.runs_table(context)["status"]) == {"complete", "running", "failed: RuntimeError"}
     finally:
@@ -82,8 +81,7 @@ def test_a_store_of_complete_runs_says_so(tmp_path):
                                manifests=chapters.read_manifests(store), left_out=results.left_out_runs(store))
     assert results.run_statuses(store).values.tolist() == [["length__cpu__text__emoprefer", "complete"]]
     assert context.left_out.empty
-    assert chapters.left_out_markdown(context).startswith("<!--")  # nothing shown on the page
-    assert chapters.left_out_list(context) == "none"
+    assert chapters.left_out_listing(context) == []
 
 
 # --------------------------------------------------------------------------- stale executed notebooks
@@ -127,7 +125,7 @@ def test_an_executed_notebook_older_than_a_helper_it_imports_even_indirectly_is_
     package = Path(freshness.PACKAGE)
     assert {package / "report/setup.py", package / "run/results.py", package / "stats/metrics.py",
             package / "__init__.py"} <= deps
-    assert freshness.helper_files("import pandas as pd\nx = 1") == set()  # no helpers, nothing to be older than
+    assert package / "tournament/rank.py" not in deps
     age(executed / "06_confound.ipynb", 10 ** 8)  # executed long before the helpers were last written
     (message,) = freshness.stale_notebooks(executed, sources)
     assert message.startswith("06_confound.ipynb is stale") and "src/helpers/" in message

@@ -126,10 +126,12 @@ def run_sources(root: str | Path | None = None) -> pd.DataFrame:
     (no ``source`` in their manifest) are ``this study``; imported ones say where they came from
     (``helpers.imports`` writes the source)."""
     root = Path(root) if root is not None else paths.predictions_dir()
-    left_out = set(results.left_out_runs(root)["run_id"])  # not complete: in no chapter, so no source
+    left_out = set(results.left_out_runs(root)["run_id"])  # not complete: in no chapter, so not a source
     rows = []
     for folder, manifest in _run_folders(root):
-        if manifest is None or folder.name in left_out:
+        if folder.name in left_out:
+            continue
+        if manifest is None:
             continue  # nothing says where it came from: with_source counts it as this study's
         source = manifest.source or JUDGED
         rows.append({"judge": manifest.judge, "strategy": manifest.strategy,
@@ -159,7 +161,24 @@ def metrics_csv(predictions: pd.DataFrame, pairs: pd.DataFrame, cis: pd.DataFram
     ``cis``), the confound audit's length columns, and where each cell's judgements came from."""
     table = metrics_table(predictions, n_boot=n_boot, seed=seed, cis=cis)
     table = table.merge(length_columns(predictions, pairs), on=CELL, how="left")
+    table = with_media_errors(table, predictions, root)
     return with_source(table, root)
+
+
+def with_media_errors(table: pd.DataFrame, predictions: pd.DataFrame, root: str | Path | None) -> pd.DataFrame:
+    """``media_error_n`` beside ``unparsed_pct``: each cell's rows of the store (of the datasets scored) whose
+    media could not be decoded; they hold no verdict, so the metrics are over the other rows."""
+    from helpers.run.results import media_error_counts, stored_rows
+
+    stored = stored_rows(root)
+    if not stored.empty and "dataset" in stored.columns and "dataset" in predictions.columns:
+        stored = stored[stored["dataset"].isin(set(predictions["dataset"].dropna()))]
+    counts = media_error_counts(stored)
+    out = table.merge(counts, on=CELL, how="left")
+    out["media_error_n"] = out["media_error_n"].fillna(0).astype(int)
+    columns = list(table.columns)
+    at = columns.index("unparsed_pct") + 1 if "unparsed_pct" in columns else len(columns)
+    return out[[*columns[:at], "media_error_n", *columns[at:]]]
 
 
 def _mean_std(row: pd.Series, column: str) -> str:
@@ -217,7 +236,7 @@ def ranking_agreement(ratings: pd.DataFrame, sources: dict[str, pd.DataFrame], r
         merged = sources[source].merge(sources["human labels"], on="name", suffixes=("", "_human"))
         rows.append({"labels from": source, "top system": group.iloc[0]["system"],
                      "rating gap": float(others["rating"].iloc[0] - 1000),
-                     "gap 95% CI": f"[{others['rating_lo'].iloc[0] - 1000:.0f}, {others['rating_hi'].iloc[0] - 1000:.0f}]",
+                     "gap 95% CI": f"[{others['gap_lo'].iloc[0]:.0f}, {others['gap_hi'].iloc[0]:.0f}]",
                      "Kendall tau vs human": tau,
                      "pair agreement %": 100 * float((merged["winner"] == merged["winner_human"]).mean())})
     return pd.DataFrame(rows)
@@ -404,6 +423,13 @@ def _listed(items: list[str]) -> str:
     return ", ".join(items) if items else "none"
 
 
+def left_out_listing(context: Context) -> list[str]:
+    """Each run no chapter uses (``results.left_out_runs``) as ``run_id (status, n rows stored)``."""
+    if context.left_out is None:
+        return []
+    return [f"{r.run_id} ({r.status}, {r.rows} rows stored)" for r in context.left_out.itertuples()]
+
+
 def build_table(context: Context, data_dir=None) -> pd.DataFrame:
     """What this build holds and lacks, as values (``key``, ``check``, ``status``): the judges run
     and not run, rounds, v2, the data hashes, the paper's table, the analyses and chapters. The
@@ -428,25 +454,9 @@ def build_table(context: Context, data_dir=None) -> pd.DataFrame:
         ("infer_command", "command that adds an MLLM judge", infer_command("qwen25omni")),
         ("revision", "code revision", revision_note()),
         ("runs", "run folders in the predictions store", str(len(context.manifests))),
-        ("left_out", "runs left out of every chapter (their manifest does not say complete)", left_out_list(context)),
+        ("left_out", "runs not complete, left out of every chapter", _listed(left_out_listing(context))),
     ]
     return pd.DataFrame(rows, columns=["key", "check", "status"])
-
-
-def left_out_list(context: Context) -> str:
-    """The runs no chapter uses, each with its status and stored rows (``results.left_out_runs``)."""
-    runs = context.left_out if context.left_out is not None else pd.DataFrame(columns=["run_id", "status", "rows"])
-    return _listed([f"{r.run_id} ({r.status}, {r.rows} rows stored)" for r in runs.itertuples()])
-
-
-def left_out_markdown(context: Context) -> str:
-    """The warning that opens the results chapter when runs were left out (still running, failed...);
-    otherwise an HTML comment, so the page shows nothing and the embed is not empty."""
-    if context.left_out is None or context.left_out.empty:
-        return "<!-- every run in the predictions store is complete: none left out -->"
-    return (f"::: {{.callout-warning title=\"Runs left out of this report\"}}\n{len(context.left_out)} run(s) in the "
-            f"predictions store are not complete, so no chapter uses them: {left_out_list(context)}. Rebuild the "
-            "report once they have finished.\n:::")
 
 
 # --------------------------------------------------------------------------- reproducibility
@@ -554,8 +564,11 @@ def protocol_long(card: pd.DataFrame) -> pd.DataFrame:
     value beside the paper's code, so it fits a page; the wide card stays in protocol_card.csv."""
     rows = []
     for row in card.itertuples(index=False):
-        for setting, ours, theirs in (("decoding", row.decoding, row.paper_decoding), ("media", row.media, row.paper_media),
-                                      ("prompt", row.prompt, "")):
+        settings = [("decoding", row.decoding, row.paper_decoding), ("media", row.media, row.paper_media),
+                    ("prompt", row.prompt, "")]
+        if getattr(row, "vllm_engine", "-") != "-":
+            settings.append(("vLLM engine", row.vllm_engine, ""))
+        for setting, ours, theirs in settings:
             rows.append({"Judge": names.judge(row.judge), "Setting": setting, "This study": ours,
                          "Paper's code": theirs or "—"})
         rows.append({"Judge": names.judge(row.judge), "Setting": "differences", "This study": row.differences,

@@ -2,7 +2,8 @@
 
 Each analysis notebook (00, 02–09) opens with ``ctx = setup(predictions_dir, reports_dir, dataset,
 data_dir)``: the report's folders exist, the predictions of ``dataset`` are loaded (complete runs
-only, scored against the data files as they are now) and refused when there are none, and the paper's table is
+only, scored against
+the data files as they are now) and refused when there are none, and the paper's table is
 parsed. Why one function: the notebooks used to repeat these ~30 lines, so a change to where
 tables go or to the "run the judges first" rule had to be made six times.
 

@@ -4,10 +4,7 @@ data files as they are now (each run's manifest says which data it was made on).
 One reader serves 01_infer's closing table (:func:`load_run`) and the report
 (:func:`load_predictions`): both go through :func:`stored_rows`, which refuses a tampered row
 (a label outside a1/a2/same, an unknown order, a line stored twice) naming the run folder and
-the row's key. The report reads complete runs only (``complete_only``): a run whose manifest
-says ``running``, ``failed``, ``interrupted`` or ``incomplete`` is left out of every chapter and
-listed by :func:`left_out_runs`, so a report built while a judge writes never mixes its partial
-rows into some tables and not others. Scoring a finished run (:func:`parse_report`, :func:`run_metrics`) lives here
+the row's key. Scoring a finished run (:func:`parse_report`, :func:`run_metrics`) lives here
 too, not in the engine that wrote it.
 
 This is where the store (``helpers.run.store``, ``helpers.run.identity``) meets the metrics
@@ -24,6 +21,7 @@ import pandas as pd
 
 from helpers import paths, prompts
 from helpers.data import (
+    LABELS,
     DataError,
     data_sha256,
     dataset_spec,
@@ -51,16 +49,12 @@ def run_statuses(root: str | Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_id", "status"])
 
 
-def _left_out(statuses: pd.DataFrame) -> pd.Series:
-    return statuses["status"].notna() & (statuses["status"] != COMPLETE)
-
-
 def left_out_runs(root: str | Path | None = None) -> pd.DataFrame:
     """The runs the report leaves out of every chapter (``run_id, status, rows``): those whose
     manifest says anything but ``complete`` (still running, failed, interrupted, incomplete)."""
     root = Path(root) if root is not None else paths.predictions_dir()
     runs = run_statuses(root)
-    runs = runs[_left_out(runs)].reset_index(drop=True)
+    runs = runs[runs["status"].notna() & (runs["status"] != COMPLETE)].reset_index(drop=True)
     return runs.assign(rows=[len(store.read_jsonl(root / r / "predictions.jsonl")) for r in runs["run_id"]])
 
 
@@ -70,13 +64,15 @@ def stored_rows(root: str | Path | None = None, run_ids: Iterable[str] | None = 
     wrote it (``store.checked_rows``: the row schema, its key against its fields, its fields
     against its run folder's manifest, no key twice). A hand-edited or duplicated line is refused
     naming file, line and field, never scored (a ``banana`` would otherwise count as a wrong
-    answer, a duplicate twice, an edited round as another round). ``complete_only``: the folders
-    of :func:`left_out_runs` are not read at all (the report's reading)."""
+    answer, a duplicate twice, an edited round as another round).
+    ``complete_only``: without the rows of :func:`left_out_runs` (the report's reading: a run
+    still writing, failed or incomplete is in no chapter)."""
     root = Path(root) if root is not None else paths.predictions_dir()
     if complete_only:
-        statuses = run_statuses(root)
-        complete = statuses.loc[~_left_out(statuses), "run_id"]
-        run_ids = complete if run_ids is None else set(run_ids) & set(complete)
+        left_out = set(left_out_runs(root)["run_id"])
+        if run_ids is None:
+            run_ids = set(run_statuses(root)["run_id"])
+        run_ids = [r for r in run_ids if r not in left_out]
     if run_ids is None:
         return store.read_predictions(root)
     rows = [row for run_id in sorted(set(run_ids)) for row in store.checked_rows(root / run_id)]
@@ -84,6 +80,23 @@ def stored_rows(root: str | Path | None = None, run_ids: Iterable[str] | None = 
         return pd.DataFrame(columns=store.COLUMNS)
     table = pd.DataFrame(rows)
     return table.reindex(columns=store.COLUMNS + [c for c in table.columns if c not in store.COLUMNS])
+
+
+def is_judged(table: pd.DataFrame) -> pd.Series:
+    """Rows that carry a verdict: not ``media_error`` rows (``store.MEDIA_ERROR``: the media could not be
+    decoded; no label, excluded from every metric and counted as ``media_error_n``)."""
+    if "status" not in table.columns:
+        return pd.Series(True, index=table.index)
+    return table["status"].fillna("ok") != store.MEDIA_ERROR
+
+
+def media_error_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """``media_error_n`` per judge cell (judge, strategy, input_type): rows whose media could not be decoded."""
+    keys = ["judge", "strategy", "input_type"]
+    if table.empty:
+        return pd.DataFrame(columns=[*keys, "media_error_n"])
+    errors = ~is_judged(table)
+    return table.assign(media_error_n=errors.astype(int)).groupby(keys, as_index=False)["media_error_n"].sum()
 
 
 def load_predictions(root: str | Path | None = None, dataset: str | None = None,
@@ -96,6 +109,7 @@ def load_predictions(root: str | Path | None = None, dataset: str | None = None,
     table = stored_rows(root, complete_only=True)
     if table.empty:
         return table
+    table = table[is_judged(table)]  # media_error rows hold no verdict (media_error_counts counts them)
     table = table.astype({"round": int, "name": str, "strategy": str})
     if dataset is not None:
         if "dataset" in table.columns:
@@ -162,21 +176,34 @@ def parse_report(rows: list[dict], examples: int = 3) -> dict:
             "unparsed_pct": round(100 * share, 2) if rows and share == share else None, "examples": shown}
 
 
+NO_LABELS = "no labels: no metrics"
+
+
 def run_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Two-class WAF per order (mean over rounds, x100), swap consistency (x100) and the share
-    of answers that matched no parser rule (``unparsed_pct``, scored ``same``) per judge cell:
+    """Two-class WAF per order (mean over rounds, x100), swap consistency (x100), the share
+    of answers that matched no parser rule (``unparsed_pct``, scored ``same``) and the rows whose media
+    could not be decoded (``media_error_n``, excluded from the rest) per judge cell:
     the paper's definitions, via ``helpers.stats.metrics``. ``rounds`` says how many rounds
-    each order had, so a metric from an unbalanced run says what it was computed from."""
+    each order had, so a metric from an unbalanced run says what it was computed from.
+
+    A run on an unlabelled pair file has no human label to score against: its metric columns
+    are empty and ``labels`` says ``no labels: no metrics`` (a missing label is never read as
+    ``same``); swap consistency needs no label and is still given."""
     rows = []
-    for (judge, strategy, input_type), cell in predictions.groupby(["judge", "strategy", "input_type"]):
+    errors = media_error_counts(predictions).set_index(["judge", "strategy", "input_type"])["media_error_n"]
+    judged = predictions[is_judged(predictions)]
+    for (judge, strategy, input_type), cell in judged.groupby(["judge", "strategy", "input_type"]):
         row = {"judge": judge, "strategy": strategy, "input_type": input_type}
+        labelled = cell[cell["gt"].isin(LABELS)] if "gt" in cell.columns else cell.iloc[:0]
+        row["labels"] = f"{labelled['name'].nunique()} labelled pairs" if len(labelled) else NO_LABELS
         for order in ("normal", "reverse"):
-            part = cell[cell["order"] == order]
+            part = labelled[labelled["order"] == order]
             scores = [metrics.two_class(g["gt"], g["pred"])["waf"] for _, g in part.groupby("round")]
             row[f"two_class_waf_{order}"] = 100 * pd.Series(scores, dtype=float).mean()
         swap = metrics.swap_consistency_rounds(cell) if set(cell["order"]) == {"normal", "reverse"} else pd.Series()
         row["swap_consistency"] = 100 * swap.mean() if len(swap) else float("nan")
         row["unparsed_pct"] = metrics.unparsed_pct(cell)
+        row["media_error_n"] = int(errors.get((judge, strategy, input_type), 0))
         row["rounds"] = cell["round"].nunique()
         row["pairs"] = cell["name"].nunique()
         rows.append(row)
@@ -204,4 +231,5 @@ def load_run(summary: pd.DataFrame, output_dir: str | Path | None = None, data_d
 
 def _on_dataset_files(folder: Path) -> bool:
     manifest = store.read_manifest(folder)
-    return manifest is not None and manifest.dataset in dataset_specs() and not manifest.parameters.get("pairs_given")
+    return (manifest is not None and manifest.dataset in dataset_specs()
+            and not dataset_specs()[manifest.dataset].pair_file and not manifest.parameters.get("pairs_given"))
