@@ -88,9 +88,14 @@ chromium:
 	      echo "note: chromium could not be installed; the browser test will be skipped with a reason"; \
 	  else echo "note: chromium not installed and apt-get unavailable; the browser test will be skipped"; fi; }
 
+# pytest's workers (pytest-xdist): one per core, at most 4; TEST_JOBS=0 runs in one process.
+# --dist loadfile keeps a module's tests, and so its module-scoped fixtures, in one worker; modules are
+# handed out in collection order (tests/conftest.py puts the slow ones first), not by their test count.
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+
 test: lint chromium
-	@echo "==> pytest"
-	@$(PY) -m pytest -q; rc=$$?; \
+	@echo "==> pytest ($(TEST_JOBS) workers)"
+	@$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 clean-report:

@@ -433,6 +433,7 @@ def test_without_pandoc_the_error_says_how_to_get_it(site, monkeypatch, capsys):
     assert "pip install pypandoc-binary" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_dash_m_helpers_report_runs_the_cli(site):
     import subprocess
     import sys

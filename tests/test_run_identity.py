@@ -330,6 +330,7 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @needs_data
 def test_a_killed_cpu_run_resumed_reports_every_call_not_only_the_last_sessions(tmp_path):
     """Observed: a CPU judge killed and resumed reported 574 calls instead of 2,296."""
