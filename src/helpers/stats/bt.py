@@ -676,11 +676,13 @@ def ci_ranks(lo: Sequence[float], hi: Sequence[float]) -> np.ndarray:
     return 1 + (lo[None, :] > hi[:, None]).sum(axis=1)
 
 
-def leaderboard(ratings: pd.DataFrame, digits: int = 0) -> pd.DataFrame:
-    """Ranked, human-readable view of :func:`bradley_terry` output."""
+def ratings_view(ratings: pd.DataFrame, digits: int = 0) -> pd.DataFrame:
+    """A human-readable view of :func:`bradley_terry`'s ratings, best first, indexed by the
+    CI-aware rank (``-`` where ranks are withheld). Not a fit: the tournament's leaderboards
+    (plain and style-controlled, per judge) are :func:`helpers.tournament.rank.leaderboard`."""
     fmt = f"{{:.{digits}f}}"
     board = pd.DataFrame({
-        "rank": np.arange(1, len(ratings) + 1),
+        "rank": [str(int(k)) if np.isfinite(k) else "-" for k in ratings["rank"]],
         "system": ratings["system"],
         "rating": ratings["rating"].map(fmt.format),
         "95% CI": [f"[{fmt.format(lo)}, {fmt.format(hi)}]" if np.isfinite(lo) else "-"
