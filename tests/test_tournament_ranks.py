@@ -340,3 +340,18 @@ def test_rank_reports_the_covariate_its_fit_and_flags_a_pure_length_judge_above_
     assert effect["covariate"] == covariate and effect["style"] == style
     assert effect["coef_lo"] <= effect["coef"] <= effect["coef_hi"]
     assert effect["deviance_style"] <= effect["deviance_plain"] and effect["longer_rule_agreement"] == 1.0
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [("seed", "0", "field 'seed' is '0', not a int"),
+                                                       ("design", "lucky", "not one of round_robin"),
+                                                       ("surprise", 1, "unknown field 'surprise'")])
+def test_the_design_manifest_is_a_typed_record_and_a_wrong_field_is_named(tmp_path, capsys, field, value, says):
+    path = table(tmp_path / "t.csv")
+    out = tmp_path / "tour"
+    assert cli("design", path, "--out", out) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest[field] = value
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert cli("rank", path, "--out", out) == 1
+    err = capsys.readouterr().err
+    assert says in err and "--overwrite" in err and "Traceback" not in err
