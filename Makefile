@@ -57,6 +57,8 @@ report: data
 	@mkdir -p $(EXECUTED) reports/tables reports/figures
 	@echo "==> 00_data: data audit"
 	@$(PAPERMILL) notebooks/00_data.ipynb $(EXECUTED)/00_data.ipynb -p dataset $(DATASET)
+	@echo "==> probes: v1's descriptions edited one way each (params/probes.yaml) into data/probes/"
+	@$(PY) -m helpers.stats.probes || exit 1
 	@if [ -f $(GRID) ]; then echo "==> judging with the CPU judges ($(GRID))"; $(PY) -m helpers.run $(GRID); fi
 	@if [ -n "$(OFFICIAL_OUTPUTS)" ]; then echo "==> importing the authors' released outputs ($(OFFICIAL_OUTPUTS))"; \
 	  $(PY) -m helpers.imports official "$(OFFICIAL_OUTPUTS)" --dataset $(DATASET) || exit 1; fi

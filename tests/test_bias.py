@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from sklearn.metrics import f1_score
 
 from helpers.data import DataError
@@ -153,18 +152,3 @@ def test_expected_waf_of_hard_verdicts_is_sklearns_weighted_f1():
     hard = np.array([1.0, 0.0, 0.0, 1.0, 1.0])
     expected = f1_score(gt, np.where(hard == 1, "a1", "a2"), average="weighted")
     assert confound.expected_waf(gt, hard) == pytest.approx(expected)
-
-
-def test_reported_judges_reads_nested_yaml(tmp_path):
-    file = tmp_path / "paper.yaml"
-    file.write_text(
-        "source: EmoPrefer (ICLR 2026)\n"
-        "judges:\n  Qwen2.5-Omni: {strategy: S2, two_class_waf: 67.21}\n"
-        "listed:\n  - {judge: GPT-4o, strategy: S1, two_class_waf: 59.28}\n"
-    )
-    got = confound.reported_judges(yaml.safe_load(file.read_text()))
-    assert got.to_dict("records") == [
-        {"judge": "Qwen2.5-Omni", "strategy": "S2", "two_class_waf": 67.21},
-        {"judge": "GPT-4o", "strategy": "S1", "two_class_waf": 59.28},
-    ]
-    assert confound.reported_judges(None).empty  # no paper table (params/paper_results.yaml absent)

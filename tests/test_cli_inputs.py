@@ -56,14 +56,14 @@ def test_a_parquet_table_with_too_many_rows_is_refused_from_its_footer(tmp_path,
     pd.DataFrame({"name": ["x"] * 11}).to_parquet(path)
     monkeypatch.setattr(imports, "MAX_TABLE_ROWS", 10)
     with pytest.raises(imports.ImportsError, match="11 rows; at most 10 accepted"):
-        imports.read_predictions(path)
+        imports.read_prediction_table(path)
 
 
 def test_a_file_that_is_not_parquet_is_refused_naming_it(tmp_path):
     path = tmp_path / "preds.parquet"
     path.write_text("name,strategy\n")
     with pytest.raises(imports.ImportsError, match=r"preds\.parquet: is not a readable Parquet file"):
-        imports.read_predictions(path)
+        imports.read_prediction_table(path)
 
 
 @pytest.mark.parametrize("content", [42, {"text": "a1"}, 1.5])

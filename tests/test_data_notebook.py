@@ -20,7 +20,7 @@ def test_data_audit_notebook_on_v1(tmp_path):
     out = tmp_path / "00_data.ipynb"
     pm.execute_notebook(
         ROOT / "notebooks" / "00_data.ipynb", out, cwd=ROOT / "notebooks", progress_bar=False,
-        parameters={"data_dir": str(REAL), "reports_dir": str(tmp_path), "n_boot": 200},
+        parameters={"data_dir": str(REAL), "reports_dir": str(tmp_path)},
     )
     rates = pd.read_csv(tmp_path / "tables" / "data_confound.csv").set_index("quantity")
     longer = rates.loc["longer description preferred"]
@@ -46,6 +46,6 @@ def test_longer_text_share_matches_an_independent_count():
     l1, l2 = decided["a1"].str.len(), decided["a2"].str.len()
     longer = ((decided["preference"] == "a1") & (l1 > l2)) | ((decided["preference"] == "a2") & (l2 > l1))
     expected = 100 * longer.sum() / (l1 != l2).sum()
-    got = confound.preference_rates(data.load_pairs(data_dir=REAL), n_boot=100).set_index("quantity")
+    got = confound.preference_rates(data.load_pairs(data_dir=REAL)).set_index("quantity")
     assert got.loc["longer description preferred", "percent"] == pytest.approx(expected)
     assert 79 < expected < 80.5

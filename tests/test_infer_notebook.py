@@ -123,7 +123,10 @@ def test_shipped_grids_expand_to_their_cells():
     assert len(paper.cells) == 4 * 4
     assert {c.parameters["strategy"] for c in paper.cells} == {"S1", "S2", "S3", "S4"}
     cpu = launch.load_grid(paths.params_dir() / "grid_cpu.yaml")
-    assert [c.model for c in cpu.cells] == ["length", "random", "always_a1", "source", "minilm_rm", "minilm_rm_nolen"]
+    judges = ["length", "random", "always_a1", "source", "minilm_rm", "minilm_rm_nolen"]
+    assert list(dict.fromkeys(c.model for c in cpu.cells)) == judges
+    datasets = ["emoprefer", "probe_verbosity", "probe_length_matched", "probe_content"]
+    assert [(c.model, c.parameters["dataset"]) for c in cpu.cells] == [(j, d) for j in judges for d in datasets]
     lanes, _ = launch.plan(paper, force=True)
     assert all(len({c.model for c in lane}) == 1 for lane in lanes)  # one judge per lane
 

@@ -146,6 +146,44 @@ def test_best_strategy_is_the_highest_two_class_waf_per_judge():
     assert best[["judge", "strategy"]].values.tolist() == [["b", "S1"], ["a", "S2"]]
 
 
+def authors_best_prompt(means: dict[str, float]) -> str:
+    """The authors' statistic.py (main_present_results): np.argmax over the unrounded two-class
+    WAF means, prompts in the order normal, cot, cot2, cot3 (S1..S4); the first maximum wins."""
+    order = [s for s in ("S1", "S2", "S3", "S4") if s in means]
+    return order[int(np.argmax([means[s] for s in order]))]
+
+
+def test_best_strategy_is_picked_on_unrounded_means_as_the_authors_statistic_picks_it():
+    unrounded = {"S1": 70.0, "S2": 78.686502, "S3": 60.0, "S4": 78.686601}  # S2 and S4 both show 78.69
+    scores = pd.DataFrame({"judge": "j", "strategy": list(unrounded), "input_type": "text",
+                           "two_class_waf": [round(v, 2) for v in unrounded.values()],
+                           "two_class_waf_unrounded": list(unrounded.values())})
+    assert metrics.best_strategy(scores)["strategy"].tolist() == [authors_best_prompt(unrounded)] == ["S4"]
+    tied = {"S1": 70.0, "S2": 78.686601, "S4": 78.686601}  # an exact tie: the first in S1..S4 order, as np.argmax
+    scores = pd.DataFrame({"judge": "j", "strategy": list(tied)[::-1], "input_type": "text",
+                           "two_class_waf": 78.69, "two_class_waf_unrounded": list(tied.values())[::-1]})
+    assert metrics.best_strategy(scores)["strategy"].tolist() == [authors_best_prompt(tied)] == ["S2"]
+
+
+def test_the_best_judge_is_picked_on_unrounded_means_and_an_exact_tie_by_name():
+    table = pd.DataFrame({"judge": ["b", "a", "c"], "strategy": ["S2", "S4", "S1"], "input_type": "text",
+                          "two_class_waf": 78.69, "two_class_waf_unrounded": [78.6866, 78.6865, 78.6866]})
+    assert metrics.best_row(table)["judge"] == "b"  # b and c tie exactly; a is lower unrounded
+    assert metrics.best_strategy(table)["judge"].tolist() == ["b", "c", "a"]
+
+
+def test_metrics_table_keeps_the_unrounded_mean_it_rounds_for_display():
+    preds = synthetic_predictions(n_pairs=60, seed=2)
+    table = metrics.metrics_table(preds, n_boot=10)
+    decided = preds[(preds["order"] == "normal") & (preds["gt"] != "same")]
+    for row in table.itertuples():
+        cell = decided[(decided["judge"] == row.judge) & (decided["strategy"] == row.strategy)]
+        by_round = [f1_score(g["gt"], g["pred"].replace("same", "a1"), average="weighted")
+                    for _, g in cell.groupby("round")]
+        assert row.two_class_waf_unrounded == pytest.approx(100 * np.mean(by_round), abs=1e-9)
+        assert row.two_class_waf == round(row.two_class_waf_unrounded, 2)
+
+
 # --------------------------------------------------------------------------- significance, correlation
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from synthetic import synthetic_predictions
 
 from helpers.stats import paper
 
@@ -79,3 +80,47 @@ def test_the_feature_contrast_uses_scipys_wilcoxon_on_paired_differences():
     assert row["pairs"] == n and row["preferred"] == pytest.approx(won.mean()) and row["rejected"] == 0
     assert row["p"] == pytest.approx(stats.wilcoxon(won.to_numpy()).pvalue)
     assert math.isnan(table.loc[("longer preferred", "words"), "p"])  # no such pairs
+
+
+# --------------------------------------------------------------------------- the authors' code, measured here
+
+
+def authors_parser(response: str) -> str:
+    """func_postprocess_preference of the authors' utils/common.py, transcribed."""
+    response = response.lower()
+    for label in ("a1", "a2", "same"):
+        if response.startswith(label):
+            return label
+    if any(response.find(k) != -1 for k in ("a1", "a2", "same")):
+        poses = [10000 if p == -1 else p for p in (response.find("a1"), response.find("a2"), response.find("same"))]
+        return ["a1", "a2", "same"][int(np.argmin(poses))]
+    return "same"
+
+
+@pytest.mark.parametrize("answer", ["a2 is better", "I prefer a2.", "x" * 9_990 + " a2", "x" * 10_050 + " a2",
+                                    "y" * 10_000 + "same", "x" * 10_001 + " a1 and a2", "no label", "Same."])
+def test_the_authors_parser_is_reproduced_including_its_10000_character_cap(answer):
+    assert paper.official_label(answer) == authors_parser(answer)
+
+
+def test_past_character_10000_the_authors_parser_returns_a_label_not_in_the_answer():
+    assert paper.official_label("x" * 10_050 + " a2") == "a1"  # the first of a1, a2, same that is missing
+    assert paper.official_label("x" * 10_050 + " a1") == "a2"
+    assert paper.official_label("x" * 9_000 + " a2") == "a2"
+
+
+def test_the_official_pairing_is_the_glob_order_and_is_compared_with_the_round_matched_one():
+    preds = synthetic_predictions(n_pairs=120, judges={"noisy": 0.7}, rounds=2, swap_consistency=0.7, seed=3)
+    row = paper.official_pairing_table(preds).iloc[0]
+    pairs = paper.official_glob_pairing("noisy", "-", "text", [0, 1])
+    assert sorted(a for a, _ in pairs) == [0, 1] and sorted(b for _, b in pairs) == [0, 1]
+    normal = preds[preds["order"] == "normal"].pivot(index="name", columns="round", values="pred")
+    reverse = preds[preds["order"] == "reverse"].pivot(index="name", columns="round", values="pred")
+    reverse = reverse.replace({"a1": "a2", "a2": "a1"})
+    agree = {(a, b): 100 * float((normal[a] == reverse[b]).mean()) for a in (0, 1) for b in (0, 1)}
+    assert row["swap_consistency"] == pytest.approx((agree[(0, 0)] + agree[(1, 1)]) / 2)
+    assert row["official_swap_consistency"] == pytest.approx(np.mean([agree[p] for p in pairs]))
+    assert row["official_std"] == pytest.approx(np.std([agree[p] for p in pairs]))
+    crossed = (agree[(0, 1)] + agree[(1, 0)]) / 2
+    assert row["every_pairing_min"] == pytest.approx(min(crossed, row["swap_consistency"]))
+    assert row["largest_possible_difference"] == pytest.approx(abs(crossed - row["swap_consistency"]))

@@ -108,3 +108,26 @@ def test_pairs_become_comparisons_between_their_writers():
     assert human[["system_a", "system_b", "winner"]].values.tolist() == [["m", "n", "a"], ["n", "m", "b"], ["m", "n", "tie"]]
     judge = bt.label_comparisons(pairs, pd.Series({"x": "a2", "y": "a2", "z": "a1"}))
     assert judge["winner"].tolist() == ["b", "b", "a"]
+
+
+def test_two_judges_with_the_same_win_count_get_the_same_rating_gap_whatever_pairs_they_win():
+    """Why the random judge and the length-removed reward model share one rating gap to eight
+    digits on v1: with two systems, the Bradley–Terry fit sees only how many comparisons each
+    system won (and the ties), not which; two judges that give MER-Caption+ the same number of wins
+    on different pairs get the same gap and different per-pair agreement with the humans."""
+    from helpers.report import chapters
+    from helpers.stats import bt
+
+    names = [f"p{i}" for i in range(40)]
+    pairs = pd.DataFrame({"name": names, "model1": "mercaptionplus", "model2": "merrfine",
+                          "preference": ["a1"] * 30 + ["a2"] * 10})
+    first = pd.Series(["a1"] * 25 + ["a2"] * 15, index=names)  # 25 wins for MER-Caption+
+    second = pd.Series(["a2"] * 15 + ["a1"] * 25, index=names)  # also 25, on other pairs
+    sources = {"human labels": bt.label_comparisons(pairs), "first": bt.label_comparisons(pairs, first),
+               "second": bt.label_comparisons(pairs, second)}
+    rated = pd.concat([bt.bradley_terry(c, n_boot=20, seed=0, reference="merrfine", prior=0.1).assign(source=s)
+                       for s, c in sources.items()], ignore_index=True)
+    table = chapters.ranking_agreement(rated, sources, "merrfine").set_index("labels from")
+    assert table.loc["first", "rating gap"] == table.loc["second", "rating gap"]
+    assert table.loc["first", "pair agreement %"] != table.loc["second", "pair agreement %"]
+    assert table.loc["first", "pair agreement %"] == 100 * (25 + 10) / 40  # p0-p24 and p30-p39 agree

@@ -257,7 +257,7 @@ def test_quarto_renders_the_article_into_reports_without_executing_notebooks():
     assert "helpers.report --chapters-only" in config["project"]["pre-render"]
     meta, body = report.split_front_matter((paths.reports_dir() / "index.qmd").read_text())
     assert [Path(c).stem for c in meta["chapters"]] == [
-        "00_abstract", "05_introduction", "10_data", "15_judges", "20_results", "25_confound", "50_ranking",
+        "00_abstract", "05_introduction", "07_related", "10_data", "15_judges", "20_results", "25_confound", "50_ranking",
         "80_discussion", "95_appendix"]
     assert report.CHAPTERS_BEGIN in body and report.CHAPTERS_END in body
 
@@ -296,7 +296,7 @@ def test_show_hides_the_index_shows_missing_values_as_a_dash_and_renders_subscri
     frame = pd.DataFrame({"judge": ["length", "len~a~ − len~b~", None], "two_class_waf": [61.254, float("nan"), 50.0],
                           "pairs": [574, 563, 11]}, index=[7, 3, 9])
     rows = cells_text(report.show(frame).to_html())
-    assert rows[0] == ["Judge", "2-class WAF", "pairs"]  # no index column; headers in words
+    assert rows[0] == ["Judge", "2-class WAF", "Pairs"]  # no index column; headers in words
     assert rows[1] == ["length", "61.25", "574"]
     assert rows[2] == ["len<sub>a</sub> − len<sub>b</sub>", "—", "563"]
     assert rows[3] == ["—", "50.00", "11"]

@@ -401,3 +401,20 @@ def test_screenshots_of_the_abstract_the_main_table_and_the_confound_figure(stud
                 image.crop((0, 0, width, HEIGHT)).save(shot)
             pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
             assert pixels.shape == (HEIGHT, width) and pixels.std() > 10, f"{shot} is blank"
+
+
+def test_the_page_calls_v1s_labels_unanimous_and_states_the_human_agreement_once_with_its_meaning(measured):
+    """v1 kept only the pairs all annotators agreed on: the page says "unanimous", never calls the
+    labels a majority ("majority" only for votes of judges), and gives the paper's agreement between
+    annotators as it is: 69.31 on two classes and 59.23 with ties, each once, with that meaning."""
+    text = " ".join(measured[1280]["text"].split())
+    assert "unanimous" in text
+    for match in re.finditer(r"majority", text, flags=re.I):
+        around = text[max(0, match.start() - 100):match.end() + 100]
+        assert re.search(r"vote|voting|top-k", around, flags=re.I), f"'majority' describes the labels: {around!r}"
+    human = variables()["paper"]["human"]
+    for value, meaning in ((human["two_class"], "two classes"), (human["with_ties"], "with ties")):
+        places = [m.start() for m in re.finditer(rf"(?<![\d.]){re.escape(value)}(?![\d])", text)]
+        assert len(places) == 1, f"{value} appears {len(places)} times; it has one meaning and is stated once"
+        around = text[max(0, places[0] - 200):places[0] + 80]
+        assert "agreement between annotators" in around and meaning in around, around

@@ -62,9 +62,16 @@ def expected(tables) -> dict[str, tuple[str, str]]:
     length = metrics[metrics["judge"] == "length"].iloc[0]
     for key in ("", "_lo", "_hi"):
         out[f"length waf{key}"] = (f(length[f"two_class_waf{key}"]), "tbl-results-main")
-    confound = pd.read_csv(tables / "data_confound.csv").set_index("quantity").loc["longer description preferred"]
-    for key, column in (("", "percent"), (" lo", "ci_low"), (" hi", "ci_high")):
-        out[f"longer preferred{key}"] = (f(confound[column]), "tbl-data-confound")
+    rates = pd.read_csv(tables / "data_confound.csv").set_index("quantity")
+    confound = rates.loc["longer description preferred"]
+    count = round(confound["percent"] / 100 * confound["pairs"])
+    lo, hi = wilson(confound["percent"], int(confound["pairs"]))  # the one interval of a share of pairs
+    out["longer preferred"] = (f(confound["percent"]), "tbl-data-confound")
+    out["longer preferred lo"], out["longer preferred hi"] = (f(lo), "tbl-data-confound"), (f(hi), "tbl-data-confound")
+    out["longer count"], out["longer pairs"] = (str(count), ""), (str(int(confound["pairs"])), "")
+    out["mercaption longer"] = (f(rates.loc["MER-Caption+ wrote the longer text (all pairs)", "percent"]), "tbl-data-confound")
+    annotation = yaml.safe_load((paths.params_dir() / "paper_results.yaml").read_text())["annotation"]
+    out["annotated"], out["annotators"] = (f"{annotation['v1_annotated_pairs']:,}", ""), (str(annotation["v1_annotators"]), "")
     labels = pd.read_csv(tables / "data_labels.csv").set_index("label")["pairs"]
     decided = int(labels.sum() - labels["same"])
     out["pairs"], out["decided"] = (str(int(labels.sum())), "tbl-data-confound"), (str(decided), "tbl-data-confound")
@@ -87,8 +94,12 @@ def expected(tables) -> dict[str, tuple[str, str]]:
     out["emotion rejected"] = (f(emotion["rejected"]), "tbl-confound-shorter")
     lost = shorter.loc[("longer preferred", "emotion words per 100 words")]
     out["emotion shorter rejected"] = (f(lost["rejected"]), "tbl-confound-shorter")
-    p = emotion["p"]
+    tested = shorter["p"].dropna().sort_values()  # Holm over the table's tests, by its formula
+    m = len(tested)
+    holm = pd.Series([min(1.0, max((m - j) * tested.iloc[j] for j in range(i + 1))) for i in range(m)], index=tested.index)
+    p = holm[("shorter preferred", "emotion words per 100 words")]
     out["emotion p"] = ("< 0.001" if p < 0.001 else f"{p:.3f}", "tbl-confound-shorter")
+    out["emotion r"] = (f"{emotion['rank_biserial']:.2f}", "")
     return out
 
 
@@ -99,7 +110,8 @@ def test_every_number_in_the_abstract_and_conclusion_is_recomputed_from_the_tabl
     for name in ("length waf", "length waf_lo", "length waf_hi", "longer preferred", "longer preferred lo",
                  "longer preferred hi", "paper best", "paper best lo", "paper best hi", "balanced", "balanced lo",
                  "balanced hi", "shorter pairs", "emotion preferred", "emotion rejected", "emotion shorter rejected",
-                 "pairs", "decided", "at chance", "graded judges"):
+                 "pairs", "at chance", "graded judges", "longer count", "longer pairs", "mercaption longer",
+                 "annotated", "annotators", "emotion r"):
         assert values[name][0] in abstract, f"the abstract does not quote {name} = {values[name][0]}"
     for name in ("longer preferred", "length waf", "paper best", "balanced", "shorter pairs"):
         assert values[name][0] in conclusion, f"the conclusion does not quote {name} = {values[name][0]}"
@@ -129,3 +141,44 @@ def test_every_var_shortcode_of_the_chapters_has_a_value_in_the_generated_file(b
             if node is None or isinstance(node, dict) or node == "n/a":
                 missing.append(f"{chapter.name}: {key}")
     assert not missing, missing
+
+
+INTERVAL_AFTER = re.compile(r"^[^\d\[(]{0,40}?[\[(]?(?:95% CI\s*)?(\d+\.\d+)\s*(?:–|,)\s*(\d+\.\d+)")
+
+
+def page_text(page: str) -> str:
+    body = page.split("<body", 1)[-1]
+    body = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", body, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
+
+
+def intervals_after(text: str, value: str) -> list[str]:
+    """Every interval printed right after an occurrence of ``value`` (prose "a–b" or a table's
+    "[a, b]"), as "a–b"."""
+    found = []
+    for match in re.finditer(rf"(?<![\d.]){re.escape(value)}(?![\d])", text):
+        after = INTERVAL_AFTER.match(text[match.end():match.end() + 80])
+        if after:
+            found.append(f"{after.group(1)}–{after.group(2)}")
+    return found
+
+
+def test_each_headline_number_carries_one_interval_wherever_the_page_shows_it(built):
+    """The length rule's WAF, the share of decided pairs where the longer text and where MER-Caption+
+    was preferred, the paper's best WAF and the best length-balanced accuracy: wherever the page
+    prints one of them with an interval, it is that number's one interval. Two quantities that print
+    the same value (e.g. the best judge's WAF and the MER-Caption+ share, both 449 of 563) may each
+    carry their own."""
+    page, _ = built
+    text = page_text(page)
+    values = yaml.safe_load((paths.project_root() / "_variables.yml").read_text(encoding="utf-8"))
+    headline = {"length rule's WAF": values["judges"]["length"], "longer preferred": values["data"]["longer_preferred"],
+                "MER-Caption+ preferred": values["data"]["mercaption_preferred"], "paper's best WAF": values["paper"]["best"],
+                "best length-balanced accuracy": values["judges"]["balanced"]}
+    known = [*headline.values(), values["judges"]["best"]]
+    for name, q in headline.items():
+        allowed = {f"{k['lo']}–{k['hi']}" for k in known if k["value"] == q["value"]}
+        shown = intervals_after(text, q["value"])
+        assert f"{q['lo']}–{q['hi']}" in shown, f"{name} ({q['value']}) never appears with its interval"
+        stray = sorted(set(shown) - allowed)
+        assert not stray, f"{name} = {q['value']} appears with other intervals too: {stray} (its own: {q['lo']}–{q['hi']})"

@@ -11,6 +11,7 @@ import yaml
 
 from helpers import report
 from helpers.report import variables
+from helpers.reported import HumanAgreement, PaperResults
 
 
 def test_a_var_shortcode_is_replaced_inline_and_a_nested_key_is_read_with_dots():
@@ -57,12 +58,6 @@ def test_the_offline_renderer_resolves_the_same_file(tmp_path):
     assert yaml.safe_load((tmp_path / "_variables.yml").read_text()) == {"data": {"pairs": 574}}
 
 
-def test_the_best_judge_is_chosen_on_unrounded_means_and_an_exact_tie_by_name():
-    table = pd.DataFrame({"judge": ["b", "a", "c"], "strategy": ["S2", "S4", "S1"],
-                          "two_class_waf": [78.6866, 78.6865, 78.6866]})
-    assert variables.best_judge(table)["judge"] == "b"  # b and c tie exactly; a is lower unrounded
-
-
 def test_headline_values_come_from_the_tables_formatted_as_the_tables_show_them(tmp_path):
     pd.DataFrame({"label": ["a1", "a2", "same"], "pairs": [275, 288, 11], "percent": [0, 0, 0]}).to_csv(
         tmp_path / "data_labels.csv", index=False)
@@ -71,11 +66,11 @@ def test_headline_values_come_from_the_tables_formatted_as_the_tables_show_them(
     pd.DataFrame({"judge": ["length", "source"], "strategy": ["-", "-"], "two_class_waf": [79.5737, 79.75],
                   "two_class_waf_lo": [76.1, 76.5], "two_class_waf_hi": [82.9, 83.0],
                   "len_balanced_acc": [50.0, 50.0]}).to_csv(tmp_path / "metrics.csv", index=False)
-    values = variables.headline(tmp_path, 69.31)
+    values = variables.headline(tmp_path, PaperResults(human=HumanAgreement(69.31, 59.23)))
     assert values["data"] == {"pairs": 574, "same": 11, "decided": 563,
                               "longer_preferred": {"value": "79.57", "lo": "76.20", "hi": "82.95", "pairs": 563}}
     assert values["judges"]["length"] == {"value": "79.57", "lo": "76.10", "hi": "82.90", "balanced": "50.00"}
-    assert values["judges"]["best"]["name"] == "Writer rule" and values["paper"]["human_bound"] == "69.31"
+    assert values["judges"]["best"]["name"] == "Writer rule" and values["paper"]["human"] == {"two_class": "69.31", "with_ties": "59.23"}
 
 
 def test_p_values_read_as_a_paper_prints_them():

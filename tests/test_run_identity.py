@@ -174,6 +174,49 @@ def test_an_s1_prompt_edited_mid_run_is_refused_instead_of_mixing_old_and_new_ro
     assert summary.loc[0, "rows"] == 6 * 2 * 2 and summary.loc[0, "rows_new"] == 6 * 2 * 2 - len(kept)
 
 
+ENGINE_SESSION = textwrap.dedent("""
+    import sys
+    import pandas as pd
+    from helpers.run import engine
+    n = int(sys.argv[2])
+    pairs = pd.DataFrame({"name": [f"s{i:02d}" for i in range(8)], "a1": [f"angry {i}" for i in range(8)],
+                          "a2": [f"calm and happy {i}" for i in range(8)], "preference": ["a1", "a2"] * 4})
+    summary = engine.run("random", "-", pairs=pairs, rounds=2, limit=n, output_dir=sys.argv[1], progress=False,
+                         dataset="toy")
+    print("rows_new", int(summary.loc[0, "rows_new"]))
+""")
+
+
+def test_the_engines_seed_arithmetic_edited_between_two_sessions_is_refused_by_name(tmp_path):
+    """Observed: editing ``engine._cpu_job``'s seed arithmetic between two sessions resumed
+    silently (17 of 80 rows differed from a clean run): the identity hashed the judge's module,
+    not the code that drives it. A copy of the package is run twice, edited in between."""
+    src = tmp_path / "src"
+    shutil.copytree(Path(engine.__file__).parents[2] / "helpers", src / "helpers",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = os.environ | {"PYTHONPATH": str(src), "EMOPREFER_ROOT": str(paths.project_root())}
+    script = tmp_path / "session.py"
+    script.write_text(ENGINE_SESSION)
+
+    def session(limit: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), str(tmp_path / "store"), str(limit)], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    first = session(4)
+    assert first.returncode == 0, first.stderr
+    folder = tmp_path / "store" / "random__cpu__text__toy"
+    kept = read_jsonl(folder / "predictions.jsonl")
+    assert len(kept) == 4 * 2 * 2 and "helpers.run.engine" in manifest_in(folder)["identity"]["code"]
+    code = src / "helpers" / "run" / "engine.py"
+    text = code.read_text()
+    assert "seed=seed + rnd)" in text
+    code.write_text(text.replace("seed=seed + rnd)", "seed=seed + 2 * rnd)"))
+    second = session(8)
+    assert second.returncode != 0
+    assert "IdentityError" in second.stderr and "code.helpers.run.engine" in second.stderr
+    assert read_jsonl(folder / "predictions.jsonl") == kept  # nothing written beside the old rows
+
+
 def test_every_part_of_the_identity_is_compared_and_named():
     base = dict(spec=FAKE_MLLM, strategy="S3", input_type="text", dataset="toy", seed=0,
                 data_sha256={"pairs": "abc"}, llm_spec=FAKE_LLM)

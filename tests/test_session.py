@@ -76,7 +76,7 @@ def test_the_store_columns_are_the_row_schema_and_every_writer_stores_all_of_it(
 
 
 def test_a_label_outside_the_three_is_refused_before_it_is_stored():
-    with pytest.raises(ValueError, match="'banana' for 's1'"):
+    with pytest.raises(ValueError, match=r"judge 'j', row 'S1\|normal\|r0\|s1' of run 'r': pred 'banana' is not one of"):
         prediction_row(judge="j", strategy="S1", input_type="text", order="normal", round=0, name="s1", gt="a1",
                        pred="banana", parse_rule="direct", raw="banana", run_id="r", dataset="d", created_at="t")
 
@@ -181,6 +181,40 @@ def test_a_tampered_row_is_refused_by_the_closing_table_naming_folder_and_key(tm
         assert str(file) in str(refused.value) and row["key"] in str(refused.value)
 
 
+LENGTH = JudgeSpec(name="len", family="cpu", backend="cpu", options={"judge_class": "helpers.judges.cpu:LengthJudge"})
+
+
+def _edit_round_and_key(row: dict) -> dict:
+    return row | {"round": 7, "key": store.row_key(row["strategy"], row["order"], 7, row["name"])}
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (lambda r: r | {"round": 7}, r"round 7 differs from the row's key '-\|normal\|r0\|s02' \(which says '0'\)"),
+    (_edit_round_and_key, r"round 7 is beyond the 1 round\(s\) the run was asked for"),
+    (lambda r: r | {"judge": "phantom"}, r"judge 'phantom' differs from the 'len' its run folder's manifest records"),
+    (lambda r: r | {"strategy": "S1"}, r"strategy 'S1' differs from the row's key"),
+    (lambda r: r | {"dataset": "emoprefer"}, r"dataset 'emoprefer' differs from the 'toy' its run folder's manifest"),
+    (lambda r: r | {"name": "s05"}, r"name 's05' differs from the row's key"),
+    (lambda r: r | {"order": "reverse"}, r"order 'reverse' differs from the row's key"),
+    (lambda r: {k: v for k, v in r.items() if k != "key"}, r"field 'key' is missing"),
+    (lambda r: [1, 2], r"the line holds a list, not a row object"),
+    (lambda r: r | {"round": "0"}, r"round is text \('0'\), not a whole number"),
+])
+def test_an_edited_row_is_refused_naming_file_line_and_field_by_both_readers(tmp_path, edit, expected):
+    """Before: an edited round scored WAF 95.22 instead of 90.67 with exit 0, an edited judge or
+    strategy made a phantom cell, an edited name/order, a deleted key or a ``[1,2]`` line gave a
+    pandas/Key/TypeError. Each now stops 01_infer's closing table and the report's loader alike."""
+    summary = cpu_run(tmp_path, LENGTH)
+    file = tmp_path / summary.loc[0, "run_id"] / "predictions.jsonl"
+    lines = file.read_text().splitlines(keepends=True)
+    lines[2] = json.dumps(edit(json.loads(lines[2]))) + "\n"
+    file.write_text("".join(lines))
+    for load in (lambda: results.load_run(summary, tmp_path), lambda: results.load_predictions(tmp_path)):
+        with pytest.raises(DataError, match=expected) as refused:
+            load()
+        assert f"{file}, line 3" in str(refused.value)
+
+
 # --------------------------------------------------------------------------- storage errors
 
 
@@ -230,7 +264,7 @@ def test_overwrite_moves_aside_and_never_deletes(tmp_path):
         run.close()
 
     def refuse(folder, stored, identity, done):
-        if stored.get("identity") != identity:
+        if stored.identity != identity:
             raise IdentityError(f"{folder}: other identity")
 
     with pytest.raises(IdentityError):
@@ -250,7 +284,7 @@ def test_the_manifest_names_each_roles_engine_and_a_schema_2_folder_resumes_with
     assert manifest["engines"] == {"judge": "custom"} and "backends" not in manifest
     old = {k: v for k, v in manifest.items() if k != "engines"} | {"backends": manifest["engines"], "schema_version": 2}
     (folder / "manifest.json").write_text(json.dumps(old))
-    assert store.read_run_manifest(folder).details["engines"] == {"judge": "custom"}  # read under today's name
+    assert store.read_manifest(folder).details["engines"] == {"judge": "custom"}  # read under today's name
     rows = store.read_jsonl(folder / "predictions.jsonl")
 
     engine.run(FAKE_MLLM, "S1", pairs=toy_pairs(3), rounds=1, order="normal", output_dir=tmp_path,
@@ -327,3 +361,46 @@ def test_one_strategy_record_drives_the_pipeline_and_the_identity():
                        Response("S2|normal|r0|s1", "a2"), "run")
     assert row["steps"] == {"describe": pipeline.describe_key(Item("s1", "s1", "normal", 0, "x", "y"))}
     assert row["run_id"] == "run" and row["key"] == "S2|normal|r0|s1"
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"schema_version": "2"}, "schema_version must be a whole number from 1 to 3, not '2'"),
+    ({"schema_version": None}, "schema_version must be a whole number from 1 to 3, not None"),
+    ({"schema_version": 99}, r"schema_version 99 is newer than this code reads \(3\)"),
+    ({"sessions": "oops"}, "field 'sessions' must be a list, not text"),
+    ({"identity": [1, 2]}, "field 'identity' must be an object, not a list"),
+    ({"judge": 7}, "field 'judge' must be text, not a whole number"),
+    ({"rounds": "2"}, "field 'rounds' must be a whole number, not text"),
+    ({"sessions": ["oops"]}, r"sessions\[0\] must be an object, not text"),
+    (None, "a run manifest is a JSON object, not a list"),
+])
+def test_a_malformed_or_future_manifest_is_one_store_error_naming_file_and_field(tmp_path, edit, message):
+    """Before: schema_version "2"/null or a list gave a TypeError/AttributeError deep in a reader,
+    99 was silently rewritten to 3, ``sessions: "oops"`` crashed the next checkpoint."""
+    with RunSession("r", tmp_path, identity={"v": 1}) as run:
+        run.start({"judge": "j", "rounds": 1})
+        run.close()
+    path = tmp_path / "r" / "manifest.json"
+    good = json.loads(path.read_text())
+    path.write_text(json.dumps([1, 2] if edit is None else {**good, **edit}))
+    with pytest.raises(store.StoreError, match=message) as info:
+        store.read_manifest(tmp_path / "r")
+    assert str(path) in str(info.value)
+    with pytest.raises(store.StoreError, match=message):  # the engine's resume reads it the same way
+        RunSession("r", tmp_path, identity={"v": 1}).open()
+    assert json.loads(path.read_text()) == ([1, 2] if edit is None else {**good, **edit})  # not rewritten
+    with RunSession("r", tmp_path, identity={"v": 1}, overwrite=True) as run:  # overwrite moves it aside
+        assert run.moved is not None
+
+
+def test_every_manifest_is_read_through_the_typed_reader():
+    """No module but ``run/store.py`` parses a manifest's JSON itself: the others call
+    ``store.read_manifest`` and get a :class:`RunManifest` (the grep of issue 28)."""
+    import re
+
+    src = Path(store.__file__).parents[1]
+    pattern = re.compile(r"json\.loads?\(.*manifest|manifest.*json\.loads?\(", re.IGNORECASE)
+    offenders = {str(p.relative_to(src)) for p in src.rglob("*.py") if p.name != "store.py"
+                 and any(pattern.search(line) for line in p.read_text(encoding="utf-8").splitlines())}
+    assert offenders <= {"tournament/design.py"}  # the design's own record (issue 27), not a run manifest
+    assert not hasattr(store, "read_run_manifest")  # one reader, not two

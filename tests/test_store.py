@@ -24,6 +24,7 @@ from helpers.run.store import (
     read_jsonl,
     read_predictions,
     repair_jsonl,
+    row_key,
 )
 
 TESTS = Path(__file__).parent
@@ -157,10 +158,11 @@ def test_a_writer_whose_lock_was_taken_over_stops_before_writing(tmp_path):
 
 
 def test_read_predictions_concatenates_runs_with_the_contract_columns(tmp_path):
+    k1, k2 = row_key("S1", "normal", 0, "s1"), row_key("S1", "normal", 0, "s2")  # read_predictions checks keys
     with RunStore("a", tmp_path) as store:
-        store.append_predictions([row("k1", run_id="a"), row("k2", "s2", run_id="a")])
+        store.append_predictions([row(k1, run_id="a"), row(k2, "s2", run_id="a")])
     with RunStore("b", tmp_path) as store:
-        store.append_predictions([row("k1", judge="other", run_id="b")])
+        store.append_predictions([row(k1, judge="other", run_id="b")])
     table = read_predictions(tmp_path)
     assert list(table.columns[: len(COLUMNS)]) == COLUMNS
     assert len(table) == 3 and set(table["run_id"]) == {"a", "b"}

@@ -15,6 +15,7 @@ from synthetic import synthetic_predictions, write_predictions
 from helpers import paths
 from helpers.report import chapters
 from helpers.report.setup import setup
+from helpers.reported import PaperResults
 from helpers.run import provenance
 
 REGISTRY = pd.DataFrame([
@@ -25,9 +26,12 @@ REGISTRY = pd.DataFrame([
     {"judge": "gpt4o", "family": "openai", "backend": "openai", "checkpoint": "gpt-4o", "input_type": "video",
      "api_key_env": "OPENAI_API_KEY"},
 ])
-PAPER = {"human_consistency_bound": 69.31,
-         "judges": [{"judge": "Qwen2.5-Omni", "strategy": "S2", "two_class_waf": 67.21},
-                    {"judge": "GPT-4o", "strategy": "S1", "two_class_waf": 59.28}]}
+PAPER = PaperResults.from_mapping({
+    "human_agreement": {"two_class": 69.31, "with_ties": 59.23},
+    "judges": [{"judge": "Qwen2.5-Omni", "strategy": "S2", "two_class_waf": 67.21, "two_class_acc": 67.32,
+                "swap_consistency": 79.09},
+               {"judge": "GPT-4o", "strategy": "S1", "two_class_waf": 59.28, "two_class_acc": 59.41,
+                "swap_consistency": 64.55}]})
 
 
 def metrics_row(judge, strategy, waf, lo, hi, input_type="text"):
@@ -54,25 +58,18 @@ def test_the_judges_table_says_which_judges_ran_here_and_which_did_not(tmp_path)
     assert table.loc["length", "status"] == "ran: 2 rounds, 20 pairs"
     assert table.loc["qwen25omni", "status"] == "registered, not run here"
     assert table.loc["qwen25omni", "runs on"] == "GPU" and table.loc["gpt4o", "runs on"] == "API"
-    text = chapters.judges_markdown(context(tmp_path))
-    assert "`qwen25omni`, `gpt4o`" in text and chapters.infer_command("qwen25omni") in text
 
 
-def test_limitations_follow_from_what_the_build_lacks(tmp_path):
-    items = chapters.limitations(context(tmp_path, missing_notebooks=["06_confound"]), data_dir=tmp_path)
-    text = "\n".join(items)
-    assert items[0].startswith("**No MLLM judge ran in this build.**")
-    assert "EmoPrefer-Data v2 is absent" in text
-    assert "`06_confound`" in text and "metrics.csv` is missing" in text
+def test_the_build_table_says_what_this_build_holds_and_lacks(tmp_path):
+    build = chapters.build_table(context(tmp_path, missing_notebooks=["06_confound"]), data_dir=tmp_path)
+    status = build.set_index("key")["status"]
+    assert status["judges_run"] == "Longer-text rule, Random" and status["cpu_judges"] == "2"
+    assert status["model_judges_run"] == "none" and status["model_judges_missing"] == "qwen25omni, gpt4o"
+    assert status["v2"] == "absent" and status["notebooks"] == "06_confound" and status["metrics"] == "missing"
+    assert status["infer_command"] == chapters.infer_command("qwen25omni") and status["rounds"] == "2"
     ran_all = context(tmp_path, judges=("length", "qwen25omni", "gpt4o"), metrics=pd.DataFrame())
-    assert "No MLLM judge ran" not in "\n".join(chapters.limitations(ran_all, data_dir=tmp_path))
-
-
-def test_the_human_bound_is_read_from_the_papers_table():
-    assert chapters.human_bound(PAPER) == 69.31
-    assert chapters.human_bound({"bounds": {"human agreement": 70.5}}) == 70.5
-    assert chapters.human_bound(None) is None
-    assert chapters.paper_best(PAPER)["judge"] == "Qwen2.5-Omni"
+    status = chapters.build_table(ran_all, data_dir=tmp_path).set_index("key")["status"]
+    assert status["model_judges_missing"] == "none" and status["metrics"] == "written"
 
 
 def test_prompts_are_shown_byte_for_byte_from_params():

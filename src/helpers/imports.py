@@ -62,7 +62,15 @@ from helpers.data import (
 )
 from helpers.judges.registry import RegistryError, list_judges, load_spec
 from helpers.run.identity import IdentityError, identity_changes, identity_sha256
-from helpers.run.store import RunSession, make_run_id, now, prediction_row, read_jsonl, read_manifest
+from helpers.run.store import (
+    RunManifest,
+    RunSession,
+    make_run_id,
+    now,
+    prediction_row,
+    read_jsonl,
+    read_manifest,
+)
 from helpers.run.strategies import STRATEGIES
 
 OFFICIAL = "official-release"
@@ -306,10 +314,9 @@ def run_identity(source: str, data_hashes: dict, judge: str, strategy: str, inpu
 
 def _stored_cells(folder: Path) -> tuple[set[tuple], str]:
     """The judge cells a run folder holds (from its manifest, else its rows) and its source."""
-    manifest = read_manifest(folder) or {}
-    if manifest.get("judge"):
-        return {(manifest.get("judge"), manifest.get("strategy"), manifest.get("input_type"))}, \
-            manifest.get("source") or "judged here"
+    manifest = read_manifest(folder)
+    if manifest is not None and manifest.judge:
+        return {(manifest.judge, manifest.strategy, manifest.input_type)}, manifest.source or "judged here"
     rows = read_jsonl(folder / "predictions.jsonl")
     return {(r.get("judge"), r.get("strategy"), r.get("input_type")) for r in rows}, "judged here"
 
@@ -342,11 +349,11 @@ def write_run(run_id: str, rows: list[dict], manifest: dict, root: Path, overwri
     manifest = dict(manifest)
     identity, keys, steps = manifest.pop("identity"), {r["key"] for r in rows}, manifest.pop("steps", None) or []
 
-    def refuse(folder: Path, stored: dict, now_identity: dict, done: set) -> None:
-        if not stored and not done:
+    def refuse(folder: Path, stored: RunManifest | None, now_identity: dict, done: set) -> None:
+        if stored is None and not done:
             return
         changes = list(dict.fromkeys(field.split(".")[0] for field, _, _ in
-                                     identity_changes(stored.get("identity"), now_identity)))
+                                     identity_changes(stored.identity if stored else None, now_identity)))
         if changes or done - keys:
             raise IdentityError(
                 f"run folder {folder} already holds other predictions (different {', '.join(changes) or 'stored rows'}); "
@@ -574,7 +581,7 @@ def _print_skipped(found: Found, dataset: str, allow_pickle: bool) -> None:
 # --------------------------------------------------------------------------- table import
 
 
-def read_predictions(path: str | Path) -> tuple[pd.DataFrame, str]:
+def read_prediction_table(path: str | Path) -> tuple[pd.DataFrame, str]:
     """A predictions table and how its rows are cited in errors: CSV and Parquet through the one
     reader of a user's table (:func:`helpers.data.scan_table`: UTF-8, field size, duplicate
     headers), JSONL line by line."""
@@ -688,7 +695,7 @@ def import_table(path: str | Path, judge: str, dataset: str = "emoprefer", input
     """Import a predictions table of ``judge`` (one run folder per strategy); refuses the whole
     table, listing every problem, before anything is written."""
     path = Path(path)
-    table, kind = read_predictions(path)
+    table, kind = read_prediction_table(path)
     if table.empty:
         raise ImportsError(f"{path}: holds no predictions (no rows{' below the header' if len(table.columns) else ''}); "
                            f"a table needs one row per prediction with columns {', '.join(TABLE_COLUMNS)}")

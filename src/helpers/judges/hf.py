@@ -24,7 +24,7 @@ Why the choices:
 ``attn_implementation`` (e.g. ``flash_attention_2``), ``revision``, ``fps`` (default 2),
 ``max_frames``, ``num_frames`` (fixed frame count; LLaVA-NeXT-Video defaults to 8),
 ``video_min_pixels``/``video_max_pixels`` (per-frame pixel bounds passed on every processor
-call; Qwen's defaults 128*28*28 / 768*28*28 when unset).
+call; when unset, nothing is passed and the checkpoint's processor config supplies its own bounds).
 """
 
 from __future__ import annotations
@@ -300,8 +300,12 @@ class TransformersBackend(Backend):
             texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True,
                                                         **self.family.chat_template_kwargs) for c in conversations]
             return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False), {}
-        texts = [self.processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True,
-                                                    **self.family.chat_template_kwargs) for c in conversations]
+        if self.family.prompt_format:  # the family's own conversation template (Video-LLaVA's llava_v1)
+            texts = [self.family.prompt_format.format(system=self._system(r) or "", prompt=r.prompt).lstrip()
+                     for r in batch]
+        else:
+            texts = [self.processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True,
+                                                        **self.family.chat_template_kwargs) for c in conversations]
         input_type = batch[0].media.input_type if batch[0].media is not None else "text"
         kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
         extra: dict[str, Any] = {}
@@ -324,6 +328,9 @@ class TransformersBackend(Backend):
 
     def _frames(self, path: Path) -> media_io.VideoFrames:
         options = self.spec.options
+        if self.family.frame_rule:
+            return media_io.load_video_frames(path, self.family.frame_rule,
+                                              max_frames=int(options.get("num_frames", self.family.num_frames)))
         return media_io.load_video(
             path,
             fps=float(options.get("fps", media_io.DEFAULT_FPS)),
@@ -352,6 +359,16 @@ class TransformersBackend(Backend):
         else:  # older processors: the audio list is the videos' audio, flagged by use_audio_in_video
             kwargs["use_audio_in_video"] = True
         return kwargs
+
+    def after_out_of_memory(self) -> None:
+        """Hand the failed batch's cached blocks back before the engine retries half of it."""
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def close(self) -> None:
         """Drop the model and hand its GPU memory back (the engine loads the text LLM next)."""

@@ -28,7 +28,6 @@ from __future__ import annotations
 import email.utils
 import http.client
 import json
-import os
 import platform
 import time
 import urllib.error
@@ -38,7 +37,7 @@ from typing import Any
 
 from helpers.judges import media as media_io
 from helpers.judges.base import Backend, JudgeSpec, Request, Response
-from helpers.secrets import redact
+from helpers.secrets import SecretError, read_key, redact
 
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 # Failures of the connection after the request went out (urllib wraps only those before it in
@@ -174,7 +173,11 @@ class OpenAIBackend(Backend):
                      "key_variable": spec.api_key_env, "client": f"urllib (python {platform.python_version()})"}
 
     def _api_key(self) -> str:
-        key = os.environ.get(self.spec.api_key_env or "")
+        """The key, read stripped (``helpers.secrets.read_key``); errors name the variable, never the value."""
+        try:
+            key = read_key(self.spec.api_key_env or "")
+        except SecretError as exc:
+            raise OpenAIError(f"judge {self.spec.name!r}: {exc}") from None
         if not key:
             raise OpenAIError(f"judge {self.spec.name!r}: environment variable {self.spec.api_key_env} is not set; "
                               f"it must hold the API key for {self.url}")

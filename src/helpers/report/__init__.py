@@ -4,8 +4,8 @@ results are shown, and the offline twin of ``quarto render``. The last step of t
 calls ``helpers.stats`` for every number, and computes none itself.
 
 - ``setup``: the one notebook preamble (``setup(...)``: folders, the predictions of one dataset,
-  the "run the judges first" stop) and the one reader of ``params/paper_results.yaml``
-  (``load_paper_results()``).
+  the "run the judges first" stop), which hands the notebooks the paper's reported results
+  as read by their one reader, ``helpers.reported.paper_results()``.
 - ``chapters``: the prose and the chapter logic — tables assembled from computed numbers, the
   sentences that quote them, the summary notebook's judges, build gaps and provenance.
 - ``plots``: one function per figure kind (saved as PNG, shown whatever the backend).

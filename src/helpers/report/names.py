@@ -38,6 +38,8 @@ WRITERS = {"mercaptionplus": "MER-Caption+", "merrfine": "MERR-Fine",
 STRATEGIES = {"-": "—", "": "—"}
 INPUTS = {"text": "text", "audiovideo": "audio + video", "video": "video", "audio": "audio"}
 COLUMNS = {
+    "verbosity": "Verbosity: % for the padded copy", "matched_waf": "Length-matched v1: 2-class WAF",
+    "content": "Content: % for the original", "fill_command": "Command that fills the row",
     "judge": "Judge", "source": "Source", "strategy": "Strategy", "input_type": "Input", "rounds": "Rounds",
     "two_class_waf": "2-class WAF", "two_class_acc": "2-class ACC", "three_class_waf": "3-class WAF",
     "three_class_acc": "3-class ACC", "swap_consistency": "Swap consistency", "round_consistency": "Round consistency",
@@ -47,7 +49,8 @@ COLUMNS = {
     "n_concordant": "Pairs, longer preferred", "n_discordant": "Pairs, shorter preferred",
     "len_separated": "Length separates", "mean_length": "Mean length", "median_length": "Median length",
     "longer_pct": "Longer %", "preferred_pct": "Preferred %", "ci_low": "95% CI low", "ci_high": "95% CI high",
-    "pvalue": "p", "p_holm": "p (Holm)", "vote_two_class_waf": "Vote 2-class WAF",
+    "pvalue": "p", "p_holm": "p (Holm)", "pvalue_holm": "p (Holm)", "rank_biserial": "Rank-biserial r",
+    "labels_from": "Labels from", "count": "Count", "pairs": "Pairs", "quantity": "Quantity", "percent": "Percent", "vote_two_class_waf": "Vote 2-class WAF",
     "vote_two_class_acc": "Vote 2-class ACC", "vote_three_class_waf": "Vote 3-class WAF",
     "vote_three_class_acc": "Vote 3-class ACC", "log_strength": "Log strength",
     "masked_relation": "MER-Caption+ over its masked copy", "truncated_relation": "MERR-Fine over its first half",
@@ -64,6 +67,13 @@ def judge(name: object) -> str:
 
 def writer(name: object) -> str:
     return WRITERS.get(str(name), str(name))
+
+
+def cell(judge_name: object, strategy: object) -> str:
+    """A judge cell as a reader sees it: "Writer rule", or "Qwen2.5-Omni (S2)" where the judge has
+    strategies (a model-free rule has the strategy "-", which is not shown)."""
+    shown = judge(judge_name)
+    return shown if str(strategy) in STRATEGIES else f"{shown} ({strategy})"
 
 
 def column(name: object) -> str:

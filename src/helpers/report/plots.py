@@ -14,9 +14,38 @@ from sklearn.metrics import confusion_matrix
 from helpers.data import LABELS
 from helpers.report import names
 
+SHOWN_PX = 736  # the report's text column at a 1280 px window (report.css: .article max-width 46rem)
+MIN_TEXT_PX = 10  # no figure text smaller than this where it is shown
+_DISPLAY_DPI = 100  # the lowest resolution a notebook shows a figure at (inline backend; plots.show uses 110)
+
+
+def text_px(fig: plt.Figure, size_pt: float, shown_px: float = SHOWN_PX, dpi: float = _DISPLAY_DPI) -> float:
+    """The height in screen pixels of ``size_pt`` text of ``fig`` where the page shows the figure:
+    the image is drawn at ``dpi`` and scaled down to ``shown_px`` when it is wider (the tight
+    bounding box, labels outside the axes included, is what is drawn)."""
+    width_in = fig.get_tightbbox(fig.canvas.get_renderer()).width
+    return size_pt / 72 * min(dpi, shown_px / width_in)
+
+
+def ensure_legible(fig: plt.Figure, shown_px: float = SHOWN_PX, min_px: float = MIN_TEXT_PX) -> plt.Figure:
+    """Raise every text of ``fig`` (titles, labels, ticks, legends, annotations) that would show
+    smaller than ``min_px`` at the report's column width to that size: the check that every figure
+    is drawn for the width it is shown at. Larger text can widen the figure, so it checks twice."""
+    for _ in range(2):
+        small = [t for t in fig.findobj(plt.Text) if t.get_visible() and t.get_text()
+                 and text_px(fig, t.get_fontsize(), shown_px) < min_px - 1e-6]
+        if not small:
+            break
+        scale = min(_DISPLAY_DPI, shown_px / fig.get_tightbbox(fig.canvas.get_renderer()).width)
+        for text in small:
+            text.set_fontsize(min_px * 72 / scale + 0.05)
+    return fig
+
 
 def save(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
-    """Save as PNG (creating the folder) and return the figure for display."""
+    """Check that its text is legible at the width the report shows it (:func:`ensure_legible`),
+    save as PNG (creating the folder) and return the figure for display."""
+    ensure_legible(fig)
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,6 +169,7 @@ def show(fig: plt.Figure) -> None:
 
     from IPython.display import Image, display
 
+    ensure_legible(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -171,36 +201,76 @@ def preference_curve_figure(pairs: pd.DataFrame, bins: int = 8, path=None) -> pl
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ax.errorbar(curve["log_ratio"], curve["p_a1"], yerr=[curve["p_a1"] - curve["lo"], curve["hi"] - curve["p_a1"]],
                 fmt="o", capsize=3, label="humans (binned, 95% CI)")
+    coverage = confound.ratio_coverage(pairs)
+    middle = coverage["threshold"]
+    ax.axvspan(-middle, middle, color="0.9", zorder=0,
+               label=f"|log ratio| < {middle:g}: {coverage['near_equal']} of {coverage['pairs']} pairs")
     if np.isfinite(human["coef"]):
         scale = confound.length_scale(pairs)
         grid = np.linspace(curve["log_ratio"].min() - 0.1, curve["log_ratio"].max() + 0.1, 200)
         fitted = 1 / (1 + np.exp(-(human["intercept"] + human["coef"] * grid / scale)))
-        ax.plot(grid, fitted, label=f"logistic fit (pseudo-R² {human['pseudo_r2']:.2f})")
+        inside = np.abs(grid) < middle  # drawn dashed where hardly any pair was observed
+        line, = ax.plot(np.where(inside, np.nan, grid), fitted, label=f"logistic fit (pseudo-R² {human['pseudo_r2']:.2f})")
+        ax.plot(np.where(inside, grid, np.nan), fitted, ls="--", color=line.get_color(), label="fit, extrapolated")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.axvline(0.0, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("log(len a1 / len a2)   (right: a1 longer)")
     ax.set_ylabel("P(humans prefer a1)")
     ax.set_ylim(0, 1)
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper left", fontsize=10)
     return save(fig, path)
 
 
-def plane_figure(report: pd.DataFrame, reported: pd.DataFrame, human_bound: float | None = None,
-                 path=None) -> plt.Figure:
+def _label_column(ax, points: list[tuple[float, float, str]], fontsize: float = 10) -> None:
+    """Each ``(x, y, text)`` labelled in a column right of the axes, in the order of the points'
+    heights, spaced so that no two labels overlap, each joined to its point by a leader line."""
+    line = fontsize / 72 / (ax.figure.get_figheight() * ax.get_position().height)  # one text line, axes fraction
+    low, high = ax.get_ylim()
+    wanted = sorted(((y - low) / (high - low), x, y, text) for x, y, text in points)[::-1]
+    placed: list[float] = []
+    for frac, *_rest, text in wanted:  # top down: each label at its point's height or below the previous one
+        height = (text.count("\n") + 1) * 1.25 * line
+        top = min(frac + height / 2, placed[-1] - 0.4 * line if placed else 1.0)
+        placed.append(top - height)
+    shift = max(0.0, -placed[-1]) if placed else 0.0  # ran out at the bottom: move the column up
+    for (_, x, y, text), bottom in zip(wanted, placed, strict=True):
+        ax.annotate(text, (x, y), xytext=(1.04, bottom + shift), textcoords="axes fraction", fontsize=fontsize,
+                    ha="left", va="bottom", annotation_clip=False,
+                    arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.7, "shrinkA": 2, "shrinkB": 4,
+                                "relpos": (0, 0.5)})
+
+
+def _label_fan(ax, xs: list[float], texts: list[str], y: float, rows: int = 3, fontsize: float = 10) -> None:
+    """Labels of points on one line (at height ``y``), spread evenly across the axes in the order
+    of ``xs`` over ``rows`` rows, each joined to its point by a leader line."""
+    order = np.argsort(xs, kind="stable")
+    n = len(order)
+    for slot, i in enumerate(order):
+        fx = 0.1 + 0.8 * (slot + 0.5) / n
+        fy = 0.42 + 0.19 * (slot % rows)
+        ax.annotate(texts[i], (xs[i], y), xytext=(fx, fy), textcoords="axes fraction", fontsize=fontsize,
+                    ha="center", va="bottom",
+                    arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.7, "shrinkA": 0, "shrinkB": 2})
+
+
+def plane_figure(report: pd.DataFrame, reported: pd.DataFrame, path=None) -> plt.Figure:
     """Two-class WAF (x) vs length-balanced accuracy (y, with 95% CI) for every judge cell run
     here or imported (a ``source_label`` column, from ``helpers.imports.with_source``, gives
-    imported judges their own marker and legend entry); the paper's judges, whose length-balanced accuracy is unknown, as ticks along the x
-    axis. Judges at the same spot share one label."""
-    from helpers.stats.confound import BASELINES, OURS, REPORTED
+    imported judges their own marker and legend entry), labelled with leader lines (judges at the
+    same spot share one label). The paper's judges, whose length-balanced accuracy is *unknown*,
+    are not drawn on that axis: they sit in a strip of their own below it, on the same WAF axis."""
+    from helpers.stats.confound import BASELINES, OURS
 
-    fig, ax = plt.subplots(figsize=(7, 5.2))  # drawn for the text column (about 780 px), legend below
+    fig, (ax, strip) = plt.subplots(2, 1, figsize=(8.5, 7), sharex=True,
+                                    gridspec_kw={"height_ratios": [4, 1.6], "hspace": 0.14})
+    fig.subplots_adjust(right=0.7)  # the label column sits right of the axes
     data = report.dropna(subset=["two_class_waf", "len_balanced_acc"]).copy()
     data["label"] = [names.judge(j) if s == "-" else f"{names.judge(j)} ({s}, {i})" for j, s, i in
                      zip(data["judge"], data["strategy"], data["input_type"], strict=True)]
     baseline = data["judge"].isin(BASELINES)
     source = data["source_label"] if "source_label" in data.columns else pd.Series(OURS, index=data.index)
     ours = source == OURS
-    groups = [(baseline & ours, "text-only baseline (this study)", "o"), (~baseline & ours, "MLLM judge (this study)", "s")]
+    groups = [(baseline & ours, "text-only judge (this study)", "o"), (~baseline & ours, "MLLM judge (this study)", "s")]
     groups += [(source == label, f"judge {label}", "D") for label in sorted(set(source[~ours]))]
     for mask, kind, marker in groups:
         part = data[mask]
@@ -208,33 +278,64 @@ def plane_figure(report: pd.DataFrame, reported: pd.DataFrame, human_bound: floa
             ax.errorbar(part["two_class_waf"], part["len_balanced_acc"], ls="none", marker=marker, capsize=3,
                         yerr=[part["len_balanced_acc"] - part["len_balanced_lo"], part["len_balanced_hi"] - part["len_balanced_acc"]],
                         label=kind)
-    spots = data.groupby([data["two_class_waf"].round(0), data["len_balanced_acc"].round(0)], sort=False)
-    right = data["two_class_waf"].max() if len(data) else 0.0
-    for _, group in spots:  # labels near the right edge go above-left of their point, inside the axes; the
-        x = group["two_class_waf"].iloc[0]  # others below-right, so a long label never runs into the edge's stack
-        near_edge = x > right - 15
-        ax.annotate("\n".join(group["label"]), (x, group["len_balanced_acc"].iloc[0]),
-                    xytext=(-5, 6) if near_edge else (5, -8), textcoords="offset points", fontsize=8,
-                    ha="right" if near_edge else "left", va="bottom" if near_edge else "top")
-    ax.set_ylim(0, 102)
-    for level, text, dy in ((50, "length alone", 3), (100, "oracle", -10)):  # left of the band, clear of the labels
+    waf = pd.concat([data["two_class_waf"], reported["two_class_waf"] if len(reported) else pd.Series(dtype=float)])
+    if len(waf):
+        ax.set_xlim(min(waf.min(), 50) - 8, max(waf.max(), 50) + 8)
+    ax.set_ylim(0, 105)
+    for level, text in ((50, "50: length alone"), (100, "100: oracle")):
         ax.axhline(level, color="grey", lw=0.8, ls="--")
-        ax.annotate(text, (0.3, level), xycoords=("axes fraction", "data"), xytext=(0, dy),
-                    textcoords="offset points", fontsize=8, color="grey", ha="right")
-    if len(reported):  # their length-balanced accuracy is unknown: a band over the WAF range they span
-        ax.axvspan(reported["two_class_waf"].min() - 0.3, reported["two_class_waf"].max() + 0.3, color="0.92", zorder=0,
-                   label="MLLMs reported by the paper: length-balanced accuracy unknown")
-        ax.plot(reported["two_class_waf"], [2.0] * len(reported), marker="|", ls="none", ms=14, color="black",
-                label=f"{REPORTED} (two-class WAF only)")
-        last_x: list[float] = []  # per label level, the x of its rightmost label so far
-        for row in reported.sort_values("two_class_waf").itertuples():
-            level = next((k for k, x in enumerate(last_x) if row.two_class_waf - x > 1.3), len(last_x))
-            last_x[level:level + 1] = [row.two_class_waf]
-            ax.annotate(row.judge, (row.two_class_waf, 4.0 + 24.0 * level), rotation=90, fontsize=7,
-                        va="bottom", ha="center")
-    if human_bound is not None:
-        ax.axvline(human_bound, color="tab:red", lw=0.8, ls=":", label=f"agreement between annotators ({REPORTED})")
-    ax.set_xlabel("two-class WAF (%)")
-    ax.set_ylabel("length-balanced accuracy (%)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
+        ax.annotate(text, (0.01, level), xycoords=("axes fraction", "data"), xytext=(0, 3),
+                    textcoords="offset points", fontsize=10, color="0.35", ha="left", va="bottom")
+    spots = data.groupby([data["two_class_waf"].round(0), data["len_balanced_acc"].round(0)], sort=False)
+    _label_column(ax, [(g["two_class_waf"].iloc[0], g["len_balanced_acc"].iloc[0], "\n".join(g["label"]))
+                       for _, g in spots])
+    ax.set_ylabel("length-balanced accuracy (%)", fontsize=11)
+    ax.legend(loc="lower left", fontsize=10, frameon=False)
+    strip.set_yticks([])
+    strip.set_ylabel("reported\nby the paper", fontsize=10)
+    strip.set_title("MLLMs reported by the paper: length-balanced accuracy unknown\nuntil their outputs are imported",
+                    fontsize=10, loc="left", pad=4)
+    strip.set_ylim(0, 1)
+    if len(reported):
+        strip.plot(reported["two_class_waf"], [0.12] * len(reported), marker="|", ls="none", ms=12, color="black")
+        _label_fan(strip, list(reported["two_class_waf"]), list(reported["judge"]), 0.12)
+    else:
+        strip.text(0.5, 0.5, "no reported table", transform=strip.transAxes, ha="center", fontsize=10)
+    strip.set_xlabel("two-class WAF (%)", fontsize=11)
+    return save(fig, path)
+
+
+# --------------------------------------------------------------------------- the probes (helpers.stats.probes)
+
+PROBE_PANELS = (
+    ("verbosity", "Verbosity\n% for the padded copy"),
+    ("matched_waf", "Length-matched v1\n2-class WAF"),
+    ("content", "Content\n% for the original"),
+)
+
+
+def probe_figure(table: pd.DataFrame, path=None) -> plt.Figure:
+    """Each judge's three probe figures with their 95 % intervals, one panel per probe and the
+    judges on a shared vertical axis; the dashed line at 50 is a judge that does not respond (or
+    chance). Drawn 8 in wide for the text column, text at 10 pt. A judge not run on a probe has
+    no mark in that panel (unknown, not zero)."""
+    rows = table.reset_index(drop=True)
+    labels = [names.judge(j) if s == "-" else f"{names.judge(j)} ({s}, {i})"
+              for j, s, i in zip(rows["judge"], rows["strategy"], rows["input_type"], strict=True)]
+    fig, axes = plt.subplots(1, len(PROBE_PANELS), figsize=(8, 0.42 * max(len(rows), 3) + 1.4), sharey=True)
+    y = np.arange(len(rows))[::-1]
+    for ax, (column, title) in zip(axes, PROBE_PANELS, strict=True):
+        known = rows[column].notna().to_numpy()
+        interval_marks(ax, rows[column][known], y[known], rows[f"{column}_lo"][known], rows[f"{column}_hi"][known],
+                       color="tab:blue")
+        ax.axvline(50, color="grey", lw=0.8, ls="--")
+        ax.set_xlim(-4, 104)
+        ax.set_xticks([0, 50, 100])
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(labelsize=10)
+        ax.grid(axis="x", color="0.9")
+    axes[0].set_yticks(y, labels)
+    axes[0].set_ylim(-0.7, len(rows) - 0.3)
+    fig.supxlabel("percent, with 95 % pair-bootstrap interval (dashed: 50, a judge that does not respond)", fontsize=10)
+    fig.tight_layout()
     return save(fig, path)

@@ -8,8 +8,9 @@ file from the computed tables (``reports/tables/*.csv``) after every analysis ha
 09), so a number in the prose is the number in the table, formatted as the table shows it
 (percentages with two decimals), and nothing is calculated a second time.
 
-The one tie rule: a "best" judge (or strategy) is the one with the highest *unrounded* mean;
-an exact tie goes to the code name that sorts first. It is stated once, in the results chapter.
+The one tie rule (``helpers.stats.metrics.best_order``): a "best" judge (or strategy) is the one
+with the highest *unrounded* mean; an exact tie goes to the code name that sorts first. It is
+stated once, in the results chapter.
 
 A missing value is written as "n/a" with the reason in the file's ``missing`` list, and a
 shortcode naming a key the file lacks is shown as ``?var:key`` (as Quarto shows it) and reported.
@@ -25,6 +26,8 @@ import pandas as pd
 import yaml
 
 from helpers.report import names
+from helpers.reported import Annotation, HumanAgreement, PaperResults
+from helpers.stats.metrics import best_row
 
 FILE = "_variables.yml"
 SHORTCODE = re.compile(r"\{\{<\s*var\s+([^\s>]+)\s*>\}\}")
@@ -94,14 +97,6 @@ def resolve(text: str, values: dict, warnings: list[str]) -> str:
 # --------------------------------------------------------------------------- the values
 
 
-def best_judge(metrics: pd.DataFrame, column: str = "two_class_waf") -> pd.Series:
-    """The row with the highest unrounded ``column``; an exact tie goes to the first code name
-    (judge, then strategy)."""
-    ordered = metrics.assign(_v=metrics[column].astype(float)).sort_values(
-        ["_v", "judge", "strategy"], ascending=[False, True, True], kind="mergesort")
-    return ordered.drop(columns="_v").iloc[0]
-
-
 def _read(tables: Path, name: str) -> pd.DataFrame | None:
     path = tables / name
     return pd.read_csv(path, keep_default_na=True) if path.is_file() else None
@@ -120,19 +115,24 @@ def data_values(tables: Path) -> dict:
                 "decided": int(counts.sum() - counts.get("same", 0))}
     if confound is not None:
         rows = confound.set_index("quantity")
-        longer = rows.loc["longer description preferred"]
-        out["longer_preferred"] = {"value": pct(longer["percent"]), "lo": pct(longer["ci_low"]),
-                                   "hi": pct(longer["ci_high"]), "pairs": int(longer["pairs"])}
+
+        def share(quantity: str) -> dict:
+            row = rows.loc[quantity]
+            out = {"value": pct(row["percent"]), "lo": pct(row["ci_low"]), "hi": pct(row["ci_high"]),
+                   "pairs": int(row["pairs"])}
+            return out | ({"count": int(row["count"])} if "count" in row.index and pd.notna(row["count"]) else {})
+
+        out["longer_preferred"] = share("longer description preferred")
         if "MER-Caption+ wrote the longer text (all pairs)" in rows.index:
-            out["mercaption_longer"] = pct(rows.loc["MER-Caption+ wrote the longer text (all pairs)", "percent"])
-            out["mercaption_preferred"] = pct(rows.loc["MER-Caption+ preferred", "percent"])
+            out["mercaption_longer"] = share("MER-Caption+ wrote the longer text (all pairs)")
+            out["mercaption_preferred"] = share("MER-Caption+ preferred")
     return out
 
 
 def judge_values(metrics: pd.DataFrame, length: pd.DataFrame | None) -> dict:
     """The judges run here: the best by two-class WAF (the tie rule), the longer-text rule, and the
     length-balanced accuracies (from the confound table, which has their intervals)."""
-    best = best_judge(metrics)
+    best = best_row(metrics)
     out: dict = {"count": int(metrics["judge"].nunique()), "best": {"name": names.judge(best["judge"]),
                  **_interval(best, "two_class_waf")}}
     rows = metrics[metrics["judge"] == "length"]
@@ -141,24 +141,31 @@ def judge_values(metrics: pd.DataFrame, length: pd.DataFrame | None) -> dict:
                          "balanced": pct(rows.iloc[0].get("len_balanced_acc", np.nan))}
     if length is not None and len(length):
         graded = length[~length["judge"].isin(FLOORS)]
-        top = best_judge(graded, "len_balanced_acc")
+        top = best_row(graded, "len_balanced_acc")
         at_chance = graded[(graded["len_balanced_lo"] <= 50) & (graded["len_balanced_hi"] >= 50)]
         out["balanced"] = {"name": names.judge(top["judge"]), "value": pct(top["len_balanced_acc"]),
                            "lo": pct(top["len_balanced_lo"]), "hi": pct(top["len_balanced_hi"]),
                            "judges": len(graded), "at_chance": len(at_chance),
+                           "names": ", ".join(names.judge(j) for j in sorted(graded["judge"].unique())),
                            "min": pct(graded["len_balanced_acc"].min()), "max": pct(graded["len_balanced_acc"].max())}
-        discordant = graded.assign(_d=graded["len_discordant_acc"])
-        out["shorter_acc"] = {"min": pct(discordant["_d"].min()), "max": pct(discordant["_d"].max())}
+        low, high = graded.loc[graded["len_discordant_acc"].idxmin()], graded.loc[graded["len_discordant_acc"].idxmax()]
+        out["shorter_acc"] = {"min": pct(low["len_discordant_acc"]), "max": pct(high["len_discordant_acc"]),
+                              "min_name": names.judge(low["judge"]), "max_name": names.judge(high["judge"])}
     return out
 
 
-def paper_values(main: pd.DataFrame | None, human: float | None) -> dict:
-    out: dict = {"human_bound": pct(human) if human is not None else MISSING}
+def paper_values(main: pd.DataFrame | None, human: HumanAgreement | None, annotation: Annotation | None = None) -> dict:
+    """The paper's best reported judge (with the approximate interval of the main table) and its
+    agreement between annotators, two-class and with ties (``helpers.reported``)."""
+    out: dict = {"human": {"two_class": pct(human.two_class) if human else MISSING,
+                           "with_ties": pct(human.with_ties) if human and human.with_ties is not None else MISSING}}
+    if annotation is not None:
+        out["annotation"] = {k: f"{v:,}" for k, v in vars(annotation).items()}
     if main is None:
         return out
     reported = main[main["source"] == "reported by the paper"].dropna(subset=["two_class_waf"])
     if len(reported):
-        best = best_judge(reported)
+        best = best_row(reported)
         out |= {"judges": len(reported), "best": {"name": best["judge"], "strategy": best["strategy"],
                                                    **_interval(best, "two_class_waf")},
                 "n": int(main["pairs"].dropna().iloc[0]) if "pairs" in main and main["pairs"].notna().any() else MISSING}
@@ -177,7 +184,8 @@ def shorter_values(contrast: pd.DataFrame | None, length: pd.DataFrame | None) -
         row = rows.loc[(short, feature)]
         other = rows.loc[("longer preferred", feature)]  # there the shorter text is the rejected one
         out[key] = {"preferred": pct(row["preferred"]), "rejected": pct(row["rejected"]), "p": names.p_value(row["p"]),
-                    "p_text": names.p_text(row["p"]), "shorter_rejected": pct(other["rejected"])}
+                    "r": f"{row['rank_biserial']:.2f}", "p_holm_text": names.p_text(row["p_holm"]),
+                    "shorter_rejected": pct(other["rejected"])}
     return out
 
 
@@ -240,13 +248,62 @@ def adaptive_values(summary: pd.DataFrame | None, real: pd.DataFrame | None = No
     return out
 
 
-def headline(tables: Path, human: float | None) -> dict:
+def official_values(pairing: pd.DataFrame | None) -> dict:
+    """The largest difference between the authors' round pairing and this study's
+    (``official_pairing.csv``, notebook 03), with the judge cell it occurs in."""
+    if pairing is None or pairing.empty:
+        return {}
+    top = best_row(pairing.assign(_abs=pairing["difference"].abs()), "_abs")
+    possible = best_row(pairing, "largest_possible_difference")
+    std = best_row(pairing.assign(_abs=pairing["std_difference"].abs()), "_abs")
+    cell = "" if top["strategy"] == "-" else f" ({top['strategy']})"
+    return {"cells": len(pairing), "max_diff": pct(abs(top["difference"])), "max_judge": names.judge(top["judge"]) + cell,
+            "ours": pct(top["swap_consistency"]), "theirs": pct(top["official_swap_consistency"]),
+            "max_possible": pct(possible["largest_possible_difference"]), "max_std_diff": pct(abs(std["std_difference"])),
+            "misread": int(pairing["answers_misread_past_10000"].sum())}
+
+
+def _names(judges) -> str:
+    """Display names as prose: "A", "A and B", "A, B and C", or "none"."""
+    shown = [names.judge(j) for j in judges]
+    return "none" if not shown else shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def probe_values(probes: pd.DataFrame | None, built: pd.DataFrame | None) -> dict:
+    """The probe suite (notebook 06b): for verbosity and content, which judges' 95 % interval lies
+    wholly above or below 50 (respond for / against the edited copy's side as the column counts);
+    the best length-matched WAF (the tie rule); each judge's three figures; the pairs per probe."""
+    out: dict = {}
+    if built is not None and len(built):
+        out["pairs"] = {row.probe: int(row.pairs) for row in built.itertuples()}
+    if probes is None or probes.empty:
+        return out
+    cpu = probes[probes["strategy"] == "-"]
+    out["judges"] = int(probes["judge"].nunique())
+    for key in ("verbosity", "content"):
+        rows = probes.dropna(subset=[key])
+        above, below = rows[rows[f"{key}_lo"] > 50], rows[rows[f"{key}_hi"] < 50]
+        out[key] = {"above": _names(above["judge"]), "above_n": len(above), "below": _names(below["judge"]),
+                    "below_n": len(below), "judges": len(rows), "min": pct(rows[key].min()), "max": pct(rows[key].max())}
+    matched = probes.dropna(subset=["matched_waf"])
+    if len(matched):
+        best = best_row(matched, "matched_waf")
+        out["matched"] = {"best": {"name": names.judge(best["judge"]), "value": pct(best["matched_waf"]),
+                                   "lo": pct(best["matched_waf_lo"]), "hi": pct(best["matched_waf_hi"])}}
+    out["judge"] = {row["judge"]: {key: {"value": pct(row[key]), "lo": pct(row[f"{key}_lo"]), "hi": pct(row[f"{key}_hi"])}
+                                   for key in ("verbosity", "matched_waf", "content")}
+                    for _, row in cpu.iterrows()}
+    return out
+
+
+def headline(tables: Path, paper: PaperResults) -> dict:
     """Every value the chapters quote, from the tables in ``tables`` (missing tables leave their
     group out, so the shortcode shows ``?var:`` and the renderer warns)."""
     tables = Path(tables)
     metrics = _read(tables, "metrics.csv")
     length = _read(tables, "confound_length.csv")
-    values: dict = {"data": data_values(tables), "paper": paper_values(_read(tables, "results_main.csv"), human)}
+    values: dict = {"data": data_values(tables), "paper": paper_values(_read(tables, "results_main.csv"), paper.human,
+                                                                      paper.annotation)}
     if metrics is not None and len(metrics):
         values["judges"] = judge_values(metrics, length)
     values["shorter"] = shorter_values(_read(tables, "confound_shorter.csv"), length)
@@ -254,4 +311,24 @@ def headline(tables: Path, human: float | None) -> dict:
     values["voting"] = voting_values(_read(tables, "voting.csv"))
     values["ranking"] = ranking_values(_read(tables, "ranking_cost.csv"))
     values["adaptive"] = adaptive_values(_read(tables, "adaptive_design.csv"), _read(tables, "adaptive_real.csv"))
+    values["official"] = official_values(_read(tables, "official_pairing.csv"))
+    tournament = _read(tables, "tournament_summary.csv")
+    if tournament is not None and len(tournament):
+        row = tournament.iloc[0]
+        values["tournament"] = {k: (pct(v) if isinstance(v, float) and k.endswith(("pct", "mercaption")) else
+                                    f"{v:.2f}" if isinstance(v, float) else "none" if pd.isna(v) else v)
+                                for k, v in row.items()}
+    build = _read(tables, "summary_build.csv")
+    if build is not None:
+        values["build"] = {str(k): str(v) for k, v in zip(build["key"], build["status"], strict=True)}
+    check = _read(tables, "metrics_official_check.csv")
+    if check is not None:
+        values["official_check"] = {"judges": int(check["judge"].nunique()) if len(check) else 0,
+                                    "flagged": int(check["flag"].astype(bool).sum()) if len(check) else 0}
+    coverage = _read(tables, "confound_coverage.csv")
+    if coverage is not None and len(coverage):
+        row = coverage.iloc[0]
+        values["coverage"] = {"threshold": f"{row['threshold']:g}", "near_equal": int(row["near_equal"]),
+                              "pairs": int(row["pairs"]), "percent": pct(row["percent"])}
+    values["probes"] = probe_values(_read(tables, "probes.csv"), _read(tables, "probes_built.csv"))
     return values

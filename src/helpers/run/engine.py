@@ -19,12 +19,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from helpers import paths, prompts
-from helpers.data import RunPairs, check_media, prepare_pairs, run_pairs, select_pairs
+from helpers.data import RunPairs, check_media, is_pair_file, prepare_pairs, run_pairs, select_pairs
 from helpers.judges.base import ENGINES, STRATEGIES, JudgeSpec
 from helpers.judges.registry import EngineChoice, RunJudges, make_pair_judge, run_judges
 from helpers.run.identity import RunPlan, check_folders, check_identity, plan_runs
 from helpers.run.results import load_run, parse_report, run_metrics
 from helpers.run.store import (
+    MEDIA_ERROR,
+    RunManifest,
     RunSession,
     load_steps,
     now,
@@ -103,11 +105,12 @@ class RunConfig:
     unparsed_warn_pct: float = UNPARSED_WARN_PCT
     share_descriptions: str | bool = "auto"
     device: str | None = None
+    retry_errors: bool = False
 
     PROGRAMMATIC: ClassVar[tuple[str, ...]] = ("pairs", "run_id", "llm_engine", "progress")
     """Fields only code passes (a table, a folder name, a callable engine, a progress bar): not
     notebook parameters."""
-    RUNTIME: ClassVar[tuple[str, ...]] = ("overwrite",)
+    RUNTIME: ClassVar[tuple[str, ...]] = ("overwrite", "retry_errors")
     """Fields that say how to run, not what the run is (a grid cell is the same cell with or without)."""
 
     def __post_init__(self) -> None:
@@ -140,6 +143,8 @@ class RunConfig:
         check_renamed(parameters)
         wanted = {k: parameters[k] for k in cls.notebook_parameters() if k in parameters}
         wanted.update({k: from_root(wanted[k]) for k in PATH_PARAMETERS if k in wanted})
+        if is_pair_file(wanted.get("dataset", "")):  # a pair file, read from the root like the other paths
+            wanted["dataset"] = str(from_root(wanted["dataset"]))
         return cls(**wanted, **programmatic)
 
     @property
@@ -177,20 +182,36 @@ class RunContext:
     def orders(self) -> tuple[str, ...]:
         return ORDER_CHOICES[self.config.order]
 
+    @property
+    def dataset(self) -> str:
+        """The name the run's folders and rows carry (``file-<stem>`` for a pair file)."""
+        return self.pairs.dataset or self.config.dataset
+
+    @property
+    def media_dir(self) -> Path | None:
+        """The run's media folder: as given, else a registered pair file's own folder (MER2026's
+        ``video/`` and ``audio/`` sit beside its CSVs)."""
+        source = self.pairs.pair_file
+        if self.config.media_dir is None and source is not None and source.name:
+            return source.path.parent
+        return None if self.config.media_dir is None else Path(self.config.media_dir)
+
     def plans(self) -> list[RunPlan]:
         """The run folders this run writes, each with its identity and the row keys it must hold."""
         c = self.config
-        return plan_runs(self.judges, self.pairs, dataset=c.dataset, seed=c.seed, orders=self.orders,
+        return plan_runs(self.judges, self.pairs, dataset=self.dataset, seed=c.seed, orders=self.orders,
                          rounds=c.rounds, run_id=c.run_id)
 
     def manifest(self, plan: RunPlan) -> dict:
         """What a run folder's manifest says about the run beside its identity and scope."""
         c, j = self.config, self.judges
         engines = {"judge": j.engines["mllm"]} | ({"llm": j.engines["llm"]} if plan.llm else {})
-        return {"judge": j.spec.name, "strategy": plan.strategy, "input_type": j.input_type, "dataset": c.dataset,
+        return {"judge": j.spec.name, "strategy": plan.strategy, "input_type": j.input_type, "dataset": self.dataset,
                 "parameters": c.parameters(j.descriptions_shared), "rounds": c.rounds, "orders": list(self.orders),
                 "seed": c.seed, "judge_spec": spec_record(j.spec), "llm_spec": spec_record(plan.llm),
-                "engines": engines, "prompt_hashes": prompts.prompt_hashes(), "data_sha256": self.pairs.data_sha256}
+                "engines": engines, "prompt_hashes": prompts.prompt_hashes(), "data_sha256": self.pairs.data_sha256,
+                "pair_file": str(self.pairs.pair_file.path) if self.pairs.pair_file else None,
+                "labelled": self.pairs.labelled}
 
 
 def spec_record(spec: JudgeSpec | None) -> dict | None:
@@ -225,12 +246,12 @@ def run_state(plan: RunPlan, root: str | Path | None = None) -> str:
     manifest = read_manifest(folder)
     if manifest is None:
         return "missing"
-    if manifest.get("identity_sha256") != plan.identity_sha256:
+    if manifest.identity_sha256 != plan.identity_sha256:
         return "other identity"
     held = {r["key"] for r in read_jsonl(folder / "predictions.jsonl")}
     if plan.expected <= held:
         return "complete"
-    status = manifest.get("status")
+    status = manifest.status
     return status if status in ("failed", "running", "interrupted") else "incomplete"
 
 
@@ -266,10 +287,10 @@ def run(model: str | JudgeSpec | RunConfig, strategy: str = "all", **settings: A
             print(f"note: {judges.spec.name!r} is a CPU judge that reads the texts itself; strategy "
                   f"{config.strategy!r} is recorded as '-'")
         return pd.DataFrame([run_cpu(context, plans[0])])
-    check_media(context.pairs.media_names, config.media_dir, judges.input_type)
+    check_media(context.pairs.media_names, context.media_dir, judges.input_type)
     pipeline = Pipeline(
-        judges.spec, judges.factories["mllm"], input_type=judges.input_type, dataset=config.dataset,
-        media_dir=config.media_dir, seed=config.seed, llm_spec=judges.llm_spec, llm=judges.factories["llm"],
+        judges.spec, judges.factories["mllm"], input_type=judges.input_type, dataset=context.dataset,
+        media_dir=context.media_dir, seed=config.seed, llm_spec=judges.llm_spec, llm=judges.factories["llm"],
         steps=cached_steps(config.root, judges), batch_size=config.batch_size, progress=config.progress,
         share_descriptions=judges.descriptions_shared, engines=judges.engines)
     try:
@@ -293,9 +314,9 @@ def cached_steps(root: Path, judges: RunJudges) -> dict[str, str]:
             if s.get("judge") == judges.spec.name and s.get("input_type") == judges.input_type}
 
 
-def _refusal(folder: Path, manifest: dict, identity: dict, done: set) -> None:
+def _refusal(folder: Path, manifest: RunManifest | None, identity: dict, done: set) -> None:
     """The engine's rule for resuming: the same identity, or an empty folder (``check_identity``)."""
-    check_identity(folder, manifest, identity, bool(done))
+    check_identity(folder, manifest.identity if manifest is not None else None, identity, bool(done))
 
 
 def _open(plan: RunPlan, context: RunContext) -> RunSession:
@@ -303,7 +324,11 @@ def _open(plan: RunPlan, context: RunContext) -> RunSession:
     details = context.manifest(plan)
     session = RunSession(plan.run_id, context.config.root, identity=plan.identity,
                          identity_sha256=plan.identity_sha256, scope=plan.scope, secrets=context.judges.secrets,
-                         overwrite=context.config.overwrite, refuse=_refusal).open()
+                         overwrite=context.config.overwrite, refuse=_refusal,
+                         retry_errors=bool(context.config.retry_errors)).open()
+    if session.store.retried:
+        print(f"note: retry_errors=True: {session.store.retried} media_error row(s) of {session.folder} set aside "
+              "(retried_errors.jsonl) and judged again")
     if session.moved is not None:
         print(f"note: overwrite=True: the run folder {session.folder} held another run; moved it to {session.moved}")
     try:
@@ -327,15 +352,18 @@ def _parse_warning(run_id: str, report: dict, threshold: float) -> str | None:
 def _close(session: RunSession, plan: RunPlan, context: RunContext) -> dict:
     """End a session: status, parse report and warning in the manifest; the run's summary row."""
     store = session.store
-    report = parse_report(store.rows())
+    rows = store.rows()
+    report = parse_report([r for r in rows if r.get("status", "ok") == "ok"])
+    report["media_error_n"] = sum(r.get("status") == MEDIA_ERROR for r in rows)
     warning = _parse_warning(store.run_id, report, float(context.config.unparsed_warn_pct))
     status = session.close(plan.expected, parse=report, warnings=[warning] if warning else [])
     if warning:
         warnings.warn(store.redact(warning), UnparsedAnswersWarning, stacklevel=4)
-    return {"run_id": store.run_id, "strategy": plan.strategy, "dataset": context.config.dataset,
+    return {"run_id": store.run_id, "strategy": plan.strategy, "dataset": context.dataset,
             "status": status, "rows": len(store.done), "rows_new": session.written,
             "missing": len(plan.expected - store.done), "calls": dict(session.calls),
-            "unparsed_pct": report["unparsed_pct"], "folder": str(store.folder)}
+            "unparsed_pct": report["unparsed_pct"], "media_error_n": report["media_error_n"],
+            "folder": str(store.folder)}
 
 
 def labels_of(table: pd.DataFrame) -> list[str | None]:
@@ -360,13 +388,15 @@ def run_strategy(pipeline: Pipeline, plan: RunPlan, context: RunContext) -> dict
     with _open(plan, context) as session:
         items = [it for o in context.orders for it in items_for(tables[o], o, rounds)]
         todo = [it for it in items if row_key(plan.strategy, it.order, it.round, it.name) not in session.done]
-        before = Counter(pipeline.calls)
+        before, backoffs_before = Counter(pipeline.calls), len(pipeline.backoffs)
 
         def checkpoint() -> None:
             """Keep the manifest's call counts current, so a killed session still tells its cost,
-            and record each backend's own description once it has been built and used."""
+            and record each backend's own description once it has been built and used, each
+            out-of-memory back-off and each undecodable media file."""
             info = {ROLE_NAMES[role]: value for role, value in pipeline.backend_info.items()}
-            session.checkpoint(Counter(pipeline.calls) - before, info)
+            session.checkpoint(Counter(pipeline.calls) - before, info, backoffs=pipeline.backoffs[backoffs_before:],
+                               media_errors=pipeline.media_errors)
 
         def keep_steps(records: list[dict]) -> None:
             session.append_steps(records)
@@ -380,6 +410,8 @@ def run_strategy(pipeline: Pipeline, plan: RunPlan, context: RunContext) -> dict
             pipeline.predict(plan.strategy, todo, keep, run_id=plan.run_id, on_steps=keep_steps)
         finally:
             session.calls = Counter(pipeline.calls) - before
+            if session.store.locked:
+                checkpoint()  # the back-offs before a failure are on record too
         return _close(session, plan, context)
 
 
@@ -402,13 +434,18 @@ def run_cpu(context: RunContext, plan: RunPlan) -> dict:
 def _cpu_job(judge, table: pd.DataFrame, chosen: set[str], order: str, rnd: int, context: RunContext,
              session: RunSession, rid: str) -> int:
     """One order and round of a CPU judge; returns the rows written (0 when all were stored)."""
-    spec, dataset, seed = context.judges.spec, context.config.dataset, context.config.seed
+    spec, dataset, seed = context.judges.spec, context.dataset, context.config.seed
     keep = table["name"].isin(chosen).to_numpy()
     keys = [row_key("-", order, rnd, n) for n in table["name"]]
     if all(k in session.done for k, kept in zip(keys, keep, strict=True) if kept):
         return 0
     started = now()
-    labels = judge.predict(table.drop(columns="media_name"), seed=seed + rnd)
+    train = context.pairs.train
+    if train is None:  # media_name stays: learned judges group their folds by video
+        labels = judge.predict(table, seed=seed + rnd)
+    else:  # probe pairs: a learning judge fits on the human labels of the dataset they were made from
+        labels = judge.predict_trained(table.drop(columns="media_name"), train[order].drop(columns="media_name"),
+                                       seed=seed + rnd)
     if not labels.index.equals(table.index):
         raise ValueError(f"CPU judge {spec.name!r} returned labels not indexed like the pairs it was given")
     session.calls["cpu"] += int(keep.sum())

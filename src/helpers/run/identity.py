@@ -14,6 +14,12 @@ run's manifest (``manifest["identity"]`` and its digest ``manifest["identity_sha
                   random stream)
 ``implementation`` for judges that read the pair themselves (CPU, learned): sha256 of the source
                   of the judge class's modules and of any fitted artefact (``PairJudge.implementation``)
+``code``          sha256 of the source of every other module on the path from ``RunConfig`` to a
+                  stored verdict (:func:`code_identity`): the engine that assigns seeds, orders and
+                  rounds; for model judges also the strategies, the prompts and their parser, the
+                  backend contract, the family table, the decoding rules, the engine's backend module
+                  (``hf``, ``vllm``, ``openai``) and, for judges that see media, the media reader. An
+                  edit of any of them (the seed arithmetic of ``engine._cpu_job``) refuses a resume by name
 ``llm``           the same for the text LLM of S3/S4 (None otherwise)
 ``strategy``, ``input_type``, ``dataset``, ``seed``
 ``prompts``       sha256 of each prompt template the strategy sends (and the system prompt)
@@ -42,6 +48,7 @@ model loads, a folder that holds a run of another identity.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,7 +57,7 @@ from helpers import prompts
 from helpers.data import RunPairs
 from helpers.digest import sha256_hex
 from helpers.judges.base import STRATEGY_RECORDS, JudgeSpec
-from helpers.judges.registry import RunJudges, import_object
+from helpers.judges.registry import BACKEND_CLASSES, RunJudges, import_object
 from helpers.run.store import StoreError, make_run_id, read_manifest, row_key
 
 IDENTITY_VERSION = 1
@@ -100,14 +107,46 @@ def implementation_identity(spec: JudgeSpec) -> dict | None:
     return import_object(path).implementation(spec) if path else None
 
 
+ENGINE_CODE = ("helpers.run.engine",)
+"""Modules every run's verdicts pass through: the loop that assigns seeds, orders and rounds."""
+MODEL_CODE = ("helpers.run.strategies", "helpers.prompts", "helpers.judges.base", "helpers.judges.families",
+              "helpers.judges.decoding")
+"""Modules a model judge's verdicts pass through besides its engine's backend module: the
+strategies, the prompt texts and their parser, the backend contract, the family table, decoding."""
+MEDIA_CODE = "helpers.judges.media"
+
+
+def source_sha256(module: str) -> str:
+    """sha256 of a module's source file as it is on disk now, found without importing it (a
+    backend module may import an engine this machine lacks)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not Path(spec.origin).is_file():
+        raise StoreError(f"cannot find the source of {module!r} to record it in the run identity")
+    return sha256_hex(Path(spec.origin).read_bytes())
+
+
+def code_identity(spec: JudgeSpec, input_type: str, engines: Sequence[str | None]) -> dict[str, str]:
+    """sha256 of the source of each module on the path from ``RunConfig`` to this run's stored
+    verdicts (see the module docstring); a CPU judge's own modules are in ``implementation``."""
+    modules = list(ENGINE_CODE)
+    if spec.backend != "cpu":
+        modules += MODEL_CODE
+        modules += [BACKEND_CLASSES[e].partition(":")[0] for e in engines if e in BACKEND_CLASSES]
+        if input_type != "text":
+            modules.append(MEDIA_CODE)
+    return {module: source_sha256(module) for module in sorted(dict.fromkeys(modules))}
+
+
 def build_identity(*, spec: JudgeSpec, strategy: str, input_type: str, dataset: str, seed: int,
                    data_sha256: dict[str, str], llm_spec: JudgeSpec | None = None,
                    parameters: dict | None = None, engine: str | None = None,
                    llm_engine: str | None = None) -> dict:
     """The identity of one run folder (see the module docstring for each field)."""
+    uses_llm = STRATEGY_RECORDS[strategy].uses_llm
     return {
         "version": IDENTITY_VERSION, "judge": spec_identity(spec, engine),
         "implementation": implementation_identity(spec),
+        "code": code_identity(spec, input_type, [engine, llm_engine if uses_llm else None]),
         "llm": spec_identity(llm_spec, llm_engine) if STRATEGY_RECORDS[strategy].uses_llm else None,
         "strategy": strategy, "input_type": input_type, "dataset": dataset, "seed": int(seed),
         "prompts": prompt_identity(spec, strategy), "data_sha256": dict(sorted(data_sha256.items())),
@@ -149,10 +188,9 @@ def describe_changes(changes: list[tuple[str, object, object]], limit: int = 12)
     return "\n".join(lines)
 
 
-def check_identity(folder: object, manifest: dict, identity: dict, has_rows: bool) -> None:
-    """Refuse to resume ``folder`` when its manifest records another identity (or, holding rows,
-    none at all: it was written before identities were recorded, so it cannot be checked)."""
-    before = manifest.get("identity")
+def check_identity(folder: object, before: dict | None, identity: dict, has_rows: bool) -> None:
+    """Refuse to resume ``folder`` when its manifest records another identity ``before`` (or,
+    holding rows, none at all: it was written before identities were recorded, so it cannot be checked)."""
     if before is None and not has_rows:
         return  # a new folder, or one whose run failed before writing anything
     if before is None:
@@ -229,7 +267,8 @@ def check_folders(plans: Sequence[RunPlan], root: Path) -> None:
         folder = root / plan.run_id
         predictions = folder / "predictions.jsonl"
         has_rows = predictions.is_file() and predictions.stat().st_size > 0
-        check_identity(folder, read_manifest(folder) or {}, plan.identity, has_rows)
+        manifest = read_manifest(folder)
+        check_identity(folder, manifest.identity if manifest is not None else None, plan.identity, has_rows)
 
 
 __all__ = ["IDENTITY_VERSION", "IdentityError", "build_identity", "identity_sha256", "identity_changes",

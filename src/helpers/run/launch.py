@@ -44,6 +44,8 @@ only fault tolerance needed, and it is the store's, not the executor's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import itertools
 import json
 import os
@@ -65,6 +67,7 @@ import pandas as pd
 import yaml
 
 from helpers import paths
+from helpers.judges import fit
 from helpers.judges.base import JudgeSpec
 from helpers.judges.registry import decoding_line, engine_line, import_object, list_judges, load_spec
 from helpers.run import engine
@@ -275,20 +278,103 @@ def _cell_id(values: dict) -> str:
     return "".join(c if c.isalnum() or c in "_.=-" else "-" for c in text)
 
 
-def load_grid(file: str | Path, overrides: dict | None = None) -> Grid:
-    """Read a grid YAML; ``overrides`` (from ``-p``) replace fixed parameters in every cell."""
-    file = Path(file)
+GRID_KEYS: dict[str, tuple[type, ...]] = {"notebook": (str,), "executed_dir": (str,), "matrix": (dict,),
+                                          "parameters": (dict,), "gpus": (list,), "description": (str,)}
+"""The keys a grid YAML may have and the YAML types each may hold."""
+_YAML_TYPES = {"str": (str,), "Path": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
+               "None": (type(None),), "EngineChoice": (str,), "JudgeSpec": (), "Sequence[str]": (list,)}
+
+
+def _kind(value: object) -> str:
+    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false", int: "a whole number",
+            float: "a number", type(None): "empty (null)"}.get(type(value), type(value).__name__)
+
+
+def parameter_types() -> dict[str, tuple[type, ...]]:
+    """The YAML types each run parameter accepts, read from ``RunConfig``'s annotations (the one
+    schema of run parameters), so a grid is checked against the fields a run really has."""
+    fields = {f.name: f.type for f in dataclasses.fields(engine.RunConfig)}
+    out = {}
+    for name in engine.RunConfig.notebook_parameters():
+        parts = [p.strip() for p in str(fields[name]).split("|")]
+        out[name] = tuple(t for p in parts for t in _YAML_TYPES.get(p, (object,)))
+    return out
+
+
+def _suggest(name: str, known) -> str:
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(sorted(known))}"
+
+
+def _check_parameter(file: Path, where: str, name: object, value: object, types: dict) -> None:
+    if name in engine.RENAMED:
+        raise GridError(f"{file}: {where}: the run parameter {name!r} is now called {engine.RENAMED[name]!r}")
+    if name not in types:
+        raise GridError(f"{file}: {where}: unknown run parameter {name!r}{_suggest(name, types)}")
+    allowed = types[name]
+    if object in allowed:
+        return
+    if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+        expected = " or ".join(dict.fromkeys(_kind(t() if t is not type(None) else None) for t in allowed))
+        raise GridError(f"{file}: {where}: {name} must be {expected}, not {_kind(value)} ({value!r})")
+
+
+def _read_yaml(file: Path) -> object:
+    """The grid file's YAML, or one GridError saying why it cannot be read."""
     if not file.is_file():
-        raise GridError(f"grid file {file} not found")
-    raw = yaml.safe_load(file.read_text()) or {}
-    if not isinstance(raw, dict) or not isinstance(raw.get("matrix"), dict) or not raw["matrix"]:
+        raise GridError(f"grid file {file} not found" + (" (it is a folder)" if file.is_dir() else ""))
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GridError(f"{file}: not a text file (byte 0x{file.read_bytes()[exc.start]:02X} at offset {exc.start} "
+                        "is not UTF-8); a grid is a YAML text file") from None
+    except OSError as exc:
+        raise GridError(f"{file}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise GridError(f"{file}{where}: not valid YAML ({problem})") from None
+
+
+def check_grid(file: Path, raw: object, overrides: dict | None = None) -> dict:
+    """Every rule of a grid file, checked before anything runs: a mapping of the known keys
+    (a misspelt one gets a suggestion), each of its type, a non-empty ``matrix`` of lists, and
+    every parameter (matrix, fixed, ``-p``) a ``RunConfig`` field of the right type."""
+    if raw is None:
+        raise GridError(f"{file}: is empty; a grid needs a 'matrix' mapping of parameter -> list of values")
+    if not isinstance(raw, dict):
+        raise GridError(f"{file}: a grid is a mapping of keys ({', '.join(GRID_KEYS)}), not {_kind(raw)}")
+    for key, value in raw.items():
+        if key not in GRID_KEYS:
+            raise GridError(f"{file}: unknown key {key!r}{_suggest(key, GRID_KEYS)}")
+        if value is not None and not isinstance(value, GRID_KEYS[key]):
+            raise GridError(f"{file}: {key} must be {_kind(GRID_KEYS[key][0]())}, not {_kind(value)} ({value!r})")
+    if not isinstance(raw.get("matrix"), dict) or not raw["matrix"]:
         raise GridError(f"{file}: needs a 'matrix' mapping of parameter -> list of values")
-    unknown = set(raw) - {"notebook", "executed_dir", "matrix", "parameters", "gpus", "description"}
-    if unknown:
-        raise GridError(f"{file}: unknown key(s) {', '.join(sorted(unknown))}")
+    types = parameter_types()
     for key, values in raw["matrix"].items():
         if not isinstance(values, list) or not values:
             raise GridError(f"{file}: matrix.{key} must be a non-empty list")
+        for value in values:
+            _check_parameter(file, f"matrix.{key}", key, value, types)
+    for key, value in (raw.get("parameters") or {}).items():
+        _check_parameter(file, f"parameters.{key}", key, value, types)
+    for key, value in (overrides or {}).items():
+        _check_parameter(file, f"-p {key}", key, value, types)
+    for gpu in raw.get("gpus") or []:
+        if isinstance(gpu, bool) or not isinstance(gpu, (int, str)):
+            raise GridError(f"{file}: gpus must list GPU ids (0, 1, ...), not {_kind(gpu)} ({gpu!r})")
+    return raw
+
+
+def load_grid(file: str | Path, overrides: dict | None = None) -> Grid:
+    """Read a grid YAML (:func:`check_grid`); ``overrides`` (from ``-p``) replace fixed
+    parameters in every cell, and every cell must make a valid ``RunConfig``."""
+    file = Path(file)
+    raw = check_grid(file, _read_yaml(file), overrides)
     root = paths.project_root()
     notebook = root / raw.get("notebook", "notebooks/01_infer.ipynb")
     executed = root / raw.get("executed_dir", "reports/runs") / file.stem
@@ -298,6 +384,10 @@ def load_grid(file: str | Path, overrides: dict | None = None) -> Grid:
     for combo in itertools.product(*(raw["matrix"][k] for k in keys)):
         values = dict(zip(keys, combo, strict=True))
         cell_id = _cell_id(values)
+        try:
+            engine.RunConfig.from_parameters(fixed | values)
+        except (TypeError, ValueError) as exc:
+            raise GridError(f"{file}: cell {cell_id}: {exc}") from None
         cells.append(Cell(cell_id, fixed | values, executed / f"{cell_id}.ipynb"))
     gpus = [str(g) for g in raw.get("gpus") or []]
     return Grid(file.stem, notebook, executed, cells, gpus)
@@ -388,6 +478,49 @@ def cell_protocol(cell: Cell) -> dict:
     return row
 
 
+def fit_report(grid: Grid, lanes: list[list[Cell]], gpu: str, log: Callable[[str], None]) -> dict[str, str]:
+    """For ``--dry-run``: one fit line per vLLM-capable judge of the plan (and its S3/S4 text LLM) on each of
+    :data:`fit.GPUS`, and the judges that do not fit on ``gpu`` (judge -> the reason with its numbers), whose
+    cells the plan refuses. A judge whose cells run on transformers is still sized (labelled so)."""
+    from helpers.data import DataError
+
+    judges: dict[str, str] = {}
+    for lane in lanes:
+        for cell in lane:
+            judges.setdefault(cell.model, str(cell.parameters.get("engine", cell.parameters.get("backend", "auto"))))
+            llm = cell.parameters.get("judge_llm")
+            if llm and cell.parameters.get("strategy") in ("S3", "S4", "all") and llm in list_judges():
+                judges.setdefault(str(llm), "auto")
+    if not judges:
+        return {}
+    dataset = str(grid.cells[0].parameters.get("dataset", "emoprefer"))
+    try:
+        texts = fit.dataset_texts(dataset, grid.cells[0].parameters.get("data_dir"))
+        log(f"fit (vLLM, helpers.judges.fit): longest {dataset} prompts in UTF-8 bytes (>= tokens): {texts}")
+    except DataError as exc:
+        texts = {"S1": 0, "judge": 0, "reason": 0}
+        log(f"fit: the {dataset} pairs cannot be read ({str(exc).splitlines()[0]}); prompt text NOT counted")
+    described = max((fit.decoding_max_tokens(load_spec(j)) for j in judges if load_spec(j).backend == "local"
+                     and load_spec(j).input_type != "text"), default=None)
+    refused: dict[str, str] = {}
+    for name, choice in judges.items():
+        spec = load_spec(name)
+        if spec.backend != "local":
+            continue
+        on = engine_line(spec, choice if choice != "auto" else "auto")
+        try:
+            fits = fit.judge_fits(spec, texts, described if spec.input_type == "text" else None)
+        except fit.FitError as exc:
+            log(f"fit: {exc}")
+            refused[name] = str(exc)
+            continue
+        for one in fits:
+            log(f"fit: {one.line()}  [engine: {on}]")
+            if one.gpu == gpu and not one.fits and on.startswith("vllm"):
+                refused[name] = f"does not fit on {gpu} under vLLM: {one.reason}"
+    return refused
+
+
 def lanes_local(grid: Grid, lanes: list[list[Cell]], gpus: list[str], workers: int,
                 log: Callable[[str], None], overwrite: bool = False) -> list[dict]:
     """One worker per GPU (or ``workers`` CPU workers); each worker runs whole lanes."""
@@ -430,10 +563,13 @@ def lanes_on_ray(grid: Grid, lanes: list[list[Cell]], log: Callable[[str], None]
 
 def run_grid(file: str | Path, overrides: dict | None = None, gpus: list[str] | None = None, workers: int = 1,
              executor: str = "local", force: bool = False, dry_run: bool = False,
-             log: Callable[[str], None] = print, overwrite: bool = False) -> pd.DataFrame:
+             log: Callable[[str], None] = print, overwrite: bool = False,
+             gpu_size: str = next(iter(fit.GPUS))) -> pd.DataFrame:
     """Run every unfinished cell of a grid; one row per cell with its status. ``overwrite``:
     a cell whose run folder holds a run of another identity moves it aside and runs afresh
-    (without it, such a cell fails with a message naming what changed)."""
+    (without it, such a cell fails with a message naming what changed). ``dry_run``: the plan, with a
+    memory fit line per judge and GPU size (:func:`fit_report`); a cell whose vLLM judge does not fit
+    ``gpu_size`` is ``refused`` with the numbers."""
     if executor not in EXECUTORS:
         raise GridError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     grid = load_grid(file, overrides)
@@ -442,7 +578,10 @@ def run_grid(file: str | Path, overrides: dict | None = None, gpus: list[str] | 
         log(f"skip {entry['cell']}: {entry['reason']}")
     gpus = gpus if gpus is not None else (grid.gpus or detect_gpus())
     if dry_run:
-        planned = [{"cell": c.cell_id, "status": "planned", **cell_protocol(c)} for lane in lanes for c in lane]
+        refused = fit_report(grid, lanes, gpu_size, log)
+        planned = [{"cell": c.cell_id, "status": "refused" if refused.get(c.model) or refused.get(_llm_of(c)) else
+                    "planned", **cell_protocol(c), "fit": refused.get(c.model) or refused.get(_llm_of(c)) or "ok"}
+                   for lane in lanes for c in lane]
         return pd.DataFrame(skipped + planned)
     if not lanes:
         return pd.DataFrame(skipped)
@@ -451,6 +590,11 @@ def run_grid(file: str | Path, overrides: dict | None = None, gpus: list[str] | 
             raise GridError("--overwrite is supported by the local executor only")
         return pd.DataFrame(skipped + lanes_on_ray(grid, lanes, log))
     return pd.DataFrame(skipped + lanes_local(grid, lanes, gpus, workers, log, overwrite))
+
+
+def _llm_of(cell: Cell) -> str | None:
+    uses = cell.parameters.get("strategy") in ("S3", "S4", "all")
+    return str(cell.parameters["judge_llm"]) if uses and cell.parameters.get("judge_llm") else None
 
 
 def _overrides(pairs: list[list[str]] | None, parser: argparse.ArgumentParser) -> dict:
@@ -491,7 +635,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=_positive, default=1, help="parallel workers without GPUs (default 1)")
     parser.add_argument("--executor", default="local", choices=EXECUTORS, help=f"one of {', '.join(EXECUTORS)}")
     parser.add_argument("--force", action="store_true", help="re-run cells that finished before")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan only")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan only, with each judge's vLLM memory fit on an 80 GB and a 141 GB GPU; "
+                             "a cell that does not fit --gpu-size is refused (exit 1)")
+    parser.add_argument("--gpu-size", default=next(iter(fit.GPUS)), choices=list(fit.GPUS),
+                        help="the GPU a dry run checks the fit on (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
                         help="move aside run folders made with another identity (changed data, prompt, judge) "
                              "and run those cells afresh")
@@ -499,9 +647,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = _overrides(args.parameter, parser)
     try:
         table = run_grid(args.grid, overrides, args.gpus, args.workers, args.executor,
-                         args.force, args.dry_run, overwrite=args.overwrite)
+                         args.force, args.dry_run, overwrite=args.overwrite, gpu_size=args.gpu_size)
     except GridError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(table.to_string(index=False) if not table.empty else "nothing to run")
-    return 1 if (not table.empty and (table["status"] == "failed").any()) else 0
+    return 1 if (not table.empty and table["status"].isin(["failed", "refused"]).any()) else 0

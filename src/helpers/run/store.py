@@ -54,9 +54,9 @@ from typing import Any
 import pandas as pd
 
 from helpers import paths
-from helpers.data import LABELS, ORDERS
+from helpers.data import LABELS, ORDERS, DataError
 from helpers.run.provenance import git_revision, package_versions
-from helpers.secrets import redact
+from helpers.secrets import redact, redact_exception
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.=-]+$")
 RUN_ID_MAX = 200  # a folder name, far below the 255 bytes file systems allow
@@ -97,16 +97,18 @@ def check_run_id(run_id: object) -> str:
     return run_id
 
 
-def read_manifest(folder: str | Path) -> dict | None:
-    """A run folder's manifest (None when it has none), read without taking the folder's lock:
-    every reader of the store (resume checks, scoring, the report) goes through here."""
+def read_manifest(folder: str | Path) -> RunManifest | None:
+    """A run folder's manifest, typed and checked (None when it has none), read without taking the
+    folder's lock: the one way any module reads a run manifest (resume checks, scoring, imports,
+    the report), so a schema migration or a malformed field is handled once, here."""
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StoreError(f"{path}: not readable JSON ({exc})") from exc
+    return RunManifest.from_json(data, Path(folder).name, where=str(path))
 
 
 def repair_jsonl(path: Path) -> int:
@@ -135,6 +137,11 @@ def repair_jsonl(path: Path) -> int:
 
 def read_jsonl(path: Path) -> list[dict]:
     """Rows of a JSONL file, ignoring a torn last line (readers never modify files)."""
+    return [row for _, row in numbered_jsonl(path)]
+
+
+def numbered_jsonl(path: Path) -> list[tuple[int, Any]]:
+    """``(line number, parsed value)`` of each line of a JSONL file, ignoring a torn last line."""
     if not path.exists():
         return []
     rows = []
@@ -143,7 +150,7 @@ def read_jsonl(path: Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append((number, json.loads(line)))
         except json.JSONDecodeError as exc:
             if number == len(lines):  # torn tail of a run in progress or killed
                 break
@@ -216,6 +223,7 @@ class RunStore:
         self.lock_timeout_s = lock_timeout_s
         self.done: set[str] = set()
         self.repaired_bytes = 0
+        self.retried = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -225,6 +233,19 @@ class RunStore:
         self.repaired_bytes = repair_jsonl(self.predictions_path) + repair_jsonl(self.steps_path)
         self.done = {row["key"] for row in read_jsonl(self.predictions_path)}
         return self
+
+    def set_aside_errors(self) -> int:
+        """``retry_errors``: move the error rows (``status`` other than ok) out of predictions.jsonl into
+        ``retried_errors.jsonl`` (kept, never deleted), so their pairs are judged again; returns how many."""
+        rows = read_jsonl(self.predictions_path)
+        errors = [r for r in rows if r.get("status", "ok") != "ok"]
+        if errors:
+            append_jsonl(self.folder / "retried_errors.jsonl", [{**r, "retried_at": now()} for r in errors])
+            kept = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows if r.get("status", "ok") == "ok")
+            write_atomic(self.predictions_path, kept.encode("utf-8"), durable=True)
+            self.done = {row["key"] for row in read_jsonl(self.predictions_path)}
+        self.retried = len(errors)
+        return len(errors)
 
     def close(self) -> None:
         if self._locked:
@@ -316,8 +337,8 @@ class RunStore:
         self.heartbeat()
         return append_jsonl(self.steps_path, [redact(row, self.secrets) for row in rows])
 
-    def read_manifest(self) -> dict:
-        return read_manifest(self.folder) or {}
+    def read_manifest(self) -> RunManifest | None:
+        return read_manifest(self.folder)
 
     @property
     def locked(self) -> bool:
@@ -360,11 +381,12 @@ def load_steps(root: str | Path | None = None) -> list[dict]:
 def read_predictions(root: str | Path | None = None) -> pd.DataFrame:
     """All runs under ``root`` (default ``predictions_dir()``) as one tidy table with at least
     the columns of ``COLUMNS``; extra columns (dataset, llm, media_name, seed, key, steps)
-    follow. Raw, as stored: ``helpers.run.results.load_predictions`` checks them for analysis."""
+    follow. Each row is checked by :func:`checked_rows` (a tampered row is a ``DataError``);
+    ``helpers.run.results.load_predictions`` scores them against the data for analysis."""
     root = Path(root) if root is not None else paths.predictions_dir()
     rows: list[dict] = []
     for file in sorted(root.glob("*/predictions.jsonl")):
-        rows += read_jsonl(file)
+        rows += checked_rows(file.parent)
     if not rows:
         return pd.DataFrame(columns=COLUMNS)
     table = pd.DataFrame(rows)
@@ -406,7 +428,7 @@ class PredictionRow:
     round: int
     name: str
     gt: str | None
-    pred: str
+    pred: str | None
     parse_rule: str | None
     raw: str | None
     latency_s: float | None
@@ -419,9 +441,16 @@ class PredictionRow:
     seed: int
     steps: dict
     raw_truncated: bool = False
+    status: str = "ok"
+    error: str | None = None
 
 
 COLUMNS = [f.name for f in dataclasses.fields(PredictionRow)][:13]
+MEDIA_ERROR = "media_error"
+"""``status`` of a row whose media could not be decoded as the judge needs (``error`` says why): no verdict
+(``pred`` None), excluded from every metric, counted as ``media_error_n``; a resume does not retry it unless
+asked (``retry_errors``)."""
+ROW_STATUSES = ("ok", MEDIA_ERROR)
 """The analysis columns every predictions table has (the store's contract with the metrics)."""
 ROW_FIELDS = tuple(f.name for f in dataclasses.fields(PredictionRow))
 
@@ -429,6 +458,109 @@ ROW_FIELDS = tuple(f.name for f in dataclasses.fields(PredictionRow))
 def row_key(strategy: str, order: str, rnd: int, name: str) -> str:
     """Identity of a predictions row inside its run folder (judge/input/dataset are the run's)."""
     return f"{strategy}|{order}|r{rnd}|{name}"
+
+
+_ROW_TYPES: dict[str, tuple[type, ...]] = {
+    "judge": (str,), "strategy": (str,), "input_type": (str,), "order": (str,), "round": (int,), "name": (str,),
+    "pred": (str,), "key": (str,), "run_id": (str,), "dataset": (str,),
+}
+_KEY_FIELDS = ("strategy", "order", "round", "name")  # what row_key is made of, in its order
+
+
+def row_problems(row: object, run: RunManifest | None = None) -> list[tuple[str | None, str]]:
+    """Why one predictions row cannot be scored, as ``(field, problem)`` pairs (empty: it can).
+
+    The one set of rules for a row, applied by the writer (:func:`prediction_row`) and by every
+    reader (:func:`checked_rows`): the analysis fields present and typed, ``pred`` one of
+    a1/a2/same, a known ``order``, ``key`` made of the row's own strategy, order, round and name
+    and, given the run folder's ``run`` manifest, ``judge``, ``strategy`` and ``dataset`` as the
+    manifest records them and ``round`` within the rounds its sessions asked for. A hand-edited
+    field therefore never scores as another round, judge or strategy."""
+    if not isinstance(row, dict):
+        return [(None, f"the line holds {_kind(row)}, not a row object")]
+    required = [*COLUMNS, "key"] if run is not None else COLUMNS  # a hand-written table may lack keys
+    missing = [(f, f"field {f!r} is missing") for f in required if f not in row]
+    if missing:
+        return missing
+    problems: list[tuple[str | None, str]] = []
+    status = row.get("status", "ok")
+    if status not in ROW_STATUSES:
+        return [("status", f"status {status!r} is not one of {', '.join(map(str, ROW_STATUSES))}")]
+    if status == MEDIA_ERROR and (row["pred"] is not None or not isinstance(row.get("error"), str) or not row["error"]):
+        problems.append(("pred", f"a {MEDIA_ERROR} row holds no label (pred {row['pred']!r}) and says why (error)"))
+    for field, types in _ROW_TYPES.items():
+        value = row.get(field)
+        if field == "pred" and status == MEDIA_ERROR:
+            continue
+        if field in row and (not isinstance(value, types) or isinstance(value, bool)) and not (
+                value is None and field in ("dataset", "run_id")):
+            problems.append((field, f"{field} is {_kind(value)} ({str(value)[:40]!r}), not {_kind(types[0]())}"))
+    if problems:
+        return problems
+    if row["pred"] not in LABELS and status != MEDIA_ERROR:
+        problems.append(("pred", f"pred {row['pred']!r} is not one of {', '.join(LABELS)}"))
+    if row["order"] not in ORDERS:
+        problems.append(("order", f"order {row['order']!r} is not one of {', '.join(ORDERS)}"))
+    if row["round"] < 0:
+        problems.append(("round", f"round {row['round']} is negative"))
+    if "key" in row:
+        problems += _key_problems(row)
+    if run is not None:
+        problems += _run_problems(row, run)
+    return problems
+
+
+def _key_problems(row: dict) -> list[tuple[str, str]]:
+    parts = row["key"].split("|")
+    if len(parts) != 4 or not parts[2].startswith("r"):
+        return [("key", f"key {row['key']!r} is not strategy|order|r<round>|name")]
+    stored = dict(zip(_KEY_FIELDS, [parts[0], parts[1], parts[2][1:], parts[3]], strict=True))
+    return [(field, f"{field} {row[field]!r} differs from the row's key {row['key']!r} (which says {stored[field]!r})")
+            for field in _KEY_FIELDS if str(row[field]) != stored[field]]
+
+
+def _run_problems(row: dict, run: RunManifest) -> list[tuple[str, str]]:
+    problems = []
+    for field in ("judge", "strategy", "dataset"):
+        recorded = getattr(run, field)
+        if recorded is not None and row.get(field) != recorded:
+            problems.append((field, f"{field} {row.get(field)!r} differs from the {recorded!r} its run folder's "
+                                    "manifest records"))
+    rounds = run.rounds_asked()
+    if rounds is not None and row["round"] >= rounds:
+        problems.append(("round", f"round {row['round']} is beyond the {rounds} round(s) the run was asked for "
+                                  f"(0 to {rounds - 1})"))
+    return problems
+
+
+def checked_rows(folder: str | Path) -> list[dict]:
+    """The rows of a run folder's ``predictions.jsonl``, each checked by :func:`row_problems`
+    against the folder's manifest, and no key twice: the one reader the analyses use (01_infer's
+    closing table and the report alike). A tampered row is a :class:`DataError` naming file,
+    line and field, never scored."""
+    folder = Path(folder)
+    path = folder / "predictions.jsonl"
+    run = read_manifest(folder)
+    rows, problems, first = [], [], {}
+    for number, row in numbered_jsonl(path):
+        found = row_problems(row, run)
+        where = f"{path}, line {number}" + (f" (key {row['key']!r})" if isinstance(row, dict) and "key" in row else "")
+        problems += [f"{where}: {message}" for _, message in found]
+        if found:
+            continue
+        key = row.get("key")
+        if key is not None and key in first:
+            problems.append(f"{path}, line {number} (key {key!r}): stored twice (first on line {first[key]}; "
+                            "a duplicated line)")
+            continue
+        first.setdefault(key, number)
+        rows.append(row)
+    if problems:
+        listing = "\n  ".join(problems[:20]) + (f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise DataError(f"{len(problems)} stored row problem(s): the rows were edited by hand or written by other "
+                        "code; restore the run folder, or re-run it into a new one (overwrite=True moves it aside), "
+                        f"never scored:\n  {listing}")
+    return rows
 
 
 def truncate_raw(raw: str | None, limit: int = RAW_MAX_BYTES) -> tuple[str | None, bool]:
@@ -442,24 +574,28 @@ def truncate_raw(raw: str | None, limit: int = RAW_MAX_BYTES) -> tuple[str | Non
 
 
 def prediction_row(*, judge: str, strategy: str, input_type: str, order: str, round: int, name: str,
-                   gt: str | None, pred: str, parse_rule: str | None, raw: str | None, run_id: str, dataset: str,
+                   gt: str | None, pred: str | None, parse_rule: str | None, raw: str | None, run_id: str, dataset: str,
                    created_at: str, latency_s: float | None = None, llm: str | None = None,
-                   media_name: str | None = None, seed: int | None = None, steps: dict | None = None) -> dict:
-    """The one way to make a predictions row (as the dict the store appends). A label outside
-    a1/a2/same or an unknown order is a bug of the writer and stops it before anything is stored."""
-    if pred not in LABELS:
-        raise ValueError(f"judge {judge!r} gave {pred!r} for {name!r} ({order}, round {round}); expected "
-                         f"one of {', '.join(LABELS)}")
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+                   media_name: str | None = None, seed: int | None = None, steps: dict | None = None,
+                   status: str = "ok", error: str | None = None) -> dict:
+    """The one way to make a predictions row (as the dict the store appends). A row that breaks
+    :func:`row_problems` (a label outside a1/a2/same, an unknown order) is a bug of the writer
+    and stops it before anything is stored. A ``media_error`` row carries no label (``pred``
+    None) and says why (``error``)."""
     raw, cut = truncate_raw(raw)
     row = PredictionRow(
         judge=judge, strategy=strategy, input_type=input_type, order=order, round=int(round), name=name, gt=gt,
         pred=pred, parse_rule=parse_rule, raw=raw, latency_s=latency_s, created_at=created_at, run_id=run_id,
         key=row_key(strategy, order, int(round), name), dataset=dataset, llm=llm,
         media_name=media_name if media_name is not None else name,
-        seed=int(seed) if seed is not None else int(round), steps=dict(steps or {}), raw_truncated=cut)
-    return dataclasses.asdict(row)
+        seed=int(seed) if seed is not None else int(round), steps=dict(steps or {}), raw_truncated=cut,
+        status=status, error=error)
+    out = dataclasses.asdict(row)
+    problems = row_problems(out)  # the readers' rules, so nothing is written that a reader would refuse
+    if problems:
+        raise ValueError(f"judge {judge!r}, row {out['key']!r} of run {run_id!r}: "
+                         + "; ".join(message for _, message in problems))
+    return out
 
 
 # --------------------------------------------------------------------------- the manifest
@@ -471,16 +607,42 @@ def provenance() -> dict[str, Any]:
             "python_executable": sys.executable}
 
 
+_TYPED_FIELDS: dict[str, tuple[type, ...]] = {
+    "status": (str,), "identity": (dict,), "identity_sha256": (str,), "scope": (dict,), "error": (dict,),
+    "sessions": (list,), "replaced": (list,), "created": (str,), "updated": (str,),
+}
+_DETAIL_FIELDS: dict[str, tuple[type, ...]] = {
+    "judge": (str,), "strategy": (str,), "input_type": (str,), "dataset": (str,), "source": (str,),
+    "source_label": (str,), "parameters": (dict,), "rounds": (int,), "calls_total": (dict,), "parse": (dict,),
+    "data_sha256": (dict,), "engines": (dict,), "git_revision": (str,),
+}
+"""The fields other modules read, with the JSON types they may hold (null is always allowed)."""
+
+
+def _kind(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "text", bool: "true/false", int: "a whole number",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _check_field(where: str, name: str, value: object, types: tuple[type, ...]) -> None:
+    if value is None or (isinstance(value, types) and not (isinstance(value, bool) and bool not in types)):
+        return
+    expected = " or ".join(_kind(t()) for t in types)
+    raise StoreError(f"{where}: field {name!r} must be {expected}, not {_kind(value)} ({str(value)[:60]!r}); "
+                     "the manifest was edited or damaged: restore it, or move the run folder aside")
+
+
 @dataclasses.dataclass
 class RunManifest:
-    """A run folder's ``manifest.json``, typed where the lifecycle reads it.
+    """A run folder's ``manifest.json``, typed: the one record every reader goes through.
 
     ``details`` holds what the writer says about its run (judge, strategy, parameters, source,
-    files...); on disk everything is one flat JSON object (readers look up ``identity``,
-    ``status``, ``parameters``, ``source`` ... directly), tagged with ``schema_version``."""
+    files...); on disk everything is one flat JSON object, tagged with ``schema_version``.
+    :meth:`from_json` migrates older layouts and refuses a malformed field or a schema newer than
+    this code with a :class:`StoreError`; the properties below are the details other modules read."""
 
     run_id: str
-    status: str = "new"
+    status: str | None = "new"
     identity: dict | None = None
     identity_sha256: str | None = None
     scope: dict | None = None
@@ -497,14 +659,106 @@ class RunManifest:
              "created", "updated", "schema_version")
 
     @classmethod
-    def from_json(cls, data: dict | None, run_id: str) -> RunManifest:
-        data = dict(data or {})
-        if data.get("schema_version", 1) < 3 and "backends" in data:  # read an older folder under today's name
+    def from_json(cls, data: object, run_id: str, where: str | None = None) -> RunManifest:
+        """The typed manifest of ``data`` (parsed JSON) for the folder ``run_id``; ``where`` names
+        the file in errors. A missing ``status`` stays None (shown as absent, never guessed)."""
+        where = where or f"manifest of run {run_id}"
+        if not isinstance(data, dict):
+            raise StoreError(f"{where}: a run manifest is a JSON object, not {_kind(data)}; the file was edited or "
+                             "damaged: restore it, or move the run folder aside")
+        data = dict(data)
+        version = data.pop("schema_version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise StoreError(f"{where}: schema_version must be a whole number from 1 to {MANIFEST_SCHEMA}, not "
+                             f"{version!r}; the manifest was edited or damaged")
+        if version > MANIFEST_SCHEMA:
+            raise StoreError(f"{where}: schema_version {version} is newer than this code reads ({MANIFEST_SCHEMA}); "
+                             "the run was written by a newer version of the project: update this checkout")
+        if version < 3 and "backends" in data:  # read an older folder under today's name
             data["engines"] = data.pop("backends")
+        for name, types in _TYPED_FIELDS.items():
+            _check_field(where, name, data.get(name), types)
+        for name, types in _DETAIL_FIELDS.items():
+            _check_field(where, name, data.get(name), types)
+        for name in ("sessions", "replaced"):
+            for index, item in enumerate(data.get(name) or []):
+                if not isinstance(item, dict):
+                    raise StoreError(f"{where}: {name}[{index}] must be an object, not {_kind(item)}")
+        data.pop("run_id", None)  # the folder's name is the run id
         typed = {k: data.pop(k) for k in cls.TYPED if k in data}
-        typed["run_id"] = run_id
+        typed.setdefault("status", None)
+        typed = {k: v for k, v in typed.items() if v is not None or k == "status"}
         prov = {k: data.pop(k) for k in ("git_revision", "packages", "platform", "python_executable") if k in data}
-        return cls(**typed, provenance=prov, details=data)
+        return cls(run_id=run_id, **typed, provenance=prov, details=data, schema_version=version)
+
+    # ------------------------------------------------------------------ the details other modules read
+
+    def _detail(self, name: str):
+        return self.details.get(name)
+
+    @property
+    def judge(self) -> str | None:
+        return self._detail("judge")
+
+    @property
+    def strategy(self) -> str | None:
+        return self._detail("strategy")
+
+    @property
+    def input_type(self) -> str | None:
+        return self._detail("input_type")
+
+    @property
+    def dataset(self) -> str | None:
+        return self._detail("dataset")
+
+    @property
+    def source(self) -> str | None:
+        """Where an imported run came from (``helpers.imports``); None for a run judged here."""
+        return self._detail("source")
+
+    @property
+    def source_label(self) -> str | None:
+        return self._detail("source_label")
+
+    @property
+    def pair_file(self) -> str | None:
+        """The pair file the run judged (``-p dataset PATH.csv``, ``track3_*``); None for a benchmark's files."""
+        return self._detail("pair_file")
+
+    @property
+    def parameters(self) -> dict:
+        return self._detail("parameters") or {}
+
+    @property
+    def rounds(self) -> int | None:
+        return self._detail("rounds")
+
+    @property
+    def parse(self) -> dict:
+        """The closing parse report (``unparsed_pct`` ...), empty before a run closes."""
+        return self._detail("parse") or {}
+
+    @property
+    def recorded_calls(self) -> dict | None:
+        """The model calls the last checkpoint recorded (``calls_total``), None when absent."""
+        return self._detail("calls_total")
+
+    @property
+    def data_sha256(self) -> dict | None:
+        """The data hashes the run was made on: its identity's, else the older top-level key."""
+        return (self.identity or {}).get("data_sha256") or self._detail("data_sha256")
+
+    @property
+    def git_revision(self) -> str | None:
+        return self.provenance.get("git_revision")
+
+    def rounds_asked(self) -> int | None:
+        """The most rounds any session of the run asked for (its ``scope``), None when no scope
+        records them (an imported run)."""
+        scopes = [self.scope, *(s.get("scope") for s in self.sessions)]
+        counts = [s["rounds"] for s in scopes if isinstance(s, dict) and isinstance(s.get("rounds"), int)]
+        return max(counts) if counts else None
 
     def to_json(self) -> dict:
         out = {**self.details, **self.provenance}
@@ -565,8 +819,8 @@ def write_json_atomic(path: Path, data: dict, secrets: dict[str, str] | None = N
 # --------------------------------------------------------------------------- the lifecycle
 
 
-Refusal = Callable[[Path, dict, dict, set], None]
-"""``(folder, stored manifest, identity now, stored row keys)``: raise to refuse resuming."""
+Refusal = Callable[[Path, "RunManifest | None", dict, set], None]
+"""``(folder, stored manifest or None, identity now, stored row keys)``: raise to refuse resuming."""
 
 
 class RunSession:
@@ -580,8 +834,9 @@ class RunSession:
 
     def __init__(self, run_id: str, root: str | Path | None, *, identity: dict | None,
                  identity_sha256: str | None = None, scope: dict | None = None, secrets: dict | None = None,
-                 overwrite: bool = False, refuse: Refusal | None = None):
+                 overwrite: bool = False, refuse: Refusal | None = None, retry_errors: bool = False):
         self.store = RunStore(run_id, root, secrets=secrets)
+        self.retry_errors = retry_errors
         self.identity, self.identity_sha256, self.scope = identity, identity_sha256, scope
         self.overwrite, self.refuse = overwrite, refuse
         self.manifest = RunManifest(run_id)
@@ -604,6 +859,8 @@ class RunSession:
         return self if self.store.locked else self.open()
 
     def __exit__(self, kind, exc, tb) -> None:
+        if exc is not None:  # the traceback a notebook shows must not quote a key either
+            redact_exception(exc, self.store.secrets)
         try:
             if exc is not None and self.started:
                 self.fail(exc)
@@ -620,20 +877,24 @@ class RunSession:
             if exc.errno in STORAGE_ERRNOS:
                 raise StorageError(storage_message(self.store.folder, exc, "open the run folder")) from exc
             raise
+        stored = None
         try:
-            stored = self.store.read_manifest()
-            if self.refuse is not None:
-                try:
+            try:  # a malformed manifest is refused like another identity (moved aside under overwrite)
+                stored = self.store.read_manifest()
+                if self.refuse is not None:
                     self.refuse(self.folder, stored, self.identity or {}, set(self.store.done))
-                except StoreError:
-                    if not self.overwrite:
-                        raise
-                    self.moved = self.store.replace()
-                    stored = {"replaced": [*stored.get("replaced", []), {"folder": str(self.moved), "at": now()}]}
+            except StoreError:
+                if not self.overwrite:
+                    raise
+                self.moved = self.store.replace()
+                before = stored.replaced if stored is not None else []
+                stored = RunManifest(self.store.run_id, replaced=[*before, {"folder": str(self.moved), "at": now()}])
+            if self.retry_errors:
+                self.store.set_aside_errors()
         except BaseException:
             self.store.close()
             raise
-        self.manifest = RunManifest.from_json(stored, self.store.run_id)
+        self.manifest = stored if stored is not None else RunManifest(self.store.run_id)
         return self
 
     def start(self, details: dict, session: dict | None = None) -> None:
@@ -663,13 +924,19 @@ class RunSession:
     def append_steps(self, records: list[dict]) -> int:
         return self.store.append_steps(records)
 
-    def checkpoint(self, calls: Counter | dict | None = None, backend_info: dict | None = None) -> None:
+    def checkpoint(self, calls: Counter | dict | None = None, backend_info: dict | None = None,
+                   backoffs: list[dict] | None = None, media_errors: dict[str, str] | None = None) -> None:
         """Keep the session's call and row counts (and the backends' own descriptions) on disk
-        after every batch, so a killed session still tells its cost on resume."""
+        after every batch, so a killed session still tells its cost on resume; ``backoffs``: each
+        out-of-memory halving of this session's batches, ``media_errors``: the files found undecodable."""
         if calls is not None:
             self.calls = Counter(calls)
         m = self.manifest
         m.sessions[-1].update(calls=dict(self.calls), rows_written=self.written)
+        if backoffs:
+            m.sessions[-1]["oom_backoffs"] = list(backoffs)
+        if media_errors:
+            m.sessions[-1]["media_errors"] = dict(media_errors)
         if backend_info:
             m.sessions[-1]["backend_info"] = backend_info
             m.details["backend_info"] = {**m.details.get("backend_info", {}), **backend_info}
@@ -708,8 +975,3 @@ class RunSession:
         self.write()
         return m.status
 
-
-def read_run_manifest(folder: str | Path) -> RunManifest | None:
-    """A folder's manifest, typed (None when there is none)."""
-    data = read_manifest(folder)
-    return None if data is None else RunManifest.from_json(data, Path(folder).name)

@@ -24,10 +24,15 @@ round is scored separately and the numbers are averaged over rounds. A fit where
 human label separates the choices perfectly (the length judge, ``always_a1``, an oracle) has no
 finite coefficient: it is reported as NaN with ``len_separated = True``.
 
-The confound chapter's tables and prose (``notebooks/06_confound.ipynb``) are arranged here too;
-its figures are in ``helpers.report.plots``. The paper's judges enter only as rows labelled
-"reported by the paper" (it gives their two-class WAF, not their length-balanced accuracy), from
-the parsed ``params/paper_results.yaml`` the caller passes in.
+The confound chapter's tables (``notebooks/06_confound.ipynb``) are arranged here too; its
+figures are in ``helpers.report.plots`` and its sentences in ``reports/sections/25_confound.qmd``.
+The paper's judges enter only as rows labelled "reported by the paper" (it gives their two-class
+WAF, not their length-balanced accuracy), as the caller passes them in
+(``helpers.reported.paper_results().table()``).
+
+On v1's human labels, length and writer are collinear (MER-Caption+ wrote the longer text in
+nearly every pair): what this module calls the length effect on the *labels* is the effect of
+length or of the MER-Caption+ style that comes with it.
 """
 
 from __future__ import annotations
@@ -39,10 +44,10 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 from sklearn.metrics import f1_score
-from statsmodels.stats.proportion import proportion_confint
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
 from helpers.data import LABELS, DataError
+from helpers.reported import REPORTED
 from helpers.stats import metrics
 from helpers.stats.metrics import CELL
 
@@ -50,7 +55,6 @@ LENGTH_COLUMNS = ["len_concordant_acc", "len_discordant_acc", "len_balanced_acc"
 _SEPARATION_BSE = 1e3  # standard errors this large only arise from (quasi-)separation
 MODEL_NAMES = {"mercaptionplus": "MER-Caption+", "merrfine": "MERR-Fine"}  # display names of v1's writers
 BASELINES = ("length", "source", "minilm_rm", "minilm_rm_nolen", "random", "always_a1")
-REPORTED = "reported by the paper"
 OURS = "this study"
 
 
@@ -60,6 +64,15 @@ OURS = "this study"
 def log_length_ratio(pairs: pd.DataFrame) -> pd.Series:
     """``log(len(a1) / len(a2))`` in characters; positive when a1 is longer, antisymmetric in a1/a2."""
     return pd.Series(np.log(pairs["a1"].str.len().to_numpy(float) / pairs["a2"].str.len().to_numpy(float)), index=pairs.index)
+
+
+def ratio_coverage(pairs: pd.DataFrame, threshold: float = 0.35) -> dict:
+    """How many decided pairs have nearly equal lengths (``|log length ratio| < threshold``): where
+    the human preference curve is observed rather than extrapolated by its logistic fit."""
+    decided = pairs["preference"].isin(["a1", "a2"])
+    near = (log_length_ratio(pairs)[decided].abs() < threshold)
+    return {"threshold": threshold, "pairs": int(decided.sum()), "near_equal": int(near.sum()),
+            "percent": 100 * float(near.mean()) if len(near) else float("nan")}
 
 
 def longer_label(pairs: pd.DataFrame) -> pd.Series:
@@ -121,11 +134,14 @@ def length_summary(pairs: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def preference_rates(pairs: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """How often, among decided pairs, humans preferred the longer text and each writing model.
+def preference_rates(pairs: pd.DataFrame) -> pd.DataFrame:
+    """How often, among decided pairs, humans preferred the longer text and each writing model,
+    with Wilson 95% intervals (``metrics.wilson_interval``: the report's one interval for a
+    proportion of pairs).
 
     Pairs whose two texts have equal length are left out of the "longer" row, since no
-    description is longer there; the count of pairs behind each row is reported.
+    description is longer there; the pairs behind each row (``pairs``) and how many of them
+    count (``count``) are reported, so every share says its denominator.
     """
     strata = length_strata(pairs).dropna()  # decided pairs of unequal length
     rows = [("longer description preferred", (strata == "concordant").to_numpy())]
@@ -143,22 +159,16 @@ def preference_rates(pairs: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> 
         for model in models:
             rows.append((f"{MODEL_NAMES.get(model, model)} wrote the longer text (all pairs)", writer_of_longer == model))
     table = []
-    for i, (what, flags) in enumerate(rows):
-        share, lo, hi = metrics.bootstrap_share(flags, n_boot, seed + i)
+    for what, flags in rows:
+        flags = np.asarray(flags, dtype=bool)
+        share = flags.mean() if flags.size else np.nan
+        lo, hi = metrics.wilson_interval(int(flags.sum()), int(flags.size))
         table.append({"quantity": what, "percent": 100 * share, "ci_low": 100 * lo, "ci_high": 100 * hi,
-                      "pairs": int(len(flags))})
+                      "pairs": int(len(flags)), "count": int(flags.sum())})
     return pd.DataFrame(table)
 
 
 # --------------------------------------------------------------------------- strata
-
-
-def wilson(correct: float, n: int) -> tuple[float, float]:
-    """95% Wilson interval of a proportion (statsmodels); NaN for an empty stratum."""
-    if n == 0:
-        return float("nan"), float("nan")
-    lo, hi = proportion_confint(correct, n, alpha=0.05, method="wilson")
-    return float(lo), float(hi)
 
 
 def stratified_accuracy(gt: pd.Series, pred: pd.Series, strata: pd.Series) -> pd.DataFrame:
@@ -168,7 +178,7 @@ def stratified_accuracy(gt: pd.Series, pred: pd.Series, strata: pd.Series) -> pd
         mask = (strata == stratum).to_numpy()
         correct = float((same_as_a1(pred[mask]).to_numpy() == gt[mask].to_numpy()).sum())
         n = int(mask.sum())
-        lo, hi = wilson(correct, n)
+        lo, hi = metrics.wilson_interval(correct, n)
         rows.append({"stratum": stratum, "n": n, "correct": correct, "acc": correct / n if n else np.nan, "lo": lo, "hi": hi})
     return pd.DataFrame(rows).set_index("stratum")
 
@@ -284,7 +294,7 @@ def _summarise(key: dict, per_round: pd.DataFrame) -> dict:
     out = key | {"rounds": len(per_round), "pairs": int(mean["pairs"]), "two_class_waf": 100 * mean["two_class_waf"]}
     for stratum in ("concordant", "discordant"):
         n = int(mean[f"n_{stratum}"])
-        lo, hi = wilson(mean[f"correct_{stratum}"], n)
+        lo, hi = metrics.wilson_interval(mean[f"correct_{stratum}"], n)
         out |= {f"n_{stratum}": n, f"len_{stratum}_acc": 100 * mean[f"acc_{stratum}"],
                 f"len_{stratum}_lo": 100 * lo, f"len_{stratum}_hi": 100 * hi}
     out["len_balanced_acc"] = (out["len_concordant_acc"] + out["len_discordant_acc"]) / 2
@@ -332,7 +342,7 @@ def preference_curve(pairs: pd.DataFrame, bins: int = 8) -> pd.DataFrame:
     rows = []
     for interval, group in decided.groupby(binned, observed=True):
         n, k = len(group), float((group["preference"] == "a1").sum())
-        lo, hi = wilson(k, n)
+        lo, hi = metrics.wilson_interval(k, n)
         rows.append({"bin": str(interval), "log_ratio": float(ratio[group.index].mean()), "n": n,
                      "p_a1": k / n, "lo": lo, "hi": hi})
     return pd.DataFrame(rows)
@@ -357,129 +367,17 @@ def writer_summary(pairs: pd.DataFrame) -> pd.DataFrame:
     return summary.reset_index().round(2)
 
 
-# --------------------------------------------------------------------------- the paper's rows
+# --------------------------------------------------------------------------- the chapter's tables
 
 
-def reported_judges(paper: Mapping | None) -> pd.DataFrame:
-    """The paper's reported judges (``judge, strategy, two_class_waf``) from its parsed results table.
-
-    Accepts any nesting of mappings/lists in which a mapping carries a two-class WAF (key
-    ``two_class_waf``) and a name (``judge``, ``model`` or ``name``; else its parent key), so the
-    analysis notebooks and this one can share ``params/paper_results.yaml``. Empty without a table.
-    """
-    rows: list[dict] = []
-
-    def walk(node, parent: str | None) -> None:
-        if isinstance(node, dict):
-            if "two_class_waf" in node:
-                name = node.get("judge") or node.get("model") or node.get("name") or parent
-                rows.append({"judge": str(name), "strategy": str(node.get("strategy", "")),
-                             "two_class_waf": float(node["two_class_waf"])})
-                return
-            for key, value in node.items():
-                walk(value, str(key))
-        elif isinstance(node, list):
-            for item in node:
-                walk(item, parent)
-
-    walk(paper, None)
-    return pd.DataFrame(rows, columns=["judge", "strategy", "two_class_waf"])
-
-
-def human_bound(paper: Mapping | None) -> float | None:
-    """The human consistency bound the paper reports (``human_consistency_bound``, else the first
-    number under a key naming 'human')."""
-    def walk(node, inside: bool) -> float | None:
-        if isinstance(node, (int, float)) and not isinstance(node, bool) and inside:
-            return float(node)
-        if isinstance(node, dict):
-            for key, value in node.items():
-                found = walk(value, inside or "human" in str(key).lower())
-                if found is not None:
-                    return found
-        return None
-    if not paper:
-        return None
-    if isinstance(paper.get("human_consistency_bound"), (int, float)):
-        return float(paper["human_consistency_bound"])
-    return walk(paper, False)
-
-
-def paper_rows(paper: Mapping | None) -> tuple[pd.DataFrame, float | None]:
-    """The paper's reported judges (:func:`reported_judges`) and its human consistency bound
-    (:func:`human_bound`; None when not given), from its table as
-    ``helpers.report.setup.load_paper_results`` parsed it (None: no table)."""
-    return reported_judges(paper), human_bound(paper)
-
-
-# --------------------------------------------------------------------------- the chapter's tables and prose
-
-
-def baselines_table(paper_metrics: pd.DataFrame, report: pd.DataFrame, reported: pd.DataFrame,
-                    human_bound: float | None = None) -> pd.DataFrame:
+def baselines_table(paper_metrics: pd.DataFrame, report: pd.DataFrame, reported: pd.DataFrame) -> pd.DataFrame:
     """Our text-only baselines (paper metrics + length-balanced accuracy) above the paper's
     reported judges, with a ``source`` column saying which is which."""
     ours = paper_metrics[paper_metrics["judge"].isin(BASELINES)].merge(
         report[[*CELL, "len_balanced_acc", "len_balanced_lo", "len_balanced_hi"]], on=CELL, how="left")
     ours = ours.assign(source=OURS).sort_values("two_class_waf", ascending=False)
     theirs = reported.assign(source=REPORTED, input_type="", len_balanced_acc=np.nan)
-    if human_bound is not None:
-        theirs = pd.concat([theirs, pd.DataFrame([{"judge": "human consistency bound", "strategy": "",
-                                                   "input_type": "", "two_class_waf": human_bound,
-                                                   "source": REPORTED}])], ignore_index=True)
     columns = ["source", "judge", "strategy", "input_type", "two_class_waf", "two_class_waf_lo",
                "two_class_waf_hi", "swap_consistency", "len_balanced_acc", "len_balanced_lo", "len_balanced_hi"]
     table = pd.concat([ours, theirs.sort_values("two_class_waf", ascending=False)], ignore_index=True)
     return table.reindex(columns=columns).round(2)
-
-
-def conclusion(report: pd.DataFrame, human: dict, pairs: pd.DataFrame, reported: pd.DataFrame,
-               human_bound: float | None = None) -> str:
-    """The chapter's conclusion in plain language, every number taken from the arguments."""
-    by_judge = report[report["strategy"] == "-"].set_index("judge")
-    strata = length_strata(pairs)
-    share = (strata == "concordant").sum() / strata.notna().sum()
-    parts = [
-        f"Annotators preferred the longer description in {100 * share:.1f}% of the decided pairs with "
-        f"unequal lengths; a logistic model of their choice on the standardised log-length ratio "
-        f"alone has a coefficient of {human['coef']:.2f} (95% CI {human['lo']:.2f}–{human['hi']:.2f}) "
-        f"and a McFadden pseudo-R² of {human['pseudo_r2']:.2f}."
-    ]
-    if "length" in by_judge.index:
-        length = by_judge.loc["length"]
-        sentence = (f"Picking the longer text reaches a two-class WAF of {length['two_class_waf']:.1f}")
-        if len(reported):
-            best = reported.loc[reported["two_class_waf"].idxmax()]
-            relation = "above" if length["two_class_waf"] > best["two_class_waf"] else "below"
-            sentence += (f", {relation} the best MLLM {REPORTED} ({best['judge']}, "
-                         f"{best['two_class_waf']:.2f})")
-        if human_bound is not None:
-            relation = "above" if length["two_class_waf"] > human_bound else "below"
-            sentence += f" and {relation} the human consistency bound ({human_bound:.2f})"
-        parts.append(sentence + f", yet its length-balanced accuracy is {length['len_balanced_acc']:.1f}.")
-    judged = report[report["judge"] != "length"].dropna(subset=["len_balanced_acc"])
-    if len(judged):
-        top = judged.loc[judged["len_balanced_acc"].idxmax()]
-        name = top["judge"] if top["strategy"] == "-" else f"{top['judge']} ({top['strategy']})"
-        lo, hi = top["len_balanced_lo"], top["len_balanced_hi"]
-        above = "clearly above" if lo > 50 else "not distinguishable from"
-        parts.append(
-            f"Once length is balanced, the best judge run here is {name} at {top['len_balanced_acc']:.1f} "
-            f"(95% CI {lo:.1f}–{hi:.1f}; two-class WAF {top['two_class_waf']:.1f}), {above} the 50 that "
-            f"length alone gives (an oracle scores 100).")
-    if {"minilm_rm", "minilm_rm_nolen"} <= set(by_judge.index):
-        rm, nolen = by_judge.loc["minilm_rm"], by_judge.loc["minilm_rm_nolen"]
-        parts.append(
-            f"A text-only reward model that never sees the video scores {rm['two_class_waf']:.1f} two-class WAF; "
-            f"with length partialled out of its embeddings it falls to {nolen['two_class_waf']:.1f} "
-            f"(length-balanced {nolen['len_balanced_acc']:.1f}).")
-    dominant = share > 0.7
-    if "length" in by_judge.index and len(reported):
-        dominant = by_judge.loc["length", "two_class_waf"] > reported["two_class_waf"].max()
-    verdict = ("So on these data a high two-class WAF mostly certifies a preference for the longer description; "
-               "the length-balanced accuracy is the number that speaks to emotion understanding."
-               if dominant else
-               "Length does not dominate these labels: two-class WAF remains informative, with the "
-               "length-balanced accuracy as a check.")
-    parts.append(verdict)
-    return " ".join(parts)

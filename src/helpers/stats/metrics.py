@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
+from statsmodels.stats.proportion import proportion_confint
 
 from helpers.data import LABELS, DataError, fallback_share, swap_label
 
@@ -40,7 +41,12 @@ METRICS_COLUMNS = [
     "two_class_acc", "two_class_acc_std",
     "three_class_waf", "three_class_waf_std", "three_class_acc", "three_class_acc_std",
     "swap_consistency", "swap_consistency_std", "round_consistency", "unparsed_pct",
+    "two_class_waf_unrounded",
 ]
+# The one tie key of every "best" pick (strategy per judge, judge overall): the highest unrounded
+# value, then the code names in this order. The authors' statistic.py takes np.argmax over the
+# unrounded means in the order S1..S4 (first maximum wins), which this key reproduces.
+TIE_KEY = ("judge", "strategy", "input_type")
 UNPARSED_FLAG_PCT = 5.0  # the report flags a cell whose answers fell back to `same` more often than this
 CODE = {label: i for i, label in enumerate(LABELS)}  # a1 -> 0, a2 -> 1, same -> 2
 SWAP_CODE = np.array([1, 0, 2])  # code of swap_label(label), indexed by code
@@ -81,9 +87,10 @@ def check_predictions(predictions: pd.DataFrame, source: str = "predictions tabl
 
 
 def to_two_class(gt: Sequence[str], pred: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The paper's two-class view: drop gt == same, read a predicted same as a1."""
+    """The paper's two-class view: drop gt == same, read a predicted same as a1. A pair without
+    a human label (None, an unlabelled pair file) is dropped too, never scored."""
     gt, pred = np.asarray(gt, dtype=object), np.asarray(pred, dtype=object)
-    keep = gt != "same"
+    keep = (gt == "a1") | (gt == "a2")
     pred = np.where(pred == "same", "a1", pred)
     return gt[keep], pred[keep]
 
@@ -194,6 +201,18 @@ def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float
     if np.all(np.isnan(values)):
         return float("nan"), float("nan")
     lo, hi = np.nanquantile(values, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def wilson_interval(successes: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval (fractions) of ``successes`` out of ``n``; NaNs for ``n = 0``.
+
+    The one home of the interval the report gives every proportion of pairs (a share of decided
+    pairs, a stratum accuracy, the approximate interval of a reported row): one method per
+    quantity, so one number never carries two intervals."""
+    if not n:
+        return float("nan"), float("nan")
+    lo, hi = proportion_confint(successes, n, alpha=1 - level, method="wilson")
     return float(lo), float(hi)
 
 
@@ -361,6 +380,7 @@ def metrics_table(predictions: pd.DataFrame, n_boot: int = 1000, seed: int = 0, 
         row["rounds"] = int(len(cell_scores))
         for metric in ("two_class_waf", "two_class_acc", "three_class_waf", "three_class_acc"):
             row[metric], row[f"{metric}_std"] = mean_std(cell_scores[metric])
+        row["two_class_waf_unrounded"] = 100 * float(np.mean(cell_scores["two_class_waf"]))  # what "best" is picked on
         if (*key, "two_class_waf") in known:
             row["two_class_waf_lo"], row["two_class_waf_hi"] = known[(*key, "two_class_waf")]
         else:
@@ -412,11 +432,27 @@ def ci_table(predictions: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level
     return pd.DataFrame(rows, columns=CELL + ["metric", "lo", "hi"])
 
 
+def best_order(table: pd.DataFrame, column: str = "two_class_waf") -> pd.DataFrame:
+    """``table`` best first: by the *unrounded* ``column`` (its ``<column>_unrounded`` companion,
+    which :func:`metrics_table` writes, where the table has one; rows without it, such as the
+    paper's reported rows, are ranked on the values they hold), then by :data:`TIE_KEY`."""
+    exact = f"{column}_unrounded"
+    values = (table[exact].fillna(table[column]) if exact in table.columns else table[column]).astype(float)
+    keys = [k for k in TIE_KEY if k in table.columns]
+    ordered = table.assign(_value=-values).sort_values(["_value", *keys], kind="mergesort", na_position="last")
+    return ordered.drop(columns="_value")
+
+
+def best_row(table: pd.DataFrame, column: str = "two_class_waf") -> pd.Series:
+    """The best row of ``table`` on ``column`` (:func:`best_order`)."""
+    return best_order(table, column).iloc[0]
+
+
 def best_strategy(table: pd.DataFrame) -> pd.DataFrame:
-    """Per judge, the cell with the highest mean two-class WAF (the paper's main table)."""
-    ordered = table.sort_values(["judge", "two_class_waf", "strategy"], ascending=[True, False, True])
-    best = ordered.groupby("judge", sort=False).head(1)
-    return best.sort_values("two_class_waf", ascending=False).reset_index(drop=True)
+    """Per judge, the cell with the highest unrounded mean two-class WAF (the paper's main
+    table), best judge first; ties follow :data:`TIE_KEY` (a rounded table would pick S2 over S4
+    when both show 78.69 although S4's mean is higher)."""
+    return best_order(table).groupby("judge", sort=False).head(1).reset_index(drop=True)
 
 
 def vote_scores(predictions: pd.DataFrame) -> pd.DataFrame:

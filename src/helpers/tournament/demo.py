@@ -13,7 +13,7 @@ that reads emotional content recovers both; a judge that only counts characters 
 second and ties the first. :func:`judge_diagnosis` says which is which.
 
 The steps of ``notebooks/07_tournament.ipynb`` live here too (:func:`prepare`, :func:`judge_each`,
-:func:`judged_comparisons`, :func:`systems_table`, :func:`ratings_figure`, :func:`summary_text`),
+:func:`judged_comparisons`, :func:`systems_table`, :func:`ratings_figure`, :func:`summary_values`),
 so the notebook keeps narrative, parameters and calls.
 """
 
@@ -22,15 +22,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Sequence
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from helpers import paths
 from helpers.data import DataError, load_pairs
+from helpers.reported import PaperResults
+from helpers.stats.probes import emotion_words
 from helpers.tournament.design import comparison_id
 from helpers.tournament.rank import CELL
 from helpers.tournament.table import COLUMNS
@@ -44,13 +43,6 @@ V1_SYSTEMS = {
 IMPLIED = (("mercaptionplus", "mercaptionplus_masked"), ("merrfine", "merrfine_half"))
 """Relations the construction implies: (better, worse). Masking keeps length and removes
 emotional content; truncation removes content and length."""
-
-
-@cache
-def emotion_words() -> tuple[tuple[str, ...], str]:
-    """The documented emotion-word list and placeholder of ``params/emotion_words.yaml``."""
-    raw = yaml.safe_load((paths.params_dir() / "emotion_words.yaml").read_text(encoding="utf-8"))
-    return tuple(raw["words"]), str(raw.get("placeholder", "_"))
 
 
 def mask_emotion_words(text: str, words: Iterable[str] | None = None, placeholder: str | None = None) -> str:
@@ -276,48 +268,40 @@ def _judges_diagnosed(diagnosis: pd.DataFrame, kind: str) -> str:
     return ", ".join(chosen) if chosen else "none"
 
 
-def summary_text(*, entries: pd.DataFrame, pairs: pd.DataFrame, human: pd.DataFrame, predictions: pd.DataFrame,
-                 board: pd.DataFrame, diagnosis: pd.DataFrame, alignment: pd.DataFrame, status: pd.DataFrame,
-                 judging_seconds: float, ranking_seconds: float, n_boot: int) -> str:
-    """The chapter's closing paragraph, every number computed from the tables above."""
-    text = (
-        f"On {entries['name'].nunique()} v1 samples the tournament judged {len(pairs)} comparisons per judge in both orders "
-        f"({len(predictions)} stored verdicts in {judging_seconds:.0f} s; both leaderboards with {n_boot} bootstrap "
-        f"replicates in {ranking_seconds:.0f} s). Judges that recover the construction (both implied relations with "
-        f"non-overlapping intervals): {_judges_diagnosed(diagnosis, 'recovers the construction')}. Judges that only "
-        f"follow length (they separate the shorter truncated system but not the equally long masked one): "
-        f"{_judges_diagnosed(diagnosis, 'follows length')}. "
-        f"Judges that recover neither: {_judges_diagnosed(diagnosis, 'recovers neither')}. "
-    )
+def summary_values(*, entries: pd.DataFrame, pairs: pd.DataFrame, human: pd.DataFrame, predictions: pd.DataFrame,
+                   board: pd.DataFrame, diagnosis: pd.DataFrame, alignment: pd.DataFrame,
+                   status: pd.DataFrame) -> dict[str, object]:
+    """The numbers the tournament's closing paragraph quotes (``reports/sections/*.qmd``, through
+    ``variables``), every one computed from the tables above: samples, comparisons and stored
+    verdicts, which judges recover the construction or follow length, what style control did to
+    the ``length`` judge (and why it could do no more: in every system pair of unequal lengths one
+    system nearly always wrote the longer text), and how often humans preferred MER-Caption+ over
+    all labelled pairs, ties included."""
+    out: dict[str, object] = {
+        "samples": int(entries["name"].nunique()), "comparisons": len(pairs), "verdicts": len(predictions),
+        "recovers": _judges_diagnosed(diagnosis, "recovers the construction"),
+        "follows_length": _judges_diagnosed(diagnosis, "follows length"),
+        "neither": _judges_diagnosed(diagnosis, "recovers neither"),
+        "human_mercaption": 100 * float((human["winner"] == "a").mean()), "human_labelled": len(human),
+        "human_mercaption_wins": int((human["winner"] == "a").sum()),
+        "not_run": ", ".join(f"`{j}`" for j in status.loc[status["status"] != "judged", "judge"]) or "none",
+    }
     by = diagnosis.set_index("judge")
     if "length" in by.index:
-        text += _length_sentence(by.loc["length"], board, alignment)
-    human_mc = (human["winner"] == "a").mean() * 100
-    text += f"Humans preferred `mercaptionplus` over `merrfine` in {human_mc:.1f}% of the {len(human)} labelled v1 pairs. "
-    skipped = status.loc[status["status"] != "judged", "judge"].tolist()
-    if skipped:
-        text += f"Not run: {', '.join(f'`{j}`' for j in skipped)} (they learn from human labels, which only one system pair has here)."
-    return text
-
-
-def _length_sentence(length_row: pd.Series, board: pd.DataFrame, alignment: pd.DataFrame) -> str:
-    """What style control did to the ``length`` judge, and why it could do no more."""
-    ranks = board[board["judge"] == "length"].pivot_table(index="system", columns="method", values="rank")
-    moved = int((ranks["plain"] != ranks["style_control"]).sum())
-    fixed = alignment[alignment["equal"] < 1]
-    share = (fixed[["a_longer", "b_longer"]].max(axis=1)).min() * 100
-    return (f"For `length`, style control puts the length effect at {length_row['length_coef']:.2f} log-odds per unit of "
-            f"normalised length difference (95% CI {length_row['length_coef_lo']:.2f} to {length_row['length_coef_hi']:.2f}), "
-            f"and {moved} of its {len(ranks)} CI-aware ranks change under style control: in every system pair of unequal "
-            f"lengths, one system wrote the longer description in at least {share:.1f}% of the comparisons, so length and "
-            "system identity are nearly collinear here and the fit cannot move the credit from one to the other; the "
-            "same-length masked system is what exposes a length-only judge. ")
+        row = by.loc["length"]
+        ranks = board[board["judge"] == "length"].pivot_table(index="system", columns="method", values="rank")
+        fixed = alignment[alignment["equal"] < 1]
+        out |= {"length_coef": float(row["length_coef"]), "length_coef_lo": float(row["length_coef_lo"]),
+                "length_coef_hi": float(row["length_coef_hi"]),
+                "length_ranks_moved": int((ranks["plain"] != ranks["style_control"]).sum()), "length_ranks": len(ranks),
+                "longer_writer_min_pct": 100 * float(fixed[["a_longer", "b_longer"]].max(axis=1).min())}
+    return out
 
 
 # --------------------------------------------------------------------------- adaptive design (notebook 07a)
 
 
-def adaptive_simulation(paper: dict | None, n_seeds: int = 20, target: float = 0.9,
+def adaptive_simulation(paper: PaperResults, n_seeds: int = 20, target: float = 0.9,
                         n_batches: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """The saving of the adaptive design over the uniform one, seed by seed, for 10 and 50
     simulated systems at three spreads of strength, judged (both orders) by a simulated judge as
@@ -330,7 +314,7 @@ def adaptive_simulation(paper: dict | None, n_seeds: int = 20, target: float = 0
     horizons = {key: (size, n_batches or count) for key, (size, count) in HORIZONS.items()}  # n_batches: tests
     best, accuracy, consistency = paper_best_judge(paper)
     per_seed = adaptive_savings(accuracy, consistency, n_seeds=n_seeds, target=target, horizons=horizons)
-    judge = {"judge": best.get("model", best.get("judge")), "accuracy": accuracy, "swap_consistency": consistency}
+    judge = {"judge": best.judge, "accuracy": accuracy, "swap_consistency": consistency}
     return per_seed, saving_summary(per_seed).assign(**judge), judge
 
 
