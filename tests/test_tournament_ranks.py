@@ -355,3 +355,17 @@ def test_the_design_manifest_is_a_typed_record_and_a_wrong_field_is_named(tmp_pa
     assert cli("rank", path, "--out", out) == 1
     err = capsys.readouterr().err
     assert says in err and "--overwrite" in err and "Traceback" not in err
+
+
+def test_the_redraw_hint_is_a_command_that_runs(tmp_path, capsys):
+    import re
+    import shlex
+
+    path = table(tmp_path / "t.csv")
+    out = tmp_path / "tour"
+    assert cli("design", path, "--out", out, "--budget", "2", "--seed", "1") == 0
+    capsys.readouterr()
+    assert cli("judge", path, "--out", out, "--judge", "length", "--budget", "3") == 1
+    hint = re.search(r"'python -m helpers\.tournament (design [^']+)'", capsys.readouterr().err).group(1)
+    assert cli(*shlex.split(hint)) == 0  # the hint parses and redraws
+    assert cli("judge", path, "--out", out, "--judge", "length", "--budget", "3") == 0
