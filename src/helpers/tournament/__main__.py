@@ -281,7 +281,7 @@ def _rank(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int:
         print(board[[*CELL, "method", "system", "rating"]].round(1).to_string(index=False))
     else:
         shown = board[[*CELL, "method", "rank", "system", "rating", "rating_lo", "rating_hi"]]
-        print(shown.astype({"rank": int}).round(1).to_string(index=False))
+        print(shown.astype({"rank": "Int64"}).round(1).to_string(index=False))  # <NA>: no finite replicate
     print(f"wrote {', '.join(f'{n}.csv' for n in outputs)} to {folder}")
     return 0
 
