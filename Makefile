@@ -26,12 +26,13 @@ ifneq ($(strip $(EMOPREFER_DATA)),)
 export EMOPREFER_DATA := $(abspath $(EMOPREFER_DATA))
 endif
 
-.PHONY: report test test-vllm venv data lint check-python chromium clean-report help
+.PHONY: report test test-vllm bench venv data lint check-python chromium clean-report help
 
 help:
 	@echo "make report   build reports/index.html (set EMOPREFER_DATA=/folder/with/csvs when offline)"
 	@echo "              OFFICIAL_OUTPUTS=DIR also imports the authors' released output-matching/*.npz"
 	@echo "make test     ruff + pytest"
+	@echo "make bench    the tournament benchmarks (installs the bench extra: evalica), 3 runs, medians with the load"
 	@echo "make test-vllm  the vLLM contract tests in their own .venv-vllm (real vLLM 0.33 on the CPU)"
 
 check-python:
@@ -97,6 +98,14 @@ test: lint chromium
 	@echo "==> pytest ($(TEST_JOBS) workers)"
 	@$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# The tournament's speed targets (issue 27), beside evalica: installs the bench extra when evalica is missing,
+# then 3 runs, each figure printed with the load average and core count, and the medians.
+bench: $(STAMP)
+	@$(PY) -c "import evalica" 2>/dev/null || { echo "==> installing the bench extra (evalica)"; \
+	  $(PY) -m pip install --quiet -e '.[$(EXTRAS),bench]'; }
+	@echo "==> benchmarks/bench_tournament.py (3 runs; takes a few minutes)"
+	@$(PY) benchmarks/bench_tournament.py --repeat 3 $(BENCH_ARGS)
 
 clean-report:
 	rm -rf $(EXECUTED) reports/tables reports/figures reports/index.html reports/runs

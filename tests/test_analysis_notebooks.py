@@ -24,7 +24,7 @@ pytestmark = [
 def run(name: str, predictions: Path, reports: Path, **extra) -> None:
     pm.execute_notebook(
         str(NOTEBOOKS / f"{name}.ipynb"), str(reports / "executed" / f"{name}.ipynb"), cwd=str(NOTEBOOKS),
-        parameters={"predictions_dir": str(predictions), "reports_dir": str(reports), "n_boot": 50, **extra},
+        parameters={"predictions_dir": str(predictions), "reports_dir": str(reports), "n_boot": 100, **extra},
         progress_bar=False, kernel_name="python3",
     )
 

@@ -962,17 +962,3 @@ class RunSession:
         self.write()
         return m.status
 
-    @staticmethod
-    def record(folder: str | Path, manifest: dict) -> Path:
-        """A one-shot manifest for a folder that is not a run (a tournament's design): written
-        atomically, with the same clear storage errors."""
-        folder = Path(folder)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            if exc.errno in STORAGE_ERRNOS:
-                raise StorageError(storage_message(folder, exc, "create the folder")) from exc
-            raise
-        path = folder / MANIFEST_NAME
-        write_json_atomic(path, manifest)  # its own schema (the design's), written as given
-        return path
