@@ -170,12 +170,12 @@ def with_media_errors(table: pd.DataFrame, predictions: pd.DataFrame, root: str 
     stored = stored_rows(root)
     if not stored.empty and "dataset" in stored.columns and "dataset" in predictions.columns:
         stored = stored[stored["dataset"].isin(set(predictions["dataset"].dropna()))]
-    counts = media_error_counts(stored)
+    if "media" in stored.columns:  # the judges' own runs, as the metrics (load_predictions)
+        stored = stored[stored["media"].fillna("real") == "real"]
+    counts = media_error_counts(stored).rename(columns={"media_error_n": "stored_errors"})
     out = table.merge(counts, on=CELL, how="left")
-    out["media_error_n"] = out["media_error_n"].fillna(0).astype(int)
-    columns = list(table.columns)
-    at = columns.index("unparsed_pct") + 1 if "unparsed_pct" in columns else len(columns)
-    return out[[*columns[:at], "media_error_n", *columns[at:]]]
+    out["media_error_n"] = out["stored_errors"].fillna(0).astype(int)
+    return out.drop(columns="stored_errors")[list(table.columns)]
 
 
 def _mean_std(row: pd.Series, column: str) -> str:
