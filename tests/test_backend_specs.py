@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from helpers.judges import decoding
-from helpers.judges.base import JudgeSpec, Media, Request
+from helpers.judges.base import BackendError, JudgeSpec, Media, Request
 from helpers.judges.families import FAMILIES, check_input, family_of
 from helpers.judges.openai import OpenAIBackend, generation_fields
 from helpers.judges.registry import list_judges, load_spec, make_backend
@@ -33,6 +33,10 @@ def test_local_judges_build_for_transformers_and_vllm_without_loading(spec):
     transformers_backend = make_backend(spec, "transformers")
     assert transformers_backend.model is None, "weights load on first generate, not on construction"
     decoding.translate(spec.generation, "transformers")
+    if not family_of(spec).vllm:  # Video-LLaVA: vLLM has no implementation, refused by name
+        with pytest.raises(BackendError, match="has no vLLM implementation"):
+            make_backend(spec, "vllm")
+        return
     vllm_backend = make_backend(spec, "vllm")
     assert vllm_backend.kind == "vllm" and engine_kwargs(spec)["model"] == spec.checkpoint
     assert sampling_kwargs(spec, seed=1)["seed"] == 1

@@ -47,12 +47,24 @@ def test_length_judge_prefers_the_longer_text_and_calls_ties_same():
 
 
 def test_folds_depend_on_the_names_and_seed_not_on_row_order():
-    names = pd.Series([f"n{i}" for i in range(23)])
-    folds = pair_folds(names, 5, seed=3)
-    shuffled = names.sample(frac=1, random_state=1)
+    pairs = pd.DataFrame({"name": [f"n{i}" for i in range(23)]})
+    folds = pair_folds(pairs, 5, seed=3)
+    shuffled = pairs.sample(frac=1, random_state=1)
     assert pair_folds(shuffled, 5, seed=3).to_dict() == folds.loc[shuffled.index].to_dict()
     assert sorted(folds.value_counts().tolist()) == [4, 4, 5, 5, 5]
-    assert not pair_folds(names, 5, seed=4).equals(folds)
+    assert not pair_folds(pairs, 5, seed=4).equals(folds)
+
+
+def test_folds_are_grouped_by_video_so_no_video_is_on_both_sides():
+    """Several pairs of one clip (a pair file's repeated name) stay in one fold: sklearn's GroupKFold."""
+    videos = [f"v{i // 3}" for i in range(30)] + [f"w{i}" for i in range(10)]  # 10 videos x 3 pairs, 10 x 1
+    pairs = pd.DataFrame({"name": [f"p{i}" for i in range(40)], "media_name": videos})
+    for seed in range(5):
+        folds = pair_folds(pairs, 5, seed=seed)
+        for fold in range(5):
+            test, train = set(pairs.loc[folds == fold, "media_name"]), set(pairs.loc[folds != fold, "media_name"])
+            assert test and not test & train
+    assert pairs.groupby("media_name").apply(lambda g: folds[g.index].nunique(), include_groups=False).eq(1).all()
 
 
 # --------------------------------------------------------------------------- source

@@ -54,13 +54,13 @@ def test_recovers_known_strengths_with_ample_comparisons():
     assert covered.mean() >= 0.75  # 95% intervals: most contain the truth
 
 
-def test_bootstrap_is_reproducible_and_the_reference_has_no_spread():
+def test_bootstrap_is_reproducible_and_the_reference_has_an_interval_of_its_own():
     table = synthetic_comparisons([0.0, 0.5, 1.0], 300, tie_rate=0.1, seed=0)
     first = bt.bradley_terry(table, n_boot=300, seed=4, reference="s00")
     again = bt.bradley_terry(table, n_boot=300, seed=4, reference="s00")
     pd.testing.assert_frame_equal(first, again)
     ref = first.set_index("system").loc["s00"]
-    assert ref["rating_lo"] == ref["rating_hi"] == 1000.0
+    assert ref["rating_lo"] < ref["rating"] == 1000.0 < ref["rating_hi"]  # not a zero-width anchor (issue 27)
     board = bt.leaderboard(first)
     assert board.index.tolist() == [1, 2, 3] and board["system"].iloc[0] == first["system"].iloc[0]
 

@@ -518,11 +518,50 @@ def build_gemma3n(folder: Path) -> Path:
     return _save(model, tokenizer, folder, processor, eos="<end_of_turn>")
 
 
+VIDEO_LLAVA_TOKENS = {"image_token": "<image>", "video_token": "<video>"}  # the hub checkpoint's added tokens
+
+
+def build_video_llava(folder: Path) -> Path:
+    """A tiny Video-LLaVA in the hub's -hf layout (``model_type: video_llava``): a 2-layer CLIP tower on
+    56 px frames (17 tokens per frame with its CLS), a Qwen2 decoder, the ``<image>``/``<video>`` tokens,
+    and VideoLlavaProcessor with its image and video processors. No chat template: the family renders
+    its own (``llava_v1``) prompt."""
+    import torch
+    from transformers import (
+        VideoLlavaConfig,
+        VideoLlavaForConditionalGeneration,
+        VideoLlavaImageProcessor,
+        VideoLlavaProcessor,
+        VideoLlavaVideoProcessor,
+    )
+
+    tokenizer = build_tokenizer(folder, named=VIDEO_LLAVA_TOKENS)
+    side = VIDEO_SIZE[0]
+    config = VideoLlavaConfig(
+        vision_config={"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": side, "patch_size": 14,
+                       "projection_dim": 32},
+        text_config={**text_config(tokenizer), "model_type": "qwen2"},
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_select_strategy="default", vision_feature_layer=-2,
+    )
+    torch.manual_seed(0)
+    model = VideoLlavaForConditionalGeneration(config)
+    crop = {"height": side, "width": side}
+    processor = VideoLlavaProcessor(
+        image_processor=VideoLlavaImageProcessor(size={"shortest_edge": side}, crop_size=crop),
+        video_processor=VideoLlavaVideoProcessor(size={"shortest_edge": side}, crop_size=crop),
+        tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default", **VIDEO_LLAVA_TOKENS,
+    )
+    return _save(model, tokenizer, folder, processor)
+
+
 FAMILY_BUILDERS = {
     "qwen25omni": build_omni_thinker, "qwen25vl": build_qwen25vl, "qwen2audio": build_qwen2audio,
     "llavanextvideo": build_llava_next_video, "text": build_text_lm, "qwen25": build_text_lm,
     "qwen3omni": build_qwen3omni_thinker, "qwen3vl": build_qwen3vl, "gemma3n": build_gemma3n,
-    "qwen3": build_qwen3_text_lm,
+    "qwen3": build_qwen3_text_lm, "videollava": build_video_llava,
 }
 """A tiny checkpoint for every family of ``helpers.judges.families`` (a test checks none is missing), for
 contract tests that run each shipped judge's family on a real engine. Qwen3 families use 16-px patches:

@@ -89,9 +89,14 @@ class DatasetSpec:
 
     key: str
     description: str
-    base_url: str
+    base_url: str | None
     files: dict[str, str]
     sha256: dict[str, str]
+    data_env: str | None = None
+    """The variable naming the folder of a user-supplied dataset (no cache, never downloaded)."""
+    pair_file: bool = False
+    """The dataset is one pair file (``files['normal']``, read by :func:`read_pair_file`): labels
+    optional, reverse order by swapping, media in the same folder's ``video/`` and ``audio/``."""
     folder: str | None = None
     """For a dataset generated here (the probes): its folder under ``data/``; it is never
     downloaded and ``$EMOPREFER_DATA`` (the downloaded data) does not apply to it."""
@@ -115,9 +120,11 @@ def dataset_specs() -> dict[str, DatasetSpec]:
         key: DatasetSpec(
             key=key,
             description=entry.get("description", key),
-            base_url=entry.get("base_url", ""),
+            base_url=entry.get("base_url"),
             files=dict(entry["files"]),
             sha256=dict(entry.get("sha256") or {}),
+            data_env=entry.get("data_env"),
+            pair_file=bool(entry.get("pair_file", False)),
             folder=entry.get("folder"),
             train_on=entry.get("train_on"),
         )
@@ -173,6 +180,8 @@ def resolve_data_dir(dataset: str = "emoprefer", data_dir: str | Path | None = N
     the official address into that cache. A generated dataset (``folder`` in its spec, the probes)
     lives in ``data/<folder>/`` and is generated there when its files are missing."""
     spec = dataset_spec(dataset)
+    if spec.data_env:
+        return user_data_dir(spec, data_dir)
     if spec.folder:
         return generated_dir(spec)
     explicit = [(data_dir, "the data_dir argument"), (os.environ.get(DATA_ENV), f"${DATA_ENV}")]
@@ -189,6 +198,25 @@ def resolve_data_dir(dataset: str = "emoprefer", data_dir: str | Path | None = N
     if _has_files(cached, spec):
         return cached
     return download(dataset, cached)
+
+
+def user_data_dir(spec: DatasetSpec, data_dir: str | Path | None = None) -> Path:
+    """The folder of a dataset only its user can supply (MER2026's, under its agreement): the
+    ``data_dir`` argument or ``$<data_env>``; a missing folder or file is an error that says
+    where to point, never a download."""
+    folder = data_dir or os.environ.get(spec.data_env or "")
+    if not folder:
+        raise DataError(f"dataset {spec.key!r} ({spec.description}) is not downloaded by this project: set "
+                        f"{spec.data_env} to the folder that holds {spec.files['normal']} (e.g. your "
+                        "mer2026-dataset/, with video/ and audio/), or pass data_dir")
+    folder = Path(folder).expanduser()
+    origin = "data_dir" if data_dir else f"${spec.data_env}"
+    if not folder.is_dir():
+        raise DataError(f"{origin} points to {folder}, which is not a folder (dataset {spec.key!r})")
+    if not _has_files(folder, spec):
+        raise DataError(f"{origin} points to {folder}, which has no {spec.files['normal']} (dataset {spec.key!r}: "
+                        f"{spec.description})")
+    return folder
 
 
 def generated_dir(spec: DatasetSpec) -> Path:
@@ -654,6 +682,148 @@ def data_sha256(dataset: str = "emoprefer", data_dir: str | Path | None = None) 
     return {f: sha256_file(folder / f) for f in spec.files.values() if (folder / f).is_file()}
 
 
+# --------------------------------------------------------------------------- pair files (any user's pairs)
+
+PAIR_FILE_SUFFIXES = (".csv", *PARQUET_SUFFIXES)
+PAIR_FILE_COLUMNS = ("name", "a1", "a2")
+"""A pair file needs these; ``preference`` (a1/a2/same, or empty for an unlabelled file) and
+``pair_id`` (the key of each pair where one video has several pairs) are optional."""
+PAIR_ID_SEPARATOR = "."  # a repeated name's k-th pair gets the id <name>.<k> (k from 1, in file order)
+
+
+def is_pair_file(dataset: object) -> bool:
+    """Whether a run's ``dataset`` names a pair file (a path with a table suffix) rather than a
+    key of ``params/datasets.yaml`` (keys never contain a suffix or a slash)."""
+    text = str(dataset)
+    return text.lower().endswith(PAIR_FILE_SUFFIXES) or "/" in text or os.sep in text
+
+
+def pair_file_dataset(path: str | Path) -> str:
+    """The dataset name a pair file's runs and rows carry: ``file-<stem>`` in the characters a
+    run id allows. The file's sha256 (in the run identity) tells two files of one stem apart."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(path).stem).strip(".-") or "pairs"
+    return f"file-{stem}"
+
+
+def _cell(value: object) -> str:
+    """A table cell as text: a missing value (NaN/None in Parquet) is the empty string."""
+    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
+
+
+def _pair_problems(frame: pd.DataFrame, file: str) -> list[Problem]:
+    """The rules of a pair file, each problem with its line (CSV) or row (Parquet) and column."""
+    problems: list[Problem] = []
+    labelled = "preference" in frame.columns and any(_cell(v).strip() for v in frame["preference"])
+    for index, row in enumerate(frame.to_dict("records")):
+        line = row.get("csv_line")
+        where = "" if line is not None else f"row {index + 1}: "
+        name = _cell(row["name"])
+        if not safe_name(name):
+            problems.append(Problem(file, line, "name", name, f"{where}{NAME_RULE} (it becomes a media path)"))
+        for column in ("a1", "a2"):
+            if not _cell(row[column]).strip():
+                problems.append(Problem(file, line, column, _cell(row[column]), f"{where}description is empty"))
+        if labelled and _cell(row["preference"]) not in LABELS:
+            problems.append(Problem(file, line, "preference", _cell(row["preference"]),
+                                    f"{where}preference must be one of a1, a2, same (a file is labelled on every "
+                                    "row or on none: an empty label would be scored as if it were an answer)"))
+        if "pair_id" in frame.columns and not safe_name(_cell(row["pair_id"])):
+            problems.append(Problem(file, line, "pair_id", _cell(row["pair_id"]), f"{where}{NAME_RULE}"))
+    return problems + _key_problems(frame, file)
+
+
+def _key_problems(frame: pd.DataFrame, file: str) -> list[Problem]:
+    """A pair file's keys are unique: its own ``pair_id`` column, else names (a repeated name
+    gets generated ids, which must not collide with another row's name)."""
+    keys = pair_keys(frame)
+    lines = frame["csv_line"] if "csv_line" in frame.columns else pd.Series([None] * len(frame))
+    column = "pair_id" if "pair_id" in frame.columns else "name"
+    seen: dict[str, int] = {}
+    problems = []
+    for index, (key, line) in enumerate(zip(keys, lines, strict=True)):
+        if key in seen:
+            first = seen[key]
+            why = ("duplicate pair_id" if column == "pair_id" else
+                   "the id generated for a repeated name equals another row's name; add a pair_id column")
+            problems.append(Problem(file, line, column, key, f"{'' if line else f'row {index + 1}: '}{why} "
+                                    f"(first at row {first + 1})"))
+        else:
+            seen[key] = index
+    return problems
+
+
+def pair_keys(frame: pd.DataFrame) -> list[str]:
+    """Each pair's key in the store: the file's ``pair_id`` column where it has one; else the
+    name, and for a name that repeats ``<name>.<k>`` (its k-th pair in file order, from 1), so
+    that no pair overwrites another."""
+    if "pair_id" in frame.columns:
+        return [_cell(v) for v in frame["pair_id"]]
+    names = [_cell(v) for v in frame["name"]]
+    repeated = {n for n, count in pd.Series(names).value_counts().items() if count > 1}
+    seen: dict[str, int] = {}
+    keys = []
+    for name in names:
+        if name in repeated:
+            seen[name] = seen.get(name, 0) + 1
+            keys.append(f"{name}{PAIR_ID_SEPARATOR}{seen[name]}")
+        else:
+            keys.append(name)
+    return keys
+
+
+@dataclass(frozen=True)
+class PairFile:
+    """A user's pair file, validated: ``pairs`` has ``name`` (the pair's key), ``media_name``
+    (the video), ``a1``, ``a2`` and ``preference`` where the file is labelled; ``pair_id`` says
+    whether the keys differ from the names (a submission then writes them)."""
+
+    path: Path
+    pairs: pd.DataFrame
+    sha256: str
+    labelled: bool
+    keyed: bool
+    name: str | None = None
+    """The registered dataset the file belongs to (``track3_candidate``), if any."""
+
+    @property
+    def dataset(self) -> str:
+        """The name its runs and rows carry: the registered key, else ``file-<stem>``."""
+        return self.name or pair_file_dataset(self.path)
+
+
+def read_pair_file(path: str | Path, dataset: str | None = None) -> PairFile:
+    """Read and check a pair file (CSV or Parquet); every problem is listed with its file, line
+    (or row) and column, raised as one :class:`DataError`."""
+    path = Path(path).expanduser()
+    frame, problems = scan_table(path, PAIR_FILE_COLUMNS)
+    if not frame.empty:
+        problems += _pair_problems(frame, str(path))
+    if problems:
+        listing = "\n  ".join(str(p) for p in problems[:50])
+        more = "" if len(problems) <= 50 else f"\n  … and {len(problems) - 50} more"
+        raise DataError(f"{len(problems)} problem(s) in pair file {path}:\n  {listing}{more}")
+    labelled = "preference" in frame.columns and any(_cell(v).strip() for v in frame["preference"])
+    keys = pair_keys(frame)
+    names = [_cell(v) for v in frame["name"]]
+    pairs = pd.DataFrame({"name": keys, "media_name": names,
+                          "a1": [_cell(v) for v in frame["a1"]], "a2": [_cell(v) for v in frame["a2"]]})
+    if labelled:
+        pairs["preference"] = [_cell(v) for v in frame["preference"]]
+    return PairFile(path=path, pairs=pairs, sha256=sha256_file(path), labelled=labelled, keyed=keys != names,
+                    name=dataset)
+
+
+def registered_pair_file(dataset: str, data_dir: str | Path | None = None) -> PairFile | None:
+    """The pair file a run's ``dataset`` names: a path, or a registered pair-file dataset
+    (``track3_*``: its file in the user's ``$MER2026_DATA``); None for the benchmark's datasets."""
+    if is_pair_file(dataset):
+        return read_pair_file(dataset)
+    spec = dataset_spec(dataset)
+    if not spec.pair_file:
+        return None
+    return read_pair_file(user_data_dir(spec, data_dir) / spec.files["normal"], dataset=dataset)
+
+
 # --------------------------------------------------------------------------- media
 
 
@@ -732,6 +902,12 @@ class RunPairs:
     identity_data: dict[str, str]
     samples_sha256: str
     """sha256 of the chosen names, sorted (a run folder's scope records which samples a session asked for)."""
+    dataset: str = ""
+    """The name the run's folders and rows carry: the dataset key, or ``file-<stem>`` for a pair file."""
+    pair_file: PairFile | None = None
+    """The pair file the pairs came from (a submission re-reads it for its order and names)."""
+    labelled: bool = True
+    """Whether the pairs carry human labels (an unlabelled run stores predictions and no metrics)."""
     train: dict[str, pd.DataFrame] | None = None
     """Both orders of the dataset a learning judge fits on when these pairs' labels are a
     construction (a probe's ``train_on``); None for ordinary pairs, which judges fit on themselves."""
@@ -752,11 +928,17 @@ def run_pairs(dataset: str, pairs: pd.DataFrame | None = None, data_dir: str | P
     """The pairs of a run: the dataset's official files (or the caller's ``pairs`` and a swapped
     copy), the subset ``names``/``limit`` chose, and their hashes, in one place so that a run and a
     grid's plan of it read the same tables."""
+    source = registered_pair_file(dataset, data_dir) if pairs is None else None
+    if source is not None:
+        pairs = source.pairs
     full = order_tables(dataset, pairs, data_dir)
     chosen = select_pairs(full["normal"], names, limit)
     tables = {o: t.set_index("name").loc[chosen["name"]].reset_index() for o, t in full.items()}
     train = None
-    if pairs is None:
+    if source is not None:
+        hashes = {source.path.name: source.sha256}  # the file's bytes fix the texts, labels and order
+        identity_data = dict(hashes)
+    elif pairs is None:
         hashes = data_sha256(dataset, data_dir)
         identity_data = label_files(hashes, dataset_spec(dataset).files)
         base = dataset_spec(dataset).train_on
@@ -767,8 +949,11 @@ def run_pairs(dataset: str, pairs: pd.DataFrame | None = None, data_dir: str | P
     else:
         hashes = {"pairs": pairs_sha256(full)}  # a caller's pairs have no files: their content is hashed
         identity_data = dict(hashes)
+    labelled = "preference" in full["normal"].columns and bool(full["normal"]["preference"].notna().any())
     return RunPairs(full=full, tables=tables, data_sha256=hashes, identity_data=identity_data,
-                    samples_sha256=sha256_hex("\n".join(sorted(chosen["name"]))), train=train)
+                    samples_sha256=sha256_hex("\n".join(sorted(chosen["name"]))),
+                    dataset=source.dataset if source is not None else str(dataset), pair_file=source,
+                    labelled=labelled, train=train)
 
 
 def select_pairs(pairs: pd.DataFrame, names: Iterable[str] | None = None, limit: int | None = None) -> pd.DataFrame:
@@ -856,6 +1041,22 @@ def summary(checked: Checked) -> str:
     return "\n".join(lines)
 
 
+def _check_pair_file(dataset: str, folder: str | None) -> int:
+    """``check --dataset track3_*``: the pair file's rules and a summary, or every problem and exit 1."""
+    try:
+        source = registered_pair_file(dataset, folder)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    labels = source.pairs["preference"].value_counts() if source.labelled else None
+    print(f"dataset: {dataset} ({dataset_spec(dataset).description})\nfile: {source.path}\n"
+          f"pairs: {len(source.pairs)} ({source.pairs['media_name'].nunique()} videos)\n"
+          + ("labels: none (predictions only, no metrics)" if labels is None else
+             "labels: " + ", ".join(f"{label} {int(labels.get(label, 0))}" for label in LABELS))
+          + f"\nsha256: {source.sha256}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         known = sorted(dataset_specs())
@@ -868,6 +1069,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("dir", nargs="?", default=None, help=f"folder with the CSVs (default: ${DATA_ENV}, cache, download)")
     check.add_argument("--dataset", default="emoprefer", choices=known)
     args = parser.parse_args(argv)
+    if dataset_spec(args.dataset).pair_file:
+        return _check_pair_file(args.dataset, args.dir)
     try:
         checked = check_dataset(args.dataset, args.dir)
     except DataError as exc:

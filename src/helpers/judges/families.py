@@ -31,6 +31,9 @@ class Family:
     thinker_of: str | None = None  # full omni class of a hub checkpoint: load it talker-less, run its .thinker
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. Qwen3's enable_thinking=False
     fps_kwarg: bool = False  # its processor times frames from the ``fps`` it is given (default 2.0)
+    prompt_format: str | None = None  # a fixed conversation template ({system}, {prompt}) instead of the chat template
+    frame_rule: str | None = None  # a named frame rule of helpers.judges.media.load_video_frames for num_frames
+    vllm: bool = True  # vLLM 0.33's model registry has the family's architecture
 
 
 FAMILIES: dict[str, Family] = {
@@ -54,6 +57,12 @@ FAMILIES: dict[str, Family] = {
     "gemma3n": Family("Gemma3nForConditionalGeneration", audio=True),
     # Qwen3 text LLM in non-thinking mode: its chat template pre-fills an empty <think></think>.
     "qwen3": Family("AutoModelForCausalLM", processor=False, chat_template_kwargs={"enable_thinking": False}),
+    # Video-LLaVA (MER2026 Track 3 baseline, not in the paper), as the authors' utils/videollava.py runs it: the
+    # "llava_v1" conversation rendered by hand (the hub checkpoint's later chat_template.json is not what the
+    # authors used), 8 frames at np.linspace(0, n - 1, 8) (LanguageBind's decord loader). vLLM 0.33 has no
+    # VideoLlavaForConditionalGeneration: transformers only.
+    "videollava": Family("VideoLlavaForConditionalGeneration", video=True, num_frames=8, frame_rule="linspace",
+                         prompt_format="{system} USER: <video>\n{prompt} ASSISTANT:", vllm=False),
 }
 
 

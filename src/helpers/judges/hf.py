@@ -300,8 +300,12 @@ class TransformersBackend(Backend):
             texts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True,
                                                         **self.family.chat_template_kwargs) for c in conversations]
             return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False), {}
-        texts = [self.processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True,
-                                                    **self.family.chat_template_kwargs) for c in conversations]
+        if self.family.prompt_format:  # the family's own conversation template (Video-LLaVA's llava_v1)
+            texts = [self.family.prompt_format.format(system=self._system(r) or "", prompt=r.prompt).lstrip()
+                     for r in batch]
+        else:
+            texts = [self.processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True,
+                                                        **self.family.chat_template_kwargs) for c in conversations]
         input_type = batch[0].media.input_type if batch[0].media is not None else "text"
         kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
         extra: dict[str, Any] = {}
@@ -324,6 +328,9 @@ class TransformersBackend(Backend):
 
     def _frames(self, path: Path) -> media_io.VideoFrames:
         options = self.spec.options
+        if self.family.frame_rule:
+            return media_io.load_video_frames(path, self.family.frame_rule,
+                                              max_frames=int(options.get("num_frames", self.family.num_frames)))
         return media_io.load_video(
             path,
             fps=float(options.get("fps", media_io.DEFAULT_FPS)),

@@ -204,17 +204,27 @@ def fps_indices(total_frames: int, video_fps: float, fps: float = 1.0) -> list[i
     return sorted({min(total_frames - 1, int(i * video_fps / fps)) for i in range(n)})
 
 
+def linspace_indices(total_frames: int, num_frames: int) -> list[int]:
+    """``np.linspace(0, total - 1, num_frames, dtype=int)``: Video-LLaVA's LanguageBind video loader
+    (decord backend), first and last frame included; a short clip repeats frames."""
+    if total_frames < 1 or num_frames < 1:
+        raise MediaError(f"cannot pick {num_frames} frames from a clip of {total_frames}")
+    return [int(i) for i in np.linspace(0, total_frames - 1, num_frames, dtype=int)]
+
+
 def load_video_frames(path: str | Path, rule: str, *, max_frames: int = 3, fps: float = 1.0) -> VideoFrames:
-    """Frames picked by a named rule: ``emoprefer_gpt`` (:func:`emoprefer_gpt_indices`) or
-    ``fps`` (:func:`fps_indices`)."""
+    """Frames picked by a named rule: ``emoprefer_gpt`` (:func:`emoprefer_gpt_indices`), ``fps``
+    (:func:`fps_indices`) or ``linspace`` (:func:`linspace_indices`, ``max_frames`` of them)."""
     path = Path(path)
     total, rate = _count_frames(path)
     if rule == "emoprefer_gpt":
         indices = emoprefer_gpt_indices(total, rate, max_frames)
     elif rule == "fps":
         indices = fps_indices(total, rate, fps)
+    elif rule == "linspace":
+        indices = linspace_indices(total, max_frames)
     else:
-        raise MediaError(f"unknown frame rule {rule!r} (known: emoprefer_gpt, fps)")
+        raise MediaError(f"unknown frame rule {rule!r} (known: emoprefer_gpt, fps, linspace)")
     return load_frames(path, np.asarray(indices, dtype=int), total, rate)
 
 

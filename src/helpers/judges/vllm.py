@@ -280,7 +280,10 @@ class VLLMBackend(Backend):
 
     def __init__(self, spec: JudgeSpec):
         super().__init__(spec)
-        family_of(spec)  # fail early on an unknown family ...
+        if not family_of(spec).vllm:  # fail early on an unknown family, or one vLLM does not implement ...
+            raise BackendError(f"judge {spec.name!r}: family {spec.family!r} has no vLLM implementation (vLLM 0.33's "
+                               f"model registry lacks {family_of(spec).model_class}); run it with engine "
+                               "'transformers'")
         engine_kwargs(spec)  # ... or a missing checkpoint
         self._llm = None
         self._sampling_params: Callable[..., Any] | None = None

@@ -29,7 +29,7 @@ from helpers.prompts import load_prompts, prompts_file
 from helpers.report import names, split_front_matter
 from helpers.report.setup import Analysis
 from helpers.reported import REPORTED, PaperResults, ReportedJudge
-from helpers.run import store
+from helpers.run import results, store
 from helpers.run.provenance import revision_note
 from helpers.stats import bt, simulate
 from helpers.stats.confound import length_columns
@@ -126,8 +126,11 @@ def run_sources(root: str | Path | None = None) -> pd.DataFrame:
     (no ``source`` in their manifest) are ``this study``; imported ones say where they came from
     (``helpers.imports`` writes the source)."""
     root = Path(root) if root is not None else paths.predictions_dir()
+    left_out = set(results.left_out_runs(root)["run_id"])  # not complete: in no chapter, so not a source
     rows = []
-    for _, manifest in _run_folders(root):
+    for folder, manifest in _run_folders(root):
+        if folder.name in left_out:
+            continue
         if manifest is None:
             continue  # nothing says where it came from: with_source counts it as this study's
         source = manifest.source or JUDGED
@@ -233,7 +236,7 @@ def ranking_agreement(ratings: pd.DataFrame, sources: dict[str, pd.DataFrame], r
         merged = sources[source].merge(sources["human labels"], on="name", suffixes=("", "_human"))
         rows.append({"labels from": source, "top system": group.iloc[0]["system"],
                      "rating gap": float(others["rating"].iloc[0] - 1000),
-                     "gap 95% CI": f"[{others['rating_lo'].iloc[0] - 1000:.0f}, {others['rating_hi'].iloc[0] - 1000:.0f}]",
+                     "gap 95% CI": f"[{others['gap_lo'].iloc[0]:.0f}, {others['gap_hi'].iloc[0]:.0f}]",
                      "Kendall tau vs human": tau,
                      "pair agreement %": 100 * float((merged["winner"] == merged["winner_human"]).mean())})
     return pd.DataFrame(rows)
@@ -313,6 +316,7 @@ class Context:
     data_error: str | None = None
     missing_notebooks: list[str] = field(default_factory=list)
     missing_chapters: list[str] = field(default_factory=list)
+    left_out: pd.DataFrame | None = None  # runs not complete, in no chapter (results.left_out_runs)
 
     @property
     def human(self) -> float | None:
@@ -342,10 +346,10 @@ def collect(analysis: Analysis) -> Context:
     reports, predictions_root = analysis.reports_dir, analysis.predictions_dir
     context = Context(
         dataset=analysis.dataset, reports_dir=reports, predictions_dir=predictions_root,
-        registry=read_registry(), overview=runs_overview(store.read_predictions(predictions_root)),
+        registry=read_registry(), overview=runs_overview(results.stored_rows(predictions_root, complete_only=True)),
         metrics=read_metrics(reports), paper=analysis.paper,
         prompts=load_prompts() if prompts_file().is_file() else None,
-        manifests=read_manifests(predictions_root),
+        manifests=read_manifests(predictions_root), left_out=results.left_out_runs(predictions_root),
     )
     try:
         context.data_checked = data.check_dataset(analysis.dataset, analysis.data_dir)
@@ -419,6 +423,13 @@ def _listed(items: list[str]) -> str:
     return ", ".join(items) if items else "none"
 
 
+def left_out_listing(context: Context) -> list[str]:
+    """Each run no chapter uses (``results.left_out_runs``) as ``run_id (status, n rows stored)``."""
+    if context.left_out is None:
+        return []
+    return [f"{r.run_id} ({r.status}, {r.rows} rows stored)" for r in context.left_out.itertuples()]
+
+
 def build_table(context: Context, data_dir=None) -> pd.DataFrame:
     """What this build holds and lacks, as values (``key``, ``check``, ``status``): the judges run
     and not run, rounds, v2, the data hashes, the paper's table, the analyses and chapters. The
@@ -443,6 +454,7 @@ def build_table(context: Context, data_dir=None) -> pd.DataFrame:
         ("infer_command", "command that adds an MLLM judge", infer_command("qwen25omni")),
         ("revision", "code revision", revision_note()),
         ("runs", "run folders in the predictions store", str(len(context.manifests))),
+        ("left_out", "runs not complete, left out of every chapter", _listed(left_out_listing(context))),
     ]
     return pd.DataFrame(rows, columns=["key", "check", "status"])
 

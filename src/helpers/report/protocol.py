@@ -25,6 +25,14 @@ COMPARED = ("engine", "api", "video_timing", "frame_rule", "model", "max_new_tok
 OPENAI_API = "chat completions (image_url parts)"
 """The OpenAI-compatible endpoint the API judges call (``helpers.judges.openai``): chat completions
 serve every vendor here; the paper's GPT wrapper used the Responses API, a difference the card shows."""
+FRAME_RULES = {"linspace": "linspace(0, n - 1) (LanguageBind)"}
+"""How a family's ``frame_rule`` reads on the card (the rule in ``helpers.judges.media``)."""
+NOT_RUNNABLE = {
+    "llamavid": ("YanweiLi/llama-vid-7b-full-224-video-fps-1",
+                 "MER2026 Track 3 baseline (utils/llamavid.py) with no transformers or vLLM implementation: it needs "
+                 "the authors' own llamavid package, so this study cannot run it"),
+}
+"""Judges of the authors' baselines that no engine here implements: listed on the card, with why."""
 MEDIA_DEFAULTS = {"qwen25omni": {"fps": 2.0}, "qwen25vl": {"fps": 2.0}, "llavanextvideo": {"num_frames": 8}}
 
 
@@ -55,7 +63,7 @@ def judge_settings(spec: JudgeSpec) -> dict:
     if FAMILIES[spec.family].timed_frames:
         out["video_timing"] = options.get("video_timing", "paper")
     if FAMILIES[spec.family].num_frames is not None or "num_frames" in options:
-        out["frame_rule"] = "transformers 4.49 arange"
+        out["frame_rule"] = FRAME_RULES.get(FAMILIES[spec.family].frame_rule, "transformers 4.49 arange")
     media = {**MEDIA_DEFAULTS.get(spec.family, {}), **{k: options[k] for k in ("fps", "num_frames") if k in options}}
     if spec.input_type in ("video", "audiovideo"):
         out.update(media)
@@ -125,4 +133,9 @@ def protocol_card(models_dir: str | Path | None = None, paper_file: str | Path |
             "paper_source": theirs.get("source", "") if theirs else "",
             "differences": ("; ".join(differences(ours, theirs)) or "none") if theirs else "not in the paper",
         })
+    for name, (checkpoint, why) in NOT_RUNNABLE.items():
+        rows.append({"judge": name, "backend": "none (not runnable here)", "checkpoint": checkpoint,
+                     "input_type": "video", "decoding": "-", "media": "-", "prompt": "-",
+                     "paper_decoding": "not in the paper", "paper_media": "not in the paper", "paper_source": "",
+                     "differences": why})
     return pd.DataFrame(rows)

@@ -14,6 +14,9 @@ CSS and template):
 - The embeds' ``report-figure``/``report-table``/``report-text`` divs become ``<figure>`` and
   ``<div>`` elements, their caption divs ``<figcaption>`` / ``<p class="table-caption">``.
 
+An executed notebook older than its source notebook, or than a ``helpers`` module it imports
+(``freshness``), is named in the box of problems at the top of the page and on stderr.
+
 Known differences from Quarto: TeX math is pandoc's plain HTML (no MathJax offline), callouts
 have no icons, and only embedded cells are numbered figures and tables (a Markdown image with
 ``{#fig-x}`` is not; the chapters use none).
@@ -37,6 +40,7 @@ from pathlib import Path
 import pypandoc
 
 from helpers import paths
+from helpers.report.freshness import stale_notebooks
 from helpers.report.prepass import ReportError, prepass, split_front_matter, sync_chapters
 
 FALLBACK_NOTE = "Rendered by the offline fallback (python -m helpers.report), not by Quarto"
@@ -209,10 +213,16 @@ def _page_args(meta: dict, index: Path, warnings: list[str]) -> list[str]:
     return args
 
 
+def stale(index: Path) -> list[str]:
+    """The executed notebooks beside ``index`` (``executed/``) older than their source notebook or
+    a helpers module it imports: shown first on the page and printed, never rendered silently."""
+    return stale_notebooks(Path(index).parent / "executed", paths.project_root() / "notebooks")
+
+
 def render(index: Path) -> Rendered:
     """Render index.qmd, its includes and embeds into one self-contained HTML page."""
     index = Path(index)
-    warnings: list[str] = []
+    warnings: list[str] = stale(index)
     markdown, numbering = prepass(index, warnings)
     document, _ = tree(markdown, numbering.labels, warnings)
     meta, _ = split_front_matter(markdown, str(index))
@@ -245,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for chapter in sync_chapters(index):
             print(f"note: chapter {chapter} does not exist yet; the report shows a note in its place", file=sys.stderr)
-        if args.chapters_only:
+        if args.chapters_only:  # Quarto's pre-render step: quarto renders the page, we can only print
+            for warning in stale(index):
+                print(f"warning: {warning}", file=sys.stderr)
             return 0
         rendered = render(index)
     except ReportError as exc:

@@ -1,7 +1,8 @@
 """The one preamble of every analysis notebook, and the one reader of the paper's reported numbers.
 
 Each analysis notebook (00, 02–09) opens with ``ctx = setup(predictions_dir, reports_dir, dataset,
-data_dir)``: the report's folders exist, the predictions of ``dataset`` are loaded (scored against
+data_dir)``: the report's folders exist, the predictions of ``dataset`` are loaded (complete runs
+only, scored against
 the data files as they are now) and refused when there are none, and the paper's table is
 parsed. Why one function: the notebooks used to repeat these ~30 lines, so a change to where
 tables go or to the "run the judges first" rule had to be made six times.
@@ -12,6 +13,7 @@ typed rows; the statistics take that object as an argument.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pandas as pd
 
 from helpers import paths
 from helpers.reported import PaperResults, paper_results
-from helpers.run.results import load_predictions
+from helpers.run.results import left_out_runs, load_predictions
 from helpers.stats.metrics import CELL
 
 EMPTY_HINT = "run the judges first (make report runs the CPU grid; python -m helpers.run params/grid_cpu.yaml)"
@@ -35,6 +37,7 @@ class Analysis:
     reports_dir: Path
     paper: PaperResults  # params/paper_results.yaml, typed (empty when absent)
     predictions: pd.DataFrame | None  # None when the notebook asked for no predictions
+    left_out: pd.DataFrame | None = None  # runs not complete, so not in ``predictions`` (run_id, status, rows)
 
     @property
     def tables(self) -> Path:
@@ -72,11 +75,15 @@ def setup(predictions_dir: str | Path | None = None, reports_dir: str | Path | N
     for folder in (reports / "tables", reports / "figures"):
         folder.mkdir(parents=True, exist_ok=True)
     loaded = load_predictions(predictions_dir, dataset, data_dir) if predictions else None
+    left_out = left_out_runs(predictions_dir) if predictions else None
+    if left_out is not None and not left_out.empty:
+        listing = ", ".join(f"{r.run_id} ({r.status}, {r.rows} rows)" for r in left_out.itertuples())
+        warnings.warn(f"{len(left_out)} run(s) left out because they are not complete: {listing}", stacklevel=2)
     if loaded is not None and loaded.empty and require_predictions:
         raise RuntimeError(f"no {dataset} predictions under {predictions_dir or paths.predictions_dir()}: "
                            + EMPTY_HINT)
     return Analysis(
         dataset=dataset, data_dir=Path(data_dir) if data_dir else None,
         predictions_dir=Path(predictions_dir) if predictions_dir else paths.predictions_dir(),
-        reports_dir=reports, paper=paper_results(paper), predictions=loaded,
+        reports_dir=reports, paper=paper_results(paper), predictions=loaded, left_out=left_out,
     )

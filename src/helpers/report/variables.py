@@ -222,18 +222,29 @@ def ranking_values(cost: pd.DataFrame | None) -> dict:
     return out
 
 
-def adaptive_values(needed: pd.DataFrame | None) -> dict:
-    """The adaptive-design simulation (notebook 07a): comparisons to reach the target tau and the
-    ratio uniform / adaptive, per number of simulated systems (keys ``m10``, ``m50``, ...)."""
-    if needed is None or needed.empty:
+def adaptive_values(summary: pd.DataFrame | None, real: pd.DataFrame | None = None) -> dict:
+    """The adaptive-design simulation (notebook 07a): per number of systems and spread (keys
+    ``m10.close``, ``m50.far``, ...) the median saving over seeds with the 95 % range of the
+    seeds and the bootstrap interval of the median; ``real``: the v1 table judged both ways."""
+    if summary is None or summary.empty or "saving_median" not in summary:
         return {}
-    out: dict = {"target": f"{float(needed['target'].iloc[0]):.1f}"}
-    for row in needed.itertuples():
-        ratio = row.ratio_uniform_to_adaptive
-        out[f"m{int(row.n_systems)}"] = {
-            "uniform": f"{row.uniform:,.0f}" if np.isfinite(row.uniform) else MISSING,
-            "adaptive": f"{row.adaptive:,.0f}" if np.isfinite(row.adaptive) else MISSING,
-            "ratio": f"{ratio:.2f}" if np.isfinite(ratio) else MISSING}
+    out: dict = {"target": f"{float(summary['target'].iloc[0]):.1f}", "seeds": f"{int(summary['seeds'].min())}",
+                 "settings": f"{len(summary)}", "below_one": f"{int((summary['saving_lo'] < 1).sum())}"}
+    for row in summary.itertuples():
+        fine = np.isfinite(row.saving_median)
+        out.setdefault(f"m{int(row.n_systems)}", {})[str(row.spread).replace("-", "_")] = {
+            key: f"{getattr(row, column):.2f}" if fine else MISSING
+            for key, column in (("median", "saving_median"), ("lo", "saving_lo"), ("hi", "saving_hi"),
+                                ("ci_lo", "median_ci_lo"), ("ci_hi", "median_ci_hi"))}
+    if real is not None and len(real):
+        rows = real.set_index("design")
+        for design in ("round_robin", "adaptive"):
+            if design in rows.index:
+                r = rows.loc[design]
+                out[design] = {"comparisons": f"{int(r['comparisons']):,}", "calls": f"{int(r['judge_calls']):,}",
+                               "seconds": f"{float(r['seconds']):.1f}", "stopped": str(r["stopped"]),
+                               "batches": f"{int(r['batches'])}", "load": f"{float(r['load_average']):.1f}",
+                               "cores": f"{int(r['cores'])}"}
     return out
 
 
@@ -299,7 +310,7 @@ def headline(tables: Path, paper: PaperResults) -> dict:
     values["consistency"] = consistency_values(_read(tables, "consistency_pearson.csv"), _read(tables, "consistency.csv"))
     values["voting"] = voting_values(_read(tables, "voting.csv"))
     values["ranking"] = ranking_values(_read(tables, "ranking_cost.csv"))
-    values["adaptive"] = adaptive_values(_read(tables, "adaptive_design.csv"))
+    values["adaptive"] = adaptive_values(_read(tables, "adaptive_design.csv"), _read(tables, "adaptive_real.csv"))
     values["official"] = official_values(_read(tables, "official_pairing.csv"))
     tournament = _read(tables, "tournament_summary.csv")
     if tournament is not None and len(tournament):

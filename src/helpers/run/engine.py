@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from helpers import paths, prompts
-from helpers.data import RunPairs, check_media, prepare_pairs, run_pairs, select_pairs
+from helpers.data import RunPairs, check_media, is_pair_file, prepare_pairs, run_pairs, select_pairs
 from helpers.judges.base import ENGINES, STRATEGIES, JudgeSpec
 from helpers.judges.registry import EngineChoice, RunJudges, make_pair_judge, run_judges
 from helpers.run.identity import RunPlan, check_folders, check_identity, plan_runs
@@ -152,6 +152,8 @@ class RunConfig:
         check_renamed(parameters)
         wanted = {k: parameters[k] for k in cls.notebook_parameters() if k in parameters}
         wanted.update({k: from_root(wanted[k]) for k in PATH_PARAMETERS if k in wanted})
+        if is_pair_file(wanted.get("dataset", "")):  # a pair file, read from the root like the other paths
+            wanted["dataset"] = str(from_root(wanted["dataset"]))
         return cls(**wanted, **programmatic)
 
     @property
@@ -189,20 +191,36 @@ class RunContext:
     def orders(self) -> tuple[str, ...]:
         return ORDER_CHOICES[self.config.order]
 
+    @property
+    def dataset(self) -> str:
+        """The name the run's folders and rows carry (``file-<stem>`` for a pair file)."""
+        return self.pairs.dataset or self.config.dataset
+
+    @property
+    def media_dir(self) -> Path | None:
+        """The run's media folder: as given, else a registered pair file's own folder (MER2026's
+        ``video/`` and ``audio/`` sit beside its CSVs)."""
+        source = self.pairs.pair_file
+        if self.config.media_dir is None and source is not None and source.name:
+            return source.path.parent
+        return None if self.config.media_dir is None else Path(self.config.media_dir)
+
     def plans(self) -> list[RunPlan]:
         """The run folders this run writes, each with its identity and the row keys it must hold."""
         c = self.config
-        return plan_runs(self.judges, self.pairs, dataset=c.dataset, seed=c.seed, orders=self.orders,
+        return plan_runs(self.judges, self.pairs, dataset=self.dataset, seed=c.seed, orders=self.orders,
                          rounds=c.rounds, run_id=c.run_id, media=c.media)
 
     def manifest(self, plan: RunPlan) -> dict:
         """What a run folder's manifest says about the run beside its identity and scope."""
         c, j = self.config, self.judges
         engines = {"judge": j.engines["mllm"]} | ({"llm": j.engines["llm"]} if plan.llm else {})
-        return {"judge": j.spec.name, "strategy": plan.strategy, "input_type": j.input_type, "dataset": c.dataset,
+        return {"judge": j.spec.name, "strategy": plan.strategy, "input_type": j.input_type, "dataset": self.dataset,
                 "parameters": c.parameters(j.descriptions_shared), "rounds": c.rounds, "orders": list(self.orders),
                 "seed": c.seed, "judge_spec": spec_record(j.spec), "llm_spec": spec_record(plan.llm),
-                "engines": engines, "prompt_hashes": prompts.prompt_hashes(), "data_sha256": self.pairs.data_sha256}
+                "engines": engines, "prompt_hashes": prompts.prompt_hashes(), "data_sha256": self.pairs.data_sha256,
+                "pair_file": str(self.pairs.pair_file.path) if self.pairs.pair_file else None,
+                "labelled": self.pairs.labelled}
 
 
 def spec_record(spec: JudgeSpec | None) -> dict | None:
@@ -280,10 +298,11 @@ def run(model: str | JudgeSpec | RunConfig, strategy: str = "all", **settings: A
         return pd.DataFrame([run_cpu(context, plans[0])])
     if config.media != "none":
         shown = media_map(context)
-        check_media(sorted({shown.get(m, m) for m in context.pairs.media_names}), config.media_dir, judges.input_type)
+        check_media(sorted({shown.get(m, m) for m in context.pairs.media_names}), context.media_dir,
+                    judges.input_type)
     pipeline = Pipeline(
-        judges.spec, judges.factories["mllm"], input_type=judges.input_type, dataset=config.dataset,
-        media_dir=config.media_dir, seed=config.seed, llm_spec=judges.llm_spec, llm=judges.factories["llm"],
+        judges.spec, judges.factories["mllm"], input_type=judges.input_type, dataset=context.dataset,
+        media_dir=context.media_dir, seed=config.seed, llm_spec=judges.llm_spec, llm=judges.factories["llm"],
         steps=cached_steps(config.root, judges), batch_size=config.batch_size, progress=config.progress,
         share_descriptions=judges.descriptions_shared, engines=judges.engines, media=config.media,
         media_map=media_map(context))
@@ -362,7 +381,7 @@ def _close(session: RunSession, plan: RunPlan, context: RunContext) -> dict:
     status = session.close(plan.expected, parse=report, warnings=[warning] if warning else [])
     if warning:
         warnings.warn(store.redact(warning), UnparsedAnswersWarning, stacklevel=4)
-    return {"run_id": store.run_id, "strategy": plan.strategy, "dataset": context.config.dataset,
+    return {"run_id": store.run_id, "strategy": plan.strategy, "dataset": context.dataset,
             "status": status, "rows": len(store.done), "rows_new": session.written,
             "missing": len(plan.expected - store.done), "calls": dict(session.calls),
             "unparsed_pct": report["unparsed_pct"], "media_error_n": report["media_error_n"],
@@ -437,15 +456,15 @@ def run_cpu(context: RunContext, plan: RunPlan) -> dict:
 def _cpu_job(judge, table: pd.DataFrame, chosen: set[str], order: str, rnd: int, context: RunContext,
              session: RunSession, rid: str) -> int:
     """One order and round of a CPU judge; returns the rows written (0 when all were stored)."""
-    spec, dataset, seed = context.judges.spec, context.config.dataset, context.config.seed
+    spec, dataset, seed = context.judges.spec, context.dataset, context.config.seed
     keep = table["name"].isin(chosen).to_numpy()
     keys = [row_key("-", order, rnd, n) for n in table["name"]]
     if all(k in session.done for k, kept in zip(keys, keep, strict=True) if kept):
         return 0
     started = now()
     train = context.pairs.train
-    if train is None:
-        labels = judge.predict(table.drop(columns="media_name"), seed=seed + rnd)
+    if train is None:  # media_name stays: learned judges group their folds by video
+        labels = judge.predict(table, seed=seed + rnd)
     else:  # probe pairs: a learning judge fits on the human labels of the dataset they were made from
         labels = judge.predict_trained(table.drop(columns="media_name"), train[order].drop(columns="media_name"),
                                        seed=seed + rnd)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from helpers import paths, prompts
 from helpers.data import (
+    LABELS,
     DataError,
     data_sha256,
     dataset_spec,
@@ -32,14 +33,46 @@ from helpers.run import store
 from helpers.stats import metrics
 from helpers.stats.metrics import check_predictions
 
+COMPLETE = "complete"
+"""The one manifest status the report reads (``RunSession.close`` writes it when every planned row
+is stored). A folder without a manifest (a hand-written table) has no status and is read."""
 
-def stored_rows(root: str | Path | None = None, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+
+def run_statuses(root: str | Path | None = None) -> pd.DataFrame:
+    """``run_id, status`` of every run folder under ``root`` (a folder holding
+    ``predictions.jsonl``), the status from its typed manifest (None when it has none)."""
+    root = Path(root) if root is not None else paths.predictions_dir()
+    rows = []
+    for folder in sorted(p.parent for p in root.glob("*/predictions.jsonl")):
+        manifest = store.read_manifest(folder)
+        rows.append({"run_id": folder.name, "status": None if manifest is None else manifest.status})
+    return pd.DataFrame(rows, columns=["run_id", "status"])
+
+
+def left_out_runs(root: str | Path | None = None) -> pd.DataFrame:
+    """The runs the report leaves out of every chapter (``run_id, status, rows``): those whose
+    manifest says anything but ``complete`` (still running, failed, interrupted, incomplete)."""
+    root = Path(root) if root is not None else paths.predictions_dir()
+    runs = run_statuses(root)
+    runs = runs[runs["status"].notna() & (runs["status"] != COMPLETE)].reset_index(drop=True)
+    return runs.assign(rows=[len(store.read_jsonl(root / r / "predictions.jsonl")) for r in runs["run_id"]])
+
+
+def stored_rows(root: str | Path | None = None, run_ids: Iterable[str] | None = None, *,
+                complete_only: bool = False) -> pd.DataFrame:
     """The rows of the store (of ``run_ids`` only, when given), each checked as the writers
     wrote it (``store.checked_rows``: the row schema, its key against its fields, its fields
     against its run folder's manifest, no key twice). A hand-edited or duplicated line is refused
     naming file, line and field, never scored (a ``banana`` would otherwise count as a wrong
-    answer, a duplicate twice, an edited round as another round)."""
+    answer, a duplicate twice, an edited round as another round).
+    ``complete_only``: without the rows of :func:`left_out_runs` (the report's reading: a run
+    still writing, failed or incomplete is in no chapter)."""
     root = Path(root) if root is not None else paths.predictions_dir()
+    if complete_only:
+        left_out = set(left_out_runs(root)["run_id"])
+        if run_ids is None:
+            run_ids = set(run_statuses(root)["run_id"])
+        run_ids = [r for r in run_ids if r not in left_out]
     if run_ids is None:
         return store.read_predictions(root)
     rows = [row for run_id in sorted(set(run_ids)) for row in store.checked_rows(root / run_id)]
@@ -68,13 +101,14 @@ def media_error_counts(table: pd.DataFrame) -> pd.DataFrame:
 
 def load_predictions(root: str | Path | None = None, dataset: str | None = None,
                      data_dir: str | Path | None = None, media: str | None = "real") -> pd.DataFrame:
-    """All runs of the predictions store (read by ``helpers.run.store``), checked for analysis.
+    """All complete runs of the predictions store (read by ``helpers.run.store``; a run still
+    running, failed or incomplete is left out: :func:`left_out_runs`), checked for analysis.
 
     With ``dataset``: only that dataset's rows, scored against its files as they are now
     (:func:`score_against_data`), so a label is never taken from a stale store. Rows whose media could
     not be decoded (``media_error``) hold no verdict and are left out; ``media``: the rows of runs that showed
     the judge this (``real``: its own clips, the judge's result), or of every setting (None; ``helpers.stats.media``)."""
-    table = stored_rows(root)
+    table = stored_rows(root, complete_only=True)
     if table.empty:
         return table
     table = table[is_judged(table)]  # media_error rows hold no verdict (media_error_counts counts them)
@@ -152,19 +186,28 @@ def parse_report(rows: list[dict], examples: int = 3) -> dict:
             "unparsed_pct": round(100 * share, 2) if rows and share == share else None, "examples": shown}
 
 
+NO_LABELS = "no labels: no metrics"
+
+
 def run_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
     """Two-class WAF per order (mean over rounds, x100), swap consistency (x100), the share
     of answers that matched no parser rule (``unparsed_pct``, scored ``same``) and the rows whose media
     could not be decoded (``media_error_n``, excluded from the rest) per judge cell:
     the paper's definitions, via ``helpers.stats.metrics``. ``rounds`` says how many rounds
-    each order had, so a metric from an unbalanced run says what it was computed from."""
+    each order had, so a metric from an unbalanced run says what it was computed from.
+
+    A run on an unlabelled pair file has no human label to score against: its metric columns
+    are empty and ``labels`` says ``no labels: no metrics`` (a missing label is never read as
+    ``same``); swap consistency needs no label and is still given."""
     rows = []
     errors = media_error_counts(predictions).set_index(["judge", "strategy", "input_type"])["media_error_n"]
     judged = predictions[is_judged(predictions)]
     for (judge, strategy, input_type), cell in judged.groupby(["judge", "strategy", "input_type"]):
         row = {"judge": judge, "strategy": strategy, "input_type": input_type}
+        labelled = cell[cell["gt"].isin(LABELS)] if "gt" in cell.columns else cell.iloc[:0]
+        row["labels"] = f"{labelled['name'].nunique()} labelled pairs" if len(labelled) else NO_LABELS
         for order in ("normal", "reverse"):
-            part = cell[cell["order"] == order]
+            part = labelled[labelled["order"] == order]
             scores = [metrics.two_class(g["gt"], g["pred"])["waf"] for _, g in part.groupby("round")]
             row[f"two_class_waf_{order}"] = 100 * pd.Series(scores, dtype=float).mean()
         swap = metrics.swap_consistency_rounds(cell) if set(cell["order"]) == {"normal", "reverse"} else pd.Series()
@@ -198,4 +241,5 @@ def load_run(summary: pd.DataFrame, output_dir: str | Path | None = None, data_d
 
 def _on_dataset_files(folder: Path) -> bool:
     manifest = store.read_manifest(folder)
-    return manifest is not None and manifest.dataset in dataset_specs() and not manifest.parameters.get("pairs_given")
+    return (manifest is not None and manifest.dataset in dataset_specs()
+            and not dataset_specs()[manifest.dataset].pair_file and not manifest.parameters.get("pairs_given"))

@@ -725,6 +725,11 @@ class RunManifest:
         return self._detail("source_label")
 
     @property
+    def pair_file(self) -> str | None:
+        """The pair file the run judged (``-p dataset PATH.csv``, ``track3_*``); None for a benchmark's files."""
+        return self._detail("pair_file")
+
+    @property
     def parameters(self) -> dict:
         return self._detail("parameters") or {}
 

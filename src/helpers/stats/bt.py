@@ -56,7 +56,10 @@ CELL_BUDGET = 4_000_000  # cells x replicates fitted at once with covariates
 DRAW_BUDGET = 4_000_000  # comparisons drawn at once by the bootstrap
 CHORD_ITER = 60
 REFRESH = (1, 2)  # chord iterations that refresh the replicates' information
-OWN_INFO_MAX = 100  # parameters up to which each bootstrap replicate's chord uses its own information  # chord steps before a bootstrap replicate falls back to full Newton steps
+OWN_INFO_MAX = 100  # parameters up to which each bootstrap replicate's chord uses its own information
+MIN_RANK_BOOT = 100  # fewer bootstrap replicates: no intervals, no ranks (ranks_withheld)
+RANK_CHUNK = 16  # systems whose pairwise differences are counted at once (B x 16 x M booleans)
+DIFF_TOL = 1e-8  # a log-strength difference this small is a tie between replicates' fits, not a win
 
 
 class ComparisonError(DataError, ValueError):
@@ -467,14 +470,67 @@ def _replicates(counts: np.ndarray, n_boot: int, seed: int, batch: int) -> Itera
 def _percentiles(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """Percentile CI per parameter over the replicates that have a finite fit (a warning says
     how many did not)."""
-    failed = np.isnan(boot).any(axis=1)
-    if failed.any():
-        warnings.warn(f"{failed.mean():.1%} of bootstrap replicates had no finite fit and were dropped", stacklevel=3)
-    if not (~failed).any():
+    finite = _finite_replicates(boot)
+    if not len(finite):
         return np.full(boot.shape[1], np.nan), np.full(boot.shape[1], np.nan)
     alpha = (1 - level) / 2
-    lo, hi = np.nanquantile(boot, [alpha, 1 - alpha], axis=0)
+    lo, hi = np.quantile(finite, [alpha, 1 - alpha], axis=0)
     return lo, hi
+
+
+def _finite_replicates(boot: np.ndarray) -> np.ndarray:
+    failed = np.isnan(boot).any(axis=1)
+    if failed.any():
+        warnings.warn(f"{failed.mean():.1%} of bootstrap replicates had no finite fit and were dropped", stacklevel=4)
+    return boot[~failed]
+
+
+def ranks_withheld(n_boot: int) -> str | None:
+    """Why a leaderboard shows no ranks and no intervals (None: it shows them): fewer than
+    :data:`MIN_RANK_BOOT` replicates cannot place a 95 % percentile bound (with 1 replicate the
+    "interval" is a single resampled fit that may exclude its own point estimate, with 0 every
+    system would share rank 1)."""
+    if n_boot >= MIN_RANK_BOOT:
+        return None
+    return (f"ranks and intervals withheld: {n_boot} bootstrap replicate(s) < {MIN_RANK_BOOT}, too few for a "
+            f"percentile interval; rank again with --n-boot {MIN_RANK_BOOT} or more (default 1000)")
+
+
+def reference_free_summary(point: np.ndarray, boot: np.ndarray, level: float) -> tuple[np.ndarray, ...]:
+    """Intervals and CI-aware ranks of ``M`` log-strengths that do not depend on which system is
+    held at 0.
+
+    A replicate's log-strengths are defined up to a constant (the reference's value), so only
+    their differences carry information. Intervals are taken of each system's log-strength
+    minus the replicate's mean over systems (sum-to-zero gauge), then shifted by the same
+    constant as the point estimate: choosing another reference moves point, lower and upper
+    bound by one constant, and the reference no longer gets a zero-width interval. Each bound is
+    widened to include the point estimate (a percentile bound on the wrong side of the point is
+    bootstrap skew, not information), so an interval never excludes its own rating.
+
+    Rank: 1 + the number of systems ``j`` that beat system ``i`` in at least ``(1 + level) / 2``
+    of the replicates (the lower percentile bound of ``theta_j - theta_i`` is above 0), taken
+    over the point order as a running minimum from the bottom, so a system never ranks below a
+    system with a lower point estimate. Returns ``(lo, hi, rank)`` in the point's gauge."""
+    point = np.asarray(point, float)
+    finite = _finite_replicates(boot[:, :len(point)])
+    if not len(finite):
+        nan = np.full(len(point), np.nan)
+        return nan, nan, np.full(len(point), np.nan)
+    alpha = (1 - level) / 2
+    centred = finite - finite.mean(axis=1, keepdims=True)
+    shift = point.mean()
+    lo, hi = np.quantile(centred, [alpha, 1 - alpha], axis=0) + shift
+    lo, hi = np.minimum(lo, point), np.maximum(hi, point)
+    above = np.zeros(len(point), dtype=int)
+    need = int(np.ceil((1 - alpha) * len(finite) - 1e-9))
+    for start in range(0, len(point), RANK_CHUNK):  # (B, chunk, M) booleans at a time
+        block = finite[:, None, :] - finite[:, start:start + RANK_CHUNK, None]  # theta_j - theta_i
+        above[start:start + RANK_CHUNK] = ((block > DIFF_TOL).sum(axis=0) >= need).sum(axis=1)
+    order = np.lexsort((np.arange(len(point)), -point))  # best point first
+    rank = np.empty(len(point))
+    rank[order] = np.minimum.accumulate((1 + above[order])[::-1])[::-1]
+    return lo, hi, rank
 
 
 def _with_ratings(table: pd.DataFrame, anchor: float) -> pd.DataFrame:
@@ -502,7 +558,11 @@ def bradley_terry(
     ``weights``: optional per-comparison weights. ``reference``: the system whose log-strength
     is 0 and rating is ``anchor`` (default: the alphabetically first system). ``prior``: virtual
     ties per pair of systems. Returns one row per system, best first: ``system, comparisons,
-    wins, log_strength(_lo/_hi), rating(_lo/_hi)``.
+    wins, log_strength(_lo/_hi), rank, rating(_lo/_hi), gap(_lo/_hi)``. Intervals and ranks do not
+    depend on the reference (:func:`reference_free_summary`: another reference moves rating, lower
+    and upper bound by one constant); ``gap`` is the rating minus the reference's with the interval
+    of that difference. Below :data:`MIN_RANK_BOOT` replicates intervals and ranks are NaN and
+    ``attrs["ranks_withheld"]`` says why.
     """
     check_settings(n_boot, prior, level)
     systems = check_comparisons(comparisons)
@@ -517,18 +577,23 @@ def bradley_terry(
         raise ComparisonError(_no_fit(prior))
     out = pd.DataFrame({"system": systems, "comparisons": point[0].sum(axis=0) + point[0].sum(axis=1),
                         "wins": point[0].sum(axis=1), "log_strength": theta})
-    if n_boot > 0:
+    withheld = ranks_withheld(n_boot)
+    if withheld is None:
         cells, counts = _cells(i, j, outcome, w)
         ci, cj, co = (cells[:, k].astype(int) for k in range(3))
         boot = np.concatenate([bootstrap_win_matrices(aggregate_wins(ci, cj, co, cells[:, 3], draw, m), theta,
                                                       point[0], ref, prior)
                                for draw in _replicates(counts, n_boot, seed, WIN_MATRIX_BATCH)])
-        out["log_strength_lo"], out["log_strength_hi"] = _percentiles(boot, level)
+        out["log_strength_lo"], out["log_strength_hi"], out["rank"] = reference_free_summary(theta, boot, level)
+        gap_lo, gap_hi = _percentiles(boot - boot[:, [ref]], level)
     else:
-        out["log_strength_lo"] = out["log_strength_hi"] = np.nan
+        out["log_strength_lo"] = out["log_strength_hi"] = out["rank"] = np.nan
+        gap_lo = gap_hi = np.full(m, np.nan)
     out = _with_ratings(out, anchor)
-    out.attrs.update(reference=reference, anchor=anchor, n_boot=n_boot, level=level)
-    return out.sort_values("log_strength", ascending=False).reset_index(drop=True)
+    # the difference from the reference in rating points, with its own interval (0 for the reference itself)
+    out["gap"], out["gap_lo"], out["gap_hi"] = (ELO_SCALE * x for x in (theta, gap_lo, gap_hi))
+    out.attrs.update(reference=reference, anchor=anchor, n_boot=n_boot, level=level, ranks_withheld=withheld)
+    return out.sort_values(["log_strength", "system"], ascending=[False, True]).reset_index(drop=True)
 
 
 def _no_fit(prior: float) -> str:
@@ -591,17 +656,20 @@ def fit_bt(
         raise ComparisonError(_no_fit(prior))
     info = cell_information(xa, xb, xy, xz, full(counts[None, :])[0], n_sys, point)
     batch = max(1, CELL_BUDGET // max(len(xa), 1))
+    withheld = ranks_withheld(n_boot)
     boot = np.vstack([np.empty((0, len(point)))] + [
         fit_cells(xa, xb, xy, xz, full(draw), n_sys, ref, l2, point, info, bounded=prior > 0)
-        for draw in _replicates(counts, n_boot, seed, batch)])
+        for draw in _replicates(counts, n_boot if withheld is None else 0, seed, batch)])
     lo, hi = _percentiles(boot, level)
+    lo[:n_sys], hi[:n_sys], rank = reference_free_summary(point[:n_sys], boot, level)
     wins = np.bincount(a, y, n_sys) + np.bincount(b, 1 - y, n_sys)  # a tie is half a win each
     games = np.bincount(a, minlength=n_sys) + np.bincount(b, minlength=n_sys)
     ratings = _with_ratings(pd.DataFrame({
         "system": systems, "comparisons": games, "wins": wins,
         "log_strength": point[:n_sys], "log_strength_lo": lo[:n_sys], "log_strength_hi": hi[:n_sys],
     }), anchor)
-    ratings["rank"] = ci_ranks(ratings["log_strength_lo"], ratings["log_strength_hi"])
+    ratings["rank"] = rank
+    ratings.attrs.update(reference=reference, anchor=anchor, n_boot=n_boot, level=level, ranks_withheld=withheld)
     ratings = ratings.sort_values(["log_strength", "system"], ascending=[False, True]).reset_index(drop=True)
     coefficients = pd.DataFrame({
         "covariate": list(covariates), "coef": point[n_sys:], "coef_lo": lo[n_sys:], "coef_hi": hi[n_sys:],
@@ -678,21 +746,46 @@ def flip_probabilities(theta: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, 
     return i, j, stats.norm.sf(np.abs(theta[i] - theta[j]) / se)
 
 
-def adaptive_pairs(theta: np.ndarray, cov: np.ndarray, size: int, rng: np.random.Generator,
-                   explore: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """The next ``size`` system pairs of an adaptive design: drawn with probability proportional
-    to the square of the chance that their estimated order is wrong (:func:`flip_probabilities`),
-    so the budget goes to pairs whose ranks still overlap and not to pairs already told apart
-    (the square concentrates it on the closest pairs: in the simulation of
-    ``notebooks/07a_adaptive.ipynb`` it needed fewer comparisons than the plain chance, its cube
-    or a flat weight on overlapping pairs); a share ``explore`` is drawn uniformly so that a pair
-    the current fit wrongly calls settled is still revisited. Seeded by ``rng``: the same fits
-    and seed give the same pairs."""
+def pair_weights(theta: np.ndarray, cov: np.ndarray, explore: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How much an adaptive design wants each system pair ``i < j``: proportional to the square
+    of the chance that their estimated order is wrong (:func:`flip_probabilities`), so the budget
+    goes to pairs whose ranks still overlap and not to pairs already told apart (the square
+    concentrates it on the closest pairs: in the simulation of ``notebooks/07a_adaptive.ipynb``
+    it needed fewer comparisons than the plain chance, its cube or a flat weight on overlapping
+    pairs); a share ``explore`` is spread uniformly so that a pair the current fit wrongly calls
+    settled is still revisited. Returns ``(i, j, weight)``, weights summing to 1."""
     i, j, flip = flip_probabilities(theta, cov)
     flip = flip**2
     weight = (1 - explore) * flip / flip.sum() + explore / len(flip) if flip.sum() > 0 else np.full(len(flip), 1 / len(flip))
-    pick = rng.choice(len(flip), size=size, p=weight / weight.sum())
+    return i, j, weight / weight.sum()
+
+
+def adaptive_pairs(theta: np.ndarray, cov: np.ndarray, size: int, rng: np.random.Generator,
+                   explore: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` system pairs drawn with replacement by :func:`pair_weights` (the simulation's
+    draw, where every pair can be compared again; a tournament draws comparisons without
+    replacement: :func:`helpers.tournament.design.next_batch`). Seeded by ``rng``."""
+    i, j, weight = pair_weights(theta, cov, explore)
+    pick = rng.choice(len(weight), size=size, p=weight)
     return i[pick], j[pick]
+
+
+def separable_pairs(theta: np.ndarray, cov: np.ndarray, available: np.ndarray, level: float = 0.95) -> np.ndarray:
+    """Which not-yet-separated pairs ``i < j`` (order of :func:`flip_probabilities`) the next
+    ``available[k]`` comparisons could still separate at ``level``, in the best case for each:
+    all of them spent on that pair, the estimated difference ``d`` unchanged, each adding the
+    Fisher information ``p (1 - p)`` (``p = sigmoid(d)``) to the difference's precision. When none
+    can, the next batch cannot change any CI-aware rank under the current estimate, and an
+    adaptive design stops ("futile") instead of judging comparisons that only add ties (two
+    systems of identical length under the length judge)."""
+    i, j, flip = flip_probabilities(theta, cov)
+    z = stats.norm.isf((1 - level) / 2)
+    d = np.abs(theta[i] - theta[j])
+    var = np.maximum(cov[i, i] + cov[j, j] - 2 * cov[i, j], 1e-300)
+    p = expit(d)
+    best = 1 / (1 / var + np.asarray(available, float) * p * (1 - p))
+    open_pairs = flip >= (1 - level) / 2
+    return open_pairs & (d / np.sqrt(best) >= z)
 
 
 def adjacent_separated(theta: np.ndarray, cov: np.ndarray, level: float = 0.95) -> bool:

@@ -87,9 +87,10 @@ def check_predictions(predictions: pd.DataFrame, source: str = "predictions tabl
 
 
 def to_two_class(gt: Sequence[str], pred: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The paper's two-class view: drop gt == same, read a predicted same as a1."""
+    """The paper's two-class view: drop gt == same, read a predicted same as a1. A pair without
+    a human label (None, an unlabelled pair file) is dropped too, never scored."""
     gt, pred = np.asarray(gt, dtype=object), np.asarray(pred, dtype=object)
-    keep = gt != "same"
+    keep = (gt == "a1") | (gt == "a2")
     pred = np.where(pred == "same", "a1", pred)
     return gt[keep], pred[keep]
 

@@ -36,6 +36,7 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +69,16 @@ class ProbeConfig:
         return target * (1 - self.tolerance), target * (1 + self.tolerance)
 
 
+@cache
+def emotion_words() -> tuple[tuple[str, ...], str]:
+    """The documented emotion-word list and placeholder of ``params/emotion_words.yaml`` (the one
+    reader of that file: the probes here and the tournament demo's masked system use it)."""
+    raw = yaml.safe_load((paths.params_dir() / "emotion_words.yaml").read_text(encoding="utf-8"))
+    return tuple(raw["words"]), str(raw.get("placeholder", "_"))
+
+
 def emotion_vocabulary() -> frozenset[str]:
     """The words of ``params/emotion_words.yaml``, lower case."""
-    from helpers.tournament.demo import emotion_words  # the one reader of that file
-
     return frozenset(w.lower() for w in emotion_words()[0])
 
 

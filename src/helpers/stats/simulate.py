@@ -263,3 +263,124 @@ def comparisons_to_reach(curve: pd.DataFrame, target: float = 0.9) -> pd.DataFra
     table["target"] = target
     table["ratio_uniform_to_adaptive"] = table["uniform"] / table["adaptive"]
     return table[["n_systems", "target", "uniform", "adaptive", "ratio_uniform_to_adaptive"]]
+
+
+# --------------------------------------------------------------------------- the saving over many seeds
+
+
+SPREADS = {"close": math.log(3), "paper-like": math.log(10), "far": math.log(100)}
+"""True log-strength spread best-to-worst of the simulated systems: 190, 400 (the earlier
+simulation's) and 800 Elo points; evenly spaced in between."""
+HORIZONS = {(10, "close"): (200, 60), (10, "paper-like"): (100, 60), (10, "far"): (50, 60),
+            (50, "close"): (4000, 60), (50, "paper-like"): (1000, 60), (50, "far"): (500, 60)}
+"""Per number of systems and spread, ``(batch size, number of batches)`` of a simulated design:
+long enough for the uniform design to reach tau 0.9 in most seeds, fine enough to place it."""
+
+
+def _batched_covariance(wins: np.ndarray, theta: np.ndarray, prior: float) -> np.ndarray:
+    """:func:`helpers.stats.bt.rating_covariance` for a batch of win matrices ``(S, M, M)``."""
+    from helpers.stats.bt import _win_terms
+
+    terms, _ = _win_terms(wins, prior)
+    info = terms(theta, True, np.arange(len(wins)))[1]
+    m = wins.shape[1]
+    cov = np.zeros_like(info)
+    cov[:, 1:, 1:] = np.linalg.inv(info[:, 1:, 1:] + 1e-9 * np.eye(m - 1))
+    return cov
+
+
+def design_runs(strengths: np.ndarray, batch: int, n_batches: int, accuracy: float, swap_consistency: float,
+                adaptive: bool, seeds: Sequence[int], prior: float = 0.1, explore: float = 0.05,
+                both_orders: bool = True) -> np.ndarray:
+    """:func:`design_run` for many seeds at once -> Kendall tau ``(seeds, n_batches)``: one
+    batched Bradley–Terry fit per batch for all seeds (the same maxima as one fit each), each
+    seed drawing its pairs and verdicts from its own stream ``default_rng([seed, M, adaptive])``,
+    so a seed's tournament does not depend on which other seeds run beside it."""
+    from helpers.stats.bt import fit_win_matrices, pair_weights
+
+    m, n_seeds = len(strengths), len(seeds)
+    rngs = [np.random.default_rng([int(seed), m, int(adaptive)]) for seed in seeds]
+    wins = np.zeros((n_seeds, m, m))
+    taus = np.empty((n_seeds, n_batches))
+    offset = (np.arange(n_seeds) * m * m)[:, None]
+    theta = None
+    for k in range(n_batches):
+        if adaptive and theta is not None:
+            cov = _batched_covariance(wins, theta, prior)
+            draws = []
+            for s, rng in enumerate(rngs):
+                i, j, weight = pair_weights(theta[s], cov[s], explore)
+                pick = rng.choice(len(weight), size=batch, p=weight)
+                draws.append((i[pick], j[pick]))
+            i, j = (np.stack(x) for x in zip(*draws, strict=True))
+        else:
+            i, j = (np.stack(x) for x in zip(*(random_matchups(m, batch, rng) for rng in rngs), strict=True))
+        share = np.stack([judge_verdicts(strengths, i[s], j[s], accuracy, swap_consistency, both_orders, rng)
+                          for s, rng in enumerate(rngs)])
+        flat = np.bincount((offset + i * m + j).ravel(), share.ravel(), n_seeds * m * m)
+        flat += np.bincount((offset + j * m + i).ravel(), (1 - share).ravel(), n_seeds * m * m)
+        wins += flat.reshape(n_seeds, m, m)
+        theta = fit_win_matrices(wins, 0, prior)
+        taus[:, k] = kendall_tau_rows(theta, strengths)
+    return taus
+
+
+def _first_reach(n: np.ndarray, tau: np.ndarray, target: float) -> float:
+    """Comparisons at which ``tau`` first reaches ``target``, interpolated between batches (NaN: never)."""
+    hit = np.flatnonzero(tau >= target)
+    if not len(hit):
+        return np.nan
+    k = hit[0]
+    if k == 0:
+        return float(n[0])
+    return float(n[k - 1] + (target - tau[k - 1]) * (n[k] - n[k - 1]) / (tau[k] - tau[k - 1]))
+
+
+def adaptive_savings(accuracy: float, swap_consistency: float, n_systems: Sequence[int] = (10, 50),
+                     spreads: Mapping[str, float] | None = None, n_seeds: int = 20, target: float = 0.9,
+                     horizons: Mapping[tuple[int, str], tuple[int, int]] | None = None) -> pd.DataFrame:
+    """Per seed, number of systems and strength spread: the comparisons a uniform and an
+    adaptive design need before Kendall tau against the true order reaches ``target``, and the
+    saving uniform / adaptive. Seeds ``0 .. n_seeds - 1``; both designs of a seed face the same
+    systems and judge. A design that does not reach the target within the horizon gives NaN."""
+    spreads = dict(spreads or SPREADS)
+    horizons = dict(horizons or HORIZONS)
+    rows = []
+    for m in n_systems:
+        for label, spread in spreads.items():
+            size, count = horizons[(m, label)]
+            n = size * np.arange(1, count + 1)
+            strengths = np.linspace(-spread / 2, spread / 2, m)
+            taus = {design: design_runs(strengths, size, count, accuracy, swap_consistency, design == "adaptive",
+                                        range(n_seeds)) for design in ("uniform", "adaptive")}
+            for seed in range(n_seeds):
+                need = {design: _first_reach(n, taus[design][seed], target) for design in taus}
+                rows.append({"n_systems": m, "spread": label, "spread_log": spread, "seed": seed, "target": target,
+                             "uniform": need["uniform"], "adaptive": need["adaptive"],
+                             "saving": need["uniform"] / need["adaptive"]})
+    return pd.DataFrame(rows)
+
+
+def saving_summary(per_seed: pd.DataFrame, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per number of systems and spread: the median saving over seeds with the ``level`` range of
+    the seeds' savings (what one tournament may see) and a percentile bootstrap interval of the
+    median (how well the seeds pin the median down), the median comparisons of each design, and
+    how many seeds reached the target in both designs (the median is over those)."""
+    from helpers.stats.metrics import bootstrap_weights
+
+    alpha = (1 - level) / 2
+    rows = []
+    for (m, label), group in per_seed.groupby(["n_systems", "spread"], sort=False):
+        saving = group["saving"].dropna().to_numpy()
+        row = {"n_systems": m, "spread": label, "spread_elo": round(float(group["spread_log"].iloc[0]) * 400 / math.log(10)),
+               "seeds": len(group), "seeds_reached": len(saving), "target": group["target"].iloc[0],
+               "uniform_median": float(group["uniform"].median()), "adaptive_median": float(group["adaptive"].median()),
+               **dict.fromkeys(("saving_median", "saving_lo", "saving_hi", "median_ci_lo", "median_ci_hi"), np.nan)}
+        if len(saving):
+            draws = np.asarray(bootstrap_weights(len(saving), n_boot, seed), dtype=int)
+            medians = np.array([np.median(np.repeat(saving, w)) for w in draws])
+            row.update(saving_median=float(np.median(saving)),
+                       saving_lo=float(np.quantile(saving, alpha)), saving_hi=float(np.quantile(saving, 1 - alpha)),
+                       median_ci_lo=float(np.quantile(medians, alpha)), median_ci_hi=float(np.quantile(medians, 1 - alpha)))
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -105,3 +105,51 @@ def voting_curve(predictions: pd.DataFrame, table: pd.DataFrame, n_boot: int = 1
                          "two_class_waf_hi": 100 * hi, "two_class_acc": 100 * scores["acc"],
                          "calls": calls, "samples": len(names)})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- two-class answers
+
+TWO_CLASS_RULE = (
+    "per pair, the a1 and a2 votes over every round of both orders (reverse mapped back), of every "
+    "judge pooled; 'same' abstains. More a1 than a2 votes: a1; more a2: a2. A tie (including only "
+    "'same' votes) goes to the first judge in rank order whose own votes are not tied, else to the seeded "
+    "coin: a1 when the first byte of sha256('<seed>|<pair>') is even, a2 when odd"
+)
+"""The rule that turns a judge's (or several judges') a1/a2/same verdicts into the two-class
+answer a challenge like MER2026 Track 3 scores. The coin depends only on the seed and the pair's
+key, so an answer does not change with the order pairs are processed in or with the other pairs."""
+
+
+def seeded_coin(keys: Sequence[str], seed: int = 0) -> np.ndarray:
+    """The tie-breaking coin of :data:`TWO_CLASS_RULE` per pair: ``a1`` or ``a2``."""
+    import hashlib
+
+    return np.array(["a1" if hashlib.sha256(f"{seed}|{k}".encode()).digest()[0] % 2 == 0 else "a2" for k in keys],
+                    dtype=object)
+
+
+def two_class_answers(votes: Sequence[np.ndarray], keys: Sequence[str], seed: int = 0) -> pd.DataFrame:
+    """Two-class answers by :data:`TWO_CLASS_RULE`.
+
+    ``votes``: one ``(n, V)`` code array per judge (a1 0, a2 1, same 2, missing -1; see
+    :func:`vote_columns`), best-ranked judge first; ``keys``: the n pairs. Returns ``answer``
+    (None where no judge answered the pair at all), the pooled ``a1_votes``/``a2_votes``/
+    ``same_votes`` and ``decided_by``: ``majority``, ``judge <i>`` (a tie broken by the i-th
+    judge, from 1), ``seeded coin`` or ``no answer``."""
+    keys = list(keys)
+    pooled = np.concatenate(list(votes), axis=1)
+    a1, a2 = (pooled == 0).sum(axis=1), (pooled == 1).sum(axis=1)
+    answer = np.where(a1 > a2, "a1", np.where(a2 > a1, "a2", None)).astype(object)
+    decided = np.where(a1 != a2, "majority", None).astype(object)
+    for rank, judge in enumerate(votes, 1):
+        j1, j2 = (judge == 0).sum(axis=1), (judge == 1).sum(axis=1)
+        take = (decided == None) & (j1 != j2)  # noqa: E711 - elementwise on an object array
+        answer[take] = np.where(j1 > j2, "a1", "a2")[take]
+        decided[take] = f"judge {rank}"
+    voted = (pooled >= 0).any(axis=1)
+    coin = (decided == None) & voted  # noqa: E711
+    answer[coin] = seeded_coin(keys, seed)[coin]
+    decided[coin] = "seeded coin"
+    decided[~voted] = "no answer"
+    return pd.DataFrame({"name": keys, "answer": answer, "a1_votes": a1, "a2_votes": a2,
+                         "same_votes": (pooled == 2).sum(axis=1), "decided_by": decided})

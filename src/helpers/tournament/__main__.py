@@ -19,6 +19,8 @@ import pandas as pd
 
 from helpers.data import DataError
 from helpers.judges.base import STRATEGIES
+from helpers.run.store import write_atomic
+from helpers.stats.bt import MIN_RANK_BOOT, ranks_withheld
 from helpers.tournament.design import (
     check_design,
     design_differences,
@@ -29,22 +31,50 @@ from helpers.tournament.design import (
     to_pairs,
     write_design,
 )
-from helpers.tournament.judge import judge_tournament, tournament_predictions
-from helpers.tournament.rank import CELL, comparisons_from_predictions, human_report, leaderboard, load_human
+from helpers.tournament.judge import adaptive_universe, judge_tournament, tournament_predictions, unfinished
+from helpers.tournament.rank import (
+    CELL,
+    comparisons_from_predictions,
+    human_report,
+    leaderboard,
+    load_human,
+    unjudged,
+)
 from helpers.tournament.table import coverage, load_entries, missing_report, system_id
 
 DESCRIPTION = "MER-style tournaments: rank many description systems with a judge instead of with humans."
 
 
-def _rank_outputs(folder: Path, entries: pd.DataFrame, table: str, human_path: str | None, n_boot: int, seed: int,
-                  reference: str | None, prior: float) -> dict[str, pd.DataFrame]:
-    design = check_design(folder, entries, table)
+def _rank_outputs(folder: Path, entries: pd.DataFrame, args: argparse.Namespace) -> dict[str, pd.DataFrame]:
+    """The rank step's tables; refused (DataError naming the unfinished shards or batches and
+    the command that completes them) when a judge has left design comparisons without a
+    verdict, unless ``--partial``, when every table carries a ``partial`` column "partial: n of N"."""
+    design = check_design(folder, entries, args.table)
     pairs = to_pairs(design.pairs, entries)
-    comparisons = comparisons_from_predictions(tournament_predictions(folder / "predictions", pairs), pairs)
-    board, coefs = leaderboard(comparisons, entries, n_boot=n_boot, seed=seed, reference=reference, prior=prior)
+    universe = adaptive_universe(entries) if design.manifest.get("design") == "adaptive" else None
+    predictions = tournament_predictions(folder / "predictions", pairs, universe)
+    missing = unjudged(predictions, pairs)
+    if len(missing) and not args.partial:
+        judges = " ".join(f"--judge {j}" for j in sorted(missing["judge"].unique()))
+        how = (f"python -m helpers.tournament judge {args.table} --out {folder} --adaptive {judges}" if "batch" in pairs
+               else f"python -m helpers.tournament judge {args.table} --out {folder} {judges}")
+        raise DataError("the judging is unfinished, so a leaderboard would be ranked on part of the design:\n  "
+                        + "\n  ".join(unfinished(missing, pairs, predictions))
+                        + f"\ncomplete it by running the judge command again with the settings it started with "
+                          f"(it resumes), e.g. '{how} [--shards N ...]', or rank what is judged with --partial")
+    comparisons = comparisons_from_predictions(predictions, pairs, partial=args.partial)
+    board, coefs = leaderboard(comparisons, entries, n_boot=args.n_boot, seed=args.seed, reference=args.reference,
+                               prior=args.prior)
     out = {"comparisons": comparisons, "leaderboard": board, "length_effect": coefs}
-    if human_path:
-        out["human_agreement"] = human_report(board, comparisons, load_human(human_path), n_boot=n_boot, seed=seed, prior=prior)
+    if args.human:
+        out["human_agreement"] = human_report(board, comparisons, load_human(args.human), n_boot=args.n_boot,
+                                              seed=args.seed, prior=args.prior)
+    if len(missing):
+        judged = comparisons.groupby(CELL)["comparison"].nunique()
+        label = {cell: f"partial: {n} of {len(pairs)}" for cell, n in judged.items()}
+        for name, table in out.items():
+            out[name] = table.assign(partial=[label.get(tuple(k), f"partial: 0 of {len(pairs)}")
+                                              for k in table[CELL].itertuples(index=False)])
     return out
 
 
@@ -64,6 +94,16 @@ def _number(kind: type, low: float, what: str):
 
 POSITIVE = _number(int, 1, "give a whole number >= 1")
 COUNT = _number(int, 0, "give a whole number >= 0")
+
+
+def LEVEL(text: str) -> float:  # noqa: N802 - an argparse type, named like the others
+    """A confidence level in [0.5, 1): ``5``, ``1``, ``inf`` and ``nan`` are usage errors."""
+    value = _number(float, 0.5, "give a confidence level in [0.5, 1), e.g. 0.95")(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is out of range; give a confidence level in [0.5, 1), e.g. 0.95")
+    return value
+
+
 PRIOR = _number(float, 0.0, "give a number >= 0 (virtual ties per pair of systems; a negative prior inverts the ranking)")
 
 
@@ -102,7 +142,7 @@ def parser() -> argparse.ArgumentParser:
     j.add_argument("--batch-size", type=POSITIVE, default=200, help="--adaptive: comparisons per batch")
     j.add_argument("--max-comparisons", type=POSITIVE, default=None,
                    help="--adaptive: stop after this many comparisons (default: every comparison the table allows)")
-    j.add_argument("--level", type=_number(float, 0.5, "give a confidence level in [0.5, 1)"), default=0.95,
+    j.add_argument("--level", type=LEVEL, default=0.95,
                    help="--adaptive: stop when every adjacent pair of systems is separated at this level")
     j.add_argument("--executor", choices=("local", "ray"), default="local")
     j.add_argument("--address", default=None, help="Ray cluster address ('auto', 'ray://host:10001'); default: local Ray")
@@ -116,7 +156,10 @@ def parser() -> argparse.ArgumentParser:
     j.add_argument("--media-dir", default=None)
     r = cmd["rank"]
     r.add_argument("--human", default=None, help="CSV with name, system_a, system_b, winner (a/b/tie)")
-    r.add_argument("--n-boot", type=COUNT, default=1000, help="bootstrap replicates (0: no intervals)")
+    r.add_argument("--n-boot", type=COUNT, default=1000,
+                   help=f"bootstrap replicates (below {MIN_RANK_BOOT}: ratings only, ranks and intervals withheld)")
+    r.add_argument("--partial", action="store_true",
+                   help="rank a tournament whose judging is unfinished; every output is labelled 'partial: n of N'")
     r.add_argument("--seed", type=COUNT, default=0, help="bootstrap seed")
     r.add_argument("--reference", default=None)
     r.add_argument("--prior", type=PRIOR, default=1.0, help="virtual ties per pair of systems (>= 0)")
@@ -160,7 +203,7 @@ def _judge(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int
     design = check_design(folder, entries, args.table, asked)
     print(f"design: {len(design.pairs)} comparisons ({design.manifest.get('design')}) in {folder}")
     summary = judge_tournament(
-        to_pairs(design.pairs, entries), args.judge, folder / "predictions", training=_training(args),
+        to_pairs(design.pairs, entries), args.judge, folder / "predictions", training=_training(args, entries),
         tag=system_id(folder.resolve().name),
         executor=args.executor, shards=args.shards, workers=args.workers, address=args.address,
         rounds=args.rounds, seed=asked.get("seed", 0), strategy=args.strategy, input_type=args.input_type,
@@ -170,50 +213,76 @@ def _judge(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int
     return 0
 
 
-def _training(args: argparse.Namespace) -> pd.DataFrame | None:
-    """The labelled pairs learned judges train on, loaded only when one of the judges learns."""
-    from helpers.tournament.judge import learns_from_labels, training_pairs
+def _training(args: argparse.Namespace, entries: pd.DataFrame) -> pd.DataFrame | None:
+    """The labelled pairs learned judges train on, loaded only when one of the judges learns;
+    a warning when they are in another script than the table (:func:`script_mismatch`)."""
+    from helpers.tournament.judge import learns_from_labels, script_mismatch, training_pairs
 
     if not any(learns_from_labels(judge) for judge in args.judge):
         return None
     training = training_pairs(args.train, args.data_dir)
     print(f"learned judge(s) train on {args.train}: {len(training)} labelled pairs "
           f"({int(training['preference'].isin(['a1', 'a2']).sum())} decided)")
+    warning = script_mismatch(training, entries["description"])
+    if warning:
+        print(warning, file=sys.stderr)
     return training
 
 
 def _judge_adaptive(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int:
     """Judge in batches (:func:`helpers.tournament.judge.judge_adaptive`), refusing a stored
-    design drawn otherwise."""
+    design drawn otherwise or driven by another judge or judging."""
     from helpers.tournament.design import candidates
-    from helpers.tournament.judge import judge_adaptive
+    from helpers.tournament.judge import adaptive_judging, judge_adaptive
 
     seed = getattr(args, "seed", 0)
     limit = args.max_comparisons or len(candidates(entries))
+    training = _training(args, entries)
+    judging = {"training": training, "rounds": args.rounds, "strategy": args.strategy, "input_type": args.input_type,
+               "judge_llm": args.judge_llm}
     asked = {"design": "adaptive", "seed": seed, "batch_size": args.batch_size, "max_comparisons": limit,
-             "level": args.level}
+             "level": args.level, **adaptive_judging(args.judge[0], judging)}
     if has_design(folder):
         check_design(folder, entries, args.table, asked)
     design = judge_adaptive(
         entries, folder, args.judge[0], batch_size=args.batch_size, max_comparisons=limit, seed=seed, level=args.level,
-        training=_training(args), tag=system_id(folder.resolve().name), executor=args.executor, shards=args.shards, workers=args.workers,
-        address=args.address, rounds=args.rounds, strategy=args.strategy, input_type=args.input_type,
-        judge_llm=args.judge_llm, engine=args.engine, media_dir=args.media_dir,
+        tag=system_id(folder.resolve().name), executor=args.executor, shards=args.shards, workers=args.workers,
+        address=args.address, engine=args.engine, media_dir=args.media_dir, **judging,
     )
     batches = design.manifest["batches"]
-    print(f"adaptive design: {len(design.pairs)} comparisons in {len(batches)} batch(es), stopped: "
-          f"{design.manifest['stopped']} ({folder})")
+    print(f"adaptive design: {len(design.pairs)} comparisons in {len(batches)} batch(es) "
+          f"({', '.join(str(b['n_comparisons']) for b in batches)}), stopped: {design.manifest['stopped']} ({folder})")
     return 0
 
 
 def _rank(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int:
-    outputs = _rank_outputs(folder, entries, args.table, args.human, args.n_boot, args.seed, args.reference, args.prior)
-    for name, table in outputs.items():
-        table.to_csv(folder / f"{name}.csv", index=False)
-    shown = outputs["leaderboard"][[*CELL, "method", "rank", "system", "rating", "rating_lo", "rating_hi"]]
-    print(shown.round(1).to_string(index=False))
+    outputs = _rank_outputs(folder, entries, args)
+    for name, table in outputs.items():  # each whole or not at all: a full disk leaves the old file, not half a new one
+        write_atomic(folder / f"{name}.csv", table.to_csv(index=False).encode("utf-8"), durable=True)
+    board = outputs["leaderboard"]
+    if "partial" in board.columns:
+        print("PARTIAL leaderboard, ranked on the comparisons judged so far: "
+              + "; ".join(f"{' '.join(map(str, k))}: {v}" for k, v in board.groupby(CELL)["partial"].first().items()))
+    withheld = ranks_withheld(args.n_boot)
+    if withheld:
+        print(withheld)
+        print(board[[*CELL, "method", "system", "rating"]].round(1).to_string(index=False))
+    else:
+        shown = board[[*CELL, "method", "rank", "system", "rating", "rating_lo", "rating_hi"]]
+        print(shown.astype({"rank": int}).round(1).to_string(index=False))
     print(f"wrote {', '.join(f'{n}.csv' for n in outputs)} to {folder}")
     return 0
+
+
+def _check_out(top: argparse.ArgumentParser, out: Path) -> None:
+    """``--out`` must be a folder or creatable as one: a file at it or above it is a usage error."""
+    if out.exists() and not out.is_dir():
+        top.error(f"argument --out: {out} is a file; --out names the tournament's folder (new or existing)")
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                top.error(f"argument --out: {parent} is a file, so no folder {out} can be made under it")
+            break
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "budget"):
             top.error("argument --budget: not allowed with --adaptive (use --batch-size and --max-comparisons)")
     out = getattr(args, "out", None)
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        top.error(f"argument --out: {out} is a file; --out names the tournament's folder (new or existing)")
+    if out is not None:
+        _check_out(top, Path(out))
     try:
         entries = load_entries(args.table)
         if args.command == "validate":
@@ -241,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         return step(args, entries, Path(args.out))
     except (DataError, RegistryError, ExecutorError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the disk, not the data: full, read-only, a path the system will not create
+        where = exc.filename or getattr(args, "out", "")
+        print(f"error: cannot write {where}: {exc.strerror or exc}; free space or choose a writable --out, then run "
+              "the same command again (what was stored is kept)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: worker processes stopped; run the same command again to resume", file=sys.stderr)

@@ -22,16 +22,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Sequence
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from helpers import paths
 from helpers.data import DataError, load_pairs
 from helpers.reported import PaperResults
+from helpers.stats.probes import emotion_words
 from helpers.tournament.design import comparison_id
 from helpers.tournament.rank import CELL
 from helpers.tournament.table import COLUMNS
@@ -45,13 +43,6 @@ V1_SYSTEMS = {
 IMPLIED = (("mercaptionplus", "mercaptionplus_masked"), ("merrfine", "merrfine_half"))
 """Relations the construction implies: (better, worse). Masking keeps length and removes
 emotional content; truncation removes content and length."""
-
-
-@cache
-def emotion_words() -> tuple[tuple[str, ...], str]:
-    """The documented emotion-word list and placeholder of ``params/emotion_words.yaml``."""
-    raw = yaml.safe_load((paths.params_dir() / "emotion_words.yaml").read_text(encoding="utf-8"))
-    return tuple(raw["words"]), str(raw.get("placeholder", "_"))
 
 
 def mask_emotion_words(text: str, words: Iterable[str] | None = None, placeholder: str | None = None) -> str:
@@ -164,7 +155,7 @@ def wide_leaderboard(board: pd.DataFrame, digits: int = 0) -> pd.DataFrame:
     """One row per judge cell × system: ``rating [lo, hi] (rank)`` for plain and style-controlled
     BT side by side, for reading in a report."""
     cell = board.assign(text=[
-        f"{r:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (#{int(k)})"
+        f"{r:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (#{int(k)})" if np.isfinite(k) else f"{r:.{digits}f}"
         for r, lo, hi, k in zip(board["rating"], board["rating_lo"], board["rating_hi"], board["rank"], strict=True)
     ])
     wide = cell.pivot_table(index=["judge", "strategy", "input_type", "system"], columns="method", values="text", aggfunc="first")
@@ -310,38 +301,90 @@ def summary_values(*, entries: pd.DataFrame, pairs: pd.DataFrame, human: pd.Data
 # --------------------------------------------------------------------------- adaptive design (notebook 07a)
 
 
-def adaptive_simulation(paper: PaperResults, n_reps: int = 5, seed: int = 0) -> tuple[pd.DataFrame, dict]:
-    """Uniform vs adaptive designs for 10 and 50 simulated systems judged (both orders) by a
-    simulated judge as accurate and as swap-consistent as the paper's best judge
-    (``helpers.stats.simulate.adaptive_vs_uniform``); returns the curve and the judge used."""
+def adaptive_simulation(paper: PaperResults, n_seeds: int = 20, target: float = 0.9,
+                        n_batches: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The saving of the adaptive design over the uniform one, seed by seed, for 10 and 50
+    simulated systems at three spreads of strength, judged (both orders) by a simulated judge as
+    accurate and as swap-consistent as the paper's best judge
+    (:func:`helpers.stats.simulate.adaptive_savings`), and its summary per setting (median with
+    its intervals, :func:`helpers.stats.simulate.saving_summary`); plus the judge used."""
     from helpers.report.chapters import paper_best_judge
-    from helpers.stats.simulate import adaptive_vs_uniform
+    from helpers.stats.simulate import HORIZONS, adaptive_savings, saving_summary
 
+    horizons = {key: (size, n_batches or count) for key, (size, count) in HORIZONS.items()}  # n_batches: tests
     best, accuracy, consistency = paper_best_judge(paper)
-    curve = adaptive_vs_uniform((10, 50), accuracy, consistency, n_reps=n_reps, seed=seed)
-    return curve, {"judge": best.judge, "accuracy": accuracy, "swap_consistency": consistency}
+    per_seed = adaptive_savings(accuracy, consistency, n_seeds=n_seeds, target=target, horizons=horizons)
+    judge = {"judge": best.judge, "accuracy": accuracy, "swap_consistency": consistency}
+    return per_seed, saving_summary(per_seed).assign(**judge), judge
 
 
-def adaptive_figure(curve: pd.DataFrame, needed: pd.DataFrame, target: float = 0.9, path: str | Path | None = None):
-    """Mean Kendall tau (band: 95% of replicates) against comparisons judged, one panel per
-    number of systems, uniform and adaptive designs, the target as a line and each design's
-    comparisons to reach it as a dotted mark."""
+def adaptive_figure(per_seed: pd.DataFrame, summary: pd.DataFrame, path: str | Path | None = None):
+    """The saving (uniform / adaptive comparisons to reach the target) of every simulated seed,
+    per spread of strengths, one colour per number of systems, with the median and its 95 %
+    bootstrap interval; log scale, a line at 1 (no saving)."""
     import matplotlib.pyplot as plt
 
-    panels = sorted(curve["n_systems"].unique())
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, m in zip(axes[0], panels, strict=True):
-        for design, color in (("uniform", "tab:gray"), ("adaptive", "tab:blue")):
-            rows = curve[(curve["n_systems"] == m) & (curve["design"] == design)]
-            ax.plot(rows["n_comparisons"], rows["tau_mean"], color=color, label=design)
-            ax.fill_between(rows["n_comparisons"], rows["tau_lo"], rows["tau_hi"], color=color, alpha=0.15, lw=0)
-            hit = needed.loc[needed["n_systems"] == m, design]
-            if len(hit) and np.isfinite(hit.iloc[0]):
-                ax.axvline(hit.iloc[0], color=color, ls=":", lw=1)
-        ax.axhline(target, color="black", lw=0.8, ls="--")
-        ax.set(title=f"{m} systems", xlabel="comparisons judged (both orders each)", ylabel="Kendall tau vs truth")
-        ax.legend(loc="lower right", frameon=False)
+    spreads = list(dict.fromkeys(summary["spread"]))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    sizes = sorted(summary["n_systems"].unique())
+    for k, (m, colour) in enumerate(zip(sizes, ("tab:blue", "tab:orange", "tab:green"), strict=False)):
+        dx = (k - (len(sizes) - 1) / 2) * 0.25
+        for x, spread in enumerate(spreads):
+            seeds = per_seed[(per_seed["n_systems"] == m) & (per_seed["spread"] == spread)]["saving"].dropna()
+            jitter = np.random.default_rng(x).uniform(-0.06, 0.06, len(seeds))
+            ax.scatter(x + dx + jitter, seeds, s=9, color=colour, alpha=0.45, lw=0)
+            row = summary[(summary["n_systems"] == m) & (summary["spread"] == spread)]
+            if len(row) and np.isfinite(row["saving_median"].iloc[0]):
+                r = row.iloc[0]
+                ax.errorbar(x + dx, r["saving_median"], yerr=[[r["saving_median"] - r["median_ci_lo"]],
+                                                             [r["median_ci_hi"] - r["saving_median"]]],
+                            fmt="D", color=colour, ms=6, capsize=3, label=f"{m} systems" if x == 0 else None)
+    ax.axhline(1, color="black", lw=0.8, ls="--")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(spreads)), [f"{s}\n({int(e)} Elo)" for s, e in
+                                        summary.drop_duplicates("spread")[["spread", "spread_elo"]].itertuples(index=False)])
+    ax.set(xlabel="spread of the systems' true strengths (best to worst)",
+           ylabel="saving: uniform / adaptive comparisons")
+    ax.legend(frameon=False)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=150)
     return fig
+
+
+def adaptive_on_table(entries: pd.DataFrame, folder: str | Path, judge: str = "length", batch_size: int = 100,
+                      level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """A real table judged twice by ``judge``: the full round-robin and ``judge --adaptive``
+    (into two fresh sub-folders of ``folder``), with the comparisons each judged (each in both
+    orders: twice as many judge calls), the batches, why the adaptive design stopped, the run
+    folders each wrote, the wall time and the load average of the machine at the end."""
+    import os
+
+    from helpers.tournament.design import design_pairs, to_pairs
+    from helpers.tournament.judge import judge_adaptive, judge_tournament
+
+    rows = []
+    folder = Path(folder)
+    tic = time.perf_counter()
+    full = design_pairs(entries, seed=seed)
+    judge_tournament(to_pairs(full.pairs, entries), [judge], folder / "round_robin" / "predictions", tag="rr",
+                     rounds=1, seed=seed)
+    rows.append({"design": "round_robin", "comparisons": len(full.pairs), "batches": 1, "stopped": "complete",
+                 "seconds": time.perf_counter() - tic, "run_folders": _run_folders(folder / "round_robin")})
+    tic = time.perf_counter()
+    design = judge_adaptive(entries, folder / "adaptive", judge, batch_size=batch_size, max_comparisons=len(full.pairs),
+                            seed=seed, level=level, tag="adaptive", rounds=1)
+    rows.append({"design": "adaptive", "comparisons": len(design.pairs), "batches": len(design.manifest["batches"]),
+                 "stopped": design.manifest["stopped"], "seconds": time.perf_counter() - tic,
+                 "run_folders": _run_folders(folder / "adaptive")})
+    out = pd.DataFrame(rows)
+    out.insert(2, "judge_calls", 2 * out["comparisons"])
+    out["judge"], out["batch_size"] = judge, [None, batch_size]
+    out["load_average"] = round(os.getloadavg()[0], 2)
+    out["cores"] = os.cpu_count()
+    return out
+
+
+def _run_folders(folder: Path) -> int:
+    store = folder / "predictions"
+    return sum(1 for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")) if store.is_dir() else 0

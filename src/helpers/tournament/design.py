@@ -192,9 +192,16 @@ def design_differences(manifest: dict, entries: pd.DataFrame, asked: dict | None
 
 
 def redraw_hint(table: str | Path, folder: str | Path, manifest: dict, asked: dict | None = None) -> str:
-    """The two ways out of a design mismatch, as commands the user can paste: the redraw keeps
-    the stored design's budget and seed except where the user asked for others."""
-    settings = {"budget": manifest.get("budget"), "seed": manifest.get("seed"), **(asked or {})}
+    """The ways out of a design mismatch, as commands the user can paste. A budget or
+    round-robin design is redrawn by ``design`` (keeping the stored budget and seed except where
+    the user asked for others); an adaptive design is drawn by ``judge --adaptive`` as it
+    judges, so its way out is a new folder."""
+    if manifest.get("design") == "adaptive" or (asked or {}).get("design") == "adaptive":
+        return (f"An adaptive design is drawn while it is judged: continue it with the settings it records "
+                f"(see {Path(folder) / MANIFEST_FILE}), or start a new one with the same judge command and a new "
+                f"--out folder (or move {folder} aside).")
+    settings = {"budget": manifest.get("budget"), "seed": manifest.get("seed")}
+    settings.update({key: value for key, value in (asked or {}).items() if key in settings})
     flags = "".join(f" --{key} {value}" for key, value in settings.items() if value is not None)
     return (f"Redraw it with 'python -m helpers.tournament design {table} --out {folder}{flags} --overwrite' "
             "(predictions of the old design stay in their own run folders), or use a new --out folder.")
@@ -248,40 +255,61 @@ def candidates(entries: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(DESIGN_COLUMNS))
 
 
-def adaptive_manifest(entries: pd.DataFrame, batch_size: int, max_comparisons: int, seed: int, level: float) -> dict:
-    """What an adaptive design is drawn from; its ``batches`` list grows by one entry per batch."""
+def adaptive_manifest(entries: pd.DataFrame, batch_size: int, max_comparisons: int, seed: int, level: float,
+                      judging: dict | None = None) -> dict:
+    """What an adaptive design is drawn from, including the judging that drives it (``judging``:
+    judge, strategy, rounds, ... : another judge's verdicts would draw other batches, so a
+    design is continued only with the same judging); its ``batches`` list grows by one entry per batch."""
     return {"design": "adaptive", "budget": None, "seed": seed, "batch_size": batch_size,
-            "max_comparisons": max_comparisons, "level": level, "n_samples": int(entries["name"].nunique()),
+            "max_comparisons": max_comparisons, "level": level, **(judging or {}),
+            "n_samples": int(entries["name"].nunique()),
             "systems": sorted(entries["system"].unique()), "entries_sha256": entries_sha256(entries),
             "orders": ["normal", "reverse"], "batches": [], "stopped": None}
 
 
-def next_batch(design: Design, entries: pd.DataFrame, system_pairs: tuple[np.ndarray, np.ndarray] | None,
+def next_batch(design: Design, entries: pd.DataFrame, weights: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
                systems: list[str], reason: str) -> Design:
-    """The design with one more batch: the first is drawn uniformly from :func:`candidates`;
-    later ones turn the chosen system pairs (indices into ``systems``, from
-    :func:`helpers.stats.bt.adaptive_pairs`) into comparisons on samples both systems
-    describe and that the design has not judged yet. Seeded by the design's seed and the
-    batch's number, so the same verdicts give the same batches."""
+    """The design with one more batch of ``batch_size`` comparisons (fewer only when the budget
+    or the table runs out), drawn without replacement among the comparisons not yet in the
+    design: uniformly for the first batch (``weights`` None), later with each comparison weighted
+    by its system pair's weight (:func:`helpers.stats.bt.pair_weights`: ``(i, j, weight)``,
+    indices into ``systems``) shared among that pair's remaining comparisons, so a pair whose
+    comparisons run out passes its share on instead of shrinking the batch. Seeded by the
+    design's seed and the batch's number, so the same verdicts give the same batches."""
     manifest = dict(design.manifest)
     k = len(manifest["batches"])
     rng = np.random.default_rng([manifest["seed"], k])
     pool = candidates(entries)
     pool = pool[~pool["comparison"].isin(set(design.pairs["comparison"]))] if len(design.pairs) else pool
+    pool = pool.reset_index(drop=True)
     size = min(manifest["batch_size"], manifest["max_comparisons"] - len(design.pairs), len(pool))
-    if system_pairs is None:
-        chosen = pool.iloc[np.sort(rng.choice(len(pool), size=size, replace=False))]
+    if weights is None or not len(pool):
+        p = None
     else:
-        by_pair = {key: list(group.index) for key, group in pool.groupby(["system_a", "system_b"], sort=False)}
-        picked: list[int] = []
-        for i, j in zip(*system_pairs, strict=True):
-            a, b = sorted((systems[i], systems[j]))
-            options = by_pair.get((a, b), [])
-            if options and len(picked) < size:
-                picked.append(options.pop(int(rng.integers(len(options)))))
-        chosen = pool.loc[picked]
+        m, index = len(systems), {s: n for n, s in enumerate(systems)}
+        i, j, w = weights
+        matrix = np.zeros((m, m))
+        matrix[i, j] = w
+        a, b = pool["system_a"].map(index).to_numpy(), pool["system_b"].map(index).to_numpy()
+        code = np.minimum(a, b) * m + np.maximum(a, b)
+        p = matrix.ravel()[code] / np.bincount(code, minlength=m * m)[code]  # a pair's weight shared by its comparisons
+        p = p / p.sum()
+    chosen = pool.iloc[np.sort(rng.choice(len(pool), size=size, replace=False, p=p))] if size > 0 else pool.iloc[:0]
     chosen = chosen.assign(batch=k)
     pairs = pd.concat([design.pairs, chosen], ignore_index=True) if len(design.pairs) else chosen.reset_index(drop=True)
     manifest["batches"] = [*manifest["batches"], {"batch": k, "rule": reason, "n_comparisons": len(chosen)}]
     manifest["n_comparisons"] = len(pairs)
     return Design(pairs.reset_index(drop=True), manifest)
+
+
+def remaining_by_pair(design: Design, entries: pd.DataFrame, systems: list[str]) -> np.ndarray:
+    """Comparisons not yet in the design per system pair ``i < j`` (order of ``np.triu_indices``):
+    what the next batch could still spend on each pair."""
+    pool = candidates(entries)
+    pool = pool[~pool["comparison"].isin(set(design.pairs["comparison"]))]
+    index = {s: n for n, s in enumerate(systems)}
+    a, b = pool["system_a"].map(index).to_numpy(), pool["system_b"].map(index).to_numpy()
+    m = len(systems)
+    counts = np.zeros((m, m))
+    np.add.at(counts, (np.minimum(a, b), np.maximum(a, b)), 1)
+    return counts[np.triu_indices(m, k=1)]

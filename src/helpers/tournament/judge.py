@@ -30,7 +30,7 @@ import pandas as pd
 
 from helpers.data import DataError
 from helpers.digest import PAIRS_DIGEST_LEN, sha256_hex
-from helpers.stats.bt import adaptive_pairs, adjacent_separated, fit_with_covariance
+from helpers.stats.bt import adjacent_separated, fit_with_covariance
 from helpers.tournament.design import (
     Design,
     adaptive_manifest,
@@ -94,15 +94,43 @@ def learns_from_labels(judge: str) -> bool:
     return isinstance(cls, type) and issubclass(cls, CrossFitJudge)
 
 
+MIN_TRAINING = 20  # decided training pairs a cross-fitted learned judge needs (5 folds, both labels in each)
+CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+SCRIPT_GAP = 0.5  # training and judged texts whose CJK shares differ by more than this are in different scripts
+
+
+def cjk_share(texts: Sequence[str]) -> float:
+    """Share of CJK characters (Han, kana, Hangul) among the non-space characters of ``texts``."""
+    joined = "".join(str(t) for t in texts)
+    letters = len(joined) - sum(ch.isspace() for ch in joined)
+    return len(CJK.findall(joined)) / letters if letters else 0.0
+
+
+def script_mismatch(training: pd.DataFrame, texts: Sequence[str]) -> str | None:
+    """A warning when a learned judge trains on texts of one script and judges another (an
+    English-trained reward model scoring Chinese descriptions): its verdicts then rest on
+    features it never saw labelled, and the leaderboard should not be read as a quality ranking."""
+    train, judged = cjk_share(pd.concat([training["a1"], training["a2"]])), cjk_share(texts)
+    if abs(train - judged) <= SCRIPT_GAP:
+        return None
+    return (f"warning: the learned judge's training texts are {train:.0%} CJK characters, the tournament's "
+            f"descriptions {judged:.0%}: it judges a language it was not trained on; train it on labelled pairs "
+            "in the table's language (--train TABLE) before reading its leaderboard")
+
+
 def training_pairs(source: str = "emoprefer", data_dir: str | Path | None = None) -> pd.DataFrame:
     """Labelled pairs a learned judge trains on: a dataset of the study (``emoprefer``: the v1
     benchmark, ``emopreferv2``) or a CSV/Parquet table ``name, a1, a2, preference`` (a1/a2/same)
     that the user names. Names get the prefix :data:`TRAIN_PREFIX`, so they never collide with
     the tournament's comparison ids."""
-    from helpers.data import dataset_specs, load_pairs, read_table
+    from helpers.data import DATA_ENV, dataset_specs, load_pairs, read_table
 
     if source in dataset_specs():
-        frame = load_pairs(source, "normal", data_dir)
+        try:
+            frame = load_pairs(source, "normal", data_dir)
+        except DataError as exc:  # offline, or a folder without the files: say how to point at them
+            raise DataError(f"--train {source}: {exc}\n(point the tournament at a folder with the {source} CSVs "
+                            f"with --data-dir FOLDER, or set {DATA_ENV})") from None
     else:
         path = Path(source)
         if not path.is_file():
@@ -115,6 +143,11 @@ def training_pairs(source: str = "emoprefer", data_dir: str | Path | None = None
                       f"row {int(bad.to_numpy().nonzero()[0][0]) + 1}: preference "
                       f"{frame.loc[bad, 'preference'].iloc[0]!r} is not a1, a2 or same")
             raise DataError(f"training table {path} {detail}; it needs name, a1, a2, preference (a1/a2/same)")
+    decided = frame["preference"].value_counts()
+    if decided.get("a1", 0) + decided.get("a2", 0) < MIN_TRAINING or not decided.get("a1", 0) or not decided.get("a2", 0):
+        raise DataError(f"--train {source}: {decided.get('a1', 0)} pairs labelled a1 and {decided.get('a2', 0)} labelled "
+                        f"a2; a learned judge needs at least {MIN_TRAINING} decided pairs with both labels (it is "
+                        "cross-fitted over folds, and each fold must learn both directions)")
     out = frame[["name", "a1", "a2", "preference"]].astype({"name": str}).copy()
     out["name"] = TRAIN_PREFIX + out["name"]
     out["media_name"] = out["name"]
@@ -139,6 +172,7 @@ def judge_tournament(
     judge_llm: str | None = "qwen25",
     engine: str = "auto",
     media_dir: str | Path | None = None,
+    names: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Judge every comparison with every judge, ``shards`` shards per judge, on ``executor``.
     Shard ``i`` of ``n`` writes run folders named with dataset ``<tag>-<digest>.s<i>of<n>``
@@ -147,13 +181,15 @@ def judge_tournament(
     comparisons (without it, the comparisons' own human labels, as in the v1 demonstration), cross-fitted like the benchmark (each comparison judged by a model fitted on
     labelled pairs of the other folds), and their run folders carry the training data's digest
     (``<tag>-<digest>.t<training digest>.s<i>of<n>``): other training data, other runs. Returns
-    the engine's summary rows (one per run folder)."""
+    the engine's summary rows (one per run folder). ``names``: judge only these comparisons of
+    ``pairs`` (an adaptive design's batch), into the run folders of the whole ``pairs``, so every
+    batch of one design resumes the same folders."""
     from helpers.judges.registry import load_spec
     from helpers.run.launch import Shard, gpus_for, run_shards
 
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", tag):
         raise DataError(f"tournament tag {tag!r} must match [A-Za-z0-9_.-]+ (it names run folders)")
-    chunks = shard_names(pairs, shards)
+    chunks = shard_names(pairs if names is None else pairs[pairs["name"].isin(set(names))], shards)
     prefix = f"{tag}-{pairs_digest(pairs)}"
     labelled = "preference" in pairs.columns and pairs["preference"].isin(["a1", "a2"]).any()
     learned = {judge: learns_from_labels(judge) for judge in judges}
@@ -186,20 +222,48 @@ def judge_tournament(
     return pd.DataFrame([row for rows in results for row in rows])
 
 
-def tournament_predictions(store_root: str | Path, pairs: pd.DataFrame) -> pd.DataFrame:
+def tournament_predictions(store_root: str | Path, pairs: pd.DataFrame, universe: pd.DataFrame | None = None) -> pd.DataFrame:
     """The store's rows for exactly these comparisons and texts, read and checked as the
     benchmark's are (``results.stored_rows``: a hand-edited or duplicated row is refused, never
-    ranked); run folders of other texts under the same root are ignored."""
+    ranked); run folders of other texts under the same root are ignored. ``universe``: the pairs
+    the run folders were named for (an adaptive design judges its batches into the folders of
+    every comparison the table allows: :func:`adaptive_universe`)."""
     from helpers.run.results import stored_rows
 
     table = stored_rows(store_root)
     if table.empty:
         return table
-    groups = [group for _, group in pairs.groupby("batch", sort=True)] if "batch" in pairs.columns else [pairs]
-    # one digest per batch of an adaptive design; a learned judge's runs add their training digest
-    pattern = "|".join(f"-{pairs_digest(group)}(?:\\.t[0-9a-f]+)?\\.s" for group in groups)
+    # a learned judge's runs add their training digest
+    pattern = f"-{pairs_digest(pairs if universe is None else universe)}(?:\\.t[0-9a-f]+)?\\.s"
     keep = table["name"].isin(set(pairs["name"])) & table["dataset"].astype(str).str.contains(pattern, regex=True)
     return table[keep].reset_index(drop=True)
+
+
+SHARD_OF = re.compile(r"\.s(\d+)of(\d+)$")
+
+
+def unfinished(missing: pd.DataFrame, pairs: pd.DataFrame, predictions: pd.DataFrame) -> list[str]:
+    """One phrase per judge cell with unjudged comparisons (:func:`helpers.tournament.rank.unjudged`):
+    how many of the design's comparisons lack a verdict, and which shards (``judge --shards N``,
+    read from the run folders' shard tags) or adaptive batches hold them."""
+    phrases = []
+    for cell, group in missing.groupby(["judge", "strategy", "input_type"], sort=True):
+        names = set(group["name"])
+        where = ""
+        if "batch" in pairs.columns:
+            batches = sorted(int(b) for b in pairs.loc[pairs["name"].isin(names), "batch"].unique())
+            where = f"adaptive batch(es) {', '.join(map(str, batches))}"
+        else:
+            mine = predictions[(predictions["judge"] == cell[0]) & (predictions["strategy"] == cell[1])]
+            tags = mine["dataset"].astype(str).str.extract(SHARD_OF).dropna().astype(int)
+            if len(tags):
+                n = int(tags[1].max())
+                chunks = shard_names(pairs, n)
+                lacking = [i for i, chunk in enumerate(chunks) if names & set(chunk)]
+                where = "shard(s) " + ", ".join(f"s{i}of{n}" for i in lacking)
+        phrases.append(f"judge {cell[0]} ({cell[1]}): {len(names)} of {len(pairs)} comparisons have no verdict in "
+                       f"both orders" + (f" ({where} unfinished)" if where else ""))
+    return phrases
 
 
 # --------------------------------------------------------------------------- worker lifetime
@@ -272,26 +336,44 @@ def workers_end_on_interrupt() -> Iterator[None]:
 # --------------------------------------------------------------------------- adaptive judging
 
 
+def adaptive_universe(entries: pd.DataFrame) -> pd.DataFrame:
+    """Every comparison the table allows, as the engine's pairs: an adaptive design's run folders
+    are named for these (not for the batches drawn so far), so the whole design judges into one
+    run folder per judge and shard, and a batch resumes it."""
+    from helpers.tournament.design import candidates
+
+    return to_pairs(candidates(entries), entries)
+
+
 def judge_adaptive(entries: pd.DataFrame, folder: str | Path, judge: str, *, batch_size: int, max_comparisons: int,
                    seed: int = 0, level: float = 0.95, prior: float = 1.0, tag: str = "tournament",
                    **judging) -> Design:
     """Judge a tournament in batches with one judge: a uniform first batch, then after each batch
-    a plain Bradley–Terry refit and the next batch drawn where the order is still uncertain
-    (:func:`helpers.stats.bt.adaptive_pairs`), until every adjacent pair is separated at
-    ``level`` (:func:`helpers.stats.bt.adjacent_separated`) or ``max_comparisons`` are drawn.
+    a plain Bradley–Terry refit and the next batch drawn without replacement where the order is
+    still uncertain (:func:`helpers.tournament.design.next_batch` with
+    :func:`helpers.stats.bt.pair_weights`), until every adjacent pair is separated at ``level``
+    (:func:`helpers.stats.bt.adjacent_separated`, "separated"), the next batch could not
+    separate any pair still open (:func:`helpers.stats.bt.separable_pairs`, "futile"), the
+    budget is spent ("budget") or the table has no comparison left ("exhausted").
 
     Kill-safe and resumable: each batch is written into ``design.csv`` (with its number) and
-    the manifest (with its rule) before it is judged, each batch judges into its own run
-    folders, so a re-run resumes the batch that was interrupted and draws the same later
-    batches from the same verdicts and seed. ``judging``: :func:`judge_tournament`'s settings."""
+    the manifest (with its rule) before it is judged; every batch judges into the same run
+    folders (named for every comparison the table allows, :func:`adaptive_universe`), so a
+    re-run resumes the batch that was interrupted and draws the same later batches from the same
+    verdicts and seed. The manifest records the judge and the judging settings that drive the
+    draw. ``judging``: :func:`judge_tournament`'s settings."""
+    from helpers.stats.bt import pair_weights, separable_pairs
+    from helpers.tournament.design import remaining_by_pair
+
     folder = Path(folder)
     systems = sorted(entries["system"].unique())
     store = folder / "predictions"
+    universe = adaptive_universe(entries)
 
     def judge_batch(design: Design, k: int) -> None:
         batch = design.pairs[design.pairs["batch"] == k]
         if len(batch):
-            judge_tournament(to_pairs(batch, entries), [judge], store, tag=tag, seed=seed, **judging)
+            judge_tournament(universe, [judge], store, tag=tag, seed=seed, names=list(batch["comparison"]), **judging)
 
     if has_design(folder):
         design = read_design(folder)
@@ -299,26 +381,38 @@ def judge_adaptive(entries: pd.DataFrame, folder: str | Path, judge: str, *, bat
             judge_batch(design, k)
     else:
         empty = pd.DataFrame(columns=["comparison", "name", "system_a", "system_b", "batch"])
-        design = next_batch(Design(empty, adaptive_manifest(entries, batch_size, max_comparisons, seed, level)),
+        design = next_batch(Design(empty, adaptive_manifest(entries, batch_size, max_comparisons, seed, level,
+                                                            adaptive_judging(judge, judging))),
                             entries, None, systems, "uniform")
         write_design(design, folder)
         judge_batch(design, 0)
     while design.manifest.get("stopped") is None:
         pairs = to_pairs(design.pairs, entries)
-        comparisons = comparisons_from_predictions(tournament_predictions(store, pairs), pairs)
+        comparisons = comparisons_from_predictions(tournament_predictions(store, pairs, universe), pairs)
         theta, cov = fit_with_covariance(comparisons, systems, prior)
         k = len(design.manifest["batches"])
+        room = min(batch_size, max_comparisons - len(design.pairs))
+        left = remaining_by_pair(design, entries, systems)
         stop = ("separated" if adjacent_separated(theta, cov, level)
-                else "budget" if len(design.pairs) >= max_comparisons else None)
-        if stop is None:
-            chosen = adaptive_pairs(theta, cov, batch_size, np.random.default_rng([seed, k, 1]))
-            grown = next_batch(design, entries, chosen, systems, "adaptive")
-            stop = "exhausted" if len(grown.pairs) == len(design.pairs) else None
+                else "budget" if room <= 0
+                else "exhausted" if not left.sum()
+                else "futile" if not separable_pairs(theta, cov, np.minimum(left, room), level).any() else None)
         if stop is not None:
             design.manifest["stopped"] = stop
             write_design(design, folder)
             break
-        design = grown
+        design = next_batch(design, entries, pair_weights(theta, cov), systems, "adaptive")
         write_design(design, folder)
         judge_batch(design, k)
     return design
+
+
+ADAPTIVE_JUDGING = ("strategy", "rounds", "input_type", "judge_llm")
+
+
+def adaptive_judging(judge: str, judging: dict) -> dict:
+    """The judging an adaptive design records (its verdicts choose the batches): the judge, the
+    settings of :data:`ADAPTIVE_JUDGING`, and a learned judge's training data by digest."""
+    training = judging.get("training")
+    return {"judge": judge, **{key: judging.get(key) for key in ADAPTIVE_JUDGING},
+            "training": None if training is None else pairs_digest(training)}

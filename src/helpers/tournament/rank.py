@@ -6,8 +6,10 @@ Ranking decisions, each for a reason:
   tie: the judge did not prefer either system, it preferred a position;
 - rounds of one comparison are pooled by their mean score (win 1, tie 0.5, loss 0), so a
   deterministic judge judged twice does not count as two comparisons;
-- ranks are CI-aware, as Chatbot Arena reports them: rank = 1 + the number of systems whose lower
-  bound is above this system's upper bound, so systems the data cannot separate share a rank;
+- ranks are CI-aware and free of the reference system: rank = 1 + the number of systems that beat
+  this one in at least 97.5 % of the bootstrap replicates (the interval of the rating *difference*
+  excludes 0; :func:`helpers.stats.bt.reference_free_summary`), so systems the data cannot separate
+  share a rank, and ``--reference`` only moves every rating by one constant;
 - style control (:func:`helpers.stats.bt.fit_bt` with ``covariates=("length_diff",)``) adds
   the normalised length difference ``(len_a - len_b) / (len_a + len_b)`` as a regressor beside the
   system strengths, so the leaderboard can say how much of a system's rank is only length.
@@ -24,7 +26,7 @@ from scipy import stats
 from sklearn.metrics import cohen_kappa_score
 
 from helpers.data import DataError, scan_table, swap_label
-from helpers.stats.bt import SCORE, WINNERS, bradley_terry, ci_ranks, fit_bt
+from helpers.stats.bt import SCORE, WINNERS, bradley_terry, fit_bt
 from helpers.stats.metrics import CELL
 from helpers.tournament.design import comparison_id
 from helpers.tournament.table import _problem, _where
@@ -37,18 +39,36 @@ def length_diff(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
     return (la - lb) / np.maximum(la + lb, 1.0)
 
 
-def comparisons_from_predictions(predictions: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+def unjudged(predictions: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per judge cell that has any verdict, the design comparisons it has not judged in both
+    orders (``judge, strategy, input_type, name``): what a killed shard or batch leaves behind."""
+    keys = [*CELL, "name"]
+    preds = predictions[predictions["name"].isin(pairs["name"])]
+    if preds.empty:
+        return pd.DataFrame(columns=keys)
+    both = preds.groupby(keys)["order"].nunique()
+    complete = set(both.index[both >= 2])
+    rows = [(*cell, name) for cell in preds[CELL].drop_duplicates().itertuples(index=False)
+            for name in pairs["name"] if (*cell, name) not in complete]
+    return pd.DataFrame(rows, columns=keys)
+
+
+def comparisons_from_predictions(predictions: pd.DataFrame, pairs: pd.DataFrame, partial: bool = False) -> pd.DataFrame:
     """One comparison per judge cell × design comparison, from the store's predictions.
 
     Per round, the normal verdict and the reverse verdict mapped back to the normal frame must
     agree, else the comparison is a tie (``consistent`` False); rounds are then pooled by their
     mean score (a 1, tie 0.5, b 0). ``pairs`` is :func:`to_pairs`'s table (for systems and lengths).
+    A comparison judged in one order only is an error, unless ``partial`` (the caller has said
+    the ranking is partial: :func:`unjudged`), when it is left out.
     """
     keys = [*CELL, "round", "name"]
     preds = predictions[predictions["name"].isin(pairs["name"])]
     if preds.empty:
         raise DataError("no predictions for this tournament's comparisons (judge it first)")
     wide = preds.drop_duplicates([*keys, "order"], keep="last").pivot(index=keys, columns="order", values="pred")
+    if partial:
+        wide = wide.dropna(subset=[o for o in ("normal", "reverse") if o in wide.columns])
     for order in ("normal", "reverse"):
         if order not in wide.columns or wide[order].isna().any():
             lacking = wide.index[wide[order].isna()] if order in wide.columns else wide.index
@@ -77,11 +97,9 @@ def comparisons_from_predictions(predictions: pd.DataFrame, pairs: pd.DataFrame)
 
 
 def plain_bt(comparisons: pd.DataFrame, *, n_boot: int, seed: int, reference: str | None, prior: float) -> pd.DataFrame:
-    """Plain Bradley–Terry (``helpers.stats.bt.bradley_terry``), with the CI-aware rank."""
-    board = bradley_terry(comparisons[["system_a", "system_b", "winner"]], n_boot=n_boot, seed=seed,
-                          reference=reference, prior=prior)
-    board["rank"] = ci_ranks(board["log_strength_lo"], board["log_strength_hi"])
-    return board
+    """Plain Bradley–Terry (``helpers.stats.bt.bradley_terry``) with its reference-free CI-aware rank."""
+    return bradley_terry(comparisons[["system_a", "system_b", "winner"]], n_boot=n_boot, seed=seed,
+                         reference=reference, prior=prior)
 
 
 def leaderboard(
@@ -133,6 +151,8 @@ def load_human(path: str | Path) -> pd.DataFrame:
                 problems.append(_problem(str(path), _where(frame, i), "system_b", row.system_b, "a system compared with itself"))
     if problems:
         raise DataError(f"{len(problems)} problem(s) in human labels {path}:\n  " + "\n  ".join(problems[:50]))
+    if frame.empty:
+        raise DataError(f"human labels {path}: no rows")
     flip = (frame["system_a"] > frame["system_b"]).to_numpy()
     out = pd.DataFrame({
         "name": frame["name"].to_numpy(),
@@ -141,6 +161,13 @@ def load_human(path: str | Path) -> pd.DataFrame:
         "winner": np.where(flip, frame["winner"].map({"a": "b", "b": "a", "tie": "tie"}), frame["winner"]),
     })
     out.insert(0, "comparison", [comparison_id(*r) for r in out[["name", "system_a", "system_b"]].itertuples(index=False)])
+    repeated = out["comparison"].duplicated(keep=False)
+    if repeated.any():  # each label would count as a comparison of its own, conflicting ones against each other
+        lines = [f"{_where(frame, i)} ({frame['name'].iat[i]}: {frame['system_a'].iat[i]} vs {frame['system_b'].iat[i]}, "
+                 f"winner {frame['winner'].iat[i]})" for i in np.flatnonzero(repeated.to_numpy())[:10]]
+        raise DataError(f"human labels {path}: {int(repeated.sum())} rows label the same comparison more than once "
+                        "(in either orientation); give one label per comparison (e.g. the annotators' majority):\n  "
+                        + "\n  ".join(lines))
     return out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +37,16 @@ def system_id(system: str) -> str:
         return system
     slug = re.sub(r"[^A-Za-z0-9.-]+", "-", system).replace("..", ".").strip("-.")[:40] or "system"
     return f"{slug}-{sha256_hex(system, SYSTEM_ID_LEN)}"
+
+
+ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+
+
+def display_key(system: str) -> str:
+    """How a reader tells display names apart: Unicode NFC, zero-width characters and soft
+    hyphens removed, whitespace collapsed and trimmed. ``gpt``, ``gpt `` and ``g\u200bpt`` print
+    alike, so they share a key and a table holding two of them is refused."""
+    return " ".join(unicodedata.normalize("NFC", system).translate(ZERO_WIDTH).split())
 
 
 def _where(frame: pd.DataFrame, i: int) -> str:
@@ -75,12 +86,17 @@ def check_entries(frame: pd.DataFrame, file: str) -> list[str]:
     problems: list[str] = []
     seen: dict[tuple[str, str], str] = {}
     ids: dict[str, str] = {}
+    shown: dict[str, str] = {}
     for i, (name, system, text) in enumerate(zip(frame["name"], frame["system"], frame["description"], strict=True)):
         where = _where(frame, i)
         if not safe_name(name):  # the one sample-name rule of helpers.data
             problems.append(_problem(file, where, "name", name, f"{NAME_RULE} (it becomes a path and an id)"))
         if not isinstance(system, str) or not system.strip():
             problems.append(_problem(file, where, "system", system, "system name is empty (any non-empty name is fine)"))
+        elif shown.setdefault(display_key(system), system) != system:
+            problems.append(_problem(file, where, "system", system, f"prints like system {shown[display_key(system)]!r} "
+                                     "(names are compared after Unicode NFC and with whitespace and zero-width "
+                                     "characters trimmed); rename one of them"))
         elif ids.setdefault(system_id(system), system) != system:
             problems.append(_problem(file, where, "system", system, f"its id {system_id(system)!r} is also the id of "
                                      f"system {ids[system_id(system)]!r}; rename one of them"))
