@@ -40,7 +40,7 @@ METRICS_COLUMNS = [
     "two_class_waf", "two_class_waf_std", "two_class_waf_lo", "two_class_waf_hi",
     "two_class_acc", "two_class_acc_std",
     "three_class_waf", "three_class_waf_std", "three_class_acc", "three_class_acc_std",
-    "swap_consistency", "swap_consistency_std", "round_consistency", "unparsed_pct", "media_error_n",
+    "swap_consistency", "swap_consistency_std", "round_consistency", "unparsed_pct",
     "two_class_waf_unrounded",
 ]
 # The one tie key of every "best" pick (strategy per judge, judge overall): the highest unrounded
@@ -331,10 +331,6 @@ def metrics_table(predictions: pd.DataFrame, n_boot: int = 1000, seed: int = 0, 
                   cis: pd.DataFrame | None = None) -> pd.DataFrame:
     """``reports/tables/metrics.csv``: one row per judge x strategy x input_type, percentages.
     ``cis``: a :func:`ci_table` already computed, to reuse its bootstrap instead of redoing it."""
-    errors = (predictions["status"].fillna("ok") == "media_error") if "status" in predictions.columns else None
-    error_n = {} if errors is None else predictions[errors].groupby(CELL).size().to_dict()
-    if errors is not None:  # rows whose media could not be decoded hold no verdict: counted, not scored
-        predictions = predictions[~errors]
     check_predictions(predictions)
     known = {} if cis is None else {(*k[:3], k[3]): (k[4], k[5]) for k in cis.itertuples(index=False)}
     scores = per_round_scores(predictions, "normal")
@@ -358,7 +354,6 @@ def metrics_table(predictions: pd.DataFrame, n_boot: int = 1000, seed: int = 0, 
         rc = round_consistency(cell)
         row["round_consistency"] = round(rc * 100, 2) if np.isfinite(rc) else float("nan")
         row["unparsed_pct"] = unparsed_pct(cell)
-        row["media_error_n"] = int(error_n.get(key, 0))
         rows.append(row)
     return pd.DataFrame(rows, columns=METRICS_COLUMNS)
 
