@@ -8,11 +8,13 @@ import json
 import pytest
 
 from helpers.judges import fit
+from helpers.judges.families import family_of
 from helpers.judges.registry import list_judges, load_spec
 from helpers.judges.vllm import engine_kwargs
 from helpers.run.identity import identity_sha256, spec_identity
 
-LOCAL = [n for n in list_judges() if load_spec(n).backend == "local"]
+LOCAL = [n for n in list_judges() if load_spec(n).backend == "local" and family_of(load_spec(n)).vllm]
+"""Every judge vLLM can serve (a family vLLM 0.33 lacks, Video-LLaVA, runs on transformers only)."""
 
 
 def test_every_local_judge_states_its_vllm_engine_settings_and_they_reach_vllm():

@@ -175,6 +175,8 @@ def with_media_errors(table: pd.DataFrame, predictions: pd.DataFrame, root: str 
     stored = stored_rows(root, complete_only=True)
     if not stored.empty and "dataset" in stored.columns and "dataset" in predictions.columns:
         stored = stored[stored["dataset"].isin(set(predictions["dataset"].dropna()))]
+    if "media" in stored.columns:  # the judges' own runs, as the metrics (load_predictions)
+        stored = stored[stored["media"].fillna("real") == "real"]
     counts = media_error_counts(stored)
     out = table.merge(counts, on=CELL, how="left")
     out["media_error_n"] = out["media_error_n"].fillna(0).astype(int)

@@ -24,7 +24,8 @@ run's manifest (``manifest["identity"]`` and its digest ``manifest["identity_sha
 ``strategy``, ``input_type``, ``dataset``, ``seed``
 ``prompts``       sha256 of each prompt template the strategy sends (and the system prompt)
 ``data_sha256``   sha256 of the files the texts and labels come from (or of the caller's pairs)
-``parameters``    any further run parameter that changes predictions (empty today; add yours)
+``parameters``    any further run parameter that changes predictions: ``descriptions_shared`` (S2-S4) and
+                  ``media`` (``none``/``mismatched``; absent for a judge shown its own clips)
 
 What is deliberately NOT in it: batch size, media folder (they change
 how answers are produced, not which), and the *scope* -- samples, orders, rounds. A row is
@@ -222,28 +223,32 @@ class RunPlan:
 
 
 def plan_runs(judges: RunJudges, pairs: RunPairs, *, dataset: str, seed: int, orders: Sequence[str], rounds: int,
-              run_id: str | None = None) -> list[RunPlan]:
+              run_id: str | None = None, media: str = "real") -> list[RunPlan]:
     """One plan per strategy's run folder (``run_id`` names a single strategy's folder, or
     prefixes several): what a run writes and what a grid compares before it calls a cell done."""
     names = pairs.names
     scope = {"samples": len(names), "samples_sha256": pairs.samples_sha256,
              "orders": list(orders), "rounds": rounds}
-    return [_plan(judges, pairs, record.name, dataset=dataset, seed=seed, scope=scope, run_id=run_id,
+    return [_plan(judges, pairs, record.name, dataset=dataset, seed=seed, scope=scope, run_id=run_id, media=media,
                   expected=frozenset(row_key(record.name, o, r, n) for o in orders for r in range(rounds)
                                      for n in names))
             for record in judges.strategies]
 
 
 def _plan(judges: RunJudges, pairs: RunPairs, strategy: str, *, dataset: str, seed: int, scope: dict,
-          run_id: str | None, expected: frozenset[str]) -> RunPlan:
+          run_id: str | None, expected: frozenset[str], media: str = "real") -> RunPlan:
     record = STRATEGY_RECORDS[strategy]
     llm = judges.llm_spec if record.uses_llm else None
     # description sharing changes S2-S4's descriptions (and so their verdicts), not S1's
     parameters = {"descriptions_shared": judges.descriptions_shared} if record.describes else {}
+    shows_media = record.verdict_role != "cpu" and judges.input_type != "text"
+    if media != "real" and shows_media:  # what the judge was shown (absent = its own clips, as before)
+        parameters["media"] = media
     identity = build_identity(spec=judges.spec, strategy=strategy, input_type=judges.input_type, dataset=dataset,
                               seed=seed, data_sha256=pairs.identity_data, llm_spec=llm, parameters=parameters,
                               engine=judges.engines["mllm"], llm_engine=judges.engines["llm"] if llm else None)
-    rid = make_run_id(judges.spec.name, strategy, judges.input_type, dataset, llm.name if llm else None, seed)
+    rid = make_run_id(judges.spec.name, strategy, judges.input_type, dataset, llm.name if llm else None, seed,
+                      media=parameters.get("media", "real"))
     if run_id:
         rid = run_id if len(judges.strategies) == 1 else f"{run_id}__{strategy}"
     return RunPlan(run_id=rid, strategy=strategy, llm=llm, identity=identity,

@@ -75,13 +75,15 @@ def now() -> str:
 
 
 def make_run_id(judge: str, strategy: str, input_type: str, dataset: str, llm: str | None = None,
-                seed: int = 0) -> str:
+                seed: int = 0, media: str = "real") -> str:
     """A readable, deterministic run id, so the same command resumes the same run."""
     parts = [judge, "cpu" if strategy == "-" else strategy, input_type, dataset]
     if llm:
         parts.append(f"llm={llm}")
     if seed:
         parts.append(f"seed={seed}")
+    if media != "real":
+        parts.append(f"media={media}")
     return check_run_id("__".join(parts))
 
 
@@ -443,6 +445,7 @@ class PredictionRow:
     raw_truncated: bool = False
     status: str = "ok"
     error: str | None = None
+    media: str = "real"  # what the judge was shown: its clip, none, or another pair's (helpers.run.engine)
 
 
 COLUMNS = [f.name for f in dataclasses.fields(PredictionRow)][:13]
@@ -577,7 +580,7 @@ def prediction_row(*, judge: str, strategy: str, input_type: str, order: str, ro
                    gt: str | None, pred: str | None, parse_rule: str | None, raw: str | None, run_id: str, dataset: str,
                    created_at: str, latency_s: float | None = None, llm: str | None = None,
                    media_name: str | None = None, seed: int | None = None, steps: dict | None = None,
-                   status: str = "ok", error: str | None = None) -> dict:
+                   status: str = "ok", error: str | None = None, media: str = "real") -> dict:
     """The one way to make a predictions row (as the dict the store appends). A row that breaks
     :func:`row_problems` (a label outside a1/a2/same, an unknown order) is a bug of the writer
     and stops it before anything is stored. A ``media_error`` row carries no label (``pred``
@@ -589,7 +592,7 @@ def prediction_row(*, judge: str, strategy: str, input_type: str, order: str, ro
         key=row_key(strategy, order, int(round), name), dataset=dataset, llm=llm,
         media_name=media_name if media_name is not None else name,
         seed=int(seed) if seed is not None else int(round), steps=dict(steps or {}), raw_truncated=cut,
-        status=status, error=error)
+        status=status, error=error, media=media)
     out = dataclasses.asdict(row)
     problems = row_problems(out)  # the readers' rules, so nothing is written that a reader would refuse
     if problems:

@@ -100,6 +100,21 @@ def extract_prompt(reason: str) -> str:
     return prompts.build_extract(prompts.strip_text_llm_prefix(reason))
 
 
+def derangement(names: list[str], seed: int) -> dict[str, str]:
+    """Each name -> another name, a permutation without fixed points drawn with ``seed`` (Sattolo's
+    algorithm: one random cycle through all names); with fewer than two names there is none."""
+    import random
+
+    if len(names) < 2:
+        raise ValueError(f"media='mismatched' needs at least two different clips, got {len(names)}")
+    order = list(names)
+    rng = random.Random(seed)
+    for i in range(len(order) - 1, 0, -1):
+        j = rng.randrange(i)  # j < i: never stays in place
+        order[i], order[j] = order[j], order[i]
+    return dict(zip(names, order, strict=True))
+
+
 def media_files(request: Request) -> list[str]:
     """The media files a request sends (their paths as text)."""
     media = request.media
@@ -138,6 +153,8 @@ class Pipeline:
         progress: bool = True,
         share_descriptions: bool = True,
         engines: dict[str, str | None] | None = None,
+        media: str = "real",
+        media_map: dict[str, str] | None = None,
     ):
         self.judge, self.llm_spec = judge, llm_spec
         self._factories = {"mllm": mllm, "llm": llm}
@@ -149,6 +166,7 @@ class Pipeline:
         self.batch_size, self.progress = batch_size, progress
         self.share_descriptions = bool(share_descriptions)  # resolved by the run (decoding.resolve_sharing)
         self.calls: Counter[str] = Counter()
+        self.media_setting, self.media_map = media, dict(media_map or {})  # helpers.run.engine.MEDIA_SETTINGS
         system_key = judge.options.get("system_prompt")
         self.system = prompts.prompt(system_key) if system_key else None
         self.describe_prompt = prompts.build_describe(judge.options.get("describe_prompt", "describe_input"))
@@ -156,8 +174,9 @@ class Pipeline:
                               "system": prompts.text_hash(self.system or judge.options.get("system"))}
         self.reason_hashes = {"S4_reason": prompts.text_hash(prompts.prompt("S4_reason"))}
         engines = engines or {}
+        shown = {} if media == "real" else {"media": media}  # a description of no clip, or of another pair's
         self.describe_id = step_identity(step="describe", **model_identity(judge, engines.get("mllm")),
-                                         prompts=self.prompt_hashes)
+                                         prompts=self.prompt_hashes, **shown)
         self.reason_id = None if llm_spec is None else step_identity(
             step="S4_reason", description=self.describe_id, **model_identity(llm_spec, engines.get("llm")),
             prompts=self.reason_hashes)
@@ -186,9 +205,11 @@ class Pipeline:
     # ------------------------------------------------------------------ requests
 
     def media(self, media_name: str) -> Media | None:
-        if self.input_type == "text":
+        """The media a request about ``media_name``'s pair shows: its own clip, none, or under
+        ``mismatched`` the clip the derangement gives it."""
+        if self.input_type == "text" or self.media_setting == "none":
             return None
-        found = media_paths(media_name, self.media_dir)
+        found = media_paths(self.media_map.get(media_name, media_name), self.media_dir)
         if self.input_type == "audio":
             return Media("audio", audio=found.audio)
         return Media(self.input_type, video=found.video)
@@ -404,7 +425,8 @@ class Pipeline:
             judge=self.judge.name, strategy=record.name, input_type=self.input_type, order=item.order,
             round=item.round, name=item.name, gt=item.gt, pred=None, parse_rule=None, raw=None, latency_s=None,
             created_at=now(), run_id=run_id, dataset=self.dataset, llm=self.llm_spec.name if record.uses_llm else None,
-            media_name=item.media_name, seed=self.seed + item.round, status=MEDIA_ERROR, error=reason)
+            media_name=item.media_name, seed=self.seed + item.round, status=MEDIA_ERROR, error=reason,
+            media=self.media_setting)
 
     def desc(self, item: Item) -> str:
         return self.steps[self.describe_key(item)]
@@ -422,4 +444,4 @@ class Pipeline:
             round=item.round, name=item.name, gt=item.gt, pred=label, parse_rule=rule, raw=response.text,
             latency_s=response.latency_s, created_at=now(), run_id=run_id, dataset=self.dataset,
             llm=self.llm_spec.name if record.uses_llm else None, media_name=item.media_name,
-            seed=self.seed + item.round, steps=steps)
+            seed=self.seed + item.round, steps=steps, media=self.media_setting)
