@@ -113,11 +113,15 @@ class JudgeSpec:
     api_key_env: str | None = None
     strategies: tuple[str, ...] = STRATEGIES
     options: dict = field(default_factory=dict)
+    shape: dict = field(default_factory=dict)
+    """The checkpoint's memory-relevant shape (layers, KV heads, head dim, parameters; with its source), read
+    by :mod:`helpers.judges.fit`. A fact about the weights, not a setting: not part of the run identity."""
 
 
 ENGINES = ("auto", "transformers", "vllm", "openai")
-"""The one name for a run's choice of engine (the run's ``backend`` setting): ``auto`` picks vLLM
-with a GPU, else transformers, and ``openai`` for API judges. A spec's own ``backend`` (``local``,
+"""The one name for a run's choice of engine (the run's ``engine`` setting): ``auto`` takes the engine
+the judge's YAML names (``options.engine``; transformers, with a warning, where a vLLM judge finds no
+vLLM or GPU) and ``openai`` for API judges. A spec's own ``backend`` (``local``,
 ``openai``, ``cpu``) says what KIND of judge it is, not which engine serves it."""
 
 
@@ -160,6 +164,19 @@ class Backend(ABC):
     def close(self) -> None:
         """Release models or connections (nothing to release by default)."""
         return None
+
+    def after_out_of_memory(self) -> None:
+        """Called after :meth:`generate` ran out of GPU memory, before the engine retries a smaller
+        batch (``helpers.run.strategies.Pipeline``): hand cached blocks back (nothing by default)."""
+        return None
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a CUDA out-of-memory error: torch's ``OutOfMemoryError`` (a RuntimeError
+    subclass) or a RuntimeError whose message says so (CUDA, cuBLAS and vLLM's own wording)."""
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 class PairJudge(ABC):

@@ -24,7 +24,7 @@ Why the choices:
 ``attn_implementation`` (e.g. ``flash_attention_2``), ``revision``, ``fps`` (default 2),
 ``max_frames``, ``num_frames`` (fixed frame count; LLaVA-NeXT-Video defaults to 8),
 ``video_min_pixels``/``video_max_pixels`` (per-frame pixel bounds passed on every processor
-call; Qwen's defaults 128*28*28 / 768*28*28 when unset).
+call; when unset, nothing is passed and the checkpoint's processor config supplies its own bounds).
 """
 
 from __future__ import annotations
@@ -359,6 +359,16 @@ class TransformersBackend(Backend):
         else:  # older processors: the audio list is the videos' audio, flagged by use_audio_in_video
             kwargs["use_audio_in_video"] = True
         return kwargs
+
+    def after_out_of_memory(self) -> None:
+        """Hand the failed batch's cached blocks back before the engine retries half of it."""
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def close(self) -> None:
         """Drop the model and hand its GPU memory back (the engine loads the text LLM next)."""

@@ -84,6 +84,7 @@ def _spec_from_mapping(raw: dict, file: Path) -> JudgeSpec:
          "must be a positive integer"),
         ("generation", isinstance(raw.get("generation") or {}, dict), "must be a mapping"),
         ("options", isinstance(raw.get("options") or {}, dict), "must be a mapping"),
+        ("shape", isinstance(raw.get("shape") or {}, dict), "must be a mapping"),
         ("strategies", isinstance(raw.get("strategies", []), list)
          and set(raw.get("strategies", [])) <= set(SPEC_STRATEGIES), f"must be a list drawn from {SPEC_STRATEGIES}"),
     ]
@@ -106,6 +107,7 @@ def _spec_from_mapping(raw: dict, file: Path) -> JudgeSpec:
         except DecodingError as exc:
             raise RegistryError(str(exc)) from None
     raw["options"] = dict(raw.get("options") or {})
+    raw["shape"] = dict(raw.get("shape") or {})
     if "strategies" in raw:
         raw["strategies"] = tuple(raw["strategies"])
     return JudgeSpec(**raw)

@@ -23,7 +23,9 @@ shuts the engine down and frees its GPU memory before the next model loads.
 
 ``spec.options`` understood here (besides the media ones of the transformers backend: ``fps``,
 ``max_frames``, ``num_frames``, ``system``): ``tensor_parallel_size``, ``gpu_memory_utilization``,
-``max_model_len``, ``max_num_seqs``, ``dtype``, ``revision``, ``enforce_eager``.
+``max_model_len``, ``max_num_seqs``, ``limit_mm_per_prompt``, ``dtype``, ``revision``, ``enforce_eager``. Every
+vLLM judge's YAML states the first four (sized by :mod:`helpers.judges.fit`; ``python -m helpers.run GRID
+--dry-run`` prints whether they fit a GPU); being options, they are part of the run identity.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ from helpers.judges.families import build_messages, check_input, family_of, loca
 PAPER_TEXT_SAMPLING = decoding.PAPER_TEXT_SAMPLING
 """The paper's vLLM settings for the S3/S4 text LLM (Qwen2.5-7B-Instruct)."""
 MLLM_MAX_TOKENS = decoding.MLLM_MAX_TOKENS  # vLLM's own default is 16 tokens: far too few for a description
-ENGINE_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "max_num_seqs", "dtype",
-                  "revision", "enforce_eager")
+ENGINE_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "max_num_seqs",
+                  "limit_mm_per_prompt", "dtype", "revision", "enforce_eager")
 MAX_DECODED_BYTES = 2 * 1024**3
 """Host memory the decoded media of one ``LLM.generate`` call may hold (``options.max_decoded_bytes``):
 512 requests of 720p clips would otherwise hold ~14 GB of frames before generation starts."""
@@ -103,6 +105,11 @@ def engine_kwargs(spec: JudgeSpec) -> dict:
     if shared:
         kwargs["mm_processor_kwargs"] = shared
     kwargs.update({k: spec.options[k] for k in ENGINE_OPTIONS if k in spec.options})
+    stated = dict(kwargs.get("limit_mm_per_prompt") or {})
+    short = {m: n for m, n in limits.items() if n and int(stated.get(m, 0)) < n}
+    if short:
+        raise BackendError(f"judge {spec.name!r}: options.limit_mm_per_prompt {stated} allows fewer than each request "
+                           f"sends ({limits}); vLLM would refuse every request")
     return kwargs
 
 

@@ -161,7 +161,24 @@ def metrics_csv(predictions: pd.DataFrame, pairs: pd.DataFrame, cis: pd.DataFram
     ``cis``), the confound audit's length columns, and where each cell's judgements came from."""
     table = metrics_table(predictions, n_boot=n_boot, seed=seed, cis=cis)
     table = table.merge(length_columns(predictions, pairs), on=CELL, how="left")
+    table = with_media_errors(table, predictions, root)
     return with_source(table, root)
+
+
+def with_media_errors(table: pd.DataFrame, predictions: pd.DataFrame, root: str | Path | None) -> pd.DataFrame:
+    """``media_error_n`` beside ``unparsed_pct``: each cell's rows of the store (of the datasets scored) whose
+    media could not be decoded; they hold no verdict, so the metrics are over the other rows."""
+    from helpers.run.results import media_error_counts, stored_rows
+
+    stored = stored_rows(root)
+    if not stored.empty and "dataset" in stored.columns and "dataset" in predictions.columns:
+        stored = stored[stored["dataset"].isin(set(predictions["dataset"].dropna()))]
+    counts = media_error_counts(stored)
+    out = table.merge(counts, on=CELL, how="left")
+    out["media_error_n"] = out["media_error_n"].fillna(0).astype(int)
+    columns = list(table.columns)
+    at = columns.index("unparsed_pct") + 1 if "unparsed_pct" in columns else len(columns)
+    return out[[*columns[:at], "media_error_n", *columns[at:]]]
 
 
 def _mean_std(row: pd.Series, column: str) -> str:
@@ -547,8 +564,11 @@ def protocol_long(card: pd.DataFrame) -> pd.DataFrame:
     value beside the paper's code, so it fits a page; the wide card stays in protocol_card.csv."""
     rows = []
     for row in card.itertuples(index=False):
-        for setting, ours, theirs in (("decoding", row.decoding, row.paper_decoding), ("media", row.media, row.paper_media),
-                                      ("prompt", row.prompt, "")):
+        settings = [("decoding", row.decoding, row.paper_decoding), ("media", row.media, row.paper_media),
+                    ("prompt", row.prompt, "")]
+        if getattr(row, "vllm_engine", "-") != "-":
+            settings.append(("vLLM engine", row.vllm_engine, ""))
+        for setting, ours, theirs in settings:
             rows.append({"Judge": names.judge(row.judge), "Setting": setting, "This study": ours,
                          "Paper's code": theirs or "—"})
         rows.append({"Judge": names.judge(row.judge), "Setting": "differences", "This study": row.differences,

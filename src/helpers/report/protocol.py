@@ -72,6 +72,17 @@ def judge_settings(spec: JudgeSpec) -> dict:
     return out
 
 
+def vllm_engine(spec: JudgeSpec) -> str:
+    """A local judge's vLLM engine settings as its YAML states them (sized by ``helpers.judges.fit``)."""
+    if spec.backend != "local":
+        return "-"
+    o = spec.options
+    if not all(k in o for k in ("max_model_len", "gpu_memory_utilization", "max_num_seqs")):
+        return "not stated (vLLM's defaults)"
+    return (f"max_model_len {o['max_model_len']}, gpu_memory_utilization {o['gpu_memory_utilization']:g}, "
+            f"max_num_seqs {o['max_num_seqs']}" + (f", clips <= {o['max_clip_s']:g} s" if "max_clip_s" in o else ""))
+
+
 def describe_media(s: dict) -> str:
     parts = []
     if s.get("frames") == "emoprefer_gpt":
@@ -115,6 +126,7 @@ def protocol_card(models_dir: str | Path | None = None, paper_file: str | Path |
         rows.append({
             "judge": name, "backend": backend, "checkpoint": spec.checkpoint, "input_type": spec.input_type,
             "decoding": decoding.describe(ours, spec.backend), "media": describe_media(ours),
+            "vllm_engine": vllm_engine(spec),
             "prompt": ours["describe_prompt"] + (f" + system {ours['system_prompt']}" if ours["system_prompt"] else ""),
             "paper_decoding": decoding.describe(theirs, spec.backend) if theirs else "not in the paper",
             "paper_media": describe_media(theirs) if theirs else "not in the paper",

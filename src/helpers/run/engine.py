@@ -25,6 +25,7 @@ from helpers.judges.registry import EngineChoice, RunJudges, make_pair_judge, ru
 from helpers.run.identity import RunPlan, check_folders, check_identity, plan_runs
 from helpers.run.results import load_run, parse_report, run_metrics
 from helpers.run.store import (
+    MEDIA_ERROR,
     RunManifest,
     RunSession,
     load_steps,
@@ -104,11 +105,12 @@ class RunConfig:
     unparsed_warn_pct: float = UNPARSED_WARN_PCT
     share_descriptions: str | bool = "auto"
     device: str | None = None
+    retry_errors: bool = False
 
     PROGRAMMATIC: ClassVar[tuple[str, ...]] = ("pairs", "run_id", "llm_engine", "progress")
     """Fields only code passes (a table, a folder name, a callable engine, a progress bar): not
     notebook parameters."""
-    RUNTIME: ClassVar[tuple[str, ...]] = ("overwrite",)
+    RUNTIME: ClassVar[tuple[str, ...]] = ("overwrite", "retry_errors")
     """Fields that say how to run, not what the run is (a grid cell is the same cell with or without)."""
 
     def __post_init__(self) -> None:
@@ -322,7 +324,11 @@ def _open(plan: RunPlan, context: RunContext) -> RunSession:
     details = context.manifest(plan)
     session = RunSession(plan.run_id, context.config.root, identity=plan.identity,
                          identity_sha256=plan.identity_sha256, scope=plan.scope, secrets=context.judges.secrets,
-                         overwrite=context.config.overwrite, refuse=_refusal).open()
+                         overwrite=context.config.overwrite, refuse=_refusal,
+                         retry_errors=bool(context.config.retry_errors)).open()
+    if session.store.retried:
+        print(f"note: retry_errors=True: {session.store.retried} media_error row(s) of {session.folder} set aside "
+              "(retried_errors.jsonl) and judged again")
     if session.moved is not None:
         print(f"note: overwrite=True: the run folder {session.folder} held another run; moved it to {session.moved}")
     try:
@@ -346,7 +352,9 @@ def _parse_warning(run_id: str, report: dict, threshold: float) -> str | None:
 def _close(session: RunSession, plan: RunPlan, context: RunContext) -> dict:
     """End a session: status, parse report and warning in the manifest; the run's summary row."""
     store = session.store
-    report = parse_report(store.rows())
+    rows = store.rows()
+    report = parse_report([r for r in rows if r.get("status", "ok") == "ok"])
+    report["media_error_n"] = sum(r.get("status") == MEDIA_ERROR for r in rows)
     warning = _parse_warning(store.run_id, report, float(context.config.unparsed_warn_pct))
     status = session.close(plan.expected, parse=report, warnings=[warning] if warning else [])
     if warning:
@@ -354,7 +362,8 @@ def _close(session: RunSession, plan: RunPlan, context: RunContext) -> dict:
     return {"run_id": store.run_id, "strategy": plan.strategy, "dataset": context.dataset,
             "status": status, "rows": len(store.done), "rows_new": session.written,
             "missing": len(plan.expected - store.done), "calls": dict(session.calls),
-            "unparsed_pct": report["unparsed_pct"], "folder": str(store.folder)}
+            "unparsed_pct": report["unparsed_pct"], "media_error_n": report["media_error_n"],
+            "folder": str(store.folder)}
 
 
 def labels_of(table: pd.DataFrame) -> list[str | None]:
@@ -379,13 +388,15 @@ def run_strategy(pipeline: Pipeline, plan: RunPlan, context: RunContext) -> dict
     with _open(plan, context) as session:
         items = [it for o in context.orders for it in items_for(tables[o], o, rounds)]
         todo = [it for it in items if row_key(plan.strategy, it.order, it.round, it.name) not in session.done]
-        before = Counter(pipeline.calls)
+        before, backoffs_before = Counter(pipeline.calls), len(pipeline.backoffs)
 
         def checkpoint() -> None:
             """Keep the manifest's call counts current, so a killed session still tells its cost,
-            and record each backend's own description once it has been built and used."""
+            and record each backend's own description once it has been built and used, each
+            out-of-memory back-off and each undecodable media file."""
             info = {ROLE_NAMES[role]: value for role, value in pipeline.backend_info.items()}
-            session.checkpoint(Counter(pipeline.calls) - before, info)
+            session.checkpoint(Counter(pipeline.calls) - before, info, backoffs=pipeline.backoffs[backoffs_before:],
+                               media_errors=pipeline.media_errors)
 
         def keep_steps(records: list[dict]) -> None:
             session.append_steps(records)
@@ -399,6 +410,8 @@ def run_strategy(pipeline: Pipeline, plan: RunPlan, context: RunContext) -> dict
             pipeline.predict(plan.strategy, todo, keep, run_id=plan.run_id, on_steps=keep_steps)
         finally:
             session.calls = Counter(pipeline.calls) - before
+            if session.store.locked:
+                checkpoint()  # the back-offs before a failure are on record too
         return _close(session, plan, context)
 
 

@@ -67,6 +67,7 @@ import pandas as pd
 import yaml
 
 from helpers import paths
+from helpers.judges import fit
 from helpers.judges.base import JudgeSpec
 from helpers.judges.registry import decoding_line, engine_line, import_object, list_judges, load_spec
 from helpers.run import engine
@@ -477,6 +478,49 @@ def cell_protocol(cell: Cell) -> dict:
     return row
 
 
+def fit_report(grid: Grid, lanes: list[list[Cell]], gpu: str, log: Callable[[str], None]) -> dict[str, str]:
+    """For ``--dry-run``: one fit line per vLLM-capable judge of the plan (and its S3/S4 text LLM) on each of
+    :data:`fit.GPUS`, and the judges that do not fit on ``gpu`` (judge -> the reason with its numbers), whose
+    cells the plan refuses. A judge whose cells run on transformers is still sized (labelled so)."""
+    from helpers.data import DataError
+
+    judges: dict[str, str] = {}
+    for lane in lanes:
+        for cell in lane:
+            judges.setdefault(cell.model, str(cell.parameters.get("engine", cell.parameters.get("backend", "auto"))))
+            llm = cell.parameters.get("judge_llm")
+            if llm and cell.parameters.get("strategy") in ("S3", "S4", "all") and llm in list_judges():
+                judges.setdefault(str(llm), "auto")
+    if not judges:
+        return {}
+    dataset = str(grid.cells[0].parameters.get("dataset", "emoprefer"))
+    try:
+        texts = fit.dataset_texts(dataset, grid.cells[0].parameters.get("data_dir"))
+        log(f"fit (vLLM, helpers.judges.fit): longest {dataset} prompts in UTF-8 bytes (>= tokens): {texts}")
+    except DataError as exc:
+        texts = {"S1": 0, "judge": 0, "reason": 0}
+        log(f"fit: the {dataset} pairs cannot be read ({str(exc).splitlines()[0]}); prompt text NOT counted")
+    described = max((fit.decoding_max_tokens(load_spec(j)) for j in judges if load_spec(j).backend == "local"
+                     and load_spec(j).input_type != "text"), default=None)
+    refused: dict[str, str] = {}
+    for name, choice in judges.items():
+        spec = load_spec(name)
+        if spec.backend != "local":
+            continue
+        on = engine_line(spec, choice if choice != "auto" else "auto")
+        try:
+            fits = fit.judge_fits(spec, texts, described if spec.input_type == "text" else None)
+        except fit.FitError as exc:
+            log(f"fit: {exc}")
+            refused[name] = str(exc)
+            continue
+        for one in fits:
+            log(f"fit: {one.line()}  [engine: {on}]")
+            if one.gpu == gpu and not one.fits and on.startswith("vllm"):
+                refused[name] = f"does not fit on {gpu} under vLLM: {one.reason}"
+    return refused
+
+
 def lanes_local(grid: Grid, lanes: list[list[Cell]], gpus: list[str], workers: int,
                 log: Callable[[str], None], overwrite: bool = False) -> list[dict]:
     """One worker per GPU (or ``workers`` CPU workers); each worker runs whole lanes."""
@@ -519,10 +563,13 @@ def lanes_on_ray(grid: Grid, lanes: list[list[Cell]], log: Callable[[str], None]
 
 def run_grid(file: str | Path, overrides: dict | None = None, gpus: list[str] | None = None, workers: int = 1,
              executor: str = "local", force: bool = False, dry_run: bool = False,
-             log: Callable[[str], None] = print, overwrite: bool = False) -> pd.DataFrame:
+             log: Callable[[str], None] = print, overwrite: bool = False,
+             gpu_size: str = next(iter(fit.GPUS))) -> pd.DataFrame:
     """Run every unfinished cell of a grid; one row per cell with its status. ``overwrite``:
     a cell whose run folder holds a run of another identity moves it aside and runs afresh
-    (without it, such a cell fails with a message naming what changed)."""
+    (without it, such a cell fails with a message naming what changed). ``dry_run``: the plan, with a
+    memory fit line per judge and GPU size (:func:`fit_report`); a cell whose vLLM judge does not fit
+    ``gpu_size`` is ``refused`` with the numbers."""
     if executor not in EXECUTORS:
         raise GridError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     grid = load_grid(file, overrides)
@@ -531,7 +578,10 @@ def run_grid(file: str | Path, overrides: dict | None = None, gpus: list[str] | 
         log(f"skip {entry['cell']}: {entry['reason']}")
     gpus = gpus if gpus is not None else (grid.gpus or detect_gpus())
     if dry_run:
-        planned = [{"cell": c.cell_id, "status": "planned", **cell_protocol(c)} for lane in lanes for c in lane]
+        refused = fit_report(grid, lanes, gpu_size, log)
+        planned = [{"cell": c.cell_id, "status": "refused" if refused.get(c.model) or refused.get(_llm_of(c)) else
+                    "planned", **cell_protocol(c), "fit": refused.get(c.model) or refused.get(_llm_of(c)) or "ok"}
+                   for lane in lanes for c in lane]
         return pd.DataFrame(skipped + planned)
     if not lanes:
         return pd.DataFrame(skipped)
@@ -540,6 +590,11 @@ def run_grid(file: str | Path, overrides: dict | None = None, gpus: list[str] | 
             raise GridError("--overwrite is supported by the local executor only")
         return pd.DataFrame(skipped + lanes_on_ray(grid, lanes, log))
     return pd.DataFrame(skipped + lanes_local(grid, lanes, gpus, workers, log, overwrite))
+
+
+def _llm_of(cell: Cell) -> str | None:
+    uses = cell.parameters.get("strategy") in ("S3", "S4", "all")
+    return str(cell.parameters["judge_llm"]) if uses and cell.parameters.get("judge_llm") else None
 
 
 def _overrides(pairs: list[list[str]] | None, parser: argparse.ArgumentParser) -> dict:
@@ -580,7 +635,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=_positive, default=1, help="parallel workers without GPUs (default 1)")
     parser.add_argument("--executor", default="local", choices=EXECUTORS, help=f"one of {', '.join(EXECUTORS)}")
     parser.add_argument("--force", action="store_true", help="re-run cells that finished before")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan only")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan only, with each judge's vLLM memory fit on an 80 GB and a 141 GB GPU; "
+                             "a cell that does not fit --gpu-size is refused (exit 1)")
+    parser.add_argument("--gpu-size", default=next(iter(fit.GPUS)), choices=list(fit.GPUS),
+                        help="the GPU a dry run checks the fit on (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
                         help="move aside run folders made with another identity (changed data, prompt, judge) "
                              "and run those cells afresh")
@@ -588,9 +647,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = _overrides(args.parameter, parser)
     try:
         table = run_grid(args.grid, overrides, args.gpus, args.workers, args.executor,
-                         args.force, args.dry_run, overwrite=args.overwrite)
+                         args.force, args.dry_run, overwrite=args.overwrite, gpu_size=args.gpu_size)
     except GridError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(table.to_string(index=False) if not table.empty else "nothing to run")
-    return 1 if (not table.empty and (table["status"] == "failed").any()) else 0
+    return 1 if (not table.empty and table["status"].isin(["failed", "refused"]).any()) else 0

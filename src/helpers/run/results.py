@@ -82,6 +82,23 @@ def stored_rows(root: str | Path | None = None, run_ids: Iterable[str] | None = 
     return table.reindex(columns=store.COLUMNS + [c for c in table.columns if c not in store.COLUMNS])
 
 
+def is_judged(table: pd.DataFrame) -> pd.Series:
+    """Rows that carry a verdict: not ``media_error`` rows (``store.MEDIA_ERROR``: the media could not be
+    decoded; no label, excluded from every metric and counted as ``media_error_n``)."""
+    if "status" not in table.columns:
+        return pd.Series(True, index=table.index)
+    return table["status"].fillna("ok") != store.MEDIA_ERROR
+
+
+def media_error_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """``media_error_n`` per judge cell (judge, strategy, input_type): rows whose media could not be decoded."""
+    keys = ["judge", "strategy", "input_type"]
+    if table.empty:
+        return pd.DataFrame(columns=[*keys, "media_error_n"])
+    errors = ~is_judged(table)
+    return table.assign(media_error_n=errors.astype(int)).groupby(keys, as_index=False)["media_error_n"].sum()
+
+
 def load_predictions(root: str | Path | None = None, dataset: str | None = None,
                      data_dir: str | Path | None = None) -> pd.DataFrame:
     """All complete runs of the predictions store (read by ``helpers.run.store``; a run still
@@ -92,6 +109,7 @@ def load_predictions(root: str | Path | None = None, dataset: str | None = None,
     table = stored_rows(root, complete_only=True)
     if table.empty:
         return table
+    table = table[is_judged(table)]  # media_error rows hold no verdict (media_error_counts counts them)
     table = table.astype({"round": int, "name": str, "strategy": str})
     if dataset is not None:
         if "dataset" in table.columns:
@@ -162,8 +180,9 @@ NO_LABELS = "no labels: no metrics"
 
 
 def run_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Two-class WAF per order (mean over rounds, x100), swap consistency (x100) and the share
-    of answers that matched no parser rule (``unparsed_pct``, scored ``same``) per judge cell:
+    """Two-class WAF per order (mean over rounds, x100), swap consistency (x100), the share
+    of answers that matched no parser rule (``unparsed_pct``, scored ``same``) and the rows whose media
+    could not be decoded (``media_error_n``, excluded from the rest) per judge cell:
     the paper's definitions, via ``helpers.stats.metrics``. ``rounds`` says how many rounds
     each order had, so a metric from an unbalanced run says what it was computed from.
 
@@ -171,7 +190,9 @@ def run_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
     are empty and ``labels`` says ``no labels: no metrics`` (a missing label is never read as
     ``same``); swap consistency needs no label and is still given."""
     rows = []
-    for (judge, strategy, input_type), cell in predictions.groupby(["judge", "strategy", "input_type"]):
+    errors = media_error_counts(predictions).set_index(["judge", "strategy", "input_type"])["media_error_n"]
+    judged = predictions[is_judged(predictions)]
+    for (judge, strategy, input_type), cell in judged.groupby(["judge", "strategy", "input_type"]):
         row = {"judge": judge, "strategy": strategy, "input_type": input_type}
         labelled = cell[cell["gt"].isin(LABELS)] if "gt" in cell.columns else cell.iloc[:0]
         row["labels"] = f"{labelled['name'].nunique()} labelled pairs" if len(labelled) else NO_LABELS
@@ -182,6 +203,7 @@ def run_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
         swap = metrics.swap_consistency_rounds(cell) if set(cell["order"]) == {"normal", "reverse"} else pd.Series()
         row["swap_consistency"] = 100 * swap.mean() if len(swap) else float("nan")
         row["unparsed_pct"] = metrics.unparsed_pct(cell)
+        row["media_error_n"] = int(errors.get((judge, strategy, input_type), 0))
         row["rounds"] = cell["round"].nunique()
         row["pairs"] = cell["name"].nunique()
         rows.append(row)

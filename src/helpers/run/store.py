@@ -223,6 +223,7 @@ class RunStore:
         self.lock_timeout_s = lock_timeout_s
         self.done: set[str] = set()
         self.repaired_bytes = 0
+        self.retried = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -232,6 +233,19 @@ class RunStore:
         self.repaired_bytes = repair_jsonl(self.predictions_path) + repair_jsonl(self.steps_path)
         self.done = {row["key"] for row in read_jsonl(self.predictions_path)}
         return self
+
+    def set_aside_errors(self) -> int:
+        """``retry_errors``: move the error rows (``status`` other than ok) out of predictions.jsonl into
+        ``retried_errors.jsonl`` (kept, never deleted), so their pairs are judged again; returns how many."""
+        rows = read_jsonl(self.predictions_path)
+        errors = [r for r in rows if r.get("status", "ok") != "ok"]
+        if errors:
+            append_jsonl(self.folder / "retried_errors.jsonl", [{**r, "retried_at": now()} for r in errors])
+            kept = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows if r.get("status", "ok") == "ok")
+            write_atomic(self.predictions_path, kept.encode("utf-8"), durable=True)
+            self.done = {row["key"] for row in read_jsonl(self.predictions_path)}
+        self.retried = len(errors)
+        return len(errors)
 
     def close(self) -> None:
         if self._locked:
@@ -414,7 +428,7 @@ class PredictionRow:
     round: int
     name: str
     gt: str | None
-    pred: str
+    pred: str | None
     parse_rule: str | None
     raw: str | None
     latency_s: float | None
@@ -427,9 +441,16 @@ class PredictionRow:
     seed: int
     steps: dict
     raw_truncated: bool = False
+    status: str = "ok"
+    error: str | None = None
 
 
 COLUMNS = [f.name for f in dataclasses.fields(PredictionRow)][:13]
+MEDIA_ERROR = "media_error"
+"""``status`` of a row whose media could not be decoded as the judge needs (``error`` says why): no verdict
+(``pred`` None), excluded from every metric, counted as ``media_error_n``; a resume does not retry it unless
+asked (``retry_errors``)."""
+ROW_STATUSES = ("ok", MEDIA_ERROR)
 """The analysis columns every predictions table has (the store's contract with the metrics)."""
 ROW_FIELDS = tuple(f.name for f in dataclasses.fields(PredictionRow))
 
@@ -462,14 +483,21 @@ def row_problems(row: object, run: RunManifest | None = None) -> list[tuple[str 
     if missing:
         return missing
     problems: list[tuple[str | None, str]] = []
+    status = row.get("status", "ok")
+    if status not in ROW_STATUSES:
+        return [("status", f"status {status!r} is not one of {', '.join(map(str, ROW_STATUSES))}")]
+    if status == MEDIA_ERROR and (row["pred"] is not None or not isinstance(row.get("error"), str) or not row["error"]):
+        problems.append(("pred", f"a {MEDIA_ERROR} row holds no label (pred {row['pred']!r}) and says why (error)"))
     for field, types in _ROW_TYPES.items():
         value = row.get(field)
+        if field == "pred" and status == MEDIA_ERROR:
+            continue
         if field in row and (not isinstance(value, types) or isinstance(value, bool)) and not (
                 value is None and field in ("dataset", "run_id")):
             problems.append((field, f"{field} is {_kind(value)} ({str(value)[:40]!r}), not {_kind(types[0]())}"))
     if problems:
         return problems
-    if row["pred"] not in LABELS:
+    if row["pred"] not in LABELS and status != MEDIA_ERROR:
         problems.append(("pred", f"pred {row['pred']!r} is not one of {', '.join(LABELS)}"))
     if row["order"] not in ORDERS:
         problems.append(("order", f"order {row['order']!r} is not one of {', '.join(ORDERS)}"))
@@ -546,19 +574,22 @@ def truncate_raw(raw: str | None, limit: int = RAW_MAX_BYTES) -> tuple[str | Non
 
 
 def prediction_row(*, judge: str, strategy: str, input_type: str, order: str, round: int, name: str,
-                   gt: str | None, pred: str, parse_rule: str | None, raw: str | None, run_id: str, dataset: str,
+                   gt: str | None, pred: str | None, parse_rule: str | None, raw: str | None, run_id: str, dataset: str,
                    created_at: str, latency_s: float | None = None, llm: str | None = None,
-                   media_name: str | None = None, seed: int | None = None, steps: dict | None = None) -> dict:
+                   media_name: str | None = None, seed: int | None = None, steps: dict | None = None,
+                   status: str = "ok", error: str | None = None) -> dict:
     """The one way to make a predictions row (as the dict the store appends). A row that breaks
     :func:`row_problems` (a label outside a1/a2/same, an unknown order) is a bug of the writer
-    and stops it before anything is stored."""
+    and stops it before anything is stored. A ``media_error`` row carries no label (``pred``
+    None) and says why (``error``)."""
     raw, cut = truncate_raw(raw)
     row = PredictionRow(
         judge=judge, strategy=strategy, input_type=input_type, order=order, round=int(round), name=name, gt=gt,
         pred=pred, parse_rule=parse_rule, raw=raw, latency_s=latency_s, created_at=created_at, run_id=run_id,
         key=row_key(strategy, order, int(round), name), dataset=dataset, llm=llm,
         media_name=media_name if media_name is not None else name,
-        seed=int(seed) if seed is not None else int(round), steps=dict(steps or {}), raw_truncated=cut)
+        seed=int(seed) if seed is not None else int(round), steps=dict(steps or {}), raw_truncated=cut,
+        status=status, error=error)
     out = dataclasses.asdict(row)
     problems = row_problems(out)  # the readers' rules, so nothing is written that a reader would refuse
     if problems:
@@ -803,8 +834,9 @@ class RunSession:
 
     def __init__(self, run_id: str, root: str | Path | None, *, identity: dict | None,
                  identity_sha256: str | None = None, scope: dict | None = None, secrets: dict | None = None,
-                 overwrite: bool = False, refuse: Refusal | None = None):
+                 overwrite: bool = False, refuse: Refusal | None = None, retry_errors: bool = False):
         self.store = RunStore(run_id, root, secrets=secrets)
+        self.retry_errors = retry_errors
         self.identity, self.identity_sha256, self.scope = identity, identity_sha256, scope
         self.overwrite, self.refuse = overwrite, refuse
         self.manifest = RunManifest(run_id)
@@ -857,6 +889,8 @@ class RunSession:
                 self.moved = self.store.replace()
                 before = stored.replaced if stored is not None else []
                 stored = RunManifest(self.store.run_id, replaced=[*before, {"folder": str(self.moved), "at": now()}])
+            if self.retry_errors:
+                self.store.set_aside_errors()
         except BaseException:
             self.store.close()
             raise
@@ -890,13 +924,19 @@ class RunSession:
     def append_steps(self, records: list[dict]) -> int:
         return self.store.append_steps(records)
 
-    def checkpoint(self, calls: Counter | dict | None = None, backend_info: dict | None = None) -> None:
+    def checkpoint(self, calls: Counter | dict | None = None, backend_info: dict | None = None,
+                   backoffs: list[dict] | None = None, media_errors: dict[str, str] | None = None) -> None:
         """Keep the session's call and row counts (and the backends' own descriptions) on disk
-        after every batch, so a killed session still tells its cost on resume."""
+        after every batch, so a killed session still tells its cost on resume; ``backoffs``: each
+        out-of-memory halving of this session's batches, ``media_errors``: the files found undecodable."""
         if calls is not None:
             self.calls = Counter(calls)
         m = self.manifest
         m.sessions[-1].update(calls=dict(self.calls), rows_written=self.written)
+        if backoffs:
+            m.sessions[-1]["oom_backoffs"] = list(backoffs)
+        if media_errors:
+            m.sessions[-1]["media_errors"] = dict(media_errors)
         if backend_info:
             m.sessions[-1]["backend_info"] = backend_info
             m.details["backend_info"] = {**m.details.get("backend_info", {}), **backend_info}

@@ -34,15 +34,18 @@ from helpers.digest import STEP_ID_LEN, sha256_hex
 from helpers.judges.base import (
     STRATEGIES,
     Backend,
+    BackendError,
     JudgeSpec,
     Media,
     Request,
     Response,
     Strategy,
+    is_out_of_memory,
     strategy_record,
 )
+from helpers.judges.media import MediaError
 from helpers.judges.registry import backend_info
-from helpers.run.store import now, prediction_row, row_key
+from helpers.run.store import MEDIA_ERROR, now, prediction_row, row_key
 
 MLLM_STEPS = ("S1", "describe", "S2")
 LLM_STEPS = ("S3", "S4_reason", "S4_extract")
@@ -100,6 +103,12 @@ def extract_prompt(reason: str) -> str:
     return prompts.build_extract(prompts.strip_text_llm_prefix(reason))
 
 
+def media_files(request: Request) -> list[str]:
+    """The media files a request sends (their paths as text)."""
+    media = request.media
+    return [] if media is None else [str(p) for p in (media.video, media.audio) if p is not None]
+
+
 def by_video(items: Iterable[Item]) -> list[Item]:
     """Requests that share a video next to each other, so prefix/encoder caches can help."""
     return sorted(items, key=lambda it: (it.media_name, it.round, it.order, it.name))
@@ -155,6 +164,9 @@ class Pipeline:
             step="S4_reason", description=self.describe_id, **model_identity(llm_spec, engines.get("llm")),
             prompts=self.reason_hashes)
         self.backend_info: dict[str, dict] = {}
+        self.backoffs: list[dict] = []  # each out-of-memory halving: step, batch size before/after, first key
+        self.media_errors: dict[str, str] = {}  # media file -> why it cannot be decoded as the judge needs
+        self._limit: dict[str, int] = {}  # per role: the batch size an out-of-memory error halved it to
 
     # ------------------------------------------------------------------ backends
 
@@ -194,22 +206,75 @@ class Pipeline:
 
     def generate(self, role: str, step: str, requests: list[Request],
                  on_batch: Callable[[list[Request], list[Response]], None]) -> None:
-        """Send ``requests`` in batches; ``on_batch`` persists each batch before the next."""
+        """Send ``requests`` in batches; ``on_batch`` persists each batch before the next. A batch
+        that runs out of GPU memory is halved and retried (down to one request; :meth:`_send`); a
+        request whose media cannot be decoded is left out and its file recorded in
+        :attr:`media_errors`, so its pair becomes a ``media_error`` row instead of stopping the run."""
+        requests = [r for r in requests if self.media_error(r) is None]
         if not requests:
             return
         backend = self.backend(role)
         size = backend.requests_per_call(self.batch_size)  # vLLM gets large chunks; each is stored on return
         bar = tqdm(total=len(requests), desc=f"{self.judge.name} {step}", unit="req", disable=not self.progress)
-        for start in range(0, len(requests), size):
-            batch = requests[start:start + size]
-            responses = backend.generate(batch)
-            if [r.key for r in responses] != [r.key for r in batch]:
-                raise RuntimeError(f"backend {type(backend).__name__} returned responses out of order or missing")
+        start = 0
+        while start < len(requests):
+            batch = requests[start:start + min(size, self._limit.get(role, size))]
+            start += len(batch)
+            sent = [r for r in batch if self.media_error(r) is None]  # another request may have found a file bad
+            responses = self._send(backend, role, step, sent)
             self.backend_info[role] = backend_info(backend)  # complete once loaded (lazy loaders fill it late)
-            self.calls[step] += len(batch)
-            on_batch(batch, responses)
+            done = [r for r in sent if self.media_error(r) is None]
+            if [r.key for r in responses] != [r.key for r in done]:
+                raise RuntimeError(f"backend {type(backend).__name__} returned responses out of order or missing")
+            self.calls[step] += len(done)
+            on_batch(done, responses)
             bar.update(len(batch))
         bar.close()
+
+    def media_error(self, request: Request) -> str | None:
+        """Why this request's media cannot be decoded (None when they can, or have not failed yet)."""
+        for path in media_files(request):
+            if path in self.media_errors:
+                return self.media_errors[path]
+        return None
+
+    def _send(self, backend: Backend, role: str, step: str, batch: list[Request]) -> list[Response]:
+        """``backend.generate(batch)`` for the requests whose media decode; on CUDA out of memory the
+        batch is halved (each halving recorded in :attr:`backoffs`) down to one request, which then
+        fails naming its pair."""
+        if not batch:
+            return []
+        try:
+            return backend.generate(batch)
+        except MediaError as exc:
+            bad = [r for r in batch if any(path in str(exc) for path in media_files(r))]
+            if not bad and len(batch) > 1:  # the message names no file of ours: find the request by halving
+                half = len(batch) // 2
+                return self._send(backend, role, step, batch[:half]) + self._send(backend, role, step, batch[half:])
+            for request in bad or batch:
+                for path in media_files(request):
+                    if path in str(exc) or not bad:
+                        self.media_errors[path] = f"{type(exc).__name__}: {exc}"
+            return self._send(backend, role, step, [r for r in batch if self.media_error(r) is None])
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            backend.after_out_of_memory()
+            if len(batch) == 1:
+                raise BackendError(f"judge {self.judge.name!r}: out of GPU memory at step {step} on request "
+                                   f"{batch[0].key!r} alone (batch size 1, after halving from the configured size; "
+                                   f"see the manifest's oom_backoffs): {exc}") from exc
+            half = len(batch) // 2
+            self._limit[role] = min(self._limit.get(role, half), half)
+            self.backoffs.append({"step": step, "role": role, "batch": len(batch), "retry_as": half,
+                                  "first_key": batch[0].key, "error": str(exc)[:300], "at": now()})
+            sent: list[Response] = []
+            start = 0
+            while start < len(batch):  # in pieces of the smallest size reached so far
+                piece = batch[start:start + min(half, self._limit[role])]
+                start += len(piece)
+                sent += self._send(backend, role, step, piece)
+            return sent
 
     # ------------------------------------------------------------------ shared steps
 
@@ -293,6 +358,7 @@ class Pipeline:
             return
         if record.describes:
             self.ensure_descriptions(items)
+            items = self._emit_media_errors(record, items, on_rows, run_id)
         if record.reasons:
             self.ensure_reasons(items)
 
@@ -311,6 +377,28 @@ class Pipeline:
             on_rows([self.row(record, by_key[r.key], r, run_id) for r in responses])
 
         self.generate(record.verdict_role, record.verdict_step, [build(it) for it in items], emit)
+        self._emit_media_errors(record, items, on_rows, run_id)
+
+    def item_media_error(self, item: Item) -> str | None:
+        """Why the media of this item's sample cannot be decoded (None when they can)."""
+        media = self.media(item.media_name)
+        return None if media is None else self.media_error(Request("", "", media))
+
+    def _emit_media_errors(self, record: Strategy, items: list[Item], on_rows: Callable[[list[dict]], object],
+                           run_id: str) -> list[Item]:
+        """Store a ``media_error`` row for each item whose media failed; return the others."""
+        failed = [(it, why) for it in items if (why := self.item_media_error(it)) is not None]
+        if failed:
+            on_rows([self.error_row(record, it, why, run_id) for it, why in failed])
+        return [it for it in items if self.item_media_error(it) is None]
+
+    def error_row(self, record: Strategy, item: Item, reason: str, run_id: str = "") -> dict:
+        """The stored row of a pair whose media cannot be decoded: no verdict, the reason kept."""
+        return prediction_row(
+            judge=self.judge.name, strategy=record.name, input_type=self.input_type, order=item.order,
+            round=item.round, name=item.name, gt=item.gt, pred=None, parse_rule=None, raw=None, latency_s=None,
+            created_at=now(), run_id=run_id, dataset=self.dataset, llm=self.llm_spec.name if record.uses_llm else None,
+            media_name=item.media_name, seed=self.seed + item.round, status=MEDIA_ERROR, error=reason)
 
     def desc(self, item: Item) -> str:
         return self.steps[self.describe_key(item)]
