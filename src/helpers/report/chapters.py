@@ -35,6 +35,7 @@ from helpers.stats import bt, simulate
 from helpers.stats.confound import length_columns
 from helpers.stats.metrics import (
     CELL,
+    METRICS_COLUMNS,
     best_order,
     best_strategy,
     metrics_table,
@@ -43,7 +44,8 @@ from helpers.stats.metrics import (
 )
 
 PAPER_ROUNDS = 2
-ANALYSIS_NOTEBOOKS = ("02_metrics", "03_consistency", "04_voting", "05_ranking", "06_confound", "07_tournament", "07a_adaptive")
+ANALYSIS_NOTEBOOKS = ("02_metrics", "03_consistency", "04_voting", "05_ranking", "06_confound", "06b_probes",
+                      "06c_reward_models", "07_tournament", "07a_adaptive")
 # Prompt keys of params/prompts.yaml, in the order the strategies use them.
 PROMPT_ROLES = (
     ("S1", "S1 — direct judgment (the MLLM sees the media)"),
@@ -166,18 +168,20 @@ def metrics_csv(predictions: pd.DataFrame, pairs: pd.DataFrame, cis: pd.DataFram
 
 
 def with_media_errors(table: pd.DataFrame, predictions: pd.DataFrame, root: str | Path | None) -> pd.DataFrame:
-    """``media_error_n`` beside ``unparsed_pct``: each cell's rows of the store (of the datasets scored) whose
-    media could not be decoded; they hold no verdict, so the metrics are over the other rows."""
+    """``media_error_n`` right after the agreed metric columns (``metrics.METRICS_COLUMNS``, which end
+    near ``unparsed_pct``): each cell's rows of the complete runs (of the datasets scored) whose media
+    could not be decoded; they hold no verdict, so the metrics are over the other rows."""
     from helpers.run.results import media_error_counts, stored_rows
 
-    stored = stored_rows(root)
+    stored = stored_rows(root, complete_only=True)
     if not stored.empty and "dataset" in stored.columns and "dataset" in predictions.columns:
         stored = stored[stored["dataset"].isin(set(predictions["dataset"].dropna()))]
     counts = media_error_counts(stored)
     out = table.merge(counts, on=CELL, how="left")
     out["media_error_n"] = out["media_error_n"].fillna(0).astype(int)
     columns = list(table.columns)
-    at = columns.index("unparsed_pct") + 1 if "unparsed_pct" in columns else len(columns)
+    agreed = [c for c in METRICS_COLUMNS if c in columns]
+    at = columns.index(agreed[-1]) + 1 if agreed else len(columns)
     return out[[*columns[:at], "media_error_n", *columns[at:]]]
 
 
