@@ -257,7 +257,8 @@ def test_quarto_renders_the_article_into_reports_without_executing_notebooks():
     assert "helpers.report --chapters-only" in config["project"]["pre-render"]
     meta, body = report.split_front_matter((paths.reports_dir() / "index.qmd").read_text())
     assert [Path(c).stem for c in meta["chapters"]] == [
-        "00_abstract", "05_introduction", "07_related", "10_data", "15_judges", "20_results", "25_confound", "50_ranking",
+        "00_abstract", "05_introduction", "07_related", "10_data", "15_judges", "20_results", "25_confound",
+        "27_reward_models", "50_ranking",
         "80_discussion", "95_appendix"]
     assert report.CHAPTERS_BEGIN in body and report.CHAPTERS_END in body
 
