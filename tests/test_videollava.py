@@ -43,6 +43,7 @@ def test_frames_are_linspace_over_the_clip_as_languagebind_picks_them(tmp_path):
     assert list(frames.indices) == list(np.linspace(0, 19, 8, dtype=int)) and len(frames.frames) == 8
 
 
+@pytest.mark.slow
 def test_a_tiny_hub_shaped_model_gets_the_llava_v1_prompt_and_8_frames_on_cpu(tmp_path):
     from helpers.judges.hf import TransformersBackend
 
