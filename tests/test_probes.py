@@ -260,3 +260,29 @@ def test_the_table_has_a_row_per_judge_run_and_leaves_missing_probes_empty():
     command = pending["command"].iloc[0]
     assert "-p model qwen25omni -p dataset $d" in command
     assert all(d in command for d in CONFIG.datasets.values())
+
+
+@pytest.mark.slow
+@needs_real
+def test_notebook_06b_has_a_row_per_judge_run_and_names_the_command_for_the_others(tmp_path, monkeypatch):
+    import papermill as pm
+    from synthetic import synthetic_predictions, write_predictions
+
+    monkeypatch.setenv(data.DATA_ENV, str(REAL))
+    store, reports = tmp_path / "predictions", tmp_path / "reports"
+    for probe, dataset in CONFIG.datasets.items():
+        pairs = data.load_pairs(dataset)
+        judges = {"good": 0.8, "fair": 0.6} if probe != "content" else {"good": 0.8}  # fair: not run on one probe
+        table = synthetic_predictions(pairs, judges=judges, seed=1).assign(dataset=dataset, run_id=f"syn_{probe}")
+        write_predictions(table, store, f"syn_{probe}")
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    pm.execute_notebook(str(notebooks / "06b_probes.ipynb"), str(tmp_path / "06b.ipynb"), cwd=str(notebooks),
+                        parameters={"predictions_dir": str(store), "reports_dir": str(reports), "n_boot": 50},
+                        progress_bar=False, kernel_name="python3")
+    table = pd.read_csv(reports / "tables" / "probes.csv").set_index("judge")
+    assert sorted(table.index) == ["fair", "good"]
+    assert table.loc["good", ["verbosity", "matched_waf", "content"]].notna().all()
+    assert np.isnan(table.loc["fair", "content"])  # unknown, not zero
+    assert (reports / "figures" / "probes.png").is_file()
+    pending = pd.read_csv(reports / "tables" / "probes_pending.csv")
+    assert {"qwen25omni", "qwen25vl"} <= set(pending["judge"])

@@ -257,7 +257,8 @@ def test_quarto_renders_the_article_into_reports_without_executing_notebooks():
     assert "helpers.report --chapters-only" in config["project"]["pre-render"]
     meta, body = report.split_front_matter((paths.reports_dir() / "index.qmd").read_text())
     assert [Path(c).stem for c in meta["chapters"]] == [
-        "00_abstract", "05_introduction", "07_related", "10_data", "15_judges", "20_results", "25_confound", "50_ranking",
+        "00_abstract", "05_introduction", "07_related", "10_data", "15_judges", "20_results", "25_confound",
+        "27_reward_models", "28_probes", "50_ranking",
         "80_discussion", "95_appendix"]
     assert report.CHAPTERS_BEGIN in body and report.CHAPTERS_END in body
 
@@ -327,7 +328,8 @@ def test_show_with_intervals_sets_each_estimate_over_its_bounds_in_one_column():
                           "len_balanced_hi": [50.86, None]})
     rows = cells_text(report.show(frame, intervals=True).to_html())
     # a std column is not an estimate: its neighbours stay separate columns
-    assert rows[0] == ["Judge", "two class waf std", "two class waf lo", "two class waf hi", "Length-balanced accuracy"]
+    assert rows[0] == ["Judge", "two class waf std", "2-class WAF, 95% CI low", "2-class WAF, 95% CI high",
+                       "Length-balanced accuracy"]
     assert rows[1][1:4] == ["0.50", "75.94", "82.96"]
     assert rows[1][4] == '50.00<br><span class="ci">[49.14, 50.86]</span>'
     assert rows[2][4] == "47.62"  # no bounds: the estimate alone
@@ -431,6 +433,7 @@ def test_without_pandoc_the_error_says_how_to_get_it(site, monkeypatch, capsys):
     assert "pip install pypandoc-binary" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_dash_m_helpers_report_runs_the_cli(site):
     import subprocess
     import sys

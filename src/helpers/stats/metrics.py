@@ -49,7 +49,6 @@ METRICS_COLUMNS = [
 TIE_KEY = ("judge", "strategy", "input_type")
 UNPARSED_FLAG_PCT = 5.0  # the report flags a cell whose answers fell back to `same` more often than this
 CODE = {label: i for i, label in enumerate(LABELS)}  # a1 -> 0, a2 -> 1, same -> 2
-SWAP_CODE = np.array([1, 0, 2])  # code of swap_label(label), indexed by code
 
 
 # --------------------------------------------------------------------------- checking
