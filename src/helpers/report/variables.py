@@ -319,7 +319,8 @@ def headline(tables: Path, paper: PaperResults) -> dict:
     if tournament is not None and len(tournament):
         row = tournament.iloc[0]
         values["tournament"] = {k: (pct(v) if isinstance(v, float) and k.endswith(("pct", "mercaption")) else
-                                    f"{v:.2f}" if isinstance(v, float) else "none" if pd.isna(v) else v)
+                                    f"{v:.2f}" if isinstance(v, float) else "none" if pd.isna(v) else
+                                    v.item() if isinstance(v, np.generic) else v)  # YAML writes no numpy ints
                                 for k, v in row.items()}
     build = _read(tables, "summary_build.csv")
     if build is not None:
