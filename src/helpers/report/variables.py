@@ -266,8 +266,8 @@ def official_values(pairing: pd.DataFrame | None) -> dict:
 def _names(judges) -> str:
     """Display names as prose: "A", "A and B", "A, B and C", or "none"."""
     shown = [names.judge(j) for j in judges]
-    if len(shown) < 2:
-        return shown[0] if shown else "none"
+    if len(shown) < 3:
+        return " and ".join(shown) or "none"
     joint = "; " if any("," in name for name in shown) else ", "  # "A, with B; C" stays readable
     return joint.join(shown[:-1]) + (";" if joint == "; " else "") + " and " + shown[-1]
 
