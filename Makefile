@@ -10,6 +10,9 @@ PAPERMILL := $(PY) -m papermill --cwd notebooks --log-level WARNING
 DATASET ?= emoprefer
 EXECUTED := reports/executed
 GRID ?= params/grid_cpu.yaml
+# The CPU grid reruns in seconds, so a run folder whose identity changed (data, prompts, judge or engine
+# code) is moved aside to data/predictions/.replaced/ and judged afresh; any other grid refuses by name.
+GRID_OPTIONS ?= $(if $(filter params/grid_cpu.yaml,$(GRID)),--overwrite,)
 # OFFICIAL_OUTPUTS=DIR: the authors' output-matching/*.npz, imported (python -m helpers.imports) before the analyses
 OFFICIAL_OUTPUTS ?=
 ANALYSIS_NOTEBOOKS := $(sort $(wildcard notebooks/0[2-8]*.ipynb))
@@ -23,12 +26,13 @@ ifneq ($(strip $(EMOPREFER_DATA)),)
 export EMOPREFER_DATA := $(abspath $(EMOPREFER_DATA))
 endif
 
-.PHONY: report test test-vllm venv data lint check-python chromium clean-report help
+.PHONY: report test test-vllm bench venv data lint check-python chromium clean-report help
 
 help:
 	@echo "make report   build reports/index.html (set EMOPREFER_DATA=/folder/with/csvs when offline)"
 	@echo "              OFFICIAL_OUTPUTS=DIR also imports the authors' released output-matching/*.npz"
 	@echo "make test     ruff + pytest"
+	@echo "make bench    the tournament benchmarks (installs the bench extra: evalica), 3 runs, medians with the load"
 	@echo "make test-vllm  the vLLM contract tests in their own .venv-vllm (real vLLM 0.33 on the CPU)"
 
 check-python:
@@ -58,7 +62,7 @@ report: data
 	@$(PAPERMILL) notebooks/00_data.ipynb $(EXECUTED)/00_data.ipynb -p dataset $(DATASET)
 	@echo "==> probes: v1's descriptions edited one way each (params/probes.yaml) into data/probes/"
 	@$(PY) -m helpers.stats.probes || exit 1
-	@if [ -f $(GRID) ]; then echo "==> judging with the CPU judges ($(GRID))"; $(PY) -m helpers.run $(GRID); fi
+	@if [ -f $(GRID) ]; then echo "==> judging with the CPU judges ($(GRID))"; $(PY) -m helpers.run $(GRID) $(GRID_OPTIONS); fi
 	@if [ -n "$(OFFICIAL_OUTPUTS)" ]; then echo "==> importing the authors' released outputs ($(OFFICIAL_OUTPUTS))"; \
 	  $(PY) -m helpers.imports official "$(OFFICIAL_OUTPUTS)" --dataset $(DATASET) || exit 1; fi
 	@for nb in $(ANALYSIS_NOTEBOOKS) $(SUMMARY_NOTEBOOKS); do \
@@ -85,10 +89,23 @@ chromium:
 	      echo "note: chromium could not be installed; the browser test will be skipped with a reason"; \
 	  else echo "note: chromium not installed and apt-get unavailable; the browser test will be skipped"; fi; }
 
+# pytest's workers (pytest-xdist): one per core, at most 4; TEST_JOBS=0 runs in one process.
+# --dist loadfile keeps a module's tests, and so its module-scoped fixtures, in one worker; modules are
+# handed out in collection order (tests/conftest.py puts the slow ones first), not by their test count.
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+
 test: lint chromium
-	@echo "==> pytest"
-	@$(PY) -m pytest -q; rc=$$?; \
+	@echo "==> pytest ($(TEST_JOBS) workers)"
+	@$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# The tournament's speed targets (issue 27), beside evalica: installs the bench extra when evalica is missing,
+# then 3 runs, each figure printed with the load average and core count, and the medians.
+bench: $(STAMP)
+	@$(PY) -c "import evalica" 2>/dev/null || { echo "==> installing the bench extra (evalica)"; \
+	  $(PY) -m pip install --quiet -e '.[$(EXTRAS),bench]'; }
+	@echo "==> benchmarks/bench_tournament.py (3 runs; takes a few minutes)"
+	@$(PY) benchmarks/bench_tournament.py --repeat 3 $(BENCH_ARGS)
 
 clean-report:
 	rm -rf $(EXECUTED) reports/tables reports/figures reports/index.html reports/runs

@@ -24,18 +24,9 @@ pytestmark = [
 def run(name: str, predictions: Path, reports: Path, **extra) -> None:
     pm.execute_notebook(
         str(NOTEBOOKS / f"{name}.ipynb"), str(reports / "executed" / f"{name}.ipynb"), cwd=str(NOTEBOOKS),
-        parameters={"predictions_dir": str(predictions), "reports_dir": str(reports), "n_boot": 50, **extra},
+        parameters={"predictions_dir": str(predictions), "reports_dir": str(reports), "n_boot": 100, **extra},
         progress_bar=False, kernel_name="python3",
     )
-
-
-def markdown_of(notebook: Path, label: str) -> str:
-    import nbformat
-
-    for cell in nbformat.read(notebook, as_version=4).cells:
-        if cell.cell_type == "code" and f"#| label: {label}" in cell.source:
-            return "".join(o.get("data", {}).get("text/markdown", "") for o in cell.outputs)
-    raise AssertionError(f"no cell labelled {label} in {notebook}")
 
 
 @pytest.fixture(scope="module")
@@ -72,15 +63,16 @@ def test_paper_rows_are_labelled_as_reported(study):
     assert (paper["source"] == "reported by the paper").all()
 
 
-def test_generated_prose_holds_computed_numbers_and_copes_with_few_cells(study):
-    executed = study / "executed"
-    summary = markdown_of(executed / "02_metrics.ipynb", "txt-metrics-summary")
-    best = pd.read_csv(study / "tables" / "metrics.csv").sort_values("two_class_waf").iloc[-1]
-    assert f"{best['two_class_waf']:.2f}" in summary
+def test_the_notebooks_leave_values_for_the_chapters_and_cope_with_few_cells(study):
+    """The notebooks write values (the chapters' sentences quote them through _variables.yml): the
+    main table's first row is the best judge on the unrounded mean, the correlations say how many
+    cells they rest on, and the ranking cost is a table."""
+    table = pd.read_csv(study / "tables" / "metrics.csv")
+    best = table.sort_values(["two_class_waf_unrounded", "judge"], ascending=[False, True]).iloc[0]
+    assert pd.read_csv(study / "tables" / "metrics_main.csv").iloc[0]["judge"] == best["judge"]
     pearson = pd.read_csv(study / "tables" / "consistency_pearson.csv")
     assert pearson["n"].tolist() == [4, 10]
-    assert "r = " in markdown_of(executed / "03_consistency.ipynb", "txt-consistency-agree")
-    assert "comparisons" in markdown_of(executed / "05_ranking.ipynb", "txt-ranking-cost")
+    assert len(pd.read_csv(study / "tables" / "ranking_cost.csv"))
 
 
 def test_a_single_judge_is_reported_not_crashed(tmp_path):
@@ -90,5 +82,6 @@ def test_a_single_judge_is_reported_not_crashed(tmp_path):
     (reports / "executed").mkdir(parents=True)
     run("03_consistency", tmp_path / "predictions", reports)
     run("04_voting", tmp_path / "predictions", reports)
-    assert "needs at least 3" in markdown_of(reports / "executed" / "03_consistency.ipynb", "txt-consistency-agree")
-    assert "Only one judge" in markdown_of(reports / "executed" / "04_voting.ipynb", "txt-voting-summary")
+    pearson = pd.read_csv(reports / "tables" / "consistency_pearson.csv")
+    assert "needs at least 3" in pearson["note"].iloc[0]
+    assert pd.read_csv(reports / "tables" / "voting.csv")["k"].max() == 1

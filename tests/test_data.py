@@ -283,6 +283,7 @@ def test_description_at_the_cap_is_accepted_and_one_more_character_is_refused(tm
     refused_everywhere(over, f"{NORMAL}, line 2, column 'a1'", "1,048,577 characters", "1,048,576 accepted")
 
 
+@pytest.mark.slow
 def test_description_of_100_mb_is_refused_clearly(tmp_path):
     folder = tmp_path / "d"
     folder.mkdir()

@@ -38,6 +38,7 @@ def run_python(code: str, cache) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_transformers_still_looks_the_speakers_up_without_the_revision(hub_cache):
     """The bug the backend works around (when this fails, transformers fixed it: drop omni_source)."""
     out = run_python(f"""
@@ -52,6 +53,7 @@ def test_transformers_still_looks_the_speakers_up_without_the_revision(hub_cache
     assert out["error"] is not None
 
 
+@pytest.mark.slow
 def test_the_backend_loads_the_pinned_revision_offline_from_its_snapshot(hub_cache):
     cache, snapshot = hub_cache
     out = run_python(f"""

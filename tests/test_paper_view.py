@@ -124,3 +124,5 @@ def test_the_official_pairing_is_the_glob_order_and_is_compared_with_the_round_m
     crossed = (agree[(0, 1)] + agree[(1, 0)]) / 2
     assert row["every_pairing_min"] == pytest.approx(min(crossed, row["swap_consistency"]))
     assert row["largest_possible_difference"] == pytest.approx(abs(crossed - row["swap_consistency"]))
+    stds = [np.std([agree[(0, 0)], agree[(1, 1)]]), np.std([agree[(0, 1)], agree[(1, 0)]])]
+    assert row["largest_possible_std_difference"] == pytest.approx(max(abs(v - stds[0]) for v in stds))

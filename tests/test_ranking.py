@@ -61,8 +61,8 @@ def test_bootstrap_is_reproducible_and_the_reference_has_an_interval_of_its_own(
     pd.testing.assert_frame_equal(first, again)
     ref = first.set_index("system").loc["s00"]
     assert ref["rating_lo"] < ref["rating"] == 1000.0 < ref["rating_hi"]  # not a zero-width anchor (issue 27)
-    board = bt.leaderboard(first)
-    assert board.index.tolist() == [1, 2, 3] and board["system"].iloc[0] == first["system"].iloc[0]
+    board = bt.ratings_view(first)
+    assert board.index.tolist() == [str(int(k)) for k in first["rank"]] and board["system"].iloc[0] == first["system"].iloc[0]
 
 
 def test_bad_tables_are_refused():

@@ -328,7 +328,8 @@ def test_show_with_intervals_sets_each_estimate_over_its_bounds_in_one_column():
                           "len_balanced_hi": [50.86, None]})
     rows = cells_text(report.show(frame, intervals=True).to_html())
     # a std column is not an estimate: its neighbours stay separate columns
-    assert rows[0] == ["Judge", "two class waf std", "two class waf lo", "two class waf hi", "Length-balanced accuracy"]
+    assert rows[0] == ["Judge", "two class waf std", "2-class WAF, 95% CI low", "2-class WAF, 95% CI high",
+                       "Length-balanced accuracy"]
     assert rows[1][1:4] == ["0.50", "75.94", "82.96"]
     assert rows[1][4] == '50.00<br><span class="ci">[49.14, 50.86]</span>'
     assert rows[2][4] == "47.62"  # no bounds: the estimate alone
@@ -432,6 +433,7 @@ def test_without_pandoc_the_error_says_how_to_get_it(site, monkeypatch, capsys):
     assert "pip install pypandoc-binary" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_dash_m_helpers_report_runs_the_cli(site):
     import subprocess
     import sys

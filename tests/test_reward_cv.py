@@ -78,3 +78,22 @@ def test_a_trained_model_refuses_to_predict_its_own_training_pairs_and_unlabelle
     train.drop(columns="preference").to_csv(tmp_path / "unlabelled.csv", index=False)
     with pytest.raises(DataError, match="cannot learn from unlabelled pairs"):
         _trained(tmp_path, [tmp_path / "unlabelled.csv"]).predict(swapped)
+
+
+@pytest.mark.slow
+def test_notebook_06c_writes_the_cv_table_it_computes(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    from test_confound_notebook import write_dataset
+
+    from helpers import paths
+
+    pairs = write_dataset(tmp_path / "data")
+    papermill.execute_notebook(
+        str(paths.project_root() / "notebooks" / "06c_reward_models.ipynb"), str(tmp_path / "executed.ipynb"),
+        parameters={"reports_dir": str(tmp_path / "reports"), "data_dir": str(tmp_path / "data"),
+                    "judges": ["length", "source"], "fold_seeds": 2, "n_boot": 50},
+        cwd=str(paths.project_root() / "notebooks"), progress_bar=False, kernel_name="python3",
+    )
+    table = pd.read_csv(tmp_path / "reports" / "tables" / "reward_cv.csv")
+    direct = cross_validation(["length", "source"], pairs, fold_seeds=2, n_boot=50)
+    pd.testing.assert_frame_equal(table, direct, check_dtype=False)

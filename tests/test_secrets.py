@@ -78,3 +78,17 @@ def test_a_key_read_with_whitespace_is_stripped_with_a_warning_and_a_bad_one_nev
     assert SENTINEL not in str(bad.value) and SENTINEL[:8] not in str(bad.value)
     monkeypatch.setenv("EMOPREFER_TEST_KEY_WS", "  ")
     assert read_key("EMOPREFER_TEST_KEY_WS") is None
+
+
+def test_an_exception_and_its_chained_causes_are_redacted_in_place():
+    from helpers.secrets import redact_exception
+
+    try:
+        try:
+            raise ValueError(f"Invalid header value b'Bearer {SENTINEL}\\n'")
+        except ValueError as inner:
+            raise RuntimeError(f"request failed: {SENTINEL[::-1]}") from inner
+    except RuntimeError as outer:
+        redact_exception(outer, {"K": SENTINEL})
+        assert str(outer) == "request failed: [redacted:K]"
+        assert str(outer.__cause__) == "Invalid header value b'Bearer [redacted:K]\\n'"

@@ -105,6 +105,9 @@ def test_refuses_a_pair_without_an_answer_and_a_changed_file(tmp_path, capsys):
     out = tmp_path / "sub.csv"
     assert submit.main([rid, "--store", str(store), "--out", str(out)]) == 1
     assert "3 of 8 pairs have no answer" in capsys.readouterr().err and not out.exists()
+    assert submit.main([rid, "--store", str(store), "--out", str(out), "--top-k", "2"]) == 2  # usage: one run only
+    assert "--top-k must be between 1 and the number of runs (1)" in capsys.readouterr().err
+    assert submit.main(["no_such_run", "--store", str(store), "--out", str(out)]) == 1
     table.assign(a1="changed").to_csv(path, index=False)
     with pytest.raises(DataError, match="changed since the runs were made"):
         submit.build([rid], root=store)

@@ -593,7 +593,7 @@ def test_the_tournament_notebook_ranks_the_v1_systems_and_names_the_length_follo
     pm.execute_notebook(
         root / "notebooks" / "07_tournament.ipynb", out, cwd=root / "notebooks", progress_bar=False,
         parameters={"data_dir": str(real), "reports_dir": str(tmp_path / "reports"),
-                    "predictions_dir": str(tmp_path / "predictions"), "n_boot": 50, "judges": ["length", "random"]},
+                    "predictions_dir": str(tmp_path / "predictions"), "n_boot": 100, "judges": ["length", "random"]},
     )
     diagnosis = pd.read_csv(tmp_path / "reports" / "tables" / "tournament_diagnosis.csv").set_index("judge")
     assert diagnosis.loc["length", "diagnosis"] == "follows length"  # masked system: same length -> tie

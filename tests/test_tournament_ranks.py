@@ -305,3 +305,67 @@ def test_the_saving_table_has_a_median_and_intervals_over_20_seeds_for_each_spre
     alone = simulate.design_runs(np.linspace(-1, 1, 10), 20, 3, 0.9, 1.0, True, [7])
     among = simulate.design_runs(np.linspace(-1, 1, 10), 20, 3, 0.9, 1.0, True, [3, 7])
     np.testing.assert_allclose(alone[0], among[1])
+
+
+# --------------------------------------------------------------------------- style control says what it explains
+
+
+def test_the_deviance_is_twice_the_log_loss_of_the_fitted_probabilities():
+    from sklearn.metrics import log_loss
+
+    from helpers.tournament.rank import _deviance
+
+    table = synthetic_comparisons([0.0, 0.4, 1.0], 300, seed=2)
+    table["length_diff"] = np.random.default_rng(2).uniform(-1, 1, len(table))
+    strength = pd.Series({"s00": 0.0, "s01": 0.3, "s02": 0.9})
+    eta = table["system_a"].map(strength) - table["system_b"].map(strength) + 0.7 * table["length_diff"]
+    p = 1 / (1 + np.exp(-eta))
+    expected = 2 * len(table) * log_loss((table["winner"] == "a").astype(int), p, labels=[0, 1])
+    assert _deviance(table, strength, 0.7, "length_diff") == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("style", ["linear", "log-length"])
+def test_rank_reports_the_covariate_its_fit_and_flags_a_pure_length_judge_above_the_table(tmp_path, capsys, style):
+    path = table(tmp_path / "t.csv")
+    out = tmp_path / "tour"
+    assert cli("judge", path, "--out", out, "--judge", "length") == 0
+    capsys.readouterr()
+    assert cli("rank", path, "--out", out, "--n-boot", "100", "--style", style) == 0
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    assert lines[0].startswith("note: judge length (-) picks the longer text in 100%")
+    covariate = {"linear": "length_diff", "log-length": "log_length_ratio"}[style]
+    assert f"style control ({style}: {covariate})" in printed
+    effect = pd.read_csv(out / "length_effect.csv").iloc[0]
+    assert effect["covariate"] == covariate and effect["style"] == style
+    assert effect["coef_lo"] <= effect["coef"] <= effect["coef_hi"]
+    assert effect["deviance_style"] <= effect["deviance_plain"] and effect["longer_rule_agreement"] == 1.0
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [("seed", "0", "field 'seed' is '0', not a int"),
+                                                       ("design", "lucky", "not one of round_robin"),
+                                                       ("surprise", 1, "unknown field 'surprise'")])
+def test_the_design_manifest_is_a_typed_record_and_a_wrong_field_is_named(tmp_path, capsys, field, value, says):
+    path = table(tmp_path / "t.csv")
+    out = tmp_path / "tour"
+    assert cli("design", path, "--out", out) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest[field] = value
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert cli("rank", path, "--out", out) == 1
+    err = capsys.readouterr().err
+    assert says in err and "--overwrite" in err and "Traceback" not in err
+
+
+def test_the_redraw_hint_is_a_command_that_runs(tmp_path, capsys):
+    import re
+    import shlex
+
+    path = table(tmp_path / "t.csv")
+    out = tmp_path / "tour"
+    assert cli("design", path, "--out", out, "--budget", "2", "--seed", "1") == 0
+    capsys.readouterr()
+    assert cli("judge", path, "--out", out, "--judge", "length", "--budget", "3") == 1
+    hint = re.search(r"'python -m helpers\.tournament (design [^']+)'", capsys.readouterr().err).group(1)
+    assert cli(*shlex.split(hint)) == 0  # the hint parses and redraws
+    assert cli("judge", path, "--out", out, "--judge", "length", "--budget", "3") == 0

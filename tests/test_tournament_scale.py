@@ -338,6 +338,7 @@ def test_a_training_table_without_labels_is_refused_naming_it(tmp_path, capsys):
     assert f"training table {bad}" in err and "'maybe' is not a1, a2 or same" in err
 
 
+@pytest.mark.slow
 def test_the_adaptive_notebook_writes_its_table_and_labelled_figure(tmp_path):
     """notebooks/07a_adaptive.ipynb under papermill with 20 seeds of short simulated designs: the
     table the report quotes holds three spreads x two sizes, each over 20 seeds."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import codecs
 import csv
-import hashlib
 import os
 import re
 import shutil
@@ -37,7 +36,10 @@ import pandas as pd
 import yaml
 
 from helpers import paths
-from helpers.digest import sha256_hex
+from helpers.digest import (  # sha256_file: the one file hash, used here and by importers
+    sha256_file,
+    sha256_hex,
+)
 
 LABELS = ("a1", "a2", "same")
 FALLBACK_RULE = "default_same"  # the parse_rule of an answer that names no label (scored as same, as the paper does)
@@ -155,14 +157,6 @@ def swap_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------- resolution
 
 
@@ -179,6 +173,13 @@ def resolve_data_dir(dataset: str = "emoprefer", data_dir: str | Path | None = N
     ``EMOPREFER_DATA`` variable, the project cache ``data/raw/<dataset>/``, then a download from
     the official address into that cache. A generated dataset (``folder`` in its spec, the probes)
     lives in ``data/<folder>/`` and is generated there when its files are missing."""
+    return local_data_dir(dataset, data_dir) or download(dataset, cache_dir(dataset))
+
+
+def local_data_dir(dataset: str = "emoprefer", data_dir: str | Path | None = None) -> Path | None:
+    """The folder :func:`resolve_data_dir` reads without downloading (the one lookup of a data
+    folder), or None when only a download would find the files; a named folder without them is
+    a :class:`DataError`."""
     spec = dataset_spec(dataset)
     if spec.data_env:
         return user_data_dir(spec, data_dir)
@@ -195,9 +196,7 @@ def resolve_data_dir(dataset: str = "emoprefer", data_dir: str | Path | None = N
                 )
             return folder
     cached = cache_dir(dataset)
-    if _has_files(cached, spec):
-        return cached
-    return download(dataset, cached)
+    return cached if _has_files(cached, spec) else None
 
 
 def user_data_dir(spec: DatasetSpec, data_dir: str | Path | None = None) -> Path:

@@ -1,4 +1,5 @@
-"""The one sha256 helper: hex digests of text or bytes, whole or cut to a named length.
+"""The one sha256 helper: hex digests of text, bytes, a file or a module's source, whole or cut
+to a named length.
 
 The cut lengths below are part of stored names and keys (run identities in manifests, cached
 step keys in ``steps.jsonl``, tournament run folders, system ids in comparison ids). Changing a
@@ -12,6 +13,8 @@ a folder name, an id).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+from pathlib import Path
 
 PROMPT_HASH_LEN = 16
 """``prompts.prompt_hashes`` (templates) and ``prompts.text_hash`` (texts actually sent):
@@ -41,3 +44,21 @@ def sha256_hex(data: str | bytes, length: int | None = None) -> str:
     raw = data.encode("utf-8") if isinstance(data, str) else data
     digest = hashlib.sha256(raw).hexdigest()
     return digest if length is None else digest[:length]
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex sha256 of a file's bytes, read in 1 MiB blocks (a data file, a released output)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def module_sha256(module: str) -> str:
+    """The hex sha256 of a module's source file as it is on disk now (``"no source"`` for a
+    module without one), found without running it: a backend module may import an engine this
+    machine lacks, and what a run records is the code, not whether it imports."""
+    spec = importlib.util.find_spec(module)
+    origin = Path(spec.origin) if spec is not None and spec.origin else None
+    return sha256_file(origin) if origin is not None and origin.is_file() else "no source"

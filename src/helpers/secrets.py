@@ -130,10 +130,19 @@ def read_key(name: str) -> str | None:
 
 
 def redact_exception(exc: BaseException, secrets: dict[str, str] | None) -> BaseException:
-    """``exc`` with its text arguments redacted in place, so the traceback a notebook or a log
-    shows cannot quote a key (an HTTP library that quotes a refused header, a server's error)."""
-    if secrets and exc.args:
-        exc.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in exc.args)
+    """``exc`` and the exceptions chained to it (``__cause__``, ``__context__``) with their text
+    arguments redacted in place, so the traceback a notebook or a log shows cannot quote a key
+    (an HTTP library that quotes a refused header, a server's error)."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while secrets and pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if current.args:
+            current.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in current.args)
+        pending += [current.__cause__, current.__context__]
     return exc
 
 

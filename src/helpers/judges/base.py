@@ -8,7 +8,6 @@ about transformers, vLLM or HTTP. CPU baselines that read the pair directly impl
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from helpers.digest import sha256_hex
+from helpers.digest import module_sha256
 
 
 class BackendError(RuntimeError):
@@ -218,13 +217,3 @@ class PairJudge(ABC):
         for a judge that learns from labels to fit on ``train`` (the human-labelled pairs, same
         order) instead. A judge that learns nothing ignores ``train``; learning judges override."""
         return self.predict(pairs, seed=seed)
-
-
-def module_sha256(module: str) -> str:
-    """sha256 of a module's source file as it is on disk now."""
-    import importlib
-
-    path = inspect.getsourcefile(importlib.import_module(module))
-    if path is None:
-        return "no source"
-    return sha256_hex(Path(path).read_bytes())

@@ -6,11 +6,10 @@ more often than not), ``random`` is chance, ``always_a1`` is pure position bias.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pandas as pd
 
+from helpers.digest import sha256_hex
 from helpers.judges.base import PairJudge
 
 
@@ -32,8 +31,8 @@ class RandomJudge(PairJudge):
 
     def predict(self, pairs: pd.DataFrame, *, seed: int = 0) -> pd.Series:
         def draw(a1: str, a2: str) -> str:
-            digest = hashlib.sha256(f"{seed}\x00{a1}\x00{a2}".encode()).digest()
-            return "a1" if digest[0] % 2 == 0 else "a2"
+            first_byte = int(sha256_hex(f"{seed}\x00{a1}\x00{a2}")[:2], 16)
+            return "a1" if first_byte % 2 == 0 else "a2"
 
         labels = [draw(str(a1), str(a2)) for a1, a2 in zip(pairs["a1"], pairs["a2"], strict=True)]
         return pd.Series(labels, index=pairs.index, name="pred")

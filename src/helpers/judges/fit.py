@@ -129,7 +129,7 @@ def media_tokens(spec: JudgeSpec, input_type: str | None = None) -> int:
     Video (Qwen2.5-Omni/VL, Qwen3-Omni/VL): frames at ``fps`` (at most ``max_frames``), two frames
     per temporal patch, at most ``video_max_pixels`` (the processor class's default when unset)
     per frame, one token per merged patch of ``(patch x merge)^2`` pixels. LLaVA-NeXT-Video:
-    ``num_frames`` x 144 (24x24 patches pooled 2x2). Audio: Whisper-style encoders give 25 tokens
+    ``num_frames`` x 144 (24x24 patches pooled 2x2); Video-LLaVA ``num_frames`` x 257. Audio: Whisper-style encoders give 25 tokens
     per second (Qwen2-Audio, Qwen2.5-Omni: 100 mel frames/s, conv stride 2, pooling 2); Qwen3-Omni's
     AuT encoder 12.5 per second; Gemma 3n a fixed 188 per clip (``audio_seq_length``)."""
     input_type = input_type or spec.input_type
@@ -138,6 +138,8 @@ def media_tokens(spec: JudgeSpec, input_type: str | None = None) -> int:
     if input_type in ("video", "audiovideo"):
         if name == "llavanextvideo":
             tokens += int(options.get("num_frames", 8)) * 144
+        elif name == "videollava":  # 224 px frames, 16x16 patches of 14 px and the CLS token each
+            tokens += int(options.get("num_frames", 8)) * 257
         else:
             pixel = 32 if name in ("qwen3omni", "qwen3vl") else 28
             max_pixels = int(options.get("video_max_pixels", 768 * pixel * pixel))

@@ -40,8 +40,6 @@ from helpers.judges import media as media_io
 from helpers.judges.base import Backend, BackendError, JudgeSpec, Request, Response
 from helpers.judges.families import build_messages, check_input, family_of, local_path, video_timing
 
-GENERATION_KEYS = decoding.KNOBS
-
 
 def seed_batches(requests: list[Request], batch_size: int, key=lambda r: r.seed) -> Iterator[list[int]]:
     """Indices of requests, grouped by ``key`` (first-seen order), in chunks of ``batch_size``."""

@@ -44,6 +44,14 @@ RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 # URLError): RemoteDisconnected, ConnectionResetError, IncompleteRead, BadStatusLine, other OSError.
 TRANSPORT_ERRORS = (http.client.HTTPException, OSError)
 GENERATION_KEYS = ("temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty")
+MAX_REPLY_BYTES = 8 * 2**20
+"""Largest reply read (``options.max_reply_bytes`` overrides): a chat completion whose answer the
+store keeps at most 64 KB of is far smaller; a server streaming hundreds of megabytes would
+otherwise be read whole into memory (a 300 MB reply took 1.1 GB)."""
+
+
+class ReplyTooLarge(Exception):
+    """Internal: the reply exceeds the byte limit (not retried: the same server sends it again)."""
 
 
 class OpenAIError(RuntimeError):
@@ -168,6 +176,7 @@ class OpenAIBackend(Backend):
         self.max_retries = int(options.get("max_retries", 5))
         self.backoff_s = float(options.get("backoff_s", 1.0))
         self.max_backoff_s = float(options.get("max_backoff_s", 60.0))
+        self.max_reply_bytes = int(options.get("max_reply_bytes", MAX_REPLY_BYTES))
         self.sleep = time.sleep
         self.info = {"backend": "openai", "endpoint": self.url, "model": spec.checkpoint, "checkpoint": spec.checkpoint,
                      "key_variable": spec.api_key_env, "client": f"urllib (python {platform.python_version()})"}
@@ -209,6 +218,10 @@ class OpenAIBackend(Backend):
             try:
                 payload = self._post(data, key)
                 return response_text(payload), time.perf_counter() - start
+            except ReplyTooLarge as exc:
+                raise OpenAIError(f"{self.url} sent a reply larger than the {self.max_reply_bytes:,} bytes read ({exc}); "
+                                  f"not a chat completion of this study (options.max_reply_bytes raises the limit; "
+                                  f"model {self.spec.checkpoint!r}; not retried)") from None
             except urllib.error.HTTPError as exc:
                 last = f"HTTP {exc.code}: {self._error_detail(exc, key)}"
                 if exc.code not in RETRY_STATUSES:
@@ -233,15 +246,23 @@ class OpenAIBackend(Backend):
 
     def _post(self, data: bytes, key: str) -> dict:
         """One POST and its decoded JSON reply; every failure propagates for ``_complete`` to sort."""
-        http = urllib.request.Request(self.url, data=data, method="POST", headers={
+        post = urllib.request.Request(self.url, data=data, method="POST", headers={
             "Content-Type": "application/json", "Authorization": f"Bearer {key}"})
-        with urllib.request.urlopen(http, timeout=self.timeout_s) as reply:
-            return json.loads(reply.read().decode("utf-8"))
+        with urllib.request.urlopen(post, timeout=self.timeout_s) as reply:
+            declared = reply.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > self.max_reply_bytes:
+                raise ReplyTooLarge(f"Content-Length {int(declared):,}")
+            data = reply.read(self.max_reply_bytes + 1)  # never more than the limit into memory
+            if len(data) > self.max_reply_bytes:
+                raise ReplyTooLarge("no Content-Length; cut off at the limit")
+            if declared and declared.isdigit() and len(data) < int(declared):  # read(n) does not raise it itself
+                raise http.client.IncompleteRead(data, int(declared) - len(data))
+            return json.loads(data.decode("utf-8"))
 
     def _error_detail(self, exc: urllib.error.HTTPError, key: str) -> str:
         """The start of an error reply's body, key redacted; empty where reading it fails too."""
         try:
-            return self._redact(exc.read().decode("utf-8", "replace")[:300], key)
+            return self._redact(exc.read(4096).decode("utf-8", "replace")[:300], key)
         except TRANSPORT_ERRORS:
             return ""
 

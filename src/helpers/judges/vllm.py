@@ -43,7 +43,6 @@ from helpers.judges.families import build_messages, check_input, family_of, loca
 
 PAPER_TEXT_SAMPLING = decoding.PAPER_TEXT_SAMPLING
 """The paper's vLLM settings for the S3/S4 text LLM (Qwen2.5-7B-Instruct)."""
-MLLM_MAX_TOKENS = decoding.MLLM_MAX_TOKENS  # vLLM's own default is 16 tokens: far too few for a description
 ENGINE_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "max_num_seqs",
                   "limit_mm_per_prompt", "dtype", "revision", "enforce_eager")
 MAX_DECODED_BYTES = 2 * 1024**3

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from helpers.stats import bt, simulate
 from helpers.stats.confound import length_columns
 from helpers.stats.metrics import (
     CELL,
+    METRICS_COLUMNS,
     best_order,
     best_strategy,
     metrics_table,
@@ -43,7 +43,8 @@ from helpers.stats.metrics import (
 )
 
 PAPER_ROUNDS = 2
-ANALYSIS_NOTEBOOKS = ("02_metrics", "03_consistency", "04_voting", "05_ranking", "06_confound", "07_tournament", "07a_adaptive")
+ANALYSIS_NOTEBOOKS = ("02_metrics", "03_consistency", "04_voting", "05_ranking", "06_confound", "06b_probes",
+                      "06c_reward_models", "07_tournament", "07a_adaptive")
 # Prompt keys of params/prompts.yaml, in the order the strategies use them.
 PROMPT_ROLES = (
     ("S1", "S1 — direct judgment (the MLLM sees the media)"),
@@ -166,18 +167,22 @@ def metrics_csv(predictions: pd.DataFrame, pairs: pd.DataFrame, cis: pd.DataFram
 
 
 def with_media_errors(table: pd.DataFrame, predictions: pd.DataFrame, root: str | Path | None) -> pd.DataFrame:
-    """``media_error_n`` beside ``unparsed_pct``: each cell's rows of the store (of the datasets scored) whose
-    media could not be decoded; they hold no verdict, so the metrics are over the other rows."""
+    """``media_error_n`` right after the agreed metric columns (``metrics.METRICS_COLUMNS``, which end
+    near ``unparsed_pct``): each cell's rows of the complete runs (of the datasets scored) whose media
+    could not be decoded; they hold no verdict, so the metrics are over the other rows."""
     from helpers.run.results import media_error_counts, stored_rows
 
-    stored = stored_rows(root)
+    stored = stored_rows(root, complete_only=True)
     if not stored.empty and "dataset" in stored.columns and "dataset" in predictions.columns:
         stored = stored[stored["dataset"].isin(set(predictions["dataset"].dropna()))]
+    if "media" in stored.columns:  # the judges' own runs, as the metrics (load_predictions)
+        stored = stored[stored["media"].fillna("real") == "real"]
     counts = media_error_counts(stored)
     out = table.merge(counts, on=CELL, how="left")
     out["media_error_n"] = out["media_error_n"].fillna(0).astype(int)
     columns = list(table.columns)
-    at = columns.index("unparsed_pct") + 1 if "unparsed_pct" in columns else len(columns)
+    agreed = [c for c in METRICS_COLUMNS if c in columns]
+    at = columns.index(agreed[-1]) + 1 if agreed else len(columns)
     return out[[*columns[:at], "media_error_n", *columns[at:]]]
 
 
@@ -414,9 +419,10 @@ def prompts_markdown(prompts: dict[str, str] | None) -> str:
 
 def v2_available(data_dir=None) -> bool:
     """Whether EmoPrefer v2 files are at hand without downloading (an explicit folder or the cache)."""
-    spec = data.dataset_spec("emopreferv2")
-    folders = [Path(f) for f in (data_dir, os.environ.get(data.DATA_ENV)) if f] + [data.cache_dir("emopreferv2")]
-    return any((folder / spec.files["normal"]).is_file() for folder in folders)
+    try:
+        return data.local_data_dir("emopreferv2", data_dir) is not None  # the loader's own lookup
+    except data.DataError:
+        return False  # a named folder without the v2 files: the loader would refuse it too
 
 
 def _listed(items: list[str]) -> str:
@@ -517,14 +523,16 @@ def manifests_html(context: Context) -> str:
 
 # --------------------------------------------------------------------------- the paper-shaped main table
 
-def results_main(best: pd.DataFrame, length: pd.DataFrame, paper: PaperResults, n_decided: int,
-                 cis: pd.DataFrame | None = None) -> pd.DataFrame:
+def results_main(best: pd.DataFrame, length: pd.DataFrame, paper: PaperResults, n_decided: int) -> pd.DataFrame:
     """The main results table as data: the paper's reported rows (approximate 95% intervals over
     ``n_decided`` pairs, ``paper.reported_rows``) and each judge run here at its best strategy
-    (``best``: ``metrics.best_strategy`` of ``metrics.csv``, bootstrap CIs), with the length-balanced accuracy
-    and the accuracy on shorter-preferred pairs (``length``: ``confound.length_report``), and the
-    CI-aware rank on two-class WAF over all rows; ``cis`` (``metrics.ci_table``) gives our rows'
-    accuracy intervals. The paper's agreement between annotators is not a judge and has no row."""
+    (``best``: ``metrics.best_strategy`` of ``metrics.csv``, bootstrap CIs of the WAF), with the
+    length-balanced accuracy and the accuracy on shorter-preferred pairs (``length``:
+    ``confound.length_report``), and the CI-aware rank on two-class WAF over all rows, best first on
+    the unrounded means. An accuracy is a share of the decided pairs, so every row's accuracy carries
+    the one interval of a share, the Wilson interval over ``n_decided`` pairs (the longer-text rule's
+    accuracy is the share of pairs where the longer text was preferred, with the same interval).
+    The paper's agreement between annotators is not a judge and has no row."""
     from helpers.stats import paper as paper_view
 
     reported = paper.table()
@@ -537,15 +545,12 @@ def results_main(best: pd.DataFrame, length: pd.DataFrame, paper: PaperResults, 
     mine = best_strategy(best)
     ours = mine.drop(columns=[c for c in keep if c not in CELL], errors="ignore").merge(length[keep], on=CELL, how="left")
     ours["source"] = mine["source_label"].to_numpy() if "source_label" in mine else SOURCE_LABELS[JUDGED]
-    if cis is not None and len(cis):
-        acc = cis[cis["metric"] == "two_class_acc"].rename(columns={"lo": "two_class_acc_lo", "hi": "two_class_acc_hi"})
-        ours = ours.drop(columns=["two_class_acc_lo", "two_class_acc_hi"], errors="ignore").merge(
-            acc[[*CELL, "two_class_acc_lo", "two_class_acc_hi"]], on=CELL, how="left")
+    bounds = [paper_view.approx_interval(v, n_decided) for v in ours["two_class_acc"].astype(float)]
+    ours["two_class_acc_lo"], ours["two_class_acc_hi"] = [b[0] for b in bounds], [b[1] for b in bounds]
     ours["judge"] = ours["judge"].map(names.judge)
-    rows = pd.concat([theirs, ours], ignore_index=True).reindex(columns=columns)
+    rows = pd.concat([theirs, ours], ignore_index=True).reindex(columns=[*columns, "two_class_waf_unrounded"])
     rows["rank"] = paper_view.ci_rank(rows)
-    rows = best_order(rows)
-    return rows.reindex(columns=columns).reset_index(drop=True)
+    return best_order(rows).reindex(columns=columns).reset_index(drop=True)
 
 
 def results_display(rows: pd.DataFrame) -> pd.DataFrame:

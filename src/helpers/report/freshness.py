@@ -15,9 +15,8 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import functools
+import json
 from pathlib import Path
-
-import nbformat
 
 PACKAGE = Path(__file__).resolve().parents[1]  # src/helpers
 
@@ -74,6 +73,19 @@ def helper_files(code: str) -> set[Path]:
     return seen
 
 
+def _joined(source: str | list) -> str:
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def _cells(path: Path) -> list[dict]:
+    """A notebook's cells, read as plain JSON (nbformat would import jsonschema, seconds of import time)."""
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return []
+    return [c for c in cells if isinstance(c, dict)] if isinstance(cells, list) else []
+
+
 def _stamp(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -84,8 +96,7 @@ def stale_notebook(executed: Path, source: Path) -> str | None:
         return None
     ran = executed.stat().st_mtime
     newer = [source] if source.stat().st_mtime > ran else []
-    notebook = nbformat.read(source, as_version=4)
-    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    code = "\n".join(_joined(c.get("source", "")) for c in _cells(source) if c.get("cell_type") == "code")
     newer += sorted((f for f in helper_files(code) if f.stat().st_mtime > ran), key=lambda f: -f.stat().st_mtime)
     if not newer:
         return None

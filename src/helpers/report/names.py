@@ -36,7 +36,6 @@ JUDGES = {
 WRITERS = {"mercaptionplus": "MER-Caption+", "merrfine": "MERR-Fine",
            "mercaptionplus_masked": "MER-Caption+, emotion words masked", "merrfine_half": "MERR-Fine, first half"}
 STRATEGIES = {"-": "—", "": "—"}
-INPUTS = {"text": "text", "audiovideo": "audio + video", "video": "video", "audio": "audio"}
 COLUMNS = {
     "verbosity": "Verbosity: % for the padded copy", "matched_waf": "Length-matched v1: 2-class WAF",
     "content": "Content: % for the original", "fill_command": "Command that fills the row",
@@ -50,7 +49,10 @@ COLUMNS = {
     "len_separated": "Length separates", "mean_length": "Mean length", "median_length": "Median length",
     "longer_pct": "Longer %", "preferred_pct": "Preferred %", "ci_low": "95% CI low", "ci_high": "95% CI high",
     "pvalue": "p", "p_holm": "p (Holm)", "pvalue_holm": "p (Holm)", "rank_biserial": "Rank-biserial r",
-    "labels_from": "Labels from", "count": "Count", "pairs": "Pairs", "quantity": "Quantity", "percent": "Percent", "vote_two_class_waf": "Vote 2-class WAF",
+    "labels_from": "Labels from", "two_class_waf_lo": "2-class WAF, 95% CI low",
+    "two_class_waf_hi": "2-class WAF, 95% CI high", "swap_consistency_lo": "Swap consistency, 95% CI low",
+    "swap_consistency_hi": "Swap consistency, 95% CI high", "swap_consistency_std": "Swap consistency, std",
+    "mode": "Votes from", "k": "k", "judges": "Judges", "samples": "Samples", "count": "Count", "pairs": "Pairs", "quantity": "Quantity", "percent": "Percent", "vote_two_class_waf": "Vote 2-class WAF",
     "vote_two_class_acc": "Vote 2-class ACC", "vote_three_class_waf": "Vote 3-class WAF",
     "vote_three_class_acc": "Vote 3-class ACC", "log_strength": "Log strength",
     "masked_relation": "MER-Caption+ over its masked copy", "truncated_relation": "MERR-Fine over its first half",

@@ -226,7 +226,10 @@ def _label_column(ax, points: list[tuple[float, float, str]], fontsize: float = 
     heights, spaced so that no two labels overlap, each joined to its point by a leader line."""
     line = fontsize / 72 / (ax.figure.get_figheight() * ax.get_position().height)  # one text line, axes fraction
     low, high = ax.get_ylim()
-    wanted = sorted(((y - low) / (high - low), x, y, text) for x, y, text in points)[::-1]
+    # top down by height in bands of 8 points (so nearly level points keep one band), the rightmost
+    # first within a band: leader lines of level points then fan out instead of crossing
+    wanted = sorted((((y - low) / (high - low), x, y, text) for x, y, text in points),
+                    key=lambda w: (-round(w[2] / 8), -w[1]))
     placed: list[float] = []
     for frac, *_rest, text in wanted:  # top down: each label at its point's height or below the previous one
         height = (text.count("\n") + 1) * 1.25 * line

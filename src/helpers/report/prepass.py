@@ -22,7 +22,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nbformat
 import yaml
 
 from helpers.report import variables
@@ -180,6 +179,8 @@ class NotebookIndex:
         path = self.base / notebook
         if not path.is_file():
             return f"notebook {path} not found (has it been executed into reports/executed/?)"
+        import nbformat  # here, not at the top: it imports jsonschema (seconds), and every notebook imports this wing
+
         try:
             nb = nbformat.read(path, as_version=4)
         except Exception as exc:  # nbformat raises several unrelated types for bad files

@@ -35,8 +35,14 @@ from helpers.run.store import (
     read_manifest,
     row_key,
 )
-from helpers.run.strategies import Item, Pipeline
+from helpers.run.strategies import Item, Pipeline, derangement
 
+MEDIA_SETTINGS = ("real", "none", "mismatched")
+"""``media``: what a model judge is shown -- its pair's own clip (``real``), no media (``none``: the text prompt
+alone, in the family's text-only chat template) or another pair's clip (``mismatched``: a seeded derangement,
+:func:`helpers.run.strategies.derangement`). Does the judge watch the video? A run with ``none`` or
+``mismatched`` is part of the run identity and the run id (``media=none``) and is kept out of the judge's
+metrics; the report compares it with the ``real`` run (``helpers.stats.media``)."""
 ORDER_CHOICES = {"normal": ("normal",), "reverse": ("reverse",), "both": ("normal", "reverse")}
 ROLE_NAMES = {"mllm": "judge", "llm": "llm"}  # pipeline roles as the manifest's ``engines`` names them
 UNPARSED_WARN_PCT = 50.0  # a run with more answers than this (percent) matching no parser rule ends with a warning
@@ -106,6 +112,7 @@ class RunConfig:
     share_descriptions: str | bool = "auto"
     device: str | None = None
     retry_errors: bool = False
+    media: str = "real"
 
     PROGRAMMATIC: ClassVar[tuple[str, ...]] = ("pairs", "run_id", "llm_engine", "progress")
     """Fields only code passes (a table, a folder name, a callable engine, a progress bar): not
@@ -124,6 +131,8 @@ class RunConfig:
             choice = getattr(self, name)
             if not (callable(choice) or choice in ENGINES or (name == "llm_engine" and choice is None)):
                 raise ValueError(f"{name} must be one of {ENGINES} (or a callable spec -> Backend), got {choice!r}")
+        if self.media not in MEDIA_SETTINGS:
+            raise ValueError(f"media must be one of {MEDIA_SETTINGS}, got {self.media!r}")
         object.__setattr__(self, "rounds", int(self.rounds))
         object.__setattr__(self, "seed", int(self.seed))
 
@@ -200,7 +209,7 @@ class RunContext:
         """The run folders this run writes, each with its identity and the row keys it must hold."""
         c = self.config
         return plan_runs(self.judges, self.pairs, dataset=self.dataset, seed=c.seed, orders=self.orders,
-                         rounds=c.rounds, run_id=c.run_id)
+                         rounds=c.rounds, run_id=c.run_id, media=c.media)
 
     def manifest(self, plan: RunPlan) -> dict:
         """What a run folder's manifest says about the run beside its identity and scope."""
@@ -287,16 +296,29 @@ def run(model: str | JudgeSpec | RunConfig, strategy: str = "all", **settings: A
             print(f"note: {judges.spec.name!r} is a CPU judge that reads the texts itself; strategy "
                   f"{config.strategy!r} is recorded as '-'")
         return pd.DataFrame([run_cpu(context, plans[0])])
-    check_media(context.pairs.media_names, context.media_dir, judges.input_type)
+    if config.media != "none":
+        shown = media_map(context)
+        check_media(sorted({shown.get(m, m) for m in context.pairs.media_names}), context.media_dir,
+                    judges.input_type)
     pipeline = Pipeline(
         judges.spec, judges.factories["mllm"], input_type=judges.input_type, dataset=context.dataset,
         media_dir=context.media_dir, seed=config.seed, llm_spec=judges.llm_spec, llm=judges.factories["llm"],
         steps=cached_steps(config.root, judges), batch_size=config.batch_size, progress=config.progress,
-        share_descriptions=judges.descriptions_shared, engines=judges.engines)
+        share_descriptions=judges.descriptions_shared, engines=judges.engines, media=config.media,
+        media_map=media_map(context))
     try:
         return pd.DataFrame([run_strategy(pipeline, plan, context) for plan in plans])
     finally:
         pipeline.close()
+
+
+def media_map(context: RunContext) -> dict[str, str]:
+    """For ``media="mismatched"``: each sample's media -> the clip it is shown instead, a derangement of the
+    media of the WHOLE pairs table seeded by the run's seed (so a run that grows from ``limit=10`` to the
+    full set keeps every mapping); empty otherwise."""
+    if context.config.media != "mismatched":
+        return {}
+    return derangement(sorted(set(context.pairs.full["normal"]["media_name"])), context.config.seed)
 
 
 def _config(model: str | JudgeSpec | RunConfig, strategy: str, settings: dict[str, Any]) -> RunConfig:
@@ -390,13 +412,13 @@ def run_strategy(pipeline: Pipeline, plan: RunPlan, context: RunContext) -> dict
         todo = [it for it in items if row_key(plan.strategy, it.order, it.round, it.name) not in session.done]
         before, backoffs_before = Counter(pipeline.calls), len(pipeline.backoffs)
 
-        def checkpoint() -> None:
+        def checkpoint(answered: bool = True) -> None:
             """Keep the manifest's call counts current, so a killed session still tells its cost,
             and record each backend's own description once it has been built and used, each
             out-of-memory back-off and each undecodable media file."""
             info = {ROLE_NAMES[role]: value for role, value in pipeline.backend_info.items()}
             session.checkpoint(Counter(pipeline.calls) - before, info, backoffs=pipeline.backoffs[backoffs_before:],
-                               media_errors=pipeline.media_errors)
+                               media_errors=pipeline.media_errors, answered=answered)
 
         def keep_steps(records: list[dict]) -> None:
             session.append_steps(records)
@@ -407,11 +429,12 @@ def run_strategy(pipeline: Pipeline, plan: RunPlan, context: RunContext) -> dict
             checkpoint()
 
         try:
-            pipeline.predict(plan.strategy, todo, keep, run_id=plan.run_id, on_steps=keep_steps)
+            pipeline.predict(plan.strategy, todo, keep, run_id=plan.run_id, on_steps=keep_steps,
+                             on_sending=session.sending)
         finally:
             session.calls = Counter(pipeline.calls) - before
-            if session.store.locked:
-                checkpoint()  # the back-offs before a failure are on record too
+            if session.store.locked:  # the back-offs before a failure are on record too; a batch that was
+                checkpoint(answered=False)  # out when it failed stays counted as in flight
         return _close(session, plan, context)
 
 

@@ -24,7 +24,8 @@ run's manifest (``manifest["identity"]`` and its digest ``manifest["identity_sha
 ``strategy``, ``input_type``, ``dataset``, ``seed``
 ``prompts``       sha256 of each prompt template the strategy sends (and the system prompt)
 ``data_sha256``   sha256 of the files the texts and labels come from (or of the caller's pairs)
-``parameters``    any further run parameter that changes predictions (empty today; add yours)
+``parameters``    any further run parameter that changes predictions: ``descriptions_shared`` (S2-S4) and
+                  ``media`` (``none``/``mismatched``; absent for a judge shown its own clips)
 
 What is deliberately NOT in it: batch size, media folder (they change
 how answers are produced, not which), and the *scope* -- samples, orders, rounds. A row is
@@ -48,14 +49,13 @@ model loads, a folder that holds a run of another identity.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from helpers import prompts
 from helpers.data import RunPairs
-from helpers.digest import sha256_hex
+from helpers.digest import module_sha256, sha256_hex
 from helpers.judges.base import STRATEGY_RECORDS, JudgeSpec
 from helpers.judges.registry import BACKEND_CLASSES, RunJudges, import_object
 from helpers.run.store import StoreError, make_run_id, read_manifest, row_key
@@ -116,15 +116,6 @@ strategies, the prompt texts and their parser, the backend contract, the family 
 MEDIA_CODE = "helpers.judges.media"
 
 
-def source_sha256(module: str) -> str:
-    """sha256 of a module's source file as it is on disk now, found without importing it (a
-    backend module may import an engine this machine lacks)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.origin or not Path(spec.origin).is_file():
-        raise StoreError(f"cannot find the source of {module!r} to record it in the run identity")
-    return sha256_hex(Path(spec.origin).read_bytes())
-
-
 def code_identity(spec: JudgeSpec, input_type: str, engines: Sequence[str | None]) -> dict[str, str]:
     """sha256 of the source of each module on the path from ``RunConfig`` to this run's stored
     verdicts (see the module docstring); a CPU judge's own modules are in ``implementation``."""
@@ -134,7 +125,7 @@ def code_identity(spec: JudgeSpec, input_type: str, engines: Sequence[str | None
         modules += [BACKEND_CLASSES[e].partition(":")[0] for e in engines if e in BACKEND_CLASSES]
         if input_type != "text":
             modules.append(MEDIA_CODE)
-    return {module: source_sha256(module) for module in sorted(dict.fromkeys(modules))}
+    return {module: module_sha256(module) for module in sorted(dict.fromkeys(modules))}
 
 
 def build_identity(*, spec: JudgeSpec, strategy: str, input_type: str, dataset: str, seed: int,
@@ -232,28 +223,32 @@ class RunPlan:
 
 
 def plan_runs(judges: RunJudges, pairs: RunPairs, *, dataset: str, seed: int, orders: Sequence[str], rounds: int,
-              run_id: str | None = None) -> list[RunPlan]:
+              run_id: str | None = None, media: str = "real") -> list[RunPlan]:
     """One plan per strategy's run folder (``run_id`` names a single strategy's folder, or
     prefixes several): what a run writes and what a grid compares before it calls a cell done."""
     names = pairs.names
     scope = {"samples": len(names), "samples_sha256": pairs.samples_sha256,
              "orders": list(orders), "rounds": rounds}
-    return [_plan(judges, pairs, record.name, dataset=dataset, seed=seed, scope=scope, run_id=run_id,
+    return [_plan(judges, pairs, record.name, dataset=dataset, seed=seed, scope=scope, run_id=run_id, media=media,
                   expected=frozenset(row_key(record.name, o, r, n) for o in orders for r in range(rounds)
                                      for n in names))
             for record in judges.strategies]
 
 
 def _plan(judges: RunJudges, pairs: RunPairs, strategy: str, *, dataset: str, seed: int, scope: dict,
-          run_id: str | None, expected: frozenset[str]) -> RunPlan:
+          run_id: str | None, expected: frozenset[str], media: str = "real") -> RunPlan:
     record = STRATEGY_RECORDS[strategy]
     llm = judges.llm_spec if record.uses_llm else None
     # description sharing changes S2-S4's descriptions (and so their verdicts), not S1's
     parameters = {"descriptions_shared": judges.descriptions_shared} if record.describes else {}
+    shows_media = record.verdict_role != "cpu" and judges.input_type != "text"
+    if media != "real" and shows_media:  # what the judge was shown (absent = its own clips, as before)
+        parameters["media"] = media
     identity = build_identity(spec=judges.spec, strategy=strategy, input_type=judges.input_type, dataset=dataset,
                               seed=seed, data_sha256=pairs.identity_data, llm_spec=llm, parameters=parameters,
                               engine=judges.engines["mllm"], llm_engine=judges.engines["llm"] if llm else None)
-    rid = make_run_id(judges.spec.name, strategy, judges.input_type, dataset, llm.name if llm else None, seed)
+    rid = make_run_id(judges.spec.name, strategy, judges.input_type, dataset, llm.name if llm else None, seed,
+                      media=parameters.get("media", "real"))
     if run_id:
         rid = run_id if len(judges.strategies) == 1 else f"{run_id}__{strategy}"
     return RunPlan(run_id=rid, strategy=strategy, llm=llm, identity=identity,

@@ -69,6 +69,7 @@ import yaml
 from helpers import paths
 from helpers.judges import fit
 from helpers.judges.base import JudgeSpec
+from helpers.judges.families import family_of
 from helpers.judges.registry import decoding_line, engine_line, import_object, list_judges, load_spec
 from helpers.run import engine
 
@@ -506,6 +507,9 @@ def fit_report(grid: Grid, lanes: list[list[Cell]], gpu: str, log: Callable[[str
     for name, choice in judges.items():
         spec = load_spec(name)
         if spec.backend != "local":
+            continue
+        if not family_of(spec).vllm:
+            log(f"fit: {name}: family {spec.family!r} is not served by vLLM 0.33 (transformers only); not sized")
             continue
         on = engine_line(spec, choice if choice != "auto" else "auto")
         try:

@@ -100,16 +100,20 @@ def media_error_counts(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_predictions(root: str | Path | None = None, dataset: str | None = None,
-                     data_dir: str | Path | None = None) -> pd.DataFrame:
+                     data_dir: str | Path | None = None, media: str | None = "real") -> pd.DataFrame:
     """All complete runs of the predictions store (read by ``helpers.run.store``; a run still
     running, failed or incomplete is left out: :func:`left_out_runs`), checked for analysis.
 
     With ``dataset``: only that dataset's rows, scored against its files as they are now
-    (:func:`score_against_data`), so a label is never taken from a stale store."""
+    (:func:`score_against_data`), so a label is never taken from a stale store. Rows whose media could
+    not be decoded (``media_error``) hold no verdict and are left out; ``media``: the rows of runs that showed
+    the judge this (``real``: its own clips, the judge's result), or of every setting (None; ``helpers.stats.media``)."""
     table = stored_rows(root, complete_only=True)
     if table.empty:
         return table
     table = table[is_judged(table)]  # media_error rows hold no verdict (media_error_counts counts them)
+    if "media" in table.columns and media is not None:  # a judge shown no clip or another pair's is a probe
+        table = table[table["media"].fillna("real") == media]  # (helpers.stats.media), not its result
     table = table.astype({"round": int, "name": str, "strategy": str})
     if dataset is not None:
         if "dataset" in table.columns:
@@ -117,7 +121,13 @@ def load_predictions(root: str | Path | None = None, dataset: str | None = None,
         if table.empty:
             return table.reset_index(drop=True)
         table = score_against_data(table, root, dataset, data_dir)
-    return check_predictions(table.reset_index(drop=True), f"predictions under {root or paths.predictions_dir()}")
+    source = f"predictions under {root or paths.predictions_dir()}"
+    table = table.reset_index(drop=True)
+    if media is None and "media" in table.columns:  # each setting holds the same pairs once
+        for setting, part in table.groupby(table["media"].fillna("real")):
+            check_predictions(part, f"{source} (media={setting})")
+        return table
+    return check_predictions(table, source)
 
 
 def _run_data_hashes(folder: Path) -> dict[str, str] | None:

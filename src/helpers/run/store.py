@@ -75,13 +75,15 @@ def now() -> str:
 
 
 def make_run_id(judge: str, strategy: str, input_type: str, dataset: str, llm: str | None = None,
-                seed: int = 0) -> str:
+                seed: int = 0, media: str = "real") -> str:
     """A readable, deterministic run id, so the same command resumes the same run."""
     parts = [judge, "cpu" if strategy == "-" else strategy, input_type, dataset]
     if llm:
         parts.append(f"llm={llm}")
     if seed:
         parts.append(f"seed={seed}")
+    if media != "real":
+        parts.append(f"media={media}")
     return check_run_id("__".join(parts))
 
 
@@ -443,15 +445,16 @@ class PredictionRow:
     raw_truncated: bool = False
     status: str = "ok"
     error: str | None = None
+    media: str = "real"  # what the judge was shown: its clip, none, or another pair's (helpers.run.engine)
 
 
 COLUMNS = [f.name for f in dataclasses.fields(PredictionRow)][:13]
+"""The analysis columns every predictions table has (the store's contract with the metrics)."""
 MEDIA_ERROR = "media_error"
 """``status`` of a row whose media could not be decoded as the judge needs (``error`` says why): no verdict
 (``pred`` None), excluded from every metric, counted as ``media_error_n``; a resume does not retry it unless
 asked (``retry_errors``)."""
 ROW_STATUSES = ("ok", MEDIA_ERROR)
-"""The analysis columns every predictions table has (the store's contract with the metrics)."""
 ROW_FIELDS = tuple(f.name for f in dataclasses.fields(PredictionRow))
 
 
@@ -577,7 +580,7 @@ def prediction_row(*, judge: str, strategy: str, input_type: str, order: str, ro
                    gt: str | None, pred: str | None, parse_rule: str | None, raw: str | None, run_id: str, dataset: str,
                    created_at: str, latency_s: float | None = None, llm: str | None = None,
                    media_name: str | None = None, seed: int | None = None, steps: dict | None = None,
-                   status: str = "ok", error: str | None = None) -> dict:
+                   status: str = "ok", error: str | None = None, media: str = "real") -> dict:
     """The one way to make a predictions row (as the dict the store appends). A row that breaks
     :func:`row_problems` (a label outside a1/a2/same, an unknown order) is a bug of the writer
     and stops it before anything is stored. A ``media_error`` row carries no label (``pred``
@@ -589,7 +592,7 @@ def prediction_row(*, judge: str, strategy: str, input_type: str, order: str, ro
         key=row_key(strategy, order, int(round), name), dataset=dataset, llm=llm,
         media_name=media_name if media_name is not None else name,
         seed=int(seed) if seed is not None else int(round), steps=dict(steps or {}), raw_truncated=cut,
-        status=status, error=error)
+        status=status, error=error, media=media)
     out = dataclasses.asdict(row)
     problems = row_problems(out)  # the readers' rules, so nothing is written that a reader would refuse
     if problems:
@@ -614,7 +617,7 @@ _TYPED_FIELDS: dict[str, tuple[type, ...]] = {
 _DETAIL_FIELDS: dict[str, tuple[type, ...]] = {
     "judge": (str,), "strategy": (str,), "input_type": (str,), "dataset": (str,), "source": (str,),
     "source_label": (str,), "parameters": (dict,), "rounds": (int,), "calls_total": (dict,), "parse": (dict,),
-    "data_sha256": (dict,), "engines": (dict,), "git_revision": (str,),
+    "data_sha256": (dict,), "engines": (dict,), "git_revision": (str,), "pair_file": (str,),
 }
 """The fields other modules read, with the JSON types they may hold (null is always allowed)."""
 
@@ -630,6 +633,15 @@ def _check_field(where: str, name: str, value: object, types: tuple[type, ...]) 
     expected = " or ".join(_kind(t()) for t in types)
     raise StoreError(f"{where}: field {name!r} must be {expected}, not {_kind(value)} ({str(value)[:60]!r}); "
                      "the manifest was edited or damaged: restore it, or move the run folder aside")
+
+
+def _detail(name: str, empty: Callable[[], Any] | None = None, doc: str | None = None) -> property:
+    """A read-only view of the manifest detail ``name`` (``empty()`` where it is absent)."""
+    def read(self: RunManifest) -> Any:
+        value = self.details.get(name)
+        return empty() if value is None and empty is not None else value
+
+    return property(read, doc=doc or f"The manifest's {name!r}, as checked by ``RunManifest.from_json``.")
 
 
 @dataclasses.dataclass
@@ -692,62 +704,25 @@ class RunManifest:
         return cls(run_id=run_id, **typed, provenance=prov, details=data, schema_version=version)
 
     # ------------------------------------------------------------------ the details other modules read
+    # (each checked by from_json against _DETAIL_FIELDS; None when the writer did not record it)
 
-    def _detail(self, name: str):
-        return self.details.get(name)
-
-    @property
-    def judge(self) -> str | None:
-        return self._detail("judge")
-
-    @property
-    def strategy(self) -> str | None:
-        return self._detail("strategy")
-
-    @property
-    def input_type(self) -> str | None:
-        return self._detail("input_type")
-
-    @property
-    def dataset(self) -> str | None:
-        return self._detail("dataset")
-
-    @property
-    def source(self) -> str | None:
-        """Where an imported run came from (``helpers.imports``); None for a run judged here."""
-        return self._detail("source")
-
-    @property
-    def source_label(self) -> str | None:
-        return self._detail("source_label")
-
-    @property
-    def pair_file(self) -> str | None:
-        """The pair file the run judged (``-p dataset PATH.csv``, ``track3_*``); None for a benchmark's files."""
-        return self._detail("pair_file")
-
-    @property
-    def parameters(self) -> dict:
-        return self._detail("parameters") or {}
-
-    @property
-    def rounds(self) -> int | None:
-        return self._detail("rounds")
-
-    @property
-    def parse(self) -> dict:
-        """The closing parse report (``unparsed_pct`` ...), empty before a run closes."""
-        return self._detail("parse") or {}
-
-    @property
-    def recorded_calls(self) -> dict | None:
-        """The model calls the last checkpoint recorded (``calls_total``), None when absent."""
-        return self._detail("calls_total")
+    judge = _detail("judge")
+    strategy = _detail("strategy")
+    input_type = _detail("input_type")
+    dataset = _detail("dataset")
+    source = _detail("source", doc="Where an imported run came from (``helpers.imports``); None for a run judged here.")
+    source_label = _detail("source_label")
+    pair_file = _detail("pair_file", doc="The pair file the run judged (``-p dataset PATH.csv``, ``track3_*``); "
+                                         "None for a benchmark's files.")
+    rounds = _detail("rounds")
+    recorded_calls = _detail("calls_total", doc="The model calls the last checkpoint recorded; None when absent.")
+    parameters = _detail("parameters", empty=dict)
+    parse = _detail("parse", empty=dict, doc="The closing parse report (``unparsed_pct`` ...); empty before a run closes.")
 
     @property
     def data_sha256(self) -> dict | None:
         """The data hashes the run was made on: its identity's, else the older top-level key."""
-        return (self.identity or {}).get("data_sha256") or self._detail("data_sha256")
+        return (self.identity or {}).get("data_sha256") or self.details.get("data_sha256")
 
     @property
     def git_revision(self) -> str | None:
@@ -769,9 +744,12 @@ class RunManifest:
         return out
 
     def calls_total(self) -> dict[str, int]:
+        """Model calls of every session, counting those in flight when a session stopped (sent;
+        whether answered is unknown, but the server counted them)."""
         total: Counter[str] = Counter()
         for past in self.sessions:
             total.update(past.get("calls", {}))
+            total.update(past.get("in_flight") or {})
         return dict(total)
 
 
@@ -924,14 +902,26 @@ class RunSession:
     def append_steps(self, records: list[dict]) -> int:
         return self.store.append_steps(records)
 
+    def sending(self, step: str, n: int) -> None:
+        """Record ``n`` requests of ``step`` as in flight before they go out: a session killed
+        before their answers are stored still counts them (``calls_total``), as the server did."""
+        self.manifest.sessions[-1]["in_flight"] = {step: n}
+        self.manifest.details["calls_total"] = self.manifest.calls_total()
+        self.write()
+
     def checkpoint(self, calls: Counter | dict | None = None, backend_info: dict | None = None,
-                   backoffs: list[dict] | None = None, media_errors: dict[str, str] | None = None) -> None:
+                   backoffs: list[dict] | None = None, media_errors: dict[str, str] | None = None,
+                   answered: bool = True) -> None:
         """Keep the session's call and row counts (and the backends' own descriptions) on disk
-        after every batch, so a killed session still tells its cost on resume; ``backoffs``: each
-        out-of-memory halving of this session's batches, ``media_errors``: the files found undecodable."""
+        after every batch, so a killed session still tells its cost on resume; ``answered``: the
+        batch that was in flight came back and is now counted among the calls (False when it
+        failed: it stays in flight); ``backoffs``: each out-of-memory halving of this session's
+        batches, ``media_errors``: the files found undecodable."""
         if calls is not None:
             self.calls = Counter(calls)
         m = self.manifest
+        if answered:
+            m.sessions[-1].pop("in_flight", None)
         m.sessions[-1].update(calls=dict(self.calls), rows_written=self.written)
         if backoffs:
             m.sessions[-1]["oom_backoffs"] = list(backoffs)
@@ -975,17 +965,3 @@ class RunSession:
         self.write()
         return m.status
 
-    @staticmethod
-    def record(folder: str | Path, manifest: dict) -> Path:
-        """A one-shot manifest for a folder that is not a run (a tournament's design): written
-        atomically, with the same clear storage errors."""
-        folder = Path(folder)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            if exc.errno in STORAGE_ERRNOS:
-                raise StorageError(storage_message(folder, exc, "create the folder")) from exc
-            raise
-        path = folder / MANIFEST_NAME
-        write_json_atomic(path, manifest)  # its own schema (the design's), written as given
-        return path

@@ -45,10 +45,7 @@ from helpers.judges.base import (
 )
 from helpers.judges.media import MediaError
 from helpers.judges.registry import backend_info
-from helpers.run.store import MEDIA_ERROR, now, prediction_row, row_key
-
-MLLM_STEPS = ("S1", "describe", "S2")
-LLM_STEPS = ("S3", "S4_reason", "S4_extract")
+from helpers.run.store import MEDIA_ERROR, now, prediction_row, row_key, truncate_raw
 
 
 @dataclass(frozen=True)
@@ -103,6 +100,21 @@ def extract_prompt(reason: str) -> str:
     return prompts.build_extract(prompts.strip_text_llm_prefix(reason))
 
 
+def derangement(names: list[str], seed: int) -> dict[str, str]:
+    """Each name -> another name, a permutation without fixed points drawn with ``seed`` (Sattolo's
+    algorithm: one random cycle through all names); with fewer than two names there is none."""
+    import random
+
+    if len(names) < 2:
+        raise ValueError(f"media='mismatched' needs at least two different clips, got {len(names)}")
+    order = list(names)
+    rng = random.Random(seed)
+    for i in range(len(order) - 1, 0, -1):
+        j = rng.randrange(i)  # j < i: never stays in place
+        order[i], order[j] = order[j], order[i]
+    return dict(zip(names, order, strict=True))
+
+
 def media_files(request: Request) -> list[str]:
     """The media files a request sends (their paths as text)."""
     media = request.media
@@ -141,6 +153,8 @@ class Pipeline:
         progress: bool = True,
         share_descriptions: bool = True,
         engines: dict[str, str | None] | None = None,
+        media: str = "real",
+        media_map: dict[str, str] | None = None,
     ):
         self.judge, self.llm_spec = judge, llm_spec
         self._factories = {"mllm": mllm, "llm": llm}
@@ -148,9 +162,11 @@ class Pipeline:
         self.input_type, self.dataset, self.media_dir, self.seed = input_type, dataset, media_dir, seed
         self.steps = steps if steps is not None else {}
         self.on_steps = on_steps or (lambda rows: None)
+        self.on_sending: Callable[[str, int], object] = lambda step, n: None  # before a batch goes out
         self.batch_size, self.progress = batch_size, progress
         self.share_descriptions = bool(share_descriptions)  # resolved by the run (decoding.resolve_sharing)
         self.calls: Counter[str] = Counter()
+        self.media_setting, self.media_map = media, dict(media_map or {})  # helpers.run.engine.MEDIA_SETTINGS
         system_key = judge.options.get("system_prompt")
         self.system = prompts.prompt(system_key) if system_key else None
         self.describe_prompt = prompts.build_describe(judge.options.get("describe_prompt", "describe_input"))
@@ -158,8 +174,9 @@ class Pipeline:
                               "system": prompts.text_hash(self.system or judge.options.get("system"))}
         self.reason_hashes = {"S4_reason": prompts.text_hash(prompts.prompt("S4_reason"))}
         engines = engines or {}
+        shown = {} if media == "real" else {"media": media}  # a description of no clip, or of another pair's
         self.describe_id = step_identity(step="describe", **model_identity(judge, engines.get("mllm")),
-                                         prompts=self.prompt_hashes)
+                                         prompts=self.prompt_hashes, **shown)
         self.reason_id = None if llm_spec is None else step_identity(
             step="S4_reason", description=self.describe_id, **model_identity(llm_spec, engines.get("llm")),
             prompts=self.reason_hashes)
@@ -188,9 +205,11 @@ class Pipeline:
     # ------------------------------------------------------------------ requests
 
     def media(self, media_name: str) -> Media | None:
-        if self.input_type == "text":
+        """The media a request about ``media_name``'s pair shows: its own clip, none, or under
+        ``mismatched`` the clip the derangement gives it."""
+        if self.input_type == "text" or self.media_setting == "none":
             return None
-        found = media_paths(media_name, self.media_dir)
+        found = media_paths(self.media_map.get(media_name, media_name), self.media_dir)
         if self.input_type == "audio":
             return Media("audio", audio=found.audio)
         return Media(self.input_type, video=found.video)
@@ -221,6 +240,7 @@ class Pipeline:
             batch = requests[start:start + min(size, self._limit.get(role, size))]
             start += len(batch)
             sent = [r for r in batch if self.media_error(r) is None]  # another request may have found a file bad
+            self.on_sending(step, len(sent))  # recorded first: a kill mid-batch still counts these calls
             responses = self._send(backend, role, step, sent)
             self.backend_info[role] = backend_info(backend)  # complete once loaded (lazy loaders fill it late)
             done = [r for r in sent if self.media_error(r) is None]
@@ -300,9 +320,9 @@ class Pipeline:
             records = []
             for response in responses:
                 item = wanted[response.key]
-                self.steps[response.key] = response.text
                 records.append(self._step_record("describe", response, item, llm=None,
                                                  order=None if self.share_descriptions else item.order))
+                self.steps[response.key] = records[-1]["text"]  # as stored, so a resumed run reads the same
             self.on_steps(records)
 
         self.generate("mllm", "describe", requests, keep)
@@ -318,15 +338,18 @@ class Pipeline:
         def keep(batch: list[Request], responses: list[Response]) -> None:
             records = []
             for response in responses:
-                self.steps[response.key] = response.text
                 records.append(self._step_record("S4_reason", response, wanted[response.key],
                                                  order=wanted[response.key].order, llm=self.llm_spec.name))
+                self.steps[response.key] = records[-1]["text"]  # as stored, so a resumed run reads the same
             self.on_steps(records)
 
         self.generate("llm", "S4_reason", requests, keep)
 
     def _step_record(self, step: str, response: Response, item: Item, order: str | None, llm: str | None) -> dict:
+        """The stored step; its text cut to ``RAW_MAX_BYTES`` like an answer (``raw_truncated``), and
+        the next step reads the text as stored, fresh or resumed."""
         reason = step == "S4_reason"
+        text, cut = truncate_raw(response.text)
         return {
             "key": response.key, "step": step, "judge": self.judge.name, "llm": llm,
             "identity": self.reason_id if reason else self.describe_id, "checkpoint": self.judge.checkpoint,
@@ -336,20 +359,24 @@ class Pipeline:
             "name": item.media_name if step == "describe" else item.name,
             "round": item.round, "order": order,
             "seed": self.seed + item.round + (self.describe_seed_offset(item) if step == "describe" else 0),
-            "text": response.text, "latency_s": response.latency_s, "created_at": now(),
+            "text": text, "raw_truncated": cut, "latency_s": response.latency_s, "created_at": now(),
         }
 
     # ------------------------------------------------------------------ strategies
 
     def predict(self, strategy: str, items: list[Item], on_rows: Callable[[list[dict]], object],
-                run_id: str = "", on_steps: Callable[[list[dict]], object] | None = None) -> None:
+                run_id: str = "", on_steps: Callable[[list[dict]], object] | None = None,
+                on_sending: Callable[[str, int], object] | None = None) -> None:
         """Judge ``items`` with ``strategy``; rows (of run folder ``run_id``) reach ``on_rows``
-        one batch at a time, new descriptions/reasoning ``on_steps`` (default: the pipeline's).
+        one batch at a time, new descriptions/reasoning ``on_steps`` (default: the pipeline's),
+        and ``on_sending(step, n)`` hears of each batch of ``n`` requests before it is sent.
         ``backend_info`` afterwards names the backends this strategy used (reused steps name
         theirs in their own run)."""
         self.backend_info = {}
         if on_steps is not None:
             self.on_steps = on_steps
+        if on_sending is not None:
+            self.on_sending = on_sending
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         record = strategy_record(strategy)
@@ -398,7 +425,8 @@ class Pipeline:
             judge=self.judge.name, strategy=record.name, input_type=self.input_type, order=item.order,
             round=item.round, name=item.name, gt=item.gt, pred=None, parse_rule=None, raw=None, latency_s=None,
             created_at=now(), run_id=run_id, dataset=self.dataset, llm=self.llm_spec.name if record.uses_llm else None,
-            media_name=item.media_name, seed=self.seed + item.round, status=MEDIA_ERROR, error=reason)
+            media_name=item.media_name, seed=self.seed + item.round, status=MEDIA_ERROR, error=reason,
+            media=self.media_setting)
 
     def desc(self, item: Item) -> str:
         return self.steps[self.describe_key(item)]
@@ -416,4 +444,4 @@ class Pipeline:
             round=item.round, name=item.name, gt=item.gt, pred=label, parse_rule=rule, raw=response.text,
             latency_s=response.latency_s, created_at=now(), run_id=run_id, dataset=self.dataset,
             llm=self.llm_spec.name if record.uses_llm else None, media_name=item.media_name,
-            seed=self.seed + item.round, steps=steps)
+            seed=self.seed + item.round, steps=steps, media=self.media_setting)

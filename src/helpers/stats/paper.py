@@ -40,7 +40,9 @@ WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
 def approx_interval(percent: float, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson interval (percent) of a reported percentage over ``n`` decided pairs."""
+    """Wilson interval (percent) of a percentage of ``n`` decided pairs: exact in spirit for an
+    accuracy (a share of pairs; for one averaged over rounds, of its mean), an approximation for a
+    reported WAF, which is not a proportion."""
     if not n or not np.isfinite(percent):
         return float("nan"), float("nan")
     lo, hi = wilson_interval(percent / 100 * n, n, level)
@@ -217,8 +219,10 @@ def official_pairing_table(predictions: pd.DataFrame, dataset: str = "emoprefer"
         agree = {(a, b): 100 * agreement(normal.loc[common, a], reverse.loc[common, b]) for a in rounds for b in rounds}
         ours = [agree[(r, r)] for r in rounds]
         theirs = [agree[p] for p in official_glob_pairing(key[0], key[1], key[2], rounds, dataset)]
-        every = [float(np.mean([agree[(a, b)] for a, b in zip(rounds, perm, strict=True)]))
-                 for perm in permutations(rounds)] if len(rounds) <= 6 else [float(np.mean(ours))]
+        pairings = [[agree[(a, b)] for a, b in zip(rounds, perm, strict=True)] for perm in permutations(rounds)] \
+            if len(rounds) <= 6 else [ours]
+        every = [float(np.mean(p)) for p in pairings]
+        every_std = [float(np.std(p)) for p in pairings]
         text_llm = key[1] in ("S3", "S4")
         misread = 0
         if "raw" in cell.columns:
@@ -232,5 +236,6 @@ def official_pairing_table(predictions: pd.DataFrame, dataset: str = "emoprefer"
                      "difference": float(np.mean(theirs) - np.mean(ours)),
                      "largest_possible_difference": max(abs(v - float(np.mean(ours))) for v in every),
                      "std_difference": float(np.std(theirs) - np.std(ours)),
+                     "largest_possible_std_difference": max(abs(v - float(np.std(ours))) for v in every_std),
                      "answers_misread_past_10000": misread})
     return pd.DataFrame(rows)

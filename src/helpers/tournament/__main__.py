@@ -34,9 +34,11 @@ from helpers.tournament.design import (
 from helpers.tournament.judge import adaptive_universe, judge_tournament, tournament_predictions, unfinished
 from helpers.tournament.rank import (
     CELL,
+    STYLES,
     comparisons_from_predictions,
     human_report,
     leaderboard,
+    length_warnings,
     load_human,
     unjudged,
 )
@@ -64,7 +66,7 @@ def _rank_outputs(folder: Path, entries: pd.DataFrame, args: argparse.Namespace)
                           f"(it resumes), e.g. '{how} [--shards N ...]', or rank what is judged with --partial")
     comparisons = comparisons_from_predictions(predictions, pairs, partial=args.partial)
     board, coefs = leaderboard(comparisons, entries, n_boot=args.n_boot, seed=args.seed, reference=args.reference,
-                               prior=args.prior)
+                               prior=args.prior, style=args.style)
     out = {"comparisons": comparisons, "leaderboard": board, "length_effect": coefs}
     if args.human:
         out["human_agreement"] = human_report(board, comparisons, load_human(args.human), n_boot=args.n_boot,
@@ -158,6 +160,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--human", default=None, help="CSV with name, system_a, system_b, winner (a/b/tie)")
     r.add_argument("--n-boot", type=COUNT, default=1000,
                    help=f"bootstrap replicates (below {MIN_RANK_BOOT}: ratings only, ranks and intervals withheld)")
+    r.add_argument("--style", choices=tuple(STYLES), default="linear",
+                   help="style control's length covariate: linear = (len a - len b) / (len a + len b) (Arena's), "
+                        "log-length = log(len a / len b) (default linear)")
     r.add_argument("--partial", action="store_true",
                    help="rank a tournament whose judging is unfinished; every output is labelled 'partial: n of N'")
     r.add_argument("--seed", type=COUNT, default=0, help="bootstrap seed")
@@ -263,13 +268,20 @@ def _rank(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int:
     if "partial" in board.columns:
         print("PARTIAL leaderboard, ranked on the comparisons judged so far: "
               + "; ".join(f"{' '.join(map(str, k))}: {v}" for k, v in board.groupby(CELL)["partial"].first().items()))
+    for line in length_warnings(outputs["length_effect"]):
+        print(line)
+    for r in outputs["length_effect"].itertuples():
+        print(f"style control ({r.style}: {r.covariate}) for {r.judge} ({r.strategy}): coefficient {r.coef:.2f} "
+              f"[{r.coef_lo:.2f}, {r.coef_hi:.2f}], deviance {r.deviance_plain:.1f} -> {r.deviance_style:.1f} "
+              f"({r.deviance_reduction_pct:.1f}% less), {r.rating_variance_removed_pct:.0f}% of the plain ratings' "
+              "variance removed")
     withheld = ranks_withheld(args.n_boot)
     if withheld:
         print(withheld)
         print(board[[*CELL, "method", "system", "rating"]].round(1).to_string(index=False))
     else:
         shown = board[[*CELL, "method", "rank", "system", "rating", "rating_lo", "rating_hi"]]
-        print(shown.astype({"rank": int}).round(1).to_string(index=False))
+        print(shown.astype({"rank": "Int64"}).round(1).to_string(index=False))  # <NA>: no finite replicate
     print(f"wrote {', '.join(f'{n}.csv' for n in outputs)} to {folder}")
     return 0
 

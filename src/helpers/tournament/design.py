@@ -25,12 +25,80 @@ import pandas as pd
 
 from helpers.data import DataError
 from helpers.digest import sha256_hex
-from helpers.run.store import RunSession, write_atomic
+from helpers.run.store import STORAGE_ERRNOS, StorageError, storage_message, write_atomic, write_json_atomic
 from helpers.tournament.table import SEPARATOR, entries_sha256, system_id
 
 DESIGN_FILE = "design.csv"
 MANIFEST_FILE = "manifest.json"
 DESIGN_COLUMNS = ("comparison", "name", "system_a", "system_b")
+
+
+DESIGN_KINDS = ("round_robin", "budget", "adaptive")
+STOPS = (None, "separated", "futile", "budget", "exhausted")
+
+
+@dataclass(frozen=True)
+class DesignManifest:
+    """The typed record of a design's ``manifest.json``: how it was drawn (kind, budget, seed; an
+    adaptive design also its batch size, limit, level, the judging that drives it, its batches
+    and why it stopped) and what it was drawn from (the table's hash, systems, samples), with
+    the design file's SHA-256 that commits the draw. Not a run manifest (a design folder is no
+    run): its own record, read by :meth:`from_json` (every field checked, a clear DataError
+    naming the field otherwise) and written by :func:`write_design`."""
+
+    design: str
+    seed: int
+    systems: list
+    n_samples: int
+    entries_sha256: str
+    n_comparisons: int | None = None
+    budget: int | None = None
+    orders: list = field(default_factory=lambda: ["normal", "reverse"])
+    design_sha256: str | None = None
+    comparisons_per_pair_min: int | None = None
+    comparisons_per_pair_max: int | None = None
+    batch_size: int | None = None
+    max_comparisons: int | None = None
+    level: float | None = None
+    judge: str | None = None
+    strategy: str | None = None
+    rounds: int | None = None
+    input_type: str | None = None
+    judge_llm: str | None = None
+    training: str | None = None
+    batches: list | None = None
+    stopped: str | None = None
+    given: tuple = ()  # the keys the manifest holds, in its order (written back as given)
+
+    TYPES = {"design": str, "seed": int, "systems": list, "n_samples": int, "entries_sha256": str,
+             "n_comparisons": int, "budget": int, "orders": list, "design_sha256": str,
+             "comparisons_per_pair_min": int, "comparisons_per_pair_max": int, "batch_size": int,
+             "max_comparisons": int, "level": float, "judge": str, "strategy": str, "rounds": int,
+             "input_type": str, "judge_llm": str, "training": str, "batches": list, "stopped": str}
+    REQUIRED = ("design", "seed", "systems", "n_samples", "entries_sha256")
+
+    @classmethod
+    def from_json(cls, data: dict, where: str | Path) -> DesignManifest:
+        """The record of ``data``; an unknown key, a missing required one or a value of the wrong
+        type is a DataError naming the file and the field (a hand-edited or foreign manifest)."""
+        problems = [f"field {key!r} is missing" for key in cls.REQUIRED if key not in data]
+        for key, value in data.items():
+            kind = cls.TYPES.get(key)
+            if kind is None:
+                problems.append(f"unknown field {key!r}")
+            elif value is not None and not (isinstance(value, kind) and not isinstance(value, bool)
+                                            or kind is float and isinstance(value, int) and not isinstance(value, bool)):
+                problems.append(f"field {key!r} is {value!r}, not a {kind.__name__}")
+        if data.get("design") not in DESIGN_KINDS:
+            problems.append(f"field 'design' is {data.get('design')!r}, not one of {', '.join(DESIGN_KINDS)}")
+        if data.get("stopped") not in STOPS:
+            problems.append(f"field 'stopped' is {data.get('stopped')!r}, not one of {', '.join(map(str, STOPS[1:]))}")
+        if problems:
+            raise DataError(f"{where}: not a design manifest this version can read: " + "; ".join(problems))
+        return cls(**data, given=tuple(data))
+
+    def to_json(self) -> dict:
+        return {key: getattr(self, key) for key in self.given}
 
 
 @dataclass
@@ -106,11 +174,17 @@ def write_design(design: Design, folder: str | Path) -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise DataError(f"--out {folder} is a file, not a folder: name a folder for the tournament")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in STORAGE_ERRNOS:
+            raise StorageError(storage_message(folder, exc, "create the folder")) from exc
+        raise
     data = design_bytes(design.pairs)
     design.manifest["design_sha256"] = sha256_hex(data)
+    record = DesignManifest.from_json(design.manifest, folder / MANIFEST_FILE)  # only what the record allows
     write_atomic(folder / DESIGN_FILE, data, durable=True)  # whole or not at all, on disk before its manifest
-    RunSession.record(folder, design.manifest)  # the store's one manifest writer (atomic, clear disk errors); after the design it commits
+    write_json_atomic(folder / MANIFEST_FILE, record.to_json())  # after the design, whose hash it commits
     return folder
 
 
@@ -135,7 +209,10 @@ def read_manifest_file(folder: Path) -> dict:
         raise DataError(f"{path}: not valid JSON ({exc}); {_redraw(folder)}") from None
     if not isinstance(manifest, dict):
         raise DataError(f"{path}: expected a JSON object, found {type(manifest).__name__}; {_redraw(folder)}")
-    return manifest
+    try:
+        return DesignManifest.from_json(manifest, path).to_json()
+    except DataError as exc:
+        raise DataError(f"{exc}; {_redraw(folder)}") from None
 
 
 def read_design(folder: str | Path) -> Design:

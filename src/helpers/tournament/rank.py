@@ -53,6 +53,20 @@ def unjudged(predictions: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=keys)
 
 
+def log_length_ratio(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+    """``log(len a / len b)`` (lengths of at least 1 character): the style covariate for a judge
+    whose preference grows with the *ratio* of the lengths rather than their normalised difference."""
+    la = np.maximum(np.array([len(t) for t in a], float), 1.0)
+    lb = np.maximum(np.array([len(t) for t in b], float), 1.0)
+    return np.log(la / lb)
+
+
+STYLES = {"linear": "length_diff", "log-length": "log_length_ratio"}
+"""``--style``: the covariate of style control, by name. ``linear`` is Arena's normalised length
+difference ``(len a - len b) / (len a + len b)``; ``log-length`` the log ratio of the lengths."""
+LENGTH_RULE_WARN = 0.95  # agreement with "the longer text wins" above which a leaderboard is flagged as length
+
+
 def comparisons_from_predictions(predictions: pd.DataFrame, pairs: pd.DataFrame, partial: bool = False) -> pd.DataFrame:
     """One comparison per judge cell × design comparison, from the store's predictions.
 
@@ -90,7 +104,9 @@ def comparisons_from_predictions(predictions: pd.DataFrame, pairs: pd.DataFrame,
     out["system_a"] = out["comparison"].map(info["system_a"])
     out["system_b"] = out["comparison"].map(info["system_b"])
     out["length_diff"] = out["comparison"].map(pd.Series(length_diff(info["a1"], info["a2"]), index=info.index))
-    return out[[*CELL, "comparison", "name", "system_a", "system_b", "winner", "consistency", "n_rounds", "length_diff"]]
+    out["log_length_ratio"] = out["comparison"].map(pd.Series(log_length_ratio(info["a1"], info["a2"]), index=info.index))
+    return out[[*CELL, "comparison", "name", "system_a", "system_b", "winner", "consistency", "n_rounds", "length_diff",
+                "log_length_ratio"]]
 
 
 # --------------------------------------------------------------------------- leaderboards
@@ -110,27 +126,73 @@ def leaderboard(
     seed: int = 0,
     reference: str | None = None,
     prior: float = 1.0,
+    style: str = "linear",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Plain and style-controlled BT for every judge cell, long format (``method`` column:
-    ``plain`` / ``style_control``), and the length coefficient per cell. ``entries`` adds each
-    system's mean description length. ``prior`` (one virtual tie per pair of systems by default)
-    keeps a judge that always prefers one system finite; it is negligible beside hundreds of
-    comparisons per pair."""
+    ``plain`` / ``style_control``), and per cell what the style covariate explains
+    (:func:`style_fit`). ``style``: the covariate (:data:`STYLES`), named in the ``covariate``
+    column. ``entries`` adds each system's mean description length. ``prior`` (one virtual tie
+    per pair of systems by default) keeps a judge that always prefers one system finite; it is
+    negligible beside hundreds of comparisons per pair."""
+    if style not in STYLES:
+        raise DataError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
+    covariate = STYLES[style]
     boards, coefs = [], []
     for cell, group in comparisons.groupby(CELL, sort=True):
         plain = plain_bt(group, n_boot=n_boot, seed=seed, reference=reference, prior=prior)
-        style = fit_bt(group, ("length_diff",), n_boot=n_boot, seed=seed, reference=reference, prior=prior)
-        for method, board in (("plain", plain), ("style_control", style.ratings)):
+        styled = fit_bt(group, (covariate,), n_boot=n_boot, seed=seed, reference=reference, prior=prior)
+        for method, board in (("plain", plain), ("style_control", styled.ratings)):
             board = board.assign(method=method, swap_consistency=group["consistency"].mean())
             board[CELL] = list(cell)
             boards.append(board)
-        coefs.append(style.coefficients.assign(**dict(zip(CELL, cell, strict=True))))
+        coefs.append(styled.coefficients.assign(style=style, **style_fit(group, plain, styled, covariate),
+                                                **dict(zip(CELL, cell, strict=True))))
     out = pd.concat(boards, ignore_index=True)
     if entries is not None:
         lengths = entries.assign(length=entries["description"].str.len()).groupby("system")["length"].mean()
         out["mean_length"] = out["system"].map(lengths)
     first = [*CELL, "method", "rank", "system"]
     return out[first + [c for c in out.columns if c not in first]], pd.concat(coefs, ignore_index=True)
+
+
+def _deviance(comparisons: pd.DataFrame, strength: pd.Series, gamma: float = 0.0, covariate: str | None = None) -> float:
+    """``-2 log L`` of the comparisons (a tie half a win each way) under log-strengths ``strength``."""
+    eta = comparisons["system_a"].map(strength).to_numpy() - comparisons["system_b"].map(strength).to_numpy()
+    if covariate:
+        eta = eta + gamma * comparisons[covariate].to_numpy(float)
+    y = comparisons["winner"].map(SCORE).to_numpy(float)
+    log_p, log_q = -np.logaddexp(0, -eta), -np.logaddexp(0, eta)
+    return float(-2 * (y * log_p + (1 - y) * log_q).sum())
+
+
+def style_fit(comparisons: pd.DataFrame, plain: pd.DataFrame, styled, covariate: str) -> dict[str, float]:
+    """What the style covariate explains for one judge cell: the deviance of the plain and the
+    style-controlled fits on the comparisons and its reduction in percent (how much better the
+    covariate predicts the verdicts), the share of the plain ratings' variance across systems
+    that style control removes, and the judge's agreement with the rule "the longer text wins"
+    on the comparisons it decided between texts of different length (a judge above
+    :data:`LENGTH_RULE_WARN` is explained by length)."""
+    plain_s = plain.set_index("system")["log_strength"]
+    style_s = styled.ratings.set_index("system")["log_strength"]
+    gamma = float(styled.coefficients["coef"].iloc[0])
+    d_plain, d_style = _deviance(comparisons, plain_s), _deviance(comparisons, style_s, gamma, covariate)
+    decided = comparisons[(comparisons["winner"] != "tie") & (comparisons["length_diff"] != 0)]
+    longer = np.where(decided["length_diff"] > 0, "a", "b")
+    return {"deviance_plain": d_plain, "deviance_style": d_style,
+            "deviance_reduction_pct": 100 * (d_plain - d_style) / d_plain if d_plain > 0 else np.nan,
+            "rating_variance_removed_pct": 100 * (1 - style_s.var() / plain_s.var()) if plain_s.var() > 0 else np.nan,
+            "longer_rule_agreement": float((decided["winner"].to_numpy() == longer).mean()) if len(decided) else np.nan,
+            "longer_rule_n": len(decided)}
+
+
+def length_warnings(coefficients: pd.DataFrame) -> list[str]:
+    """One line per judge cell whose decided verdicts follow "the longer text wins" at least
+    :data:`LENGTH_RULE_WARN` of the time: its leaderboard ranks lengths, and style control cannot
+    recover quality from a judge that never looked past them."""
+    flagged = coefficients[coefficients["longer_rule_agreement"] >= LENGTH_RULE_WARN]
+    return [f"note: judge {r.judge} ({r.strategy}) picks the longer text in {r.longer_rule_agreement:.0%} of the "
+            f"{int(r.longer_rule_n)} comparisons it decided between texts of different length: its leaderboard is "
+            "explained by length, not by quality beyond length" for r in flagged.itertuples()]
 
 
 # --------------------------------------------------------------------------- human labels
