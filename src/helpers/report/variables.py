@@ -269,8 +269,8 @@ def official_values(pairing: pd.DataFrame | None) -> dict:
 def _names(judges) -> str:
     """Display names as prose: "A", "A and B", "A, B and C", or "none"."""
     shown = [names.judge(j) for j in judges]
-    if len(shown) < 2:
-        return shown[0] if shown else "none"
+    if len(shown) < 3:
+        return " and ".join(shown) or "none"
     joint = "; " if any("," in name for name in shown) else ", "  # "A, with B; C" stays readable
     return joint.join(shown[:-1]) + (";" if joint == "; " else "") + " and " + shown[-1]
 
@@ -322,7 +322,8 @@ def headline(tables: Path, paper: PaperResults) -> dict:
     if tournament is not None and len(tournament):
         row = tournament.iloc[0]
         values["tournament"] = {k: (pct(v) if isinstance(v, float) and k.endswith(("pct", "mercaption")) else
-                                    f"{v:.2f}" if isinstance(v, float) else "none" if pd.isna(v) else v)
+                                    f"{v:.2f}" if isinstance(v, float) else "none" if pd.isna(v) else
+                                    v.item() if isinstance(v, np.generic) else v)  # YAML writes no numpy ints
                                 for k, v in row.items()}
     build = _read(tables, "summary_build.csv")
     if build is not None:
