@@ -41,6 +41,9 @@ from helpers.stats.metrics import (
     normal_reverse_vote,
     unparsed_flags,
 )
+from helpers.stats.metrics import (
+    wilson_interval as metrics_wilson,
+)
 
 PAPER_ROUNDS = 2
 ANALYSIS_NOTEBOOKS = ("02_metrics", "03_consistency", "04_voting", "05_ranking", "06_confound", "06b_probes",
@@ -545,8 +548,11 @@ def results_main(best: pd.DataFrame, length: pd.DataFrame, paper: PaperResults, 
     mine = best_strategy(best)
     ours = mine.drop(columns=[c for c in keep if c not in CELL], errors="ignore").merge(length[keep], on=CELL, how="left")
     ours["source"] = mine["source_label"].to_numpy() if "source_label" in mine else SOURCE_LABELS[JUDGED]
-    bounds = [paper_view.approx_interval(v, n_decided) for v in ours["two_class_acc"].astype(float)]
-    ours["two_class_acc_lo"], ours["two_class_acc_hi"] = [b[0] for b in bounds], [b[1] for b in bounds]
+    # a mean over R rounds of whole counts is a multiple of 1/R: recover it from the 2-decimal percent
+    rounds = ours["rounds"].astype(float).clip(lower=1)
+    successes = np.round(ours["two_class_acc"].astype(float) / 100 * n_decided * rounds) / rounds
+    bounds = [metrics_wilson(k, n_decided) for k in successes]
+    ours["two_class_acc_lo"], ours["two_class_acc_hi"] = [100 * b[0] for b in bounds], [100 * b[1] for b in bounds]
     ours["judge"] = ours["judge"].map(names.judge)
     rows = pd.concat([theirs, ours], ignore_index=True).reindex(columns=[*columns, "two_class_waf_unrounded"])
     rows["rank"] = paper_view.ci_rank(rows)

@@ -302,6 +302,18 @@ def probe_values(probes: pd.DataFrame | None, built: pd.DataFrame | None) -> dic
     return out
 
 
+def _tournament_value(key: str, value) -> str | int:
+    """One value of ``tournament_summary.csv`` as the page prints it: counts as integers, shares
+    with two decimals, coefficients with two decimals, lists of judges as they are."""
+    if pd.isna(value):
+        return "none"
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return pct(value) if key.endswith(("pct", "mercaption")) else f"{float(value):.2f}"
+    return str(value)
+
+
 def headline(tables: Path, paper: PaperResults) -> dict:
     """Every value the chapters quote, from the tables in ``tables`` (missing tables leave their
     group out, so the shortcode shows ``?var:`` and the renderer warns)."""
@@ -321,10 +333,7 @@ def headline(tables: Path, paper: PaperResults) -> dict:
     tournament = _read(tables, "tournament_summary.csv")
     if tournament is not None and len(tournament):
         row = tournament.iloc[0]
-        values["tournament"] = {k: (pct(v) if isinstance(v, float) and k.endswith(("pct", "mercaption")) else
-                                    f"{v:.2f}" if isinstance(v, float) else "none" if pd.isna(v) else
-                                    v.item() if isinstance(v, np.generic) else v)  # YAML writes no numpy ints
-                                for k, v in row.items()}
+        values["tournament"] = {k: _tournament_value(k, v) for k, v in row.items()}
     build = _read(tables, "summary_build.csv")
     if build is not None:
         values["build"] = {str(k): str(v) for k, v in zip(build["key"], build["status"], strict=True)}
