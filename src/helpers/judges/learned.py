@@ -355,9 +355,11 @@ def cross_validation(judges: Sequence[str | JudgeSpec], pairs: pd.DataFrame, *, 
 
     Each judge predicts every pair out of fold (folds grouped by video, :func:`pair_folds`),
     once per fold seed 0..``fold_seeds``-1; a model-free judge (``length``) is scored the same way
-    as a reference. Two-class WAF and accuracy are means over the fold seeds with 95% percentile
-    bootstrap intervals over pairs (``helpers.stats.metrics.cell_bootstrap``: each resample scores
-    every fold seed); the length-balanced accuracy and its interval are
+    as a reference. Two-class WAF and accuracy are means over the fold seeds; the WAF has the 95%
+    percentile bootstrap interval over pairs (``helpers.stats.metrics.cell_bootstrap``: each
+    resample scores every fold seed), the accuracy the Wilson interval of its mean count of decided
+    pairs (``metrics.wilson_interval``, the report's one method for a share of pairs, so the
+    longer-text rule's accuracy carries the same interval here as in the main table); the length-balanced accuracy and its interval are
     ``helpers.stats.confound.length_report``'s. Any ``train_on`` of a judge's YAML is ignored here:
     the scores are of the judge trained on the other folds of these pairs."""
     from helpers.judges.registry import load_spec, make_pair_judge
@@ -384,6 +386,8 @@ def cross_validation(judges: Sequence[str | JudgeSpec], pairs: pd.DataFrame, *, 
                      "two_class_waf": 100 * scores["two_class_waf"],
                      "two_class_waf_lo": 100 * ci["two_class_waf"][0], "two_class_waf_hi": 100 * ci["two_class_waf"][1],
                      "two_class_acc": 100 * scores["two_class_acc"],
-                     "two_class_acc_lo": 100 * ci["two_class_acc"][0], "two_class_acc_hi": 100 * ci["two_class_acc"][1],
+                     **dict(zip(("two_class_acc_lo", "two_class_acc_hi"),
+                                (100 * b for b in metrics.wilson_interval(scores["two_class_acc"] * decided.sum(),
+                                                                         int(decided.sum()))), strict=True)),
                      **{c: length[c] for c in ("len_balanced_acc", "len_balanced_lo", "len_balanced_hi")}})
     return pd.DataFrame(rows, columns=CV_COLUMNS)
