@@ -601,3 +601,25 @@ def test_the_tournament_notebook_ranks_the_v1_systems_and_names_the_length_follo
     assert (tmp_path / "reports" / "figures" / "tournament_ratings.png").stat().st_size > 1000
     summary = pd.read_csv(tmp_path / "reports" / "tables" / "tournament_summary.csv").iloc[0]  # the prose's values
     assert "`length`" in summary["follows_length"]
+
+
+def test_judging_again_after_the_judge_code_changed_is_refused_by_name_unless_overwrite(tmp_path, capsys):
+    """A run folder made with other judge code is never resumed into: `judge` names the changed
+    field and the way out; `judge --overwrite` moves the folder aside and judges afresh."""
+    long_table(6, systems=("alpha", "beta", "gamma")).to_csv(tmp_path / "t.csv", index=False)
+    out = tmp_path / "tour"
+    assert cli("judge", tmp_path / "t.csv", "--out", out, "--judge", "length") == 0
+    (manifest,) = (out / "predictions").glob("*/manifest.json")
+    record = json.loads(manifest.read_text())
+    record["identity"]["implementation"] = {"source_sha256": {"helpers.judges.cpu": "0" * 64}}
+    manifest.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert cli("judge", tmp_path / "t.csv", "--out", out, "--judge", "length") == 1
+    err = capsys.readouterr().err
+    assert "implementation" in err and "overwrite" in err
+    assert cli("judge", tmp_path / "t.csv", "--out", out, "--judge", "length", "--overwrite") == 0
+    assert list((out / "predictions" / ".replaced").iterdir())
+    assert cli("rank", tmp_path / "t.csv", "--out", out, "--n-boot", "0") == 0
+    with pytest.raises(SystemExit) as usage:  # an adaptive design's batches came from its stored verdicts
+        cli("judge", tmp_path / "t.csv", "--out", out, "--judge", "length", "--adaptive", "--overwrite")
+    assert usage.value.code == 2

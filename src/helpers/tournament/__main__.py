@@ -149,6 +149,9 @@ def parser() -> argparse.ArgumentParser:
     j.add_argument("--executor", choices=("local", "ray"), default="local")
     j.add_argument("--address", default=None, help="Ray cluster address ('auto', 'ray://host:10001'); default: local Ray")
     j.add_argument("--shards", type=POSITIVE, default=1, help="shards per judge")
+    j.add_argument("--overwrite", action="store_true",
+                   help="move run folders made with other judge code or settings aside (into predictions/.replaced/) "
+                        "and judge them afresh, instead of refusing")
     j.add_argument("--workers", type=POSITIVE, default=1, help="local CPU processes (GPU machines: one per GPU)")
     j.add_argument("--rounds", type=POSITIVE, default=1)
     j.add_argument("--strategy", default="all", choices=("all", "-", *STRATEGIES))
@@ -212,7 +215,7 @@ def _judge(args: argparse.Namespace, entries: pd.DataFrame, folder: Path) -> int
         tag=system_id(folder.resolve().name),
         executor=args.executor, shards=args.shards, workers=args.workers, address=args.address,
         rounds=args.rounds, seed=asked.get("seed", 0), strategy=args.strategy, input_type=args.input_type,
-        judge_llm=args.judge_llm, engine=args.engine, media_dir=args.media_dir,
+        judge_llm=args.judge_llm, engine=args.engine, media_dir=args.media_dir, overwrite=args.overwrite,
     )
     print(summary.to_string(index=False))
     return 0
@@ -311,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
             top.error("argument --adaptive: give exactly one --judge (the batches follow one judge's verdicts)")
         if hasattr(args, "budget"):
             top.error("argument --budget: not allowed with --adaptive (use --batch-size and --max-comparisons)")
+        if getattr(args, "overwrite", False):
+            top.error("argument --overwrite: not allowed with --adaptive (its batches were drawn from the stored "
+                      "verdicts; start a new design in a new --out folder)")
     out = getattr(args, "out", None)
     if out is not None:
         _check_out(top, Path(out))

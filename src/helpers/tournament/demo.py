@@ -210,7 +210,9 @@ def judge_each(pairs: pd.DataFrame, judge_names: Sequence[str], folder: str | Pa
                address: str | None = None, shards: int = 1, seed: int = 0) -> tuple[pd.DataFrame, float]:
     """Every judge on every comparison (both orders), one after another; a judge that cannot run
     here (it needs labels this table lacks) is listed as ``not run`` with the reason, not hidden.
-    Returns the status table and the total seconds."""
+    The demonstration's store is the report's own, rebuilt from code: a run folder made with other
+    judge code is moved aside and judged again (``overwrite``), as ``make report`` does for the CPU
+    grid. Returns the status table and the total seconds."""
     from helpers.run import launch
     from helpers.tournament.judge import judge_tournament
 
@@ -220,7 +222,7 @@ def judge_each(pairs: pd.DataFrame, judge_names: Sequence[str], folder: str | Pa
             tic = time.perf_counter()
             try:
                 judge_tournament(pairs, [name], Path(folder) / "predictions", tag="v1_demo", executor=executor,
-                                 address=address, shards=shards, rounds=1, seed=seed)
+                                 address=address, shards=shards, rounds=1, seed=seed, overwrite=True)
                 status.append({"judge": name, "status": "judged", "seconds": round(time.perf_counter() - tic, 1)})
             except DataError as exc:
                 status.append({"judge": name, "status": f"not run: {str(exc).splitlines()[0]}", "seconds": None})

@@ -63,16 +63,18 @@ def pairs_digest(pairs: pd.DataFrame) -> str:
 
 def judge_shard(*, judge: str, pairs: pd.DataFrame, names: list[str], dataset: str, store_root: str,
                 rounds: int, seed: int, strategy: str, input_type: str | None, judge_llm: str | None,
-                engine: str, media_dir: str | None) -> list[dict]:
+                engine: str, media_dir: str | None, overwrite: bool = False) -> list[dict]:
     """One shard through the study's engine: both orders, into its own run folder of the store.
-    The whole pairs table goes along so cross-fitted CPU judges fit exactly as in a full run."""
+    The whole pairs table goes along so cross-fitted CPU judges fit exactly as in a full run.
+    ``overwrite``: a run folder of another identity (judge code, settings) is moved aside and
+    judged afresh instead of refused, as the engine's own ``overwrite``."""
     from helpers.run.engine import run
 
     end_with_parent()
     summary = run(
         judge, strategy=strategy, order="both", rounds=rounds, dataset=dataset, input_type=input_type,
         judge_llm=judge_llm, engine=engine, media_dir=media_dir, output_dir=store_root, seed=seed,
-        pairs=pairs, names=names, progress=False,
+        pairs=pairs, names=names, progress=False, overwrite=overwrite,
     )
     return summary.to_dict("records")
 
@@ -173,6 +175,7 @@ def judge_tournament(
     engine: str = "auto",
     media_dir: str | Path | None = None,
     names: Sequence[str] | None = None,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """Judge every comparison with every judge, ``shards`` shards per judge, on ``executor``.
     Shard ``i`` of ``n`` writes run folders named with dataset ``<tag>-<digest>.s<i>of<n>``
@@ -183,7 +186,8 @@ def judge_tournament(
     (``<tag>-<digest>.t<training digest>.s<i>of<n>``): other training data, other runs. Returns
     the engine's summary rows (one per run folder). ``names``: judge only these comparisons of
     ``pairs`` (an adaptive design's batch), into the run folders of the whole ``pairs``, so every
-    batch of one design resumes the same folders."""
+    batch of one design resumes the same folders. ``overwrite``: run folders made with other
+    judge code or settings are moved aside (``<store>/.replaced/``) and judged afresh, never mixed."""
     from helpers.judges.registry import load_spec
     from helpers.run.launch import Shard, gpus_for, run_shards
 
@@ -210,7 +214,7 @@ def judge_tournament(
                     "dataset": f"{judged(judge)[1]}.s{i}of{len(chunks)}",
                     "store_root": str(store_root), "rounds": rounds, "seed": seed, "strategy": strategy,
                     "input_type": input_type, "judge_llm": judge_llm, "engine": engine,
-                    "media_dir": str(media_dir) if media_dir else None},
+                    "media_dir": str(media_dir) if media_dir else None, "overwrite": overwrite},
         )
         for judge in judges for i, chunk in enumerate(chunks)
     ]
