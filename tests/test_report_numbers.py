@@ -87,6 +87,8 @@ def expected(tables) -> dict[str, tuple[str, str]]:
         out[f"balanced{key}"] = (f(top[column]), "tbl-results-main")
     at_chance = ((judged["len_balanced_lo"] <= 50) & (judged["len_balanced_hi"] >= 50)).sum()
     out["at chance"], out["graded judges"] = (str(at_chance), ""), (str(len(judged)), "")
+    probes = pd.read_csv(tables / "probes.csv").dropna(subset=["verbosity", "matched_waf", "content"], how="all")
+    out["probe judges"] = (str(probes["judge"].nunique()), "")
     shorter = pd.read_csv(tables / "confound_shorter.csv").set_index(["stratum", "feature"])
     emotion = shorter.loc[("shorter preferred", "emotion words per 100 words")]
     out["shorter pairs"] = (str(int(emotion["pairs"])), "tbl-confound-shorter")
@@ -111,7 +113,7 @@ def test_every_number_in_the_abstract_and_conclusion_is_recomputed_from_the_tabl
                  "longer preferred hi", "paper best", "paper best lo", "paper best hi", "balanced", "balanced lo",
                  "balanced hi", "shorter pairs", "emotion preferred", "emotion rejected", "emotion shorter rejected",
                  "pairs", "at chance", "graded judges", "longer count", "longer pairs", "mercaption longer",
-                 "annotated", "annotators", "emotion r"):
+                 "annotated", "annotators", "emotion r", "probe judges"):
         assert values[name][0] in abstract, f"the abstract does not quote {name} = {values[name][0]}"
     for name in ("longer preferred", "length waf", "paper best", "balanced", "shorter pairs"):
         assert values[name][0] in conclusion, f"the conclusion does not quote {name} = {values[name][0]}"
@@ -119,6 +121,7 @@ def test_every_number_in_the_abstract_and_conclusion_is_recomputed_from_the_tabl
     assert (f"p {p}" if p.startswith("<") else f"p = {p}") in abstract
     known = {v.removeprefix("< ") for v, _ in values.values()} | LITERALS
     for text, where in ((abstract, "abstract"), (conclusion, "conclusion")):
+        text = re.sub(r"\b(Section|Table|Figure) \d+", "", text)  # cross-references are not quoted numbers
         strays = [n for n in NUMBER.findall(text) if n not in known]
         assert not strays, f"the {where} quotes numbers no table gives: {strays}"
 
