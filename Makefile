@@ -23,7 +23,8 @@ export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 # the notebooks run with notebooks/ as their working directory: a relative data folder is read from here
 ifneq ($(strip $(EMOPREFER_DATA)),)
-export EMOPREFER_DATA := $(abspath $(EMOPREFER_DATA))
+override EMOPREFER_DATA := $(abspath $(EMOPREFER_DATA))
+export EMOPREFER_DATA
 endif
 
 .PHONY: report test test-vllm bench venv data lint check-python chromium clean-report help
