@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from helpers.data import swap_label
-from helpers.run.store import row_key
 from helpers.stats.simulate import content_accuracy
 
 CREATED_AT = "2026-01-01T00:00:00+00:00"
@@ -113,10 +112,7 @@ def synthetic_predictions(
 
 
 def write_predictions(table: pd.DataFrame, root, run_id: str = "synthetic") -> None:
-    """Write a table as ``<root>/<run_id>/predictions.jsonl`` (the store's layout), each row with
-    the ``key`` the engine gives it (``store.row_key``), which every reader checks."""
+    """Write a table as ``<root>/<run_id>/predictions.jsonl`` (the store's layout)."""
     folder = Path(root) / run_id
     folder.mkdir(parents=True, exist_ok=True)
-    if "key" not in table.columns:
-        table = table.assign(key=[row_key(r.strategy, r.order, int(r.round), str(r.name)) for r in table.itertuples()])
     table.to_json(folder / "predictions.jsonl", orient="records", lines=True)

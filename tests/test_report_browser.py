@@ -33,6 +33,7 @@ from sklearn.metrics import f1_score
 from synthetic import synthetic_predictions, write_predictions
 
 from helpers import paths, report
+from helpers.run.store import row_key
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -102,7 +103,8 @@ def built_report(tmp_path_factory) -> Path:
     predictions = synthetic_predictions(n_pairs=60, judges={"length": 0.78, "random": 0.5}, rounds=2, seed=1)
     for judge, rows in predictions.groupby("judge"):
         run_id = f"{judge}__cpu__text__emoprefer"
-        write_predictions(rows.assign(run_id=run_id), store, run_id)
+        keys = [row_key(r.strategy, r.order, int(r.round), str(r.name)) for r in rows.itertuples()]
+        write_predictions(rows.assign(run_id=run_id, key=keys), store, run_id)  # every reader checks the key
         (store / run_id / "manifest.json").write_text(f'{{"judge": "{judge}", "rounds": 2}}')
     metrics = synthetic_metrics(predictions)
     (reports / "tables").mkdir(parents=True)
