@@ -349,9 +349,9 @@ def adaptive_figure(per_seed: pd.DataFrame, summary: pd.DataFrame, path: str | P
            ylabel="saving: uniform / adaptive comparisons")
     ax.legend(frameon=False)
     fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=150)
-    return fig
+    from helpers.report.plots import save  # the one check that text stays >= 10 px at the shown width
+
+    return save(fig, path)
 
 
 def adaptive_on_table(entries: pd.DataFrame, folder: str | Path, judge: str = "length", batch_size: int = 100,
