@@ -49,12 +49,18 @@ def run_statuses(root: str | Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_id", "status"])
 
 
+def _not_complete(runs: pd.DataFrame) -> pd.Series:
+    """Rows of :func:`run_statuses` whose manifest says anything but ``complete`` (a folder
+    without a manifest is read)."""
+    return runs["status"].notna() & (runs["status"] != COMPLETE)
+
+
 def left_out_runs(root: str | Path | None = None) -> pd.DataFrame:
     """The runs the report leaves out of every chapter (``run_id, status, rows``): those whose
     manifest says anything but ``complete`` (still running, failed, interrupted, incomplete)."""
     root = Path(root) if root is not None else paths.predictions_dir()
     runs = run_statuses(root)
-    runs = runs[runs["status"].notna() & (runs["status"] != COMPLETE)].reset_index(drop=True)
+    runs = runs[_not_complete(runs)].reset_index(drop=True)
     return runs.assign(rows=[len(store.read_jsonl(root / r / "predictions.jsonl")) for r in runs["run_id"]])
 
 
@@ -68,11 +74,10 @@ def stored_rows(root: str | Path | None = None, run_ids: Iterable[str] | None = 
     ``complete_only``: without the rows of :func:`left_out_runs` (the report's reading: a run
     still writing, failed or incomplete is in no chapter)."""
     root = Path(root) if root is not None else paths.predictions_dir()
-    if complete_only:
-        left_out = set(left_out_runs(root)["run_id"])
-        if run_ids is None:
-            run_ids = set(run_statuses(root)["run_id"])
-        run_ids = [r for r in run_ids if r not in left_out]
+    if complete_only:  # one read of the manifests; a left-out run's rows are never opened
+        runs = run_statuses(root)
+        complete = set(runs.loc[~_not_complete(runs), "run_id"])
+        run_ids = complete if run_ids is None else [r for r in run_ids if r in complete]
     if run_ids is None:
         return store.read_predictions(root)
     rows = [row for run_id in sorted(set(run_ids)) for row in store.checked_rows(root / run_id)]
